@@ -1,0 +1,191 @@
+//! The configuration as written: serde types that mirror the TOML file one to one.
+//!
+//! Unknown fields are rejected here; every other rule lives in `super::validate`, which turns these
+//! into types that cannot hold an invalid state.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub backend_pools: Vec<RawBackendPool>,
+    #[serde(default)]
+    pub backend_settings: Vec<RawBackendSettings>,
+    #[serde(default)]
+    pub url_path_maps: Vec<RawUrlPathMap>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub redirects: Vec<RawRedirect>,
+    #[serde(default)]
+    pub rewrite_sets: Vec<RawRewriteSet>,
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    pub port: u16,
+    #[serde(default)]
+    pub bind_address: Option<String>,
+    #[serde(default)]
+    pub host_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendPool {
+    pub name: String,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendSettings {
+    pub name: String,
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub request_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub host_name: Option<String>,
+    #[serde(default)]
+    pub pick_host_name_from_backend_address: bool,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub cookie_based_affinity: bool,
+    #[serde(default)]
+    pub affinity_cookie_name: Option<String>,
+    #[serde(default)]
+    pub connection_draining: Option<RawDraining>,
+    #[serde(default)]
+    pub probe: Option<String>,
+    #[serde(default)]
+    pub websocket_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDraining {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUrlPathMap {
+    pub name: String,
+    #[serde(default)]
+    pub default_backend_pool: Option<String>,
+    #[serde(default)]
+    pub default_backend_settings: Option<String>,
+    #[serde(default)]
+    pub default_redirect: Option<String>,
+    #[serde(default)]
+    pub default_rewrite_set: Option<String>,
+    #[serde(default)]
+    pub path_rules: Vec<RawPathRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathRule {
+    pub name: String,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub backend_pool: Option<String>,
+    #[serde(default)]
+    pub backend_settings: Option<String>,
+    #[serde(default)]
+    pub redirect: Option<String>,
+    #[serde(default)]
+    pub rewrite_set: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub listener: String,
+    #[serde(default)]
+    pub backend_pool: Option<String>,
+    #[serde(default)]
+    pub backend_settings: Option<String>,
+    #[serde(default)]
+    pub url_path_map: Option<String>,
+    #[serde(default)]
+    pub redirect: Option<String>,
+    #[serde(default)]
+    pub rewrite_set: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub name: String,
+    #[serde(default)]
+    pub redirect_type: Option<String>,
+    #[serde(default)]
+    pub target_listener: Option<String>,
+    #[serde(default)]
+    pub target_url: Option<String>,
+    #[serde(default)]
+    pub include_path: Option<bool>,
+    #[serde(default)]
+    pub include_query_string: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewriteSet {
+    pub name: String,
+    #[serde(default)]
+    pub request_headers: Vec<RawHeaderRewrite>,
+    #[serde(default)]
+    pub response_headers: Vec<RawHeaderRewrite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRewrite {
+    pub name: String,
+    /// Absent or empty: the header is deleted (Application Gateway's convention).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub client_idle_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub shutdown_timeout: Option<RawDuration>,
+}
+
+/// A duration: whole seconds as Application Gateway writes them (`20`), or a number with a unit
+/// (`"500ms"`, `"1.5s"`, `"2m"`, `"1h"`) so tests can use sub-second values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Seconds(i64),
+    Fractional(f64),
+    Text(String),
+}

@@ -1,0 +1,886 @@
+//! Raw → validated configuration. Every error names the field's path and the reason.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::raw::*;
+use super::*;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config> {
+    let listeners = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener(&format!("listeners[{i}]"), l))
+        .collect::<Result<Vec<_>>>()?;
+    let listener_ids = names("listeners", raw.listeners.iter().map(|l| &l.name))?;
+    check_frontends(&listeners)?;
+
+    let backend_pools = raw
+        .backend_pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pool(&format!("backend_pools[{i}]"), p))
+        .collect::<Result<Vec<_>>>()?;
+    let pool_ids = names("backend_pools", raw.backend_pools.iter().map(|p| &p.name))?;
+
+    let backend_settings = raw
+        .backend_settings
+        .iter()
+        .enumerate()
+        .map(|(i, s)| settings(&format!("backend_settings[{i}]"), s))
+        .collect::<Result<Vec<_>>>()?;
+    let settings_ids = names(
+        "backend_settings",
+        raw.backend_settings.iter().map(|s| &s.name),
+    )?;
+
+    let rewrite_sets = raw
+        .rewrite_sets
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rewrite_set(&format!("rewrite_sets[{i}]"), r))
+        .collect::<Result<Vec<_>>>()?;
+    let rewrite_ids = names("rewrite_sets", raw.rewrite_sets.iter().map(|r| &r.name))?;
+
+    let redirect_ids = names("redirects", raw.redirects.iter().map(|r| &r.name))?;
+    let redirects = raw
+        .redirects
+        .iter()
+        .enumerate()
+        .map(|(i, r)| redirect(&format!("redirects[{i}]"), r, &listener_ids))
+        .collect::<Result<Vec<_>>>()?;
+
+    let refs = Refs {
+        pools: &pool_ids,
+        settings: &settings_ids,
+        redirects: &redirect_ids,
+        rewrite_sets: &rewrite_ids,
+    };
+
+    let map_ids = names("url_path_maps", raw.url_path_maps.iter().map(|m| &m.name))?;
+    let url_path_maps = raw
+        .url_path_maps
+        .iter()
+        .enumerate()
+        .map(|(i, m)| url_path_map(&format!("url_path_maps[{i}]"), m, &refs))
+        .collect::<Result<Vec<_>>>()?;
+
+    names("rules", raw.rules.iter().map(|r| &r.name))?;
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut priorities: HashMap<u32, usize> = HashMap::new();
+    let mut listener_rule: HashMap<usize, usize> = HashMap::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let rule = rule(&path, r, &listener_ids, &map_ids, &refs)?;
+        if let Some(p) = rule.priority
+            && let Some(other) = priorities.insert(p, i)
+        {
+            return Err(ConfigError::new(
+                format!("{path}.priority"),
+                format!("priority {p} is already used by rules[{other}]; priorities must be unique"),
+            ));
+        }
+        if let Some(other) = listener_rule.insert(rule.listener.0, i) {
+            return Err(ConfigError::new(
+                format!("{path}.listener"),
+                format!(
+                    "listener {:?} is already used by rules[{other}]; a listener takes exactly one rule",
+                    r.listener
+                ),
+            ));
+        }
+        rules.push(rule);
+    }
+
+    let limits = match &raw.limits {
+        None => Limits::default(),
+        Some(l) => {
+            let d = Limits::default();
+            Limits {
+                client_idle_timeout: opt_duration(
+                    "limits.client_idle_timeout",
+                    &l.client_idle_timeout,
+                    d.client_idle_timeout,
+                    Duration::from_secs(86_400),
+                )?,
+                shutdown_timeout: opt_duration(
+                    "limits.shutdown_timeout",
+                    &l.shutdown_timeout,
+                    d.shutdown_timeout,
+                    Duration::from_secs(3_600),
+                )?,
+            }
+        }
+    };
+
+    Ok(Config {
+        listeners,
+        backend_pools,
+        backend_settings,
+        url_path_maps,
+        rules,
+        redirects,
+        rewrite_sets,
+        limits,
+    })
+}
+
+/// Checks names are present and unique; returns name → index.
+fn names<'a>(
+    section: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<&'a str, usize>> {
+    let mut map = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if name.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{section}[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if let Some(other) = map.insert(name.as_str(), i) {
+            return Err(ConfigError::new(
+                format!("{section}[{i}].name"),
+                format!("{name:?} is already the name of {section}[{other}]"),
+            ));
+        }
+    }
+    Ok(map)
+}
+
+struct Refs<'a> {
+    pools: &'a HashMap<&'a str, usize>,
+    settings: &'a HashMap<&'a str, usize>,
+    redirects: &'a HashMap<&'a str, usize>,
+    rewrite_sets: &'a HashMap<&'a str, usize>,
+}
+
+fn lookup(path: &str, ids: &HashMap<&str, usize>, kind: &str, name: &str) -> Result<usize> {
+    ids.get(name)
+        .copied()
+        .ok_or_else(|| ConfigError::new(path, format!("no {kind} named {name:?}")))
+}
+
+fn protocol(path: &str, value: Option<&str>, https_available: bool) -> Result<Protocol> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("http") => Ok(Protocol::Http),
+        Some("https") if https_available => Ok(Protocol::Https),
+        Some("https") => Err(ConfigError::new(
+            path,
+            "\"https\" is not supported by this build of wasmgate yet; use \"http\"",
+        )),
+        Some(other) => Err(ConfigError::new(
+            path,
+            format!("unknown protocol {other:?}; expected \"http\" or \"https\""),
+        )),
+    }
+}
+
+fn listener(path: &str, raw: &RawListener) -> Result<Listener> {
+    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref(), false)?;
+    let bind_address = match &raw.bind_address {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(text) => text.parse().map_err(|_| {
+            ConfigError::new(
+                format!("{path}.bind_address"),
+                format!("{text:?} is not an IP address"),
+            )
+        })?,
+    };
+    if raw.host_names.len() > 5 {
+        return Err(ConfigError::new(
+            format!("{path}.host_names"),
+            format!(
+                "at most 5 host names per listener, found {}",
+                raw.host_names.len()
+            ),
+        ));
+    }
+    let mut host_names = Vec::with_capacity(raw.host_names.len());
+    for (i, h) in raw.host_names.iter().enumerate() {
+        let field = format!("{path}.host_names[{i}]");
+        if h.is_empty() || h.len() > 253 {
+            return Err(ConfigError::new(field, "must be 1 to 253 characters long"));
+        }
+        if let Some(c) = h
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '?')))
+        {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{h:?} contains {c:?}; host names take letters, digits, '-', '.', and the wildcards '*' and '?'"
+                ),
+            ));
+        }
+        let pattern = HostPattern::new(h);
+        if host_names.contains(&pattern) {
+            return Err(ConfigError::new(field, format!("{h:?} is listed twice")));
+        }
+        host_names.push(pattern);
+    }
+    Ok(Listener {
+        name: raw.name.clone(),
+        protocol,
+        port: raw.port,
+        bind_address,
+        host_names,
+    })
+}
+
+/// Listeners sharing a port form one frontend: one bind address, at most one basic listener,
+/// no host name claimed twice.
+fn check_frontends(listeners: &[Listener]) -> Result<()> {
+    let mut by_port: HashMap<u16, usize> = HashMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        // Port 0 asks the OS for a free port per listener, so such listeners never share.
+        if l.port == 0 {
+            continue;
+        }
+        let Some(&first) = by_port.get(&l.port) else {
+            by_port.insert(l.port, i);
+            continue;
+        };
+        let other = &listeners[first];
+        if other.bind_address != l.bind_address {
+            return Err(ConfigError::new(
+                format!("listeners[{i}].bind_address"),
+                format!(
+                    "port {} is already bound on {} by listeners[{first}]; listeners sharing a port share its bind address",
+                    l.port, other.bind_address
+                ),
+            ));
+        }
+        if other.protocol != l.protocol {
+            return Err(ConfigError::new(
+                format!("listeners[{i}].protocol"),
+                format!(
+                    "port {} already serves {} (listeners[{first}])",
+                    l.port,
+                    other.protocol.as_str()
+                ),
+            ));
+        }
+        for (j, prior) in listeners[..i].iter().enumerate() {
+            if prior.port != l.port {
+                continue;
+            }
+            if !prior.is_multi_site() && !l.is_multi_site() {
+                return Err(ConfigError::new(
+                    format!("listeners[{i}].host_names"),
+                    format!(
+                        "port {} already has a basic listener (listeners[{j}]); give one of them host names",
+                        l.port
+                    ),
+                ));
+            }
+            if let Some(h) = l.host_names.iter().find(|h| prior.host_names.contains(h)) {
+                return Err(ConfigError::new(
+                    format!("listeners[{i}].host_names"),
+                    format!(
+                        "{:?} on port {} is already claimed by listeners[{j}]",
+                        h.as_str(),
+                        l.port
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pool(path: &str, raw: &RawBackendPool) -> Result<BackendPool> {
+    let mut addresses = Vec::with_capacity(raw.addresses.len());
+    for (i, text) in raw.addresses.iter().enumerate() {
+        let field = format!("{path}.addresses[{i}]");
+        let address = backend_address(text).map_err(|why| ConfigError::new(&field, why))?;
+        if addresses.contains(&address) {
+            return Err(ConfigError::new(field, format!("{text:?} is listed twice")));
+        }
+        addresses.push(address);
+    }
+    Ok(BackendPool {
+        name: raw.name.clone(),
+        addresses,
+    })
+}
+
+/// `10.0.0.4`, `10.0.0.4:8080`, `[::1]:8080`, `::1`, `app.internal`, `app.internal:8080`.
+fn backend_address(text: &str) -> std::result::Result<BackendAddress, String> {
+    let text = text.trim();
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(BackendAddress {
+            host: BackendHost::Ip(sa.ip()),
+            port: Some(port_nonzero(sa.port(), text)?),
+        });
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(BackendAddress {
+            host: BackendHost::Ip(ip),
+            port: None,
+        });
+    }
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port)) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
+            (name, Some(port_nonzero(port, text)?))
+        }
+        None => (text, None),
+    };
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 || !trimmed.split('.').all(valid_label) {
+        return Err(format!(
+            "{text:?} is neither an IP address nor a DNS name (letters, digits, '-' and '.')"
+        ));
+    }
+    Ok(BackendAddress {
+        host: BackendHost::Dns(name.to_ascii_lowercase()),
+        port,
+    })
+}
+
+fn port_nonzero(port: u16, text: &str) -> std::result::Result<u16, String> {
+    if port == 0 {
+        Err(format!("{text:?}: port 0 cannot be connected to"))
+    } else {
+        Ok(port)
+    }
+}
+
+pub(super) fn duration(path: &str, raw: &RawDuration) -> Result<Duration> {
+    let bad = |why: String| ConfigError::new(path, why);
+    match raw {
+        RawDuration::Seconds(s) if *s >= 0 => Ok(Duration::from_secs(*s as u64)),
+        RawDuration::Seconds(s) => Err(bad(format!("{s} is negative"))),
+        RawDuration::Fractional(f) if f.is_finite() && *f >= 0.0 => {
+            Ok(Duration::from_secs_f64(*f))
+        }
+        RawDuration::Fractional(f) => Err(bad(format!("{f} is not a duration"))),
+        RawDuration::Text(t) => {
+            let t = t.trim();
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
+            let (number, unit) = t.split_at(split);
+            let value: f64 = number.parse().map_err(|_| {
+                bad(format!(
+                    "{t:?} is not a duration; write seconds (20) or a number with a unit (\"500ms\", \"1.5s\", \"2m\", \"1h\")"
+                ))
+            })?;
+            let scale = match unit.trim() {
+                "ms" => 0.001,
+                "" | "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                other => {
+                    return Err(bad(format!(
+                        "unknown unit {other:?} in {t:?}; use ms, s, m or h"
+                    )));
+                }
+            };
+            Ok(Duration::from_secs_f64(value * scale))
+        }
+    }
+}
+
+fn opt_duration(
+    path: &str,
+    raw: &Option<RawDuration>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration> {
+    let Some(raw) = raw else { return Ok(default) };
+    let d = duration(path, raw)?;
+    if d.is_zero() || d > max {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "{} is out of range; it must be more than 0 and at most {} s",
+                fmt_duration(d),
+                max.as_secs()
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+fn settings(path: &str, raw: &RawBackendSettings) -> Result<BackendSettings> {
+    if raw.port == 0 {
+        return Err(ConfigError::new(
+            format!("{path}.port"),
+            "must be 1 to 65535",
+        ));
+    }
+    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref(), false)?;
+    let request_timeout = opt_duration(
+        &format!("{path}.request_timeout"),
+        &raw.request_timeout,
+        DEFAULT_REQUEST_TIMEOUT,
+        Duration::from_secs(86_400),
+    )?;
+    let host = match (&raw.host_name, raw.pick_host_name_from_backend_address) {
+        (Some(_), true) => {
+            return Err(ConfigError::new(
+                format!("{path}.host_name"),
+                "set either host_name or pick_host_name_from_backend_address, not both",
+            ));
+        }
+        (Some(h), false) => {
+            let valid = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+            let value = HeaderValue::from_str(h).ok().filter(|_| valid).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.host_name"),
+                    format!("{h:?} is not a host name"),
+                )
+            })?;
+            HostOverride::Fixed(value)
+        }
+        (None, true) => HostOverride::FromBackendAddress,
+        (None, false) => HostOverride::PassThrough,
+    };
+    let path_override = match &raw.path {
+        None => None,
+        Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => {
+            Some(p.trim_end_matches('/').to_string())
+        }
+        Some(p) => {
+            return Err(ConfigError::new(
+                format!("{path}.path"),
+                format!("{p:?} must start with '/' and hold no query, fragment or spaces"),
+            ));
+        }
+    };
+    let affinity = match (raw.cookie_based_affinity, &raw.affinity_cookie_name) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{path}.affinity_cookie_name"),
+                "is set but cookie_based_affinity is false",
+            ));
+        }
+        (true, name) => {
+            let name = name.as_deref().unwrap_or(DEFAULT_AFFINITY_COOKIE);
+            // RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
+            let token = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+                });
+            if !token {
+                return Err(ConfigError::new(
+                    format!("{path}.affinity_cookie_name"),
+                    format!("{name:?} is not a valid cookie name"),
+                ));
+            }
+            Some(Affinity {
+                cookie_name: name.to_string(),
+            })
+        }
+    };
+    let draining = match &raw.connection_draining {
+        None => Draining {
+            enabled: false,
+            timeout: DEFAULT_DRAINING_TIMEOUT,
+        },
+        Some(d) => Draining {
+            enabled: d.enabled,
+            timeout: opt_duration(
+                &format!("{path}.connection_draining.timeout"),
+                &d.timeout,
+                DEFAULT_DRAINING_TIMEOUT,
+                Duration::from_secs(3_600),
+            )?,
+        },
+    };
+    let websocket_timeout = match raw.websocket_timeout.as_deref() {
+        None | Some("session") => WebSocketTimeout::Session,
+        Some("idle") => WebSocketTimeout::Idle,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.websocket_timeout"),
+                format!("unknown mode {other:?}; expected \"session\" or \"idle\""),
+            ));
+        }
+    };
+    Ok(BackendSettings {
+        name: raw.name.clone(),
+        port: raw.port,
+        protocol,
+        request_timeout,
+        host,
+        path: path_override,
+        affinity,
+        draining,
+        probe: raw.probe.clone(),
+        websocket_timeout,
+    })
+}
+
+/// A forwarding target (pool + settings) or a redirect, exactly one of them.
+fn target(
+    path: &str,
+    fields: (&str, &str, &str),
+    pool: &Option<String>,
+    settings: &Option<String>,
+    redirect: &Option<String>,
+    rewrite_set: &Option<String>,
+    rewrite_field: &str,
+    refs: &Refs<'_>,
+) -> Result<Target> {
+    let (pool_field, settings_field, redirect_field) = fields;
+    let rewrite_set = rewrite_set
+        .as_deref()
+        .map(|n| {
+            lookup(
+                &format!("{path}.{rewrite_field}"),
+                refs.rewrite_sets,
+                "rewrite_set",
+                n,
+            )
+            .map(RewriteSetId)
+        })
+        .transpose()?;
+    match (pool, settings, redirect) {
+        (Some(p), Some(s), None) => Ok(Target::Forward {
+            pool: PoolId(lookup(
+                &format!("{path}.{pool_field}"),
+                refs.pools,
+                "backend_pool",
+                p,
+            )?),
+            settings: SettingsId(lookup(
+                &format!("{path}.{settings_field}"),
+                refs.settings,
+                "backend_settings",
+                s,
+            )?),
+            rewrite_set,
+        }),
+        (None, None, Some(r)) => {
+            if rewrite_set.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.{rewrite_field}"),
+                    "a redirect takes no rewrite set",
+                ));
+            }
+            Ok(Target::Redirect(RedirectId(lookup(
+                &format!("{path}.{redirect_field}"),
+                refs.redirects,
+                "redirect",
+                r,
+            )?)))
+        }
+        (Some(_), None, None) => Err(ConfigError::new(
+            format!("{path}.{settings_field}"),
+            format!("{pool_field} needs {settings_field} beside it"),
+        )),
+        (None, Some(_), None) => Err(ConfigError::new(
+            format!("{path}.{pool_field}"),
+            format!("{settings_field} needs {pool_field} beside it"),
+        )),
+        (None, None, None) => Err(ConfigError::new(
+            path,
+            format!("needs {pool_field} and {settings_field}, or {redirect_field}"),
+        )),
+        (_, _, Some(_)) => Err(ConfigError::new(
+            format!("{path}.{redirect_field}"),
+            format!("a redirect excludes {pool_field} and {settings_field}"),
+        )),
+    }
+}
+
+fn url_path_map(path: &str, raw: &RawUrlPathMap, refs: &Refs<'_>) -> Result<UrlPathMap> {
+    let default = target(
+        path,
+        (
+            "default_backend_pool",
+            "default_backend_settings",
+            "default_redirect",
+        ),
+        &raw.default_backend_pool,
+        &raw.default_backend_settings,
+        &raw.default_redirect,
+        &raw.default_rewrite_set,
+        "default_rewrite_set",
+        refs,
+    )?;
+    names(
+        &format!("{path}.path_rules"),
+        raw.path_rules.iter().map(|r| &r.name),
+    )?;
+    let mut path_rules = Vec::with_capacity(raw.path_rules.len());
+    for (i, r) in raw.path_rules.iter().enumerate() {
+        let rule_path = format!("{path}.path_rules[{i}]");
+        if r.paths.is_empty() {
+            return Err(ConfigError::new(
+                format!("{rule_path}.paths"),
+                "needs at least one path",
+            ));
+        }
+        let mut paths = Vec::with_capacity(r.paths.len());
+        for (j, p) in r.paths.iter().enumerate() {
+            paths.push(path_pattern(&format!("{rule_path}.paths[{j}]"), p)?);
+        }
+        let target = target(
+            &rule_path,
+            ("backend_pool", "backend_settings", "redirect"),
+            &r.backend_pool,
+            &r.backend_settings,
+            &r.redirect,
+            &r.rewrite_set,
+            "rewrite_set",
+            refs,
+        )?;
+        path_rules.push(PathRule {
+            name: r.name.clone(),
+            paths,
+            target,
+        });
+    }
+    Ok(UrlPathMap {
+        name: raw.name.clone(),
+        default,
+        path_rules,
+    })
+}
+
+/// Application Gateway path rules: start with '/', a '*' only at the end, no query or fragment.
+fn path_pattern(field: &str, p: &str) -> Result<PathPattern> {
+    let why = if !p.starts_with('/') {
+        Some("must start with '/'")
+    } else if p.contains(['?', '#']) {
+        Some("must not contain a query ('?') or fragment ('#')")
+    } else if p.trim_end_matches('*').contains('*') || p.ends_with("**") {
+        Some("'*' may only stand at the end")
+    } else if p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        Some("must not contain spaces or control characters")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ConfigError::new(field, format!("{p:?} {why}"))),
+        None => Ok(PathPattern::new(p)),
+    }
+}
+
+fn rule(
+    path: &str,
+    raw: &RawRule,
+    listeners: &HashMap<&str, usize>,
+    maps: &HashMap<&str, usize>,
+    refs: &Refs<'_>,
+) -> Result<Rule> {
+    let priority = match raw.priority {
+        None => None,
+        Some(p @ 1..=20_000) => Some(p as u32),
+        Some(p) => {
+            return Err(ConfigError::new(
+                format!("{path}.priority"),
+                format!("{p} is out of range; priorities run from 1 (first) to 20000"),
+            ));
+        }
+    };
+    let listener = ListenerId(lookup(
+        &format!("{path}.listener"),
+        listeners,
+        "listener",
+        &raw.listener,
+    )?);
+    let kind = match raw.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None if raw.url_path_map.is_some() => "path_based",
+        None | Some("basic") => "basic",
+        Some("path_based" | "pathbasedrouting") => "path_based",
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.kind"),
+                format!("unknown kind {other:?}; expected \"basic\" or \"path_based\""),
+            ));
+        }
+    };
+    let action = if kind == "path_based" {
+        let Some(map) = &raw.url_path_map else {
+            return Err(ConfigError::new(
+                format!("{path}.url_path_map"),
+                "a path_based rule needs a url_path_map",
+            ));
+        };
+        for (field, set) in [
+            ("backend_pool", raw.backend_pool.is_some()),
+            ("backend_settings", raw.backend_settings.is_some()),
+            ("redirect", raw.redirect.is_some()),
+            ("rewrite_set", raw.rewrite_set.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    format!("{path}.{field}"),
+                    "a path_based rule takes these from its url_path_map",
+                ));
+            }
+        }
+        RuleAction::PathBased(UrlPathMapId(lookup(
+            &format!("{path}.url_path_map"),
+            maps,
+            "url_path_map",
+            map,
+        )?))
+    } else {
+        if raw.url_path_map.is_some() {
+            return Err(ConfigError::new(
+                format!("{path}.url_path_map"),
+                "only a path_based rule takes a url_path_map",
+            ));
+        }
+        RuleAction::Basic(target(
+            path,
+            ("backend_pool", "backend_settings", "redirect"),
+            &raw.backend_pool,
+            &raw.backend_settings,
+            &raw.redirect,
+            &raw.rewrite_set,
+            "rewrite_set",
+            refs,
+        )?)
+    };
+    Ok(Rule {
+        name: raw.name.clone(),
+        priority,
+        listener,
+        action,
+    })
+}
+
+fn redirect(path: &str, raw: &RawRedirect, listeners: &HashMap<&str, usize>) -> Result<Redirect> {
+    let status = match raw
+        .redirect_type
+        .as_deref()
+        .map(|t| t.to_ascii_lowercase().replace('_', ""))
+        .as_deref()
+    {
+        None | Some("permanent") | Some("301") => StatusCode::MOVED_PERMANENTLY,
+        Some("found") | Some("302") => StatusCode::FOUND,
+        Some("seeother") | Some("303") => StatusCode::SEE_OTHER,
+        Some("temporary") | Some("307") => StatusCode::TEMPORARY_REDIRECT,
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{path}.redirect_type"),
+                format!(
+                    "unknown type {:?}; expected \"permanent\" (301), \"found\" (302), \"see_other\" (303) or \"temporary\" (307)",
+                    raw.redirect_type.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    let target = match (&raw.target_listener, &raw.target_url) {
+        (Some(l), None) => RedirectTarget::Listener(ListenerId(lookup(
+            &format!("{path}.target_listener"),
+            listeners,
+            "listener",
+            l,
+        )?)),
+        (None, Some(url)) => {
+            let uri: http::Uri = url.parse().map_err(|_| {
+                ConfigError::new(
+                    format!("{path}.target_url"),
+                    format!("{url:?} is not a URL"),
+                )
+            })?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(ConfigError::new(
+                    format!("{path}.target_url"),
+                    format!("{url:?} must be an absolute http:// or https:// URL"),
+                ));
+            }
+            RedirectTarget::Url(url.clone())
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{path}.target_url"),
+                "set either target_listener or target_url, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                path,
+                "needs target_listener or target_url",
+            ));
+        }
+    };
+    Ok(Redirect {
+        name: raw.name.clone(),
+        status,
+        target,
+        include_path: raw.include_path.unwrap_or(true),
+        include_query_string: raw.include_query_string.unwrap_or(true),
+    })
+}
+
+fn rewrite_set(path: &str, raw: &RawRewriteSet) -> Result<RewriteSet> {
+    let headers = |section: &str, list: &[RawHeaderRewrite]| -> Result<Vec<HeaderRewrite>> {
+        let mut seen = HashSet::new();
+        list.iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let field = format!("{path}.{section}[{i}]");
+                let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        format!("{field}.name"),
+                        format!("{:?} is not a header name", h.name),
+                    )
+                })?;
+                // Application Gateway refuses these: they carry the connection's own state
+                // (RFC 9110 §7.6.1), and rewriting them would break upgrades such as WebSocket.
+                if name == http::header::CONNECTION || name == http::header::UPGRADE {
+                    return Err(ConfigError::new(
+                        format!("{field}.name"),
+                        format!("{:?} cannot be rewritten", h.name),
+                    ));
+                }
+                if !seen.insert(name.clone()) {
+                    return Err(ConfigError::new(
+                        format!("{field}.name"),
+                        format!("{:?} is rewritten twice in this set", h.name),
+                    ));
+                }
+                let value = match h.value.as_deref() {
+                    None | Some("") => None,
+                    Some(v) => Some(HeaderValue::from_str(v).map_err(|_| {
+                        ConfigError::new(
+                            format!("{field}.value"),
+                            format!("{v:?} is not a valid header value"),
+                        )
+                    })?),
+                };
+                Ok(HeaderRewrite { name, value })
+            })
+            .collect()
+    };
+    Ok(RewriteSet {
+        name: raw.name.clone(),
+        request_headers: headers("request_headers", &raw.request_headers)?,
+        response_headers: headers("response_headers", &raw.response_headers)?,
+    })
+}

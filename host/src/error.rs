@@ -1,0 +1,98 @@
+//! Errors, and the one place where a failed request becomes an HTTP response.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::config::ConfigError;
+use crate::proxy::body::ResponseBody;
+
+/// Errors from starting or running the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("listener {listener:?}: cannot bind {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+}
+
+/// Where a request failed, and so which status the client gets. Reasons are short and never
+/// carry a backend's address.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("no listener matches host {0:?}")]
+    NoListener(String),
+    #[error("the request URL is longer than 32 KB")]
+    UriTooLong,
+    #[error("the request headers are larger than 32 KB")]
+    HeadersTooLarge,
+    #[error("backend pool {0:?} has no servers")]
+    EmptyPool(Box<str>),
+    #[error("no healthy server in backend pool {0:?}")]
+    NoHealthyServer(Box<str>),
+    #[error("no server in backend pool {0:?} could be reached")]
+    Unreachable(Box<str>),
+    #[error("no server in backend pool {0:?} answered within the request timeout")]
+    Timeout(Box<str>),
+    #[error("the backend's response was not valid HTTP")]
+    BadResponse,
+    #[error("this gateway speaks WebSocket version 13")]
+    WebSocketVersion,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoListener(_) => StatusCode::NOT_FOUND,
+            ProxyError::WebSocketVersion => StatusCode::UPGRADE_REQUIRED,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::EmptyPool(_)
+            | ProxyError::NoHealthyServer(_)
+            | ProxyError::Unreachable(_)
+            | ProxyError::BadResponse => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response the client gets: the status and the reason in a short text body.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {self}\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut res = Response::new(ResponseBody::Full(Bytes::from(body)));
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match status {
+            // A malformed request leaves the connection in an unknown state.
+            StatusCode::BAD_REQUEST => {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // RFC 6455 §4.2.2: name the versions the server speaks.
+            StatusCode::UPGRADE_REQUIRED => {
+                res.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            _ => {}
+        }
+        res
+    }
+}

@@ -1,0 +1,162 @@
+//! The running gateway: binds the listeners, publishes snapshots, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::listener;
+use crate::snapshot::Snapshot;
+
+/// State shared by every connection: the current snapshot (read without locks on every request)
+/// and the shutdown signal.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    stop: watch::Sender<bool>,
+    active: AtomicUsize,
+    drained: Notify,
+}
+
+impl Shared {
+    fn new(snapshot: Snapshot) -> Arc<Self> {
+        Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stop: watch::Sender::new(false),
+            active: AtomicUsize::new(0),
+            drained: Notify::new(),
+        })
+    }
+
+    /// Completes once the gateway starts shutting down.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Counts a connection or WebSocket session as in flight until the guard drops.
+    pub fn track(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+}
+
+pub struct ActiveGuard(Arc<Shared>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// A gateway serving in the background of the current tokio runtime.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    bound: Vec<(String, SocketAddr)>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds every listener of `config` and starts serving.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        let snapshot = Snapshot::build(config, None);
+        let mut sockets = Vec::with_capacity(snapshot.frontends.len());
+        let mut bound = Vec::new();
+        for (i, f) in snapshot.frontends.iter().enumerate() {
+            let names: Vec<String> = snapshot
+                .frontend_listeners(i)
+                .map(|l| snapshot.config.listener(l).name.clone())
+                .collect();
+            let socket = listener::bind(f.bind).map_err(|source| Error::Bind {
+                listener: names.first().cloned().unwrap_or_default(),
+                addr: f.bind,
+                source,
+            })?;
+            let local = socket.local_addr().map_err(|source| Error::Bind {
+                listener: names.first().cloned().unwrap_or_default(),
+                addr: f.bind,
+                source,
+            })?;
+            for name in names {
+                tracing::info!(listener = %name, address = %local, protocol = f.protocol.as_str(), "listening");
+                bound.push((name, local));
+            }
+            sockets.push((i, f.protocol, socket));
+        }
+        let shared = Shared::new(snapshot);
+        let accept_loops = sockets
+            .into_iter()
+            .map(|(frontend, protocol, socket)| {
+                tokio::spawn(listener::accept_loop(
+                    socket,
+                    frontend,
+                    protocol,
+                    shared.clone(),
+                ))
+            })
+            .collect();
+        Ok(Self {
+            shared,
+            bound,
+            accept_loops,
+        })
+    }
+
+    /// The address a listener is bound to (with the port the OS chose for port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find_map(|(n, addr)| (n == name).then_some(*addr))
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Stops accepting, lets in-flight requests finish and WebSocket sessions close with 1001,
+    /// bounded by the configured shutdown timeout.
+    pub async fn shutdown(self) {
+        let timeout = self.shared.snapshot.load().config.limits.shutdown_timeout;
+        self.shutdown_within(timeout).await;
+    }
+
+    pub async fn shutdown_within(self, timeout: Duration) {
+        self.shared.stop.send_replace(true);
+        for task in self.accept_loops {
+            let _ = task.await;
+        }
+        let drained = async {
+            loop {
+                let notified = self.shared.drained.notified();
+                if self.shared.active() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(timeout, drained).await.is_err() {
+            tracing::warn!(
+                remaining = self.shared.active(),
+                "shutdown timeout reached with work still in flight"
+            );
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! wasmgate: an HTTP and WebSocket gateway with Azure Application Gateway's semantics.
+//!
+//! Data flows one way: listener → route → upstream → response. The control plane builds an
+//! immutable [`snapshot::Snapshot`] and publishes it; the data plane only reads it.
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod listener;
+pub mod proxy;
+pub mod snapshot;
+pub mod telemetry;
+pub mod websocket;
+
+pub use config::Config;
+pub use error::Error;
+pub use gateway::Gateway;

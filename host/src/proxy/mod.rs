@@ -1,0 +1,555 @@
+//! The request path, in fixed phases: check the request → route (listener, rule, path rule) →
+//! redirect or pick an upstream member → forward with the header rules → response back.
+
+pub mod body;
+pub mod headers;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::config::{Protocol, RedirectTarget, WebSocketTimeout, MAX_HEADER_BYTES, MAX_URL_BYTES};
+use crate::error::ProxyError;
+use crate::gateway::Shared;
+use crate::snapshot::{host_without_port, CompiledTarget, ForwardTarget, Routed, Snapshot};
+use crate::websocket;
+
+use self::body::ResponseBody;
+use self::headers::*;
+use self::upstream::{PooledBody, RequestBody};
+
+/// What every request on one client connection shares.
+pub struct Connection {
+    pub shared: Arc<Shared>,
+    pub frontend: usize,
+    pub client: SocketAddr,
+    pub local_port: u16,
+    pub scheme: Protocol,
+}
+
+impl Connection {
+    /// Serves one request; failures become the error response chosen in one place
+    /// ([`ProxyError::into_response`]).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let mut log = AccessLog {
+            client: self.client,
+            method,
+            uri,
+            started,
+            status: None,
+        };
+        let snapshot = self.shared.snapshot.load_full();
+        let res = match self.proxy(&snapshot, req).await {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::debug!(client = %self.client, error = %e, "request failed");
+                e.into_response()
+            }
+        };
+        log.status = Some(res.status());
+        res
+    }
+
+    async fn proxy(
+        &self,
+        snapshot: &Snapshot,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        // Phase 1: the request itself.
+        if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URL_BYTES {
+            return Err(ProxyError::UriTooLong);
+        }
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(ProxyError::HeadersTooLarge);
+        }
+        let authority = request_authority(&req)?;
+        let host = host_without_port(&authority);
+
+        // Phase 2: route.
+        let path = req.uri().path();
+        let Routed {
+            target,
+            matched_prefix,
+            ..
+        } = snapshot
+            .route(self.frontend, host, path)
+            .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
+        let forward = match target {
+            CompiledTarget::Redirect(id) => {
+                return Ok(self.redirect(snapshot, id.0, &authority, req.uri()));
+            }
+            CompiledTarget::Forward(t) => t.clone(),
+        };
+
+        // Phase 3: the upstream request.
+        let websocket = websocket::detect(&req)?;
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let settings = snapshot.config.settings(forward.settings);
+        let (mut parts, body) = req.into_parts();
+        let original_url = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let upstream_path = match &settings.path {
+            None => None,
+            Some(prefix) => Some(override_path(prefix, parts.uri.path(), matched_prefix)),
+        };
+        let target_uri = match upstream_path {
+            None => PathAndQuery::from_maybe_shared(Bytes::from(original_url.clone())),
+            Some(mut p) => {
+                if let Some(q) = parts.uri.query() {
+                    p.push('?');
+                    p.push_str(q);
+                }
+                PathAndQuery::from_maybe_shared(Bytes::from(p))
+            }
+        }
+        .map(Uri::from)
+        .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
+
+        let headers = &mut parts.headers;
+        let original_host = headers.get(header::HOST).cloned();
+        remove_hop_by_hop(headers);
+        drop_unusual_names(headers);
+        if websocket {
+            // RFC 6455 §4.1: the handshake's Upgrade and Connection fields travel to the backend.
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
+        self.add_forwarding_headers(headers, original_host.as_ref(), &authority, &original_url);
+        if let Some(set) = forward.rewrite_set {
+            apply_rewrites(headers, &snapshot.config.rewrite_sets[set.0].request_headers);
+        }
+        let body = if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Incoming(body)
+        };
+
+        let affinity_cookie = settings.affinity.as_ref().map(|a| a.cookie_name.as_str());
+        let preferred = affinity_cookie.and_then(|name| affined_member(snapshot, &forward, headers, name));
+        let (mut res, member_index) = self
+            .forward(
+                snapshot,
+                &forward,
+                preferred,
+                parts.method,
+                target_uri,
+                parts.headers,
+                body,
+                settings.request_timeout,
+            )
+            .await?;
+
+        // Phase 4: the response.
+        let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if upgraded {
+            let Some(client_upgrade) = client_upgrade else {
+                // A 101 to a request that asked for no WebSocket upgrade cannot be relayed.
+                return Err(ProxyError::BadResponse);
+            };
+            let backend_upgrade = hyper::upgrade::on(&mut res);
+            websocket::spawn_relay(
+                client_upgrade,
+                backend_upgrade,
+                websocket::RelaySettings {
+                    timeout: settings.request_timeout,
+                    idle: settings.websocket_timeout == WebSocketTimeout::Idle,
+                },
+                self.shared.clone(),
+            );
+        }
+        let headers = res.headers_mut();
+        remove_hop_by_hop(headers);
+        if upgraded {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
+        if let Some(set) = forward.rewrite_set {
+            apply_rewrites(headers, &snapshot.config.rewrite_sets[set.0].response_headers);
+        }
+        if let Some(name) = affinity_cookie
+            && preferred != Some(member_index)
+        {
+            let server = &snapshot.pool(forward.pool).servers[forward.members[member_index].server];
+            add_affinity_cookies(headers, name, &server.affinity_id);
+        }
+        Ok(res)
+    }
+
+    /// Sends the request to a member of the target's pool: the affinity member if any, else
+    /// round robin over healthy members. A member that cannot be reached is skipped; one that
+    /// times out is followed by one other attempt when the request can be replayed.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        snapshot: &Snapshot,
+        target: &Arc<ForwardTarget>,
+        preferred: Option<usize>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: RequestBody,
+        timeout: Duration,
+    ) -> Result<(Response<ResponseBody>, usize), ProxyError> {
+        let pool = snapshot.pool(target.pool);
+        let n = target.members.len();
+        if n == 0 {
+            return Err(ProxyError::EmptyPool(pool.name.clone()));
+        }
+        let healthy = |i: usize| {
+            pool.servers[target.members[i].server]
+                .healthy
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let start = match preferred {
+            Some(i) => i,
+            None => pool.next_start() % n,
+        };
+        let replayable = matches!(body, RequestBody::Empty);
+        let mut pending = Some(body);
+        let mut attempted = false;
+        let mut timeouts = 0;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if !healthy(i) {
+                continue;
+            }
+            let Some(body) = pending.take() else { break };
+            attempted = true;
+            let member = &target.members[i];
+            let mut req = Request::new(body);
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.clone();
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = headers.clone();
+            if let Some(h) = &member.host_header {
+                req.headers_mut().insert(header::HOST, h.clone());
+            }
+            match self.send(member, req, timeout).await {
+                Ok(res) => return Ok((res, i)),
+                Err(Failure::Unreachable(req_body)) => {
+                    tracing::debug!(pool = %pool.name, server = %pool.servers[member.server].address, "backend unreachable; trying the next member");
+                    pending = req_body;
+                    if pending.is_none() {
+                        return Err(ProxyError::Unreachable(pool.name.clone()));
+                    }
+                }
+                Err(Failure::Timeout) => {
+                    timeouts += 1;
+                    tracing::debug!(pool = %pool.name, server = %pool.servers[member.server].address, "backend timed out");
+                    // Application Gateway v2 retries one other member after a timeout.
+                    if !replayable || timeouts > 1 {
+                        return Err(ProxyError::Timeout(pool.name.clone()));
+                    }
+                    pending = Some(RequestBody::Empty);
+                }
+                Err(Failure::BadResponse) => return Err(ProxyError::BadResponse),
+            }
+        }
+        Err(if timeouts > 0 {
+            ProxyError::Timeout(pool.name.clone())
+        } else if attempted {
+            ProxyError::Unreachable(pool.name.clone())
+        } else {
+            ProxyError::NoHealthyServer(pool.name.clone())
+        })
+    }
+
+    async fn send(
+        &self,
+        member: &crate::snapshot::Member,
+        mut req: Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A pooled connection can be closed by the backend just as it is taken; a request that
+        // was not sent on it is sent again on a fresh connection.
+        for _ in 0..3 {
+            let sender = match member.upstream.take_idle() {
+                Some(s) => s,
+                None => match tokio::time::timeout_at(deadline, member.upstream.connect()).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "connect failed");
+                        return Err(Failure::Unreachable(Some(req.into_body())));
+                    }
+                    Err(_) => return Err(Failure::Unreachable(Some(req.into_body()))),
+                },
+            };
+            let mut sender = sender;
+            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Ok(res)) => {
+                    let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    return Ok(res.map(|b| {
+                        if upgraded {
+                            drop(b);
+                            ResponseBody::Empty
+                        } else {
+                            ResponseBody::Upstream(PooledBody::new(
+                                b,
+                                sender,
+                                member.upstream.clone(),
+                            ))
+                        }
+                    }));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => {
+                        let err = e.into_error();
+                        tracing::debug!(error = %err, "backend failed mid-request");
+                        return Err(if err.is_parse() {
+                            Failure::BadResponse
+                        } else {
+                            Failure::Unreachable(None)
+                        });
+                    }
+                },
+            }
+        }
+        Err(Failure::Unreachable(Some(req.into_body())))
+    }
+
+    fn add_forwarding_headers(
+        &self,
+        headers: &mut HeaderMap,
+        original_host: Option<&HeaderValue>,
+        authority: &str,
+        original_url: &str,
+    ) {
+        use std::fmt::Write;
+        let mut xff = String::with_capacity(64);
+        if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            xff.push_str(prior);
+            xff.push_str(", ");
+        }
+        let _ = write!(xff, "{}", self.client);
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.scheme.as_str()),
+        );
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(self.local_port));
+        let host = match original_host {
+            Some(h) => Some(h.clone()),
+            None => HeaderValue::from_str(authority).ok(),
+        };
+        if let Some(h) = host {
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, h.clone());
+            }
+            headers.insert(X_ORIGINAL_HOST.clone(), h);
+        }
+        if let Ok(v) = HeaderValue::from_str(original_url) {
+            headers.insert(X_ORIGINAL_URL.clone(), v);
+        }
+        headers.insert(X_TRACE_ID.clone(), trace_id());
+    }
+
+    fn redirect(
+        &self,
+        snapshot: &Snapshot,
+        id: usize,
+        authority: &str,
+        uri: &Uri,
+    ) -> Response<ResponseBody> {
+        let r = &snapshot.config.redirects[id];
+        let mut location = match &r.target {
+            RedirectTarget::Url(url) => url.clone(),
+            RedirectTarget::Listener(l) => {
+                // The request's host, on the target listener's scheme and port.
+                let l = snapshot.config.listener(*l);
+                let host = host_without_port(authority);
+                let default_port = match l.protocol {
+                    Protocol::Http => 80,
+                    Protocol::Https => 443,
+                };
+                if l.port == default_port {
+                    format!("{}://{host}", l.protocol.as_str())
+                } else {
+                    format!("{}://{host}:{}", l.protocol.as_str(), l.port)
+                }
+            }
+        };
+        if r.include_path {
+            let path = uri.path();
+            match &r.target {
+                RedirectTarget::Url(_) => {
+                    // Application Gateway appends the path to the target URL.
+                    if location.ends_with('/') && path.starts_with('/') {
+                        location.pop();
+                    }
+                    location.push_str(path);
+                }
+                RedirectTarget::Listener(_) => location.push_str(path),
+            }
+        } else if matches!(r.target, RedirectTarget::Listener(_)) {
+            location.push('/');
+        }
+        if r.include_query_string
+            && let Some(q) = uri.query()
+        {
+            location.push(if location.contains('?') { '&' } else { '?' });
+            location.push_str(q);
+        }
+        let mut res = Response::new(ResponseBody::Empty);
+        *res.status_mut() = r.status;
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        res
+    }
+}
+
+enum Failure {
+    /// Not reached; the body comes back when it was not sent, so another member can take it.
+    Unreachable(Option<RequestBody>),
+    Timeout,
+    BadResponse,
+}
+
+/// The authority the client asked for: the target's authority in absolute form (RFC 9112
+/// §3.2.2, which then takes precedence over Host), else the one Host header.
+fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.as_str().to_ascii_lowercase());
+    }
+    match host {
+        Some(h) => {
+            let h = h
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("the Host header is not valid"))?;
+            if h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+                return Err(ProxyError::BadRequest("the Host header is not valid"));
+            }
+            Ok(h.to_ascii_lowercase())
+        }
+        // RFC 9112 §3.2: a client MUST send Host in HTTP/1.1.
+        None if req.version() == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("the Host header is missing"))
+        }
+        None => Ok(String::new()),
+    }
+}
+
+/// The backend path under a path override: basic rules (and a path map's default) prefix the
+/// override; a path rule replaces the part its pattern matched.
+fn override_path(prefix: &str, path: &str, matched: Option<usize>) -> String {
+    match matched {
+        None => {
+            let mut p = String::with_capacity(prefix.len() + path.len());
+            p.push_str(prefix);
+            p.push_str(path);
+            if p.is_empty() {
+                p.push('/');
+            }
+            p
+        }
+        Some(n) => {
+            let rest = path.get(n..).unwrap_or("").trim_start_matches('/');
+            format!("{prefix}/{rest}")
+        }
+    }
+}
+
+/// The member the client's affinity cookie names, if it is still in the pool and healthy.
+fn affined_member(
+    snapshot: &Snapshot,
+    target: &ForwardTarget,
+    headers: &HeaderMap,
+    cookie_name: &str,
+) -> Option<usize> {
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == cookie_name).then_some(value.trim_matches('"'))
+        })?;
+    let pool = snapshot.pool(target.pool);
+    target.members.iter().position(|m| {
+        let server = &pool.servers[m.server];
+        &*server.affinity_id == value && server.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    })
+}
+
+/// Application Gateway sets two cookies: the plain one, and a `…CORS` twin with
+/// `SameSite=None; Secure` so cross-site requests keep their affinity.
+fn add_affinity_cookies(headers: &mut HeaderMap, name: &str, id: &str) {
+    for cookie in [
+        format!("{name}={id}; Path=/"),
+        format!("{name}CORS={id}; Path=/; SameSite=None; Secure"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+/// One access-log line per request, written when the request ends — including when the client
+/// goes away first, which is logged as 499.
+struct AccessLog {
+    client: SocketAddr,
+    method: Method,
+    uri: Uri,
+    started: Instant,
+    status: Option<StatusCode>,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let status = self.status.map_or(499, |s| s.as_u16());
+        tracing::info!(
+            target: "wasmgate::access",
+            client = %self.client,
+            method = %self.method,
+            uri = %self.uri,
+            status,
+            micros = self.started.elapsed().as_micros() as u64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_override() {
+        assert_eq!(override_path("/base", "/x", None), "/base/x");
+        assert_eq!(override_path("", "/x", None), "/x");
+        assert_eq!(override_path("/v2", "/api/users", Some(5)), "/v2/users");
+        assert_eq!(override_path("/v2", "/api", Some(4)), "/v2/");
+        assert_eq!(override_path("", "/api/users", Some(5)), "/users");
+    }
+}

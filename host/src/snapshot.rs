@@ -1,0 +1,367 @@
+//! The immutable running state: a configuration compiled into routing tables, backend pools with
+//! their runtime state, and the upstream connection pools. The control plane builds a new
+//! snapshot and publishes it; the data plane only reads the current one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::HeaderValue;
+
+use crate::config::{
+    BackendAddress, BackendHost, Config, HostOverride, ListenerId, PathPattern, PoolId, Protocol,
+    RedirectId, RewriteSetId, RuleAction, RuleId, SettingsId, Target,
+};
+use crate::proxy::upstream::Upstream;
+
+/// Listeners that share one socket: same bind address and port.
+#[derive(Debug)]
+pub struct Frontend {
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// The listeners on this socket in evaluation order: multi-site listeners first (by their
+    /// rule's priority, then as listed), the basic listener last.
+    routes: Box<[Route]>,
+}
+
+#[derive(Debug)]
+struct Route {
+    listener: ListenerId,
+    rule: RuleId,
+    action: CompiledAction,
+}
+
+#[derive(Debug)]
+enum CompiledAction {
+    Target(CompiledTarget),
+    PathMap {
+        path_rules: Box<[(Box<[PathPattern]>, CompiledTarget)]>,
+        default: CompiledTarget,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum CompiledTarget {
+    Forward(Arc<ForwardTarget>),
+    Redirect(RedirectId),
+}
+
+/// A backend pool reached with one backend settings: the pool's members, each with the upstream
+/// connection pool for its address and port.
+#[derive(Debug)]
+pub struct ForwardTarget {
+    pub pool: PoolId,
+    pub settings: SettingsId,
+    pub rewrite_set: Option<RewriteSetId>,
+    pub members: Box<[Member]>,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    /// Index of the server in its pool.
+    pub server: usize,
+    pub upstream: Arc<Upstream>,
+    /// The Host header this member gets, when the settings override the client's.
+    pub host_header: Option<HeaderValue>,
+}
+
+/// A backend pool's runtime state.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Box<str>,
+    next: AtomicUsize,
+    pub servers: Box<[Server]>,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub address: BackendAddress,
+    /// Published by health probing; every server is healthy until probes say otherwise.
+    pub healthy: AtomicBool,
+    /// The affinity cookie's value for this server: a stable digest, never the address itself.
+    pub affinity_id: Box<str>,
+}
+
+impl Pool {
+    /// Round robin over the healthy servers, starting after the last one picked.
+    pub fn next_start(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// What routing decided for one request.
+#[derive(Debug)]
+pub struct Routed<'a> {
+    pub listener: ListenerId,
+    pub rule: RuleId,
+    pub target: &'a CompiledTarget,
+    /// Bytes of the path consumed by a path rule's pattern (`/api/` for `/api/*`); a path
+    /// override replaces them. `None` for basic rules and a path map's default.
+    pub matched_prefix: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    pub frontends: Box<[Frontend]>,
+    pub pools: Box<[Pool]>,
+}
+
+impl Snapshot {
+    /// Compiles a validated configuration. Upstream connection pools are shared with `previous`
+    /// where the same address and port remain, so a reload keeps warm connections.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Self {
+        let mut upstreams: HashMap<(BackendHost, u16), Arc<Upstream>> = HashMap::new();
+        if let Some(prev) = previous {
+            for f in prev.frontends.iter() {
+                for r in f.routes.iter() {
+                    r.action.for_each_forward(|t| {
+                        for m in t.members.iter() {
+                            upstreams
+                                .entry(m.upstream.key())
+                                .or_insert_with(|| m.upstream.clone());
+                        }
+                    });
+                }
+            }
+        }
+
+        let pools: Box<[Pool]> = config
+            .backend_pools
+            .iter()
+            .map(|p| Pool {
+                name: p.name.as_str().into(),
+                next: AtomicUsize::new(0),
+                servers: p
+                    .addresses
+                    .iter()
+                    .map(|a| Server {
+                        address: a.clone(),
+                        healthy: AtomicBool::new(true),
+                        affinity_id: affinity_id(&p.name, a),
+                    })
+                    .collect(),
+            })
+            .collect();
+
+        let mut forward_cache: HashMap<(PoolId, SettingsId, Option<RewriteSetId>), Arc<ForwardTarget>> =
+            HashMap::new();
+        let mut compile = |target: &Target| -> CompiledTarget {
+            match *target {
+                Target::Redirect(r) => CompiledTarget::Redirect(r),
+                Target::Forward {
+                    pool,
+                    settings,
+                    rewrite_set,
+                } => CompiledTarget::Forward(
+                    forward_cache
+                        .entry((pool, settings, rewrite_set))
+                        .or_insert_with(|| {
+                            let s = config.settings(settings);
+                            let members = config
+                                .pool(pool)
+                                .addresses
+                                .iter()
+                                .enumerate()
+                                .map(|(server, a)| {
+                                    let port = a.port.unwrap_or(s.port);
+                                    let upstream = upstreams
+                                        .entry((a.host.clone(), port))
+                                        .or_insert_with(|| {
+                                            Arc::new(Upstream::new(a.host.clone(), port))
+                                        })
+                                        .clone();
+                                    let host_header = match &s.host {
+                                        HostOverride::PassThrough => None,
+                                        HostOverride::Fixed(v) => Some(v.clone()),
+                                        HostOverride::FromBackendAddress => {
+                                            HeaderValue::from_str(&a.host.to_string()).ok()
+                                        }
+                                    };
+                                    Member {
+                                        server,
+                                        upstream,
+                                        host_header,
+                                    }
+                                })
+                                .collect();
+                            Arc::new(ForwardTarget {
+                                pool,
+                                settings,
+                                rewrite_set,
+                                members,
+                            })
+                        })
+                        .clone(),
+                ),
+            }
+        };
+
+        // Group listeners by socket. Port 0 asks the OS for a port per listener.
+        let mut frontends: Vec<(SocketAddr, Protocol, Vec<ListenerId>)> = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let bind = SocketAddr::new(l.bind_address, l.port);
+            match frontends
+                .iter_mut()
+                .find(|(b, _, _)| l.port != 0 && *b == bind)
+            {
+                Some((_, _, ids)) => ids.push(ListenerId(i)),
+                None => frontends.push((bind, l.protocol, vec![ListenerId(i)])),
+            }
+        }
+        let frontends = frontends
+            .into_iter()
+            .map(|(bind, protocol, listeners)| {
+                let mut routes: Vec<(bool, u32, usize, Route)> = Vec::new();
+                for (ri, rule) in config.rules.iter().enumerate() {
+                    if !listeners.contains(&rule.listener) {
+                        continue;
+                    }
+                    let action = match rule.action {
+                        RuleAction::Basic(t) => CompiledAction::Target(compile(&t)),
+                        RuleAction::PathBased(m) => {
+                            let map = &config.url_path_maps[m.0];
+                            CompiledAction::PathMap {
+                                path_rules: map
+                                    .path_rules
+                                    .iter()
+                                    .map(|pr| (pr.paths.clone().into(), compile(&pr.target)))
+                                    .collect(),
+                                default: compile(&map.default),
+                            }
+                        }
+                    };
+                    let basic = !config.listener(rule.listener).is_multi_site();
+                    routes.push((
+                        basic,
+                        rule.priority.unwrap_or(u32::MAX),
+                        ri,
+                        Route {
+                            listener: rule.listener,
+                            rule: RuleId(ri),
+                            action,
+                        },
+                    ));
+                }
+                // Application Gateway evaluates multi-site listeners before basic ones; among them
+                // the rule priority decides (1 first), then the order of the rules as written.
+                routes.sort_by_key(|(basic, prio, idx, _)| (*basic, *prio, *idx));
+                Frontend {
+                    bind,
+                    protocol,
+                    routes: routes.into_iter().map(|(_, _, _, r)| r).collect(),
+                }
+            })
+            .collect();
+
+        Snapshot {
+            config,
+            frontends,
+            pools,
+        }
+    }
+
+    /// Finds the listener, rule and target for a request on `frontend`. `host` is the request's
+    /// host without port; `path` excludes the query.
+    pub fn route(&self, frontend: usize, host: &str, path: &str) -> Option<Routed<'_>> {
+        let f = &self.frontends[frontend];
+        let route = f.routes.iter().find(|r| {
+            let l = self.config.listener(r.listener);
+            l.host_names.is_empty() || l.host_names.iter().any(|h| h.matches(host))
+        })?;
+        let (target, matched_prefix) = match &route.action {
+            CompiledAction::Target(t) => (t, None),
+            CompiledAction::PathMap {
+                path_rules,
+                default,
+            } => path_rules
+                .iter()
+                // First match in list order, not the longest (Application Gateway v2).
+                .find_map(|(patterns, t)| {
+                    patterns
+                        .iter()
+                        .find_map(|p| p.match_len(path))
+                        .map(|n| (t, Some(n)))
+                })
+                .unwrap_or((default, None)),
+        };
+        Some(Routed {
+            listener: route.listener,
+            rule: route.rule,
+            target,
+            matched_prefix,
+        })
+    }
+
+    pub fn pool(&self, id: PoolId) -> &Pool {
+        &self.pools[id.0]
+    }
+
+    /// The frontend bound to `bind`, if any (port 0 frontends are matched by listener).
+    pub fn frontend_index(&self, bind: SocketAddr) -> Option<usize> {
+        self.frontends.iter().position(|f| f.bind == bind)
+    }
+
+    /// Listeners of a frontend, for logs and the bound-address table.
+    pub fn frontend_listeners(&self, frontend: usize) -> impl Iterator<Item = ListenerId> + '_ {
+        let f = &self.frontends[frontend];
+        let mut ids: Vec<ListenerId> = f.routes.iter().map(|r| r.listener).collect();
+        // Listeners with no rule still belong to the socket.
+        for (i, l) in self.config.listeners.iter().enumerate() {
+            if SocketAddr::new(l.bind_address, l.port) == f.bind && !ids.contains(&ListenerId(i)) {
+                ids.push(ListenerId(i));
+            }
+        }
+        ids.into_iter()
+    }
+}
+
+impl CompiledAction {
+    fn for_each_forward(&self, mut f: impl FnMut(&ForwardTarget)) {
+        let mut visit = |t: &CompiledTarget| {
+            if let CompiledTarget::Forward(t) = t {
+                f(t)
+            }
+        };
+        match self {
+            CompiledAction::Target(t) => visit(t),
+            CompiledAction::PathMap {
+                path_rules,
+                default,
+            } => {
+                path_rules.iter().for_each(|(_, t)| visit(t));
+                visit(default);
+            }
+        }
+    }
+}
+
+/// 32 hex digits identifying a pool member, stable across restarts and gateway instances
+/// (so affinity survives both) without revealing the address: two FNV-1a 64 passes with
+/// different offsets over the pool name and address.
+fn affinity_id(pool: &str, address: &BackendAddress) -> Box<str> {
+    let text = format!("{pool}\u{0}{address}");
+    let fnv = |mut h: u64| {
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x84222325_cbf29ce4)).into()
+}
+
+/// Host of a request for listener matching: the authority without port, IPv6 brackets kept.
+pub fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}

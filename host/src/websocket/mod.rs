@@ -1,0 +1,166 @@
+//! WebSocket, natively: the upgrade is detected on any listener (RFC 6455 §4.1), the handshake is
+//! forwarded like any request, and after the backend's 101 both connections are relayed byte for
+//! byte until either side closes. The backend settings' request timeout bounds the session.
+
+pub mod frame;
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Version, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::error::ProxyError;
+use crate::gateway::Shared;
+use crate::proxy::headers::has_token;
+
+/// Whether `req` is a WebSocket opening handshake. Upgrades to anything else are not tunnelled:
+/// their Upgrade field is dropped with the other hop-by-hop fields and the request goes on as
+/// a plain one. A request that asks for WebSocket but breaks the handshake rules gets 400, or
+/// 426 for a version other than 13 (RFC 6455 §4.2.2).
+pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
+    let headers = req.headers();
+    if !has_token(headers, &header::UPGRADE, "websocket")
+        || !has_token(headers, &header::CONNECTION, "upgrade")
+    {
+        return Ok(false);
+    }
+    // RFC 6455 §4.1: the handshake is an HTTP/1.1 GET. (HTTP/2's extended CONNECT, RFC 8441,
+    // arrives through another path.)
+    if req.method() != Method::GET || req.version() != Version::HTTP_11 {
+        return Err(ProxyError::BadRequest(
+            "a WebSocket handshake must be an HTTP/1.1 GET",
+        ));
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key_ok = match (keys.next(), keys.next()) {
+        (Some(k), None) => is_websocket_key(k.as_bytes()),
+        _ => false,
+    };
+    if !key_ok {
+        return Err(ProxyError::BadRequest(
+            "the WebSocket handshake needs one Sec-WebSocket-Key of 16 base64-encoded bytes",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ProxyError::WebSocketVersion);
+    }
+    Ok(true)
+}
+
+/// RFC 6455 §4.1: a base64-encoded 16-byte value is 24 characters ending in "==".
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        // The last character before the padding carries only 2 bits of data.
+        && b"AQgw".contains(&key[21])
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RelaySettings {
+    pub timeout: Duration,
+    pub idle: bool,
+}
+
+/// How long the close handshake may take once the gateway starts it.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Once both sides have switched protocols, relays them in a task of its own until either side
+/// closes, the timeout passes, or the gateway shuts down.
+pub fn spawn_relay(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    settings: RelaySettings,
+    shared: Arc<Shared>,
+) {
+    let guard = shared.track();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (client, backend) = match tokio::try_join!(client, backend) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let config = relay::RelayConfig {
+            timeout: settings.timeout,
+            mode: if settings.idle {
+                relay::TimeoutMode::Idle
+            } else {
+                relay::TimeoutMode::Session
+            },
+            close_grace: CLOSE_GRACE,
+        };
+        let outcome = relay::relay(
+            TokioIo::new(client),
+            TokioIo::new(backend),
+            config,
+            shared.stopping(),
+        )
+        .await;
+        tracing::debug!(
+            end = ?outcome.end,
+            client_to_backend = outcome.client_to_backend,
+            backend_to_client = outcome.backend_to_client,
+            "WebSocket session ended"
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(extra: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::get("/chat")
+            .header("host", "example.com")
+            .header("upgrade", "websocket")
+            .header("connection", "keep-alive, Upgrade");
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn detects_valid_handshake() {
+        let req = handshake(&[
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ]);
+        assert!(detect(&req).unwrap());
+    }
+
+    #[test]
+    fn refuses_broken_handshakes() {
+        let no_key = handshake(&[("sec-websocket-version", "13")]);
+        assert!(matches!(detect(&no_key), Err(ProxyError::BadRequest(_))));
+        let bad_version = handshake(&[
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "8"),
+        ]);
+        assert!(matches!(
+            detect(&bad_version),
+            Err(ProxyError::WebSocketVersion)
+        ));
+    }
+
+    #[test]
+    fn other_upgrades_are_plain_requests() {
+        let req = Request::get("/")
+            .header("upgrade", "h2c")
+            .header("connection", "Upgrade")
+            .body(())
+            .unwrap();
+        assert!(!detect(&req).unwrap());
+    }
+}

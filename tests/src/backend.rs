@@ -1,0 +1,348 @@
+//! Backends the gateway forwards to: an HTTP server that reports what it received, a raw TCP
+//! server that answers with exact bytes, and a dead address.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// One request as a backend received it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    /// The request target as received: path and query.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The gateway's end of the backend connection.
+    pub peer: SocketAddr,
+}
+
+impl SeenRequest {
+    /// The first value of `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Behaviour {
+    name: String,
+    delay: Duration,
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+}
+
+/// Starts an [`HttpBackend`] with knobs.
+#[derive(Debug, Clone)]
+pub struct HttpBackendBuilder {
+    behaviour: Behaviour,
+}
+
+impl HttpBackendBuilder {
+    /// Waits this long before answering each request (after recording it).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.behaviour.delay = delay;
+        self
+    }
+
+    /// Answers with this status instead of 200.
+    pub fn status(mut self, status: u16) -> Self {
+        self.behaviour.status = StatusCode::from_u16(status).expect("status code");
+        self
+    }
+
+    /// Adds a response header (repeatable, e.g. several `set-cookie`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.behaviour
+            .headers
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub async fn start(self) -> HttpBackend {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind HTTP backend");
+        let addr = listener.local_addr().expect("local_addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(self.behaviour);
+        let task = {
+            let seen = seen.clone();
+            let behaviour = behaviour.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, peer)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let seen = seen.clone();
+                    let behaviour = behaviour.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            answer(req, peer, behaviour.clone(), seen.clone())
+                        });
+                        // Errors here are the gateway hanging up, which some tests provoke.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        HttpBackend {
+            name: behaviour.name.clone(),
+            addr,
+            seen,
+            task,
+        }
+    }
+}
+
+/// An HTTP/1.1 backend on 127.0.0.1 that records every request and answers with what it saw:
+/// response headers `x-backend` (its name), `x-seen-path` (path and query as received),
+/// `x-seen-host`, `x-seen-xff`, and a text body with one `name: value` line per request header
+/// after a first line `backend <name> <method> <uri>`.
+#[derive(Debug)]
+pub struct HttpBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl HttpBackend {
+    pub fn builder(name: &str) -> HttpBackendBuilder {
+        HttpBackendBuilder {
+            behaviour: Behaviour {
+                name: name.to_string(),
+                delay: Duration::ZERO,
+                status: StatusCode::OK,
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    /// A backend answering 200 at once.
+    pub async fn start(name: &str) -> HttpBackend {
+        Self::builder(name).start().await
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("backend record").clone()
+    }
+
+    /// The latest request received; fails the test if there was none.
+    pub fn last(&self) -> SeenRequest {
+        self.requests()
+            .pop()
+            .unwrap_or_else(|| panic!("backend {} received no request", self.name))
+    }
+
+    /// How many requests arrived (probes included, if the gateway sends any).
+    pub fn hits(&self) -> usize {
+        self.seen.lock().expect("backend record").len()
+    }
+
+    /// How many requests arrived whose path starts with `prefix` — the way to count a test's own
+    /// requests without counting health probes.
+    pub fn hits_under(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("backend record")
+            .iter()
+            .filter(|r| r.uri.starts_with(prefix))
+            .count()
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    behaviour: Arc<Behaviour>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.to_string());
+    let record = SeenRequest {
+        method: parts.method.to_string(),
+        uri: uri.clone(),
+        headers: parts.headers.clone(),
+        body,
+        peer,
+    };
+    seen.lock().expect("backend record").push(record);
+    if !behaviour.delay.is_zero() {
+        tokio::time::sleep(behaviour.delay).await;
+    }
+
+    let mut text = format!("backend {} {} {}\n", behaviour.name, parts.method, uri);
+    for (name, value) in &parts.headers {
+        text.push_str(&format!(
+            "{}: {}\n",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    let mut resp = Response::builder()
+        .status(behaviour.status)
+        .header("x-backend", &behaviour.name)
+        .header("x-seen-path", &uri)
+        .header("content-type", "text/plain");
+    if let Some(host) = parts.headers.get(http::header::HOST) {
+        resp = resp.header("x-seen-host", host);
+    }
+    if let Some(xff) = parts.headers.get("x-forwarded-for") {
+        resp = resp.header("x-seen-xff", xff);
+    }
+    for (name, value) in &behaviour.headers {
+        resp = resp.header(name, value);
+    }
+    Ok(resp
+        .body(Full::new(Bytes::from(text)))
+        .expect("backend response"))
+}
+
+/// A backend that answers every request head with the same bytes, exactly as given, on
+/// keep-alive connections. It records each request head as text. For tests that need headers a
+/// well-behaved HTTP library would not send (hop-by-hop headers in a response).
+#[derive(Debug)]
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl RawBackend {
+    pub async fn start(response: &str) -> RawBackend {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind raw backend");
+        let addr = listener.local_addr().expect("local_addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let response = Bytes::from(response.to_string());
+        let task = {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    tokio::spawn(raw_connection(stream, response.clone(), heads.clone()));
+                }
+            })
+        };
+        RawBackend { addr, heads, task }
+    }
+
+    /// Request heads received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("raw backend record").clone()
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn raw_connection(mut stream: TcpStream, response: Bytes, heads: Arc<Mutex<Vec<String>>>) {
+    let mut buf = Vec::new();
+    // Bounded: at most 1000 requests per connection, heads up to 64 KiB.
+    for _ in 0..1000 {
+        let Some(end) = read_head(&mut stream, &mut buf, 64 * 1024).await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let body_len = content_length(&head).unwrap_or(0);
+        buf.drain(..end);
+        while buf.len() < body_len {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..body_len);
+        heads.lock().expect("raw backend record").push(head);
+        if stream.write_all(&response).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads until `buf` holds a complete head; returns the head's length including the blank
+/// line, or `None` on EOF, error or a head larger than `max`.
+pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max: usize) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if buf.len() > max {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+pub(crate) fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// An address where nothing listens: connecting is refused.
+pub fn dead_address() -> SocketAddr {
+    let listener =
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind for a dead address");
+    listener.local_addr().expect("local_addr")
+}

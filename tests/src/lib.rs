@@ -1,0 +1,80 @@
+//! Support for wasmgate's end-to-end tests: real backends and clients on 127.0.0.1, a real
+//! in-process gateway, and bounded waits.
+//!
+//! Every wait here is bounded (`within`, `eventually`) so that a gateway bug shows up as a failed
+//! assertion naming the semantic, never as a hung test.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod gateway;
+pub mod ws;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::time::Duration;
+
+pub use backend::{HttpBackend, RawBackend, SeenRequest, dead_address};
+pub use client::{RawResponse, Reply, get, get_with, raw_exchange, send};
+pub use gateway::{listener_addr, start_gateway};
+pub use ws::{WsBackend, WsHandshake};
+
+/// Upper bound for any single network operation in a test (connect, one request, one message).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `fut` for at most [`WAIT`]; a timeout fails the test with `what`.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    within_for(WAIT, what, fut).await
+}
+
+/// Runs `fut` for at most `limit`; a timeout fails the test with `what`.
+pub async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// Polls `check` until it yields `Some`, every 20 ms, at most 250 times (5 s); then fails the
+/// test with `what`. Use it instead of sleeping when waiting for something to happen.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    const ATTEMPTS: usize = 250;
+    const PAUSE: Duration = Duration::from_millis(20);
+    for _ in 0..ATTEMPTS {
+        if let Some(v) = within(what, check()).await {
+            return v;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    panic!("not satisfied after {ATTEMPTS} attempts over ~5 s: {what}");
+}
+
+/// A port that was free a moment ago on 127.0.0.1, for configurations where several listeners
+/// must share one port (port 0 gives each listener its own).
+pub fn free_port() -> u16 {
+    let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// `addr` as written in a backend pool.
+pub fn pool_entry(addr: SocketAddr) -> String {
+    format!("{:?}", addr.to_string())
+}
+
+/// A TOML array body for `addresses = [...]`.
+pub fn pool_entries(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| pool_entry(*a))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `s` is an `x-appgw-trace-id`: 32 lowercase hexadecimal digits.
+pub fn is_trace_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
