@@ -21,7 +21,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -30,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 pub const HELLO: &[u8] = b"hello, world\n";
 
 /// Accept backlog; the kernel caps it at net.core.somaxconn.
-const BACKLOG: u32 = 4096;
+const BACKLOG: i32 = 4096;
 
 pub struct Backend {
     pub addr: SocketAddr,
@@ -53,18 +54,27 @@ impl Backend {
         }
         .context("building the backend runtime")?;
 
-        let listener = runtime.block_on(async {
-            let socket = TcpSocket::new_v4()?;
-            socket.set_reuseaddr(true)?;
-            socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-            socket.listen(BACKLOG)
-        })?;
+        // Bound here rather than on the backend thread so that errors and
+        // the address come back synchronously.
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        listener.set_reuse_address(true)?;
+        listener.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+        listener.listen(BACKLOG)?;
+        listener.set_nonblocking(true)?;
+        let listener = std::net::TcpListener::from(listener);
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("backend".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("backend: cannot register the listener: {e}");
+                            return;
+                        }
+                    };
                     tokio::select! {
                         () = accept_loop(listener) => {}
                         _ = shutdown_rx => {}

@@ -247,21 +247,6 @@ async fn run(args: &Args) -> Result<Report> {
         .await
         .context("checking the backend")?;
 
-    let mut gateway = match &args.gateway {
-        Some(binary) => {
-            let gw = Gateway::start(binary, backend.addr).await?;
-            load::warm_up(&Target::new(gw.addr, sources.clone()), 10, &payload)
-                .await
-                .context("checking the gateway (GET / and a WebSocket echo on /ws)")?;
-            eprintln!("gateway pid {} listening on {}", gw.pid(), gw.addr);
-            Some(gw)
-        }
-        None => None,
-    };
-    if gateway.is_none() && report.settings.scenarios.contains(&Scenario::Idle) {
-        eprintln!("note: the idle scenario measures the gateway only; skipped without --gateway");
-    }
-
     let load_scenarios: Vec<Scenario> = report
         .settings
         .scenarios
@@ -269,6 +254,23 @@ async fn run(args: &Args) -> Result<Report> {
         .copied()
         .filter(|&s| s != Scenario::Idle)
         .collect();
+    // One gateway process serves all load runs; the idle scenario starts its
+    // own per round.
+    let mut gateway = match &args.gateway {
+        Some(binary) if !load_scenarios.is_empty() => {
+            let gw = Gateway::start(binary, backend.addr).await?;
+            load::warm_up(&Target::new(gw.addr, sources.clone()), 10, &payload)
+                .await
+                .context("checking the gateway (GET / and a WebSocket echo on /ws)")?;
+            eprintln!("gateway pid {} listening on {}", gw.pid(), gw.addr);
+            Some(gw)
+        }
+        _ => None,
+    };
+    if args.gateway.is_none() && report.settings.scenarios.contains(&Scenario::Idle) {
+        eprintln!("note: the idle scenario measures the gateway only; skipped without --gateway");
+    }
+
     for round in 1..=args.rounds {
         for &scenario in &load_scenarios {
             // Alternating the order cancels slow drifts (thermal, page cache,

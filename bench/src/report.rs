@@ -120,7 +120,7 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
+    Some(if !values.len().is_multiple_of(2) {
         values[mid]
     } else {
         (values[mid - 1] + values[mid]) / 2.0
@@ -228,7 +228,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Median of {} rounds; each run: {} warm-up, then {} measured. {} CPU(s) shared by \
+            "Median of {} round(s); each run: {} warm-up, then {} measured. {} CPU(s) shared by \
              the load generator ({} thread(s)), the in-process backend ({} thread(s)) and the gateway.",
             s.rounds,
             fmt_secs(s.warmup_s),
@@ -268,7 +268,7 @@ impl Report {
                 );
             }
         }
-        if s.scenarios.contains(&Scenario::Idle) {
+        if !self.idle.is_empty() {
             let mut per = self
                 .idle
                 .iter()
@@ -442,7 +442,7 @@ pub fn fmt_count(v: f64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

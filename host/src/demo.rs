@@ -219,16 +219,17 @@ pub fn banner(port: u16) -> String {
       /api/*    server-1 only
       /ws/*     both servers, WebSocket sessions kept open while active (idle timeout 300 s)
       others    both servers, in turn
-  http://127.0.0.1:{basic}/   basic rule: every path to both servers, in turn
+  http://127.0.0.1:{basic}/   basic rule: every path to both servers, in turn; WebSocket sessions
+                           end after 20 s (Application Gateway's request timeout bounds a session)
 
 Try:
   Open http://127.0.0.1:{port}/ in a browser: the page names the server that answered and the
   headers the gateway added; reload to see the other server. Its chat runs over WebSocket
-  (/ws/chat); open a second tab to chat between them.
+  (/ws/chat); open a second tab to chat between them. /ws/echo answers every message with itself.
 
-  curl -s http://127.0.0.1:{port}/api/hello     always server-1: the path rule chooses
-  curl -s http://127.0.0.1:{basic}/api/hello     server-1, then server-2: a basic rule ignores the path
-  curl -si http://127.0.0.1:{port}/ | head -n 12
+  The path rule sends /api/* to server-1 alone; the basic rule ignores the path:
+    curl -sw '\n' http://127.0.0.1:{port}/api/hello
+    curl -sw '\n' http://127.0.0.1:{basic}/api/hello      (twice: server-1, then server-2)
 
 Press Ctrl-C to stop.
 "#
@@ -433,10 +434,12 @@ fn header_values(headers: &HeaderMap, name: &str) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-/// `x-appgw-trace-id` → `X-AppGW-Trace-Id`, as the headers are usually written.
+/// `x-forwarded-for` → `X-Forwarded-For`, and the two Application Gateway spells its own way.
 fn display_header_name(name: &str) -> String {
-    if name == "x-appgw-trace-id" {
-        return "X-AppGW-Trace-Id".to_string();
+    match name {
+        "x-appgw-trace-id" => return "X-AppGW-Trace-Id".to_string(),
+        "x-original-url" => return "X-Original-URL".to_string(),
+        _ => {}
     }
     name.split('-')
         .map(|word| {

@@ -540,18 +540,31 @@ fn settings(path: &str, raw: &RawBackendSettings) -> Result<BackendSettings> {
     })
 }
 
+const PLAIN_TARGET_FIELDS: [&str; 4] = [
+    "backend_pool",
+    "backend_settings",
+    "redirect",
+    "rewrite_set",
+];
+
+/// The fields that name a target, with their names for error paths.
+struct TargetFields<'a> {
+    names: [&'static str; 4],
+    pool: &'a Option<String>,
+    settings: &'a Option<String>,
+    redirect: &'a Option<String>,
+    rewrite_set: &'a Option<String>,
+}
+
 /// A forwarding target (pool + settings) or a redirect, exactly one of them.
-fn target(
-    path: &str,
-    fields: (&str, &str, &str),
-    pool: &Option<String>,
-    settings: &Option<String>,
-    redirect: &Option<String>,
-    rewrite_set: &Option<String>,
-    rewrite_field: &str,
-    refs: &Refs<'_>,
-) -> Result<Target> {
-    let (pool_field, settings_field, redirect_field) = fields;
+fn target(path: &str, fields: TargetFields<'_>, refs: &Refs<'_>) -> Result<Target> {
+    let TargetFields {
+        names: [pool_field, settings_field, redirect_field, rewrite_field],
+        pool,
+        settings,
+        redirect,
+        rewrite_set,
+    } = fields;
     let rewrite_set = rewrite_set
         .as_deref()
         .map(|n| {
@@ -616,16 +629,18 @@ fn target(
 fn url_path_map(path: &str, raw: &RawUrlPathMap, refs: &Refs<'_>) -> Result<UrlPathMap> {
     let default = target(
         path,
-        (
-            "default_backend_pool",
-            "default_backend_settings",
-            "default_redirect",
-        ),
-        &raw.default_backend_pool,
-        &raw.default_backend_settings,
-        &raw.default_redirect,
-        &raw.default_rewrite_set,
-        "default_rewrite_set",
+        TargetFields {
+            names: [
+                "default_backend_pool",
+                "default_backend_settings",
+                "default_redirect",
+                "default_rewrite_set",
+            ],
+            pool: &raw.default_backend_pool,
+            settings: &raw.default_backend_settings,
+            redirect: &raw.default_redirect,
+            rewrite_set: &raw.default_rewrite_set,
+        },
         refs,
     )?;
     names(
@@ -647,12 +662,13 @@ fn url_path_map(path: &str, raw: &RawUrlPathMap, refs: &Refs<'_>) -> Result<UrlP
         }
         let target = target(
             &rule_path,
-            ("backend_pool", "backend_settings", "redirect"),
-            &r.backend_pool,
-            &r.backend_settings,
-            &r.redirect,
-            &r.rewrite_set,
-            "rewrite_set",
+            TargetFields {
+                names: PLAIN_TARGET_FIELDS,
+                pool: &r.backend_pool,
+                settings: &r.backend_settings,
+                redirect: &r.redirect,
+                rewrite_set: &r.rewrite_set,
+            },
             refs,
         )?;
         path_rules.push(PathRule {
@@ -756,12 +772,13 @@ fn rule(
         }
         RuleAction::Basic(target(
             path,
-            ("backend_pool", "backend_settings", "redirect"),
-            &raw.backend_pool,
-            &raw.backend_settings,
-            &raw.redirect,
-            &raw.rewrite_set,
-            "rewrite_set",
+            TargetFields {
+                names: PLAIN_TARGET_FIELDS,
+                pool: &raw.backend_pool,
+                settings: &raw.backend_settings,
+                redirect: &raw.redirect,
+                rewrite_set: &raw.rewrite_set,
+            },
             refs,
         )?)
     };

@@ -223,8 +223,19 @@ impl Connection {
             Some(i) => i,
             None => pool.next_start() % n,
         };
-        let replayable = matches!(body, RequestBody::Empty);
-        let mut pending = Some(body);
+        // A request that reached a backend is sent again only when that is safe: no body to
+        // replay and an idempotent method (RFC 9110 §9.2.2). One that never left is always.
+        let replayable = matches!(body, RequestBody::Empty) && method.is_idempotent();
+        let client_host = headers.get(header::HOST).cloned();
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        // Kept only while another attempt may need it: a request that was sent cannot be taken
+        // back, so a retry after a timeout is built from this copy.
+        let mut spare = (replayable && n > 1).then(|| clone_head(&req));
+        let mut pending = Some(req);
         let mut attempted = false;
         let mut timeouts = 0;
         for k in 0..n {
@@ -232,34 +243,34 @@ impl Connection {
             if !healthy(i) {
                 continue;
             }
-            let Some(body) = pending.take() else { break };
+            let Some(mut req) = pending.take() else { break };
             attempted = true;
             let member = &target.members[i];
-            let mut req = Request::new(body);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri.clone();
-            *req.version_mut() = Version::HTTP_11;
-            *req.headers_mut() = headers.clone();
-            if let Some(h) = &member.host_header {
-                req.headers_mut().insert(header::HOST, h.clone());
-            }
+            match member.host_header.as_ref().or(client_host.as_ref()) {
+                Some(h) => req.headers_mut().insert(header::HOST, h.clone()),
+                None => req.headers_mut().remove(header::HOST),
+            };
+            let server = &pool.servers[member.server].address;
             match self.send(member, req, timeout).await {
                 Ok(res) => return Ok((res, i)),
-                Err(Failure::Unreachable(req_body)) => {
-                    tracing::debug!(pool = %pool.name, server = %pool.servers[member.server].address, "backend unreachable; trying the next member");
-                    pending = req_body;
+                Err(Failure::Unreachable(unsent)) => {
+                    tracing::debug!(pool = %pool.name, %server, "backend unreachable; trying the next member");
+                    pending = unsent.or_else(|| spare.as_ref().map(clone_head));
                     if pending.is_none() {
                         return Err(ProxyError::Unreachable(pool.name.clone()));
                     }
                 }
                 Err(Failure::Timeout) => {
                     timeouts += 1;
-                    tracing::debug!(pool = %pool.name, server = %pool.servers[member.server].address, "backend timed out");
+                    tracing::debug!(pool = %pool.name, %server, "backend timed out");
                     // Application Gateway v2 retries one other member after a timeout.
-                    if !replayable || timeouts > 1 {
+                    if timeouts > 1 {
                         return Err(ProxyError::Timeout(pool.name.clone()));
                     }
-                    pending = Some(RequestBody::Empty);
+                    pending = spare.take();
+                    if pending.is_none() {
+                        return Err(ProxyError::Timeout(pool.name.clone()));
+                    }
                 }
                 Err(Failure::BadResponse) => return Err(ProxyError::BadResponse),
             }
@@ -283,25 +294,24 @@ impl Connection {
         // A pooled connection can be closed by the backend just as it is taken; a request that
         // was not sent on it is sent again on a fresh connection.
         for _ in 0..3 {
-            let sender = match member.upstream.take_idle() {
+            let mut sender = match member.upstream.take_idle() {
                 Some(s) => s,
                 None => match tokio::time::timeout_at(deadline, member.upstream.connect()).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "connect failed");
-                        return Err(Failure::Unreachable(Some(req.into_body())));
+                        return Err(Failure::Unreachable(Some(req)));
                     }
-                    Err(_) => return Err(Failure::Unreachable(Some(req.into_body()))),
+                    Err(_) => return Err(Failure::Unreachable(Some(req))),
                 },
             };
-            let mut sender = sender;
             match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
                 Err(_) => return Err(Failure::Timeout),
                 Ok(Ok(res)) => {
                     let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                     return Ok(res.map(|b| {
                         if upgraded {
-                            drop(b);
+                            // The connection now belongs to the WebSocket relay.
                             ResponseBody::Empty
                         } else {
                             ResponseBody::Upstream(PooledBody::new(
@@ -326,7 +336,7 @@ impl Connection {
                 },
             }
         }
-        Err(Failure::Unreachable(Some(req.into_body())))
+        Err(Failure::Unreachable(Some(req)))
     }
 
     fn add_forwarding_headers(
@@ -424,9 +434,19 @@ impl Connection {
     }
 }
 
+/// A copy of a request without a body, for another attempt.
+fn clone_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 enum Failure {
-    /// Not reached; the body comes back when it was not sent, so another member can take it.
-    Unreachable(Option<RequestBody>),
+    /// Not reached; the request comes back when it was not sent, so another member can take it.
+    Unreachable(Option<Request<RequestBody>>),
     Timeout,
     BadResponse,
 }

@@ -354,7 +354,7 @@ mod tests {
         while left > chunk.len() as u64 {
             t.advance(&chunk);
             left -= chunk.len() as u64;
-            if left % (1 << 30) == 0 {
+            if left.is_multiple_of(1 << 30) {
                 assert!(!t.at_boundary());
             }
         }

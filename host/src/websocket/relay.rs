@@ -778,16 +778,20 @@ where
         // A side is finished once it has received a Close and sent its own
         // (client) or closed TCP (backend): then its write half is shut down.
         if !closing.client_finished && self.b2c.delivered && self.c2b.source_done {
-            if self.b2c.write_shut || self.b2c.to_dead {
-                closing.client_finished = true;
-            } else if Pin::new(&mut self.client).poll_shutdown(cx).is_ready() {
+            // A failed shutdown leaves nothing more to do with that side.
+            if self.b2c.write_shut
+                || self.b2c.to_dead
+                || Pin::new(&mut self.client).poll_shutdown(cx).is_ready()
+            {
                 closing.client_finished = true;
             }
         }
         if !closing.backend_finished && self.c2b.delivered && self.b2c.source_done {
-            if self.c2b.write_shut || self.c2b.to_dead {
-                closing.backend_finished = true;
-            } else if Pin::new(&mut self.backend).poll_shutdown(cx).is_ready() {
+            // A failed shutdown leaves nothing more to do with that side.
+            if self.c2b.write_shut
+                || self.c2b.to_dead
+                || Pin::new(&mut self.backend).poll_shutdown(cx).is_ready()
+            {
                 closing.backend_finished = true;
             }
         }
@@ -1226,7 +1230,7 @@ mod tests {
             );
             let ping = encode(0x1, true, b"ping");
             let pong = encode(0x1, false, b"pong");
-            let mut buf = [0u8; 6];
+            let mut buf = [0u8; 16];
             // 700 ms of traffic, alternating directions, more than 3x the timeout.
             for i in 0..14 {
                 sleep(Duration::from_millis(50)).await;
@@ -1480,12 +1484,14 @@ mod tests {
 
             // A write stalled on a full pipe keeps exactly that chunk.
             let big = encode(0x2, true, &pattern(8192, 4));
-            client.write_all(&big).await.unwrap();
-            sleep(Duration::from_millis(20)).await;
-            assert_eq!(out(), 1);
-            let mut got = vec![0u8; big.len()];
-            backend.read_exact(&mut got).await.unwrap();
-            assert!(got == big);
+            let (write_big, ()) = tokio::join!(client.write_all(&big), async {
+                sleep(Duration::from_millis(20)).await;
+                assert_eq!(out(), 1);
+                let mut got = vec![0u8; big.len()];
+                backend.read_exact(&mut got).await.unwrap();
+                assert!(got == big);
+            });
+            write_big.unwrap();
             sleep(Duration::from_millis(20)).await;
             assert_eq!(out(), 0);
 
