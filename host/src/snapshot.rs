@@ -145,8 +145,10 @@ impl Snapshot {
             })
             .collect();
 
-        let mut forward_cache: HashMap<(PoolId, SettingsId, Option<RewriteSetId>), Arc<ForwardTarget>> =
-            HashMap::new();
+        let mut forward_cache: HashMap<
+            (PoolId, SettingsId, Option<RewriteSetId>),
+            Arc<ForwardTarget>,
+        > = HashMap::new();
         let mut compile = |target: &Target| -> CompiledTarget {
             match *target {
                 Target::Redirect(r) => CompiledTarget::Redirect(r),
@@ -349,7 +351,12 @@ fn affinity_id(pool: &str, address: &BackendAddress) -> Box<str> {
         }
         h
     };
-    format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x84222325_cbf29ce4)).into()
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x84222325_cbf29ce4)
+    )
+    .into()
 }
 
 /// Host of a request for listener matching: the authority without port, IPv6 brackets kept.

@@ -41,8 +41,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t].to_ascii_lowercase())
-        {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t].to_ascii_lowercase()) {
             p += 1;
             t += 1;
         } else if p < pattern.len() && pattern[p] == b'*' {
@@ -91,13 +90,6 @@ impl PathPattern {
             let head = path.as_bytes().get(..n)?;
             head.eq_ignore_ascii_case(self.prefix.as_bytes())
                 .then_some(n)
-                .or_else(|| {
-                    // `/images/*` also takes `/images` itself: the directory without its slash.
-                    (self.prefix.ends_with('/')
-                        && path.len() + 1 == n
-                        && path.eq_ignore_ascii_case(&self.prefix[..n - 1]))
-                    .then_some(path.len())
-                })
         } else {
             path.eq_ignore_ascii_case(&self.prefix).then_some(n)
         }
@@ -139,7 +131,7 @@ mod tests {
         let dir = PathPattern::new("/images/*");
         assert_eq!(dir.match_len("/images/a.png"), Some(8));
         assert_eq!(dir.match_len("/IMAGES/"), Some(8));
-        assert_eq!(dir.match_len("/images"), Some(7));
+        assert_eq!(dir.match_len("/images"), None, "a glob needs its slash");
         assert_eq!(dir.match_len("/imagesfoo"), None);
         let pre = PathPattern::new("/images*");
         assert!(pre.matches("/imagesfoo"));

@@ -94,8 +94,9 @@ impl Config {
 
     /// Reads, parses and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
         Self::from_toml(&text).map_err(|mut e| {
             e.path = if e.path.is_empty() {
                 path.display().to_string()
@@ -369,7 +370,11 @@ pub fn summary(config: &Config) -> String {
             s.protocol.as_str(),
             s.port,
             validate::fmt_duration(s.request_timeout),
-            if s.affinity.is_some() { ", affinity" } else { "" },
+            if s.affinity.is_some() {
+                ", affinity"
+            } else {
+                ""
+            },
             if s.websocket_timeout == WebSocketTimeout::Idle {
                 ", websocket idle timeout"
             } else {
@@ -410,5 +415,46 @@ fn describe_target(config: &Config, t: Target) -> String {
             config.settings(settings).name
         ),
         Target::Redirect(r) => format!("redirect {:?}", config.redirects[r.0].name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let config = Config::from_toml(include_str!("../../../examples/gateway.toml"))
+            .expect("examples/gateway.toml must stay valid");
+        assert_eq!(config.listeners.len(), 3);
+        assert_eq!(config.rules.len(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::from_toml(
+            r#"
+            [[listeners]]
+            name = "l"
+            port = 80
+            [[rules]]
+            name = "r"
+            listener = "l"
+            url_path_map = "api"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"rules[0].url_path_map: no url_path_map named "api""#
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_position() {
+        let err = Config::from_toml("[[listeners]]\nname = \"l\"\nport = 80\nprotcol = \"http\"\n")
+            .unwrap_err();
+        assert!(err.path.starts_with("line 4"), "{err}");
+        assert!(err.reason.contains("unknown field `protcol`"), "{err}");
     }
 }

@@ -83,7 +83,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config> {
         {
             return Err(ConfigError::new(
                 format!("{path}.priority"),
-                format!("priority {p} is already used by rules[{other}]; priorities must be unique"),
+                format!(
+                    "priority {p} is already used by rules[{other}]; priorities must be unique"
+                ),
             ));
         }
         if let Some(other) = listener_rule.insert(rule.listener.0, i) {
@@ -367,9 +369,7 @@ pub(super) fn duration(path: &str, raw: &RawDuration) -> Result<Duration> {
     match raw {
         RawDuration::Seconds(s) if *s >= 0 => Ok(Duration::from_secs(*s as u64)),
         RawDuration::Seconds(s) => Err(bad(format!("{s} is negative"))),
-        RawDuration::Fractional(f) if f.is_finite() && *f >= 0.0 => {
-            Ok(Duration::from_secs_f64(*f))
-        }
+        RawDuration::Fractional(f) if f.is_finite() && *f >= 0.0 => Ok(Duration::from_secs_f64(*f)),
         RawDuration::Fractional(f) => Err(bad(format!("{f} is not a duration"))),
         RawDuration::Text(t) => {
             let t = t.trim();
@@ -452,12 +452,15 @@ fn settings(path: &str, raw: &RawBackendSettings) -> Result<BackendSettings> {
             let valid = !h.is_empty()
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
-            let value = HeaderValue::from_str(h).ok().filter(|_| valid).ok_or_else(|| {
-                ConfigError::new(
-                    format!("{path}.host_name"),
-                    format!("{h:?} is not a host name"),
-                )
-            })?;
+            let value = HeaderValue::from_str(h)
+                .ok()
+                .filter(|_| valid)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{path}.host_name"),
+                        format!("{h:?} is not a host name"),
+                    )
+                })?;
             HostOverride::Fixed(value)
         }
         (None, true) => HostOverride::FromBackendAddress,
@@ -487,9 +490,9 @@ fn settings(path: &str, raw: &RawBackendSettings) -> Result<BackendSettings> {
             let name = name.as_deref().unwrap_or(DEFAULT_AFFINITY_COOKIE);
             // RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
             let token = !name.is_empty()
-                && name.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-                });
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !token {
                 return Err(ConfigError::new(
                     format!("{path}.affinity_cookie_name"),

@@ -27,9 +27,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Full(bytes) if bytes.is_empty() => Poll::Ready(None),
-            ResponseBody::Full(bytes) => {
-                Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes)))))
-            }
+            ResponseBody::Full(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
             ResponseBody::Empty => Poll::Ready(None),
         }
     }

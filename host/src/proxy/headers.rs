@@ -70,10 +70,8 @@ pub fn drop_unusual_names(headers: &mut HeaderMap) {
 /// Whether a `Connection` or `Upgrade` header value lists `token` (case-insensitive).
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
 }
 

@@ -16,10 +16,10 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use crate::config::{Protocol, RedirectTarget, WebSocketTimeout, MAX_HEADER_BYTES, MAX_URL_BYTES};
+use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol, RedirectTarget, WebSocketTimeout};
 use crate::error::ProxyError;
 use crate::gateway::Shared;
-use crate::snapshot::{host_without_port, CompiledTarget, ForwardTarget, Routed, Snapshot};
+use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot, host_without_port};
 use crate::websocket;
 
 use self::body::ResponseBody;
@@ -135,7 +135,10 @@ impl Connection {
         }
         self.add_forwarding_headers(headers, original_host.as_ref(), &authority, &original_url);
         if let Some(set) = forward.rewrite_set {
-            apply_rewrites(headers, &snapshot.config.rewrite_sets[set.0].request_headers);
+            apply_rewrites(
+                headers,
+                &snapshot.config.rewrite_sets[set.0].request_headers,
+            );
         }
         let body = if body.is_end_stream() {
             RequestBody::Empty
@@ -144,7 +147,8 @@ impl Connection {
         };
 
         let affinity_cookie = settings.affinity.as_ref().map(|a| a.cookie_name.as_str());
-        let preferred = affinity_cookie.and_then(|name| affined_member(snapshot, &forward, headers, name));
+        let preferred =
+            affinity_cookie.and_then(|name| affined_member(snapshot, &forward, headers, name));
         let (mut res, member_index) = self
             .forward(
                 snapshot,
@@ -183,7 +187,10 @@ impl Connection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
         if let Some(set) = forward.rewrite_set {
-            apply_rewrites(headers, &snapshot.config.rewrite_sets[set.0].response_headers);
+            apply_rewrites(
+                headers,
+                &snapshot.config.rewrite_sets[set.0].response_headers,
+            );
         }
         if let Some(name) = affinity_cookie
             && preferred != Some(member_index)
@@ -467,7 +474,10 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
             let h = h
                 .to_str()
                 .map_err(|_| ProxyError::BadRequest("the Host header is not valid"))?;
-            if h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+            if h.is_empty()
+                || h.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
+            {
                 return Err(ProxyError::BadRequest("the Host header is not valid"));
             }
             Ok(h.to_ascii_lowercase())

@@ -78,7 +78,13 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream({}:{}, {} idle)", self.host, self.port, self.idle.len())
+        write!(
+            f,
+            "Upstream({}:{}, {} idle)",
+            self.host,
+            self.port,
+            self.idle.len()
+        )
     }
 }
 

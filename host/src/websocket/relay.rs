@@ -1315,6 +1315,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn frame_that_never_ends_is_cut_after_close_grace() {
+        timeout(LIMIT, async {
+            let t = Duration::from_millis(100);
+            let grace = Duration::from_millis(300);
+            let started = Instant::now();
+            let (mut client, mut backend, task) = start(
+                config(t, TimeoutMode::Session, grace),
+                4096,
+                std::future::pending(),
+            );
+            let frame = encode(0x2, true, &pattern(100, 1));
+            client.write_all(&frame[..20]).await.unwrap();
+            let mut got = [0u8; 20];
+            backend.read_exact(&mut got).await.unwrap();
+            assert_going_away(&read_frame(&mut client).await, false);
+
+            // The client's frame towards the backend never ends: no Close
+            // can be put in the middle of it, so TCP is cut.
+            let out = task.await.unwrap();
+            assert_eq!(out.end, RelayEnd::Timeout);
+            let took = started.elapsed();
+            assert!(took >= t + grace, "{took:?}");
+            assert!(took < t + grace + Duration::from_millis(300), "{took:?}");
+            expect_eof(&mut backend).await;
+        })
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn idle_session_state_is_small() {
+        let (a, _) = duplex(64);
+        let (b, _) = duplex(64);
+        let future = relay(a, b, long(), std::future::pending::<()>());
+        // Everything an idle session keeps besides the two streams and the
+        // runtime's timer entry: no buffers.
+        assert!(
+            std::mem::size_of_val(&future) < 1024,
+            "{}",
+            std::mem::size_of_val(&future)
+        );
+    }
+
+    #[tokio::test]
     async fn close_already_received_is_not_sent_twice() {
         timeout(LIMIT, async {
             let t = Duration::from_millis(200);
