@@ -1,6 +1,6 @@
 //! The `wasmgate` command: parse the command line, call the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -65,7 +65,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn check(path: &PathBuf) -> anyhow::Result<()> {
+fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::from_file(path)?;
     print!("{}", wasmgate::config::summary(&config));
     println!("{}: valid", path.display());

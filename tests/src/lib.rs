@@ -78,3 +78,24 @@ pub fn pool_entries(addrs: &[SocketAddr]) -> String {
 pub fn is_trace_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+/// GETs `path` with `Host: host` and asserts that backend `backend` answered it with 200;
+/// `semantic` names the rule under test in the failure message.
+pub async fn assert_routed(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    backend: &str,
+    semantic: &str,
+) -> Reply {
+    let reply = get(addr, host, path).await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.backend()),
+        (200, Some(backend)),
+        "{semantic}: GET {path} with Host {host:?} should reach backend {backend:?}; got status {} from {:?}, body {:?}",
+        reply.status,
+        reply.backend(),
+        reply.text()
+    );
+    reply
+}

@@ -39,16 +39,17 @@ impl Connection {
     /// Serves one request; failures become the error response chosen in one place
     /// ([`ProxyError::into_response`]).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let mut log = AccessLog {
-            client: self.client,
-            method,
-            uri,
-            started,
-            status: None,
-        };
+        // The access log costs a copy of the method and target: taken only when it is on.
+        let mut log =
+            tracing::enabled!(target: "wasmgate::access", tracing::Level::INFO).then(|| {
+                AccessLog {
+                    client: self.client,
+                    method: req.method().clone(),
+                    uri: req.uri().clone(),
+                    started: Instant::now(),
+                    status: None,
+                }
+            });
         let snapshot = self.shared.snapshot.load_full();
         let res = match self.proxy(&snapshot, req).await {
             Ok(res) => res,
@@ -57,7 +58,9 @@ impl Connection {
                 e.into_response()
             }
         };
-        log.status = Some(res.status());
+        if let Some(log) = &mut log {
+            log.status = Some(res.status());
+        }
         res
     }
 
@@ -102,27 +105,25 @@ impl Connection {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let settings = snapshot.config.settings(forward.settings);
         let (mut parts, body) = req.into_parts();
-        let original_url = parts
+        let original = parts
             .uri
             .path_and_query()
-            .map(|pq| pq.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned());
-        let upstream_path = match &settings.path {
-            None => None,
-            Some(prefix) => Some(override_path(prefix, parts.uri.path(), matched_prefix)),
-        };
-        let target_uri = match upstream_path {
-            None => PathAndQuery::from_maybe_shared(Bytes::from(original_url.clone())),
-            Some(mut p) => {
-                if let Some(q) = parts.uri.query() {
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let target_uri = match &settings.path {
+            // The common case reuses the client's target without copying it.
+            None => Uri::from(original.clone()),
+            Some(prefix) => {
+                let mut p = override_path(prefix, original.path(), matched_prefix);
+                if let Some(q) = original.query() {
                     p.push('?');
                     p.push_str(q);
                 }
                 PathAndQuery::from_maybe_shared(Bytes::from(p))
+                    .map(Uri::from)
+                    .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?
             }
-        }
-        .map(Uri::from)
-        .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
+        };
 
         let headers = &mut parts.headers;
         let original_host = headers.get(header::HOST).cloned();
@@ -133,7 +134,12 @@ impl Connection {
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
-        self.add_forwarding_headers(headers, original_host.as_ref(), &authority, &original_url);
+        self.add_forwarding_headers(
+            headers,
+            original_host.as_ref(),
+            &authority,
+            original.as_str(),
+        );
         if let Some(set) = forward.rewrite_set {
             apply_rewrites(
                 headers,
@@ -262,7 +268,9 @@ impl Connection {
                 Ok(res) => return Ok((res, i)),
                 Err(Failure::Unreachable(unsent)) => {
                     tracing::debug!(pool = %pool.name, %server, "backend unreachable; trying the next member");
-                    pending = unsent.or_else(|| spare.as_ref().map(clone_head));
+                    pending = unsent
+                        .map(|r| *r)
+                        .or_else(|| spare.as_ref().map(clone_head));
                     if pending.is_none() {
                         return Err(ProxyError::Unreachable(pool.name.clone()));
                     }
@@ -307,9 +315,9 @@ impl Connection {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "connect failed");
-                        return Err(Failure::Unreachable(Some(req)));
+                        return Err(Failure::Unreachable(Some(Box::new(req))));
                     }
-                    Err(_) => return Err(Failure::Unreachable(Some(req))),
+                    Err(_) => return Err(Failure::Unreachable(Some(Box::new(req)))),
                 },
             };
             match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
@@ -343,7 +351,7 @@ impl Connection {
                 },
             }
         }
-        Err(Failure::Unreachable(Some(req)))
+        Err(Failure::Unreachable(Some(Box::new(req))))
     }
 
     fn add_forwarding_headers(
@@ -453,7 +461,7 @@ fn clone_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 
 enum Failure {
     /// Not reached; the request comes back when it was not sent, so another member can take it.
-    Unreachable(Option<Request<RequestBody>>),
+    Unreachable(Option<Box<Request<RequestBody>>>),
     Timeout,
     BadResponse,
 }

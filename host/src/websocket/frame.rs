@@ -477,6 +477,29 @@ mod tests {
     }
 
     #[test]
+    fn any_chunking_gives_the_same_result() {
+        // Arbitrary bytes (not necessarily valid frames) must never panic,
+        // and how they are split must not matter.
+        let mut rng = fastrand::Rng::with_seed(6455);
+        for _ in 0..200 {
+            let len = rng.usize(0..2000);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            let mut whole = FrameTracker::new();
+            whole.advance(&bytes);
+            let mut split = FrameTracker::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (a, b) = rest.split_at(rng.usize(1..=rest.len().min(40)));
+                split.advance(a);
+                rest = b;
+            }
+            assert_eq!(whole.at_boundary(), split.at_boundary());
+            assert_eq!(whole.close_seen(), split.close_seen());
+            assert_eq!(whole.close_code(), split.close_code());
+        }
+    }
+
+    #[test]
     fn injected_unmasked_close_decodes() {
         let f = close_frame_unmasked(CLOSE_GOING_AWAY);
         // By hand: FIN set, RSV clear, opcode 8, no mask, length 2, code.

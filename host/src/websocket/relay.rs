@@ -64,10 +64,16 @@ pub enum RelayEnd {
     /// The backend ended the session (same rules as `ClientClosed`).
     BackendClosed { code: Option<u16> },
     /// The request timeout expired and the gateway closed the session.
+    /// (If the peers had already exchanged Close frames, the session is
+    /// reported as `ClientClosed`/`BackendClosed` instead.)
     Timeout,
-    /// The shutdown signal fired and the gateway closed the session.
+    /// The shutdown signal fired and the gateway closed the session (same
+    /// exception as `Timeout`).
     Shutdown,
-    /// Reading from or writing to `side` failed (reset, broken pipe, ...).
+    /// Reading from or writing to `side` failed (reset, broken pipe, ...)
+    /// while relaying. Failures while the gateway is already closing the
+    /// session only end that side early; the session still reports
+    /// `Timeout` or `Shutdown`.
     Error { side: Side, kind: io::ErrorKind },
 }
 
@@ -554,8 +560,7 @@ struct Session<C, B> {
     /// Both peers have sent a Close: the handshake is complete and the TCP
     /// connections must close by this time.
     linger_until: Option<Instant>,
-    /// Set once the gateway ends the session (timeout, shutdown) or the
-    /// close linger expires.
+    /// Set once the gateway starts ending the session (timeout, shutdown).
     closing: Option<Closing>,
 }
 
