@@ -70,6 +70,9 @@ pub struct WorkerStats {
     pub hist: Histogram<u64>,
     pub ops: u64,
     pub errors: u64,
+    /// Keep-alive connections the peer closed between two requests; the
+    /// worker reconnects. Not an error, but a cost the figures include.
+    pub reconnects: u64,
     pub first_error: Option<String>,
 }
 
@@ -79,6 +82,7 @@ impl WorkerStats {
             hist: new_histogram(),
             ops: 0,
             errors: 0,
+            reconnects: 0,
             first_error: None,
         }
     }
@@ -106,6 +110,7 @@ impl WorkerStats {
         let _ = self.hist.add(&other.hist);
         self.ops += other.ops;
         self.errors += other.errors;
+        self.reconnects += other.reconnects;
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
@@ -256,19 +261,23 @@ pub async fn http_keepalive(target: &Target, id: usize, window: Window, stats: &
             loop {
                 let started = Instant::now();
                 if started >= window.end || iterations >= MAX_OPS_PER_WORKER {
-                    return Ok(());
+                    return Ok(false);
                 }
                 iterations += 1;
+                if sender.ready().await.is_err() {
+                    return Ok(true);
+                }
                 exchange(&mut sender, target, false).await?;
                 stats.record(&window, started, Instant::now());
             }
         };
-        if let Err(e) = with_conn(conn, requests).await {
-            // The peer may legitimately close a keep-alive connection;
-            // it still counts, since a closed-loop client then pays
-            // for a reconnect.
-            stats.error(format!("request: {e:#}"));
-            sleep(ERROR_BACKOFF).await;
+        match with_conn(conn, requests).await {
+            Ok(false) => {}
+            Ok(true) => stats.reconnects += 1,
+            Err(e) => {
+                stats.error(format!("request: {e:#}"));
+                sleep(ERROR_BACKOFF).await;
+            }
         }
     }
 }

@@ -398,6 +398,7 @@ async fn run_load(
         workers,
         ops,
         errors: stats.errors,
+        reconnects: stats.reconnects,
         first_error: stats.first_error.clone(),
         measured_s,
         rate: ops as f64 / measured_s,
@@ -461,6 +462,12 @@ fn print_progress(rounds: u32, r: &RunResult) {
     );
     if let Some(e) = &r.first_error {
         eprintln!("    {} errors, first: {e}", r.errors);
+    }
+    if r.reconnects > 0 {
+        eprintln!(
+            "    {} keep-alive connections closed by the peer (reconnected)",
+            r.reconnects
+        );
     }
 }
 

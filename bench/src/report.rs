@@ -58,6 +58,7 @@ pub struct RunResult {
     pub workers: usize,
     pub ops: u64,
     pub errors: u64,
+    pub reconnects: u64,
     pub first_error: Option<String>,
     pub measured_s: f64,
     pub rate: f64,
@@ -127,6 +128,17 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
+const ERRORS: &str = "errors (sum of rounds)";
+const RECONNECTS: &str = "keep-alive closes by peer (sum of rounds)";
+
+/// Counts summed over rounds, for which a ratio means nothing.
+fn is_total(metric: &str) -> bool {
+    metric == ERRORS || metric == RECONNECTS
+}
+
+/// Reads one per-run count out of a result.
+type Count = fn(&RunResult) -> u64;
+
 struct Row {
     metric: &'static str,
     direct: Option<f64>,
@@ -150,7 +162,7 @@ impl Report {
         median(&mut values)
     }
 
-    fn errors(&self, scenario: Scenario, via: Via) -> Option<f64> {
+    fn sum_of(&self, scenario: Scenario, via: Via, f: Count) -> Option<f64> {
         let runs = self
             .runs
             .iter()
@@ -159,7 +171,7 @@ impl Report {
         let mut sum = 0;
         for r in runs {
             any = true;
-            sum += r.errors;
+            sum += f(r);
         }
         any.then_some(sum as f64)
     }
@@ -208,17 +220,19 @@ impl Report {
                 format: fmt_us,
             });
         }
-        let (de, ge) = (
-            self.errors(scenario, Via::Direct),
-            self.errors(scenario, Via::Gateway),
-        );
-        if de.unwrap_or(0.0) > 0.0 || ge.unwrap_or(0.0) > 0.0 {
-            rows.push(Row {
-                metric: "errors (sum of rounds)",
-                direct: de,
-                gateway: ge,
-                format: fmt_count,
-            });
+        let totals: [(&'static str, Count); 2] =
+            [(ERRORS, |r| r.errors), (RECONNECTS, |r| r.reconnects)];
+        for (metric, f) in totals {
+            let direct = self.sum_of(scenario, Via::Direct, f);
+            let gateway = self.sum_of(scenario, Via::Gateway, f);
+            if direct.unwrap_or(0.0) > 0.0 || gateway.unwrap_or(0.0) > 0.0 {
+                rows.push(Row {
+                    metric,
+                    direct,
+                    gateway,
+                    format: fmt_count,
+                });
+            }
         }
         rows
     }
@@ -252,7 +266,7 @@ impl Report {
                 };
                 let cell = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), row.format);
                 let ratio = match (row.direct, row.gateway) {
-                    (Some(d), Some(g)) if d > 0.0 && row.metric != "errors (sum of rounds)" => {
+                    (Some(d), Some(g)) if d > 0.0 && !is_total(row.metric) => {
                         format!("{:.2}", g / d)
                     }
                     _ => "—".to_owned(),
@@ -356,7 +370,7 @@ impl Report {
             let _ = write!(
                 o,
                 "{{\"scenario\": {}, \"via\": {}, \"round\": {}, \"workers\": {}, \"ops\": {}, \
-                 \"errors\": {}, \"first_error\": {}, \"measured_s\": {}, \"ops_per_s\": {}, \
+                 \"errors\": {}, \"reconnects\": {}, \"first_error\": {}, \"measured_s\": {}, \"ops_per_s\": {}, \
                  \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \
                  \"gateway_cpu_us_per_op\": {}, \"gateway_cpu_pct\": {}, \"harness_cpu_pct\": {}}}",
                 string(r.scenario.key()),
@@ -365,6 +379,7 @@ impl Report {
                 r.workers,
                 r.ops,
                 r.errors,
+                r.reconnects,
                 opt_str(r.first_error.as_deref()),
                 num(r.measured_s),
                 num(r.rate),
@@ -409,7 +424,7 @@ impl Report {
                 o.push_str(if first { "\n    " } else { ",\n    " });
                 first = false;
                 let ratio = match (row.direct, row.gateway) {
-                    (Some(d), Some(g)) if d > 0.0 => Some(g / d),
+                    (Some(d), Some(g)) if d > 0.0 && !is_total(row.metric) => Some(g / d),
                     _ => None,
                 };
                 let _ = write!(

@@ -81,9 +81,10 @@ impl Gateway {
         let mut sockets = Vec::with_capacity(snapshot.frontends.len());
         let mut bound = Vec::new();
         for (i, f) in snapshot.frontends.iter().enumerate() {
-            let names: Vec<String> = snapshot
-                .frontend_listeners(i)
-                .map(|l| snapshot.config.listener(l).name.clone())
+            let names: Vec<String> = f
+                .listeners
+                .iter()
+                .map(|l| snapshot.config.listener(*l).name.clone())
                 .collect();
             let socket = listener::bind(f.bind).map_err(|source| Error::Bind {
                 listener: names.first().cloned().unwrap_or_default(),

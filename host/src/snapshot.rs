@@ -20,6 +20,8 @@ use crate::proxy::upstream::Upstream;
 pub struct Frontend {
     pub bind: SocketAddr,
     pub protocol: Protocol,
+    /// Every listener on this socket, with or without a rule.
+    pub listeners: Box<[ListenerId]>,
     /// The listeners on this socket in evaluation order: multi-site listeners first (by their
     /// rule's priority, then as listed), the basic listener last.
     routes: Box<[Route]>,
@@ -252,6 +254,7 @@ impl Snapshot {
                 Frontend {
                     bind,
                     protocol,
+                    listeners: listeners.into(),
                     routes: routes.into_iter().map(|(_, _, _, r)| r).collect(),
                 }
             })
@@ -298,24 +301,6 @@ impl Snapshot {
 
     pub fn pool(&self, id: PoolId) -> &Pool {
         &self.pools[id.0]
-    }
-
-    /// The frontend bound to `bind`, if any (port 0 frontends are matched by listener).
-    pub fn frontend_index(&self, bind: SocketAddr) -> Option<usize> {
-        self.frontends.iter().position(|f| f.bind == bind)
-    }
-
-    /// Listeners of a frontend, for logs and the bound-address table.
-    pub fn frontend_listeners(&self, frontend: usize) -> impl Iterator<Item = ListenerId> + '_ {
-        let f = &self.frontends[frontend];
-        let mut ids: Vec<ListenerId> = f.routes.iter().map(|r| r.listener).collect();
-        // Listeners with no rule still belong to the socket.
-        for (i, l) in self.config.listeners.iter().enumerate() {
-            if SocketAddr::new(l.bind_address, l.port) == f.bind && !ids.contains(&ListenerId(i)) {
-                ids.push(ListenerId(i));
-            }
-        }
-        ids.into_iter()
     }
 }
 

@@ -243,7 +243,7 @@ async fn answer(
 }
 
 /// A backend that answers every request head with the same bytes, exactly as given, on
-/// keep-alive connections. It records each request head as text. For tests that need headers a
+/// keep-alive connections. It records each request (head and body as received) as text. For tests that need headers a
 /// well-behaved HTTP library would not send (hop-by-hop headers in a response).
 #[derive(Debug)]
 pub struct RawBackend {
@@ -275,8 +275,8 @@ impl RawBackend {
         RawBackend { addr, heads, task }
     }
 
-    /// Request heads received so far.
-    pub fn heads(&self) -> Vec<String> {
+    /// Requests received so far: head and body, exactly as they arrived.
+    pub fn requests(&self) -> Vec<String> {
         self.heads.lock().expect("raw backend record").clone()
     }
 }
@@ -295,8 +295,22 @@ async fn raw_connection(mut stream: TcpStream, response: Bytes, heads: Arc<Mutex
             return;
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let body_len = content_length(&head).unwrap_or(0);
         buf.drain(..end);
+        let body_len = if is_chunked(&head) {
+            // Up to and including the last chunk and the empty trailer section.
+            loop {
+                if let Some(i) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    break i + 5;
+                }
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        } else {
+            content_length(&head).unwrap_or(0)
+        };
         while buf.len() < body_len {
             let mut chunk = [0u8; 4096];
             match stream.read(&mut chunk).await {
@@ -304,8 +318,9 @@ async fn raw_connection(mut stream: TcpStream, response: Bytes, heads: Arc<Mutex
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let body = String::from_utf8_lossy(&buf[..body_len]).into_owned();
         buf.drain(..body_len);
-        heads.lock().expect("raw backend record").push(head);
+        heads.lock().expect("raw backend record").push(head + &body);
         if stream.write_all(&response).await.is_err() {
             return;
         }
@@ -314,7 +329,11 @@ async fn raw_connection(mut stream: TcpStream, response: Bytes, heads: Arc<Mutex
 
 /// Reads until `buf` holds a complete head; returns the head's length including the blank
 /// line, or `None` on EOF, error or a head larger than `max`.
-pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max: usize) -> Option<usize> {
+pub(crate) async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Option<usize> {
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(i + 4);
@@ -328,6 +347,15 @@ pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max: us
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+pub(crate) fn is_chunked(head: &str) -> bool {
+    head.lines().skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    })
 }
 
 pub(crate) fn content_length(head: &str) -> Option<usize> {

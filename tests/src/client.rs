@@ -58,7 +58,13 @@ impl Reply {
     pub fn cookie_value(&self, name: &str) -> Option<String> {
         let c = self.set_cookie(name)?;
         let (_, rest) = c.split_once('=')?;
-        Some(rest.split(';').next().unwrap_or_default().trim().to_string())
+        Some(
+            rest.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )
     }
 }
 

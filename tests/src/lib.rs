@@ -60,6 +60,16 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// `n` distinct ports that were free a moment ago (all held open together while choosing).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<StdTcpListener> = (0..n)
+        .map(|_| StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
 /// `addr` as written in a backend pool.
 pub fn pool_entry(addr: SocketAddr) -> String {
     format!("{:?}", addr.to_string())
@@ -76,7 +86,9 @@ pub fn pool_entries(addrs: &[SocketAddr]) -> String {
 
 /// Whether `s` is an `x-appgw-trace-id`: 32 lowercase hexadecimal digits.
 pub fn is_trace_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// GETs `path` with `Host: host` and asserts that backend `backend` answered it with 200;

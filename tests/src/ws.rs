@@ -126,6 +126,8 @@ async fn session(
     state: Arc<Mutex<WsState>>,
 ) {
     let record = state.clone();
+    // The callback's shape is tungstenite's; its error type is not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         record
             .lock()
@@ -280,10 +282,24 @@ pub async fn wait_end(ws: &mut WsClient, limit: Duration) -> Option<(Ending, Dur
             }
         }
     };
-    tokio::time::timeout(limit, read)
+    let ended = tokio::time::timeout(limit, read)
         .await
         .ok()
-        .map(|e| (e, start.elapsed()))
+        .map(|e| (e, start.elapsed()));
+    if matches!(ended, Some((Ending::Close(_), _))) {
+        finish_close(ws).await;
+    }
+    ended
+}
+
+/// After a Close frame arrived: keeps polling so that tungstenite sends its Close reply and
+/// sees the connection end, as a real client would (at most 2 s).
+pub async fn finish_close(ws: &mut WsClient) {
+    let drain = async {
+        // Bounded by the timeout below.
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// Sends a Close frame with `code`, then waits for the session to end; returns the code of the

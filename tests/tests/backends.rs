@@ -10,7 +10,10 @@ use wasmgate_tests::*;
 fn assert_no_address_leak(reply: &Reply, addrs: &[SocketAddr], semantic: &str) {
     let mut text = reply.text();
     for (name, value) in &reply.headers {
-        text.push_str(&format!("\n{name}: {}", String::from_utf8_lossy(value.as_bytes())));
+        text.push_str(&format!(
+            "\n{name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     for addr in addrs {
         for needle in [addr.to_string(), format!(":{}", addr.port())] {
@@ -40,7 +43,11 @@ async fn round_robin_shares_requests_equally() {
         let reply = get(addr, "rr.test", &format!("/rr/{i}")).await;
         assert_eq!(reply.status.as_u16(), 200, "request {i} through the pool");
     }
-    let shares = [a.hits_under("/rr/"), b.hits_under("/rr/"), c.hits_under("/rr/")];
+    let shares = [
+        a.hits_under("/rr/"),
+        b.hits_under("/rr/"),
+        c.hits_under("/rr/"),
+    ];
     assert_eq!(
         shares,
         [10, 10, 10],

@@ -54,7 +54,9 @@ fn invalid_cases() -> Vec<(&'static str, String, String)> {
         [base().as_str(), redirect].concat()
     };
     let rewrite = |section: &str, header: &str| {
-        let set = format!("[[rewrite_sets]]\nname = \"rw\"\n[[rewrite_sets.{section}]]\nname = {header:?}\nvalue = \"x\"\n\n");
+        let set = format!(
+            "[[rewrite_sets]]\nname = \"rw\"\n[[rewrite_sets.{section}]]\nname = {header:?}\nvalue = \"x\"\n\n"
+        );
         [base().as_str(), &set].concat()
     };
     let path_map = |paths: &str| {
@@ -65,7 +67,8 @@ fn invalid_cases() -> Vec<(&'static str, String, String)> {
         let rule = "[[rules]]\nname = \"rule\"\nlistener = \"web\"\nurl_path_map = \"api\"\n\n";
         [LISTENER, POOL, SETTINGS, &map, rule].concat()
     };
-    let six_hosts = r#""a.example", "b.example", "c.example", "d.example", "e.example", "f.example""#;
+    let six_hosts =
+        r#""a.example", "b.example", "c.example", "d.example", "e.example", "f.example""#;
 
     vec![
         (
@@ -464,8 +467,6 @@ fn valid_values_are_accepted() {
         &listener("site", 8080, r#""www.example""#),
         RULE,
     ))
-    .unwrap_or_else(|e| {
-        panic!("a basic and a multi-site listener may share a port, but: {e}")
-    });
+    .unwrap_or_else(|e| panic!("a basic and a multi-site listener may share a port, but: {e}"));
     assert_eq!(shared_port.listeners.len(), 2);
 }

@@ -55,7 +55,11 @@ async fn multi_site_listeners_are_chosen_before_the_basic_one() {
             "'*' matches any run of characters",
         ),
         ("a.b.contoso.com", "wild", "'*' crosses dots"),
-        ("api1.fabrikam.com", "single-char", "'?' matches one character"),
+        (
+            "api1.fabrikam.com",
+            "single-char",
+            "'?' matches one character",
+        ),
         (
             "api12.fabrikam.com",
             "basic",
@@ -200,7 +204,11 @@ async fn path_rules_first_match_case_insensitive_with_default() {
             "api",
             "the first matching path rule in list order wins, not the longest",
         ),
-        ("/images/logo.png", "images", "'/images/*' takes /images/..."),
+        (
+            "/images/logo.png",
+            "images",
+            "'/images/*' takes /images/...",
+        ),
         ("/imgfoo", "img", "'/img*' is a plain prefix"),
         ("/img/x", "img", "'/img*' is a plain prefix"),
         ("/about", "about", "an exact path rule"),
@@ -215,7 +223,11 @@ async fn path_rules_first_match_case_insensitive_with_default() {
             "default",
             "the query is not part of the matched path",
         ),
-        ("/nothing", "default", "unmatched paths go to the map's default"),
+        (
+            "/nothing",
+            "default",
+            "unmatched paths go to the map's default",
+        ),
         ("/", "default", "unmatched paths go to the map's default"),
     ];
     for (path, backend, semantic) in cases {
@@ -262,9 +274,12 @@ async fn redirects_status_location_path_and_query() {
         ("neither", "permanent", "url", false, false),
         ("to-listener", "found", "listener", true, true),
     ];
-    toml += &listener("dest", 0, &[]);
-    for (name, ..) in redirects {
-        toml += &listener(name, 0, &[]);
+    // Explicit ports, one per listener, so that this test depends on nothing but redirects
+    // (`each_port_zero_listener_gets_its_own_socket` covers port 0).
+    let ports = free_ports(redirects.len() + 1);
+    toml += &listener("dest", ports[0], &[]);
+    for ((name, ..), port) in redirects.iter().zip(&ports[1..]) {
+        toml += &listener(name, *port, &[]);
     }
     toml += &pool("pool", &[b.addr]);
     toml += &settings("settings", "");
@@ -278,7 +293,8 @@ async fn redirects_status_location_path_and_query() {
         toml += &format!(
             "[[redirects]]\nname = {name:?}\nredirect_type = {kind:?}\n{target}\ninclude_path = {path}\ninclude_query_string = {query}\n\n"
         );
-        toml += &format!("[[rules]]\nname = {name:?}\nlistener = {name:?}\nredirect = {name:?}\n\n");
+        toml +=
+            &format!("[[rules]]\nname = {name:?}\nlistener = {name:?}\nredirect = {name:?}\n\n");
     }
     let gw = start_gateway(&toml).await;
     let dest_port = listener_addr(&gw, "dest").port();
@@ -485,5 +501,39 @@ async fn rules_without_rewrite_sets_leave_headers_alone() {
         Some("s3cr3t"),
         "ordinary response headers pass"
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_port_zero_listener_gets_its_own_socket() {
+    let b = backends(&["one", "two", "three"]).await;
+    let mut toml = String::new();
+    for name in ["one", "two", "three"] {
+        toml += &listener(name, 0, &[]);
+    }
+    toml += &settings("settings", "");
+    for (i, name) in ["one", "two", "three"].iter().enumerate() {
+        toml += &pool(name, &[b[i].addr]);
+        toml += &basic_rule(name, name, name, "settings", "");
+    }
+    let gw = start_gateway(&toml).await;
+    let addrs: Vec<_> = ["one", "two", "three"]
+        .iter()
+        .map(|n| listener_addr(&gw, n))
+        .collect();
+    assert!(
+        addrs[0] != addrs[1] && addrs[1] != addrs[2] && addrs[0] != addrs[2],
+        "port 0 gives every listener a free port of its own, but listener_addr gave {addrs:?}"
+    );
+    for (i, name) in ["one", "two", "three"].iter().enumerate() {
+        assert_routed(
+            addrs[i],
+            "any.test",
+            "/",
+            name,
+            &format!("listener {name:?} (port 0) serves its own rule"),
+        )
+        .await;
+    }
     gw.shutdown().await;
 }

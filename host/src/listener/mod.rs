@@ -1,10 +1,12 @@
 //! Accepting connections: one socket per frontend (listeners sharing a port share it), HTTP/1.1
 //! served by hyper with upgrades enabled.
 
+mod io;
+
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -18,7 +20,7 @@ use crate::gateway::Shared;
 use crate::proxy::Connection;
 
 /// Binds a listening socket with a deep accept queue.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
@@ -87,13 +89,16 @@ async fn serve(
         client,
         local_port,
         scheme,
+        head_timed_out: AtomicBool::new(false),
     });
+    let io = io::ClientIo::new(stream, conn.clone());
+    let service_conn = conn.clone();
     let service = service_fn(move |req| {
-        let conn = conn.clone();
+        let conn = service_conn.clone();
         async move { Ok::<_, Infallible>(conn.handle(req).await) }
     });
     let served = http
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(served);
     tokio::pin!(stopping);
@@ -105,6 +110,10 @@ async fn serve(
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            // Read by the stream's drop, just below, to answer 408.
+            conn.head_timed_out.store(true, Ordering::Relaxed);
+        }
         tracing::debug!(client = %client, error = %e, "client connection ended with an error");
     }
 }

@@ -33,6 +33,8 @@ pub struct Connection {
     pub client: SocketAddr,
     pub local_port: u16,
     pub scheme: Protocol,
+    /// Set when hyper gave up waiting for a request head, so the stream answers 408.
+    pub head_timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
