@@ -214,6 +214,7 @@ async fn run(args: &Args) -> Result<Report> {
             scenarios.push(s);
         }
     }
+    let sources = SourceAddrs::detect(args.source_addrs);
     let settings = Settings {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         rounds: args.rounds,
@@ -226,16 +227,12 @@ async fn run(args: &Args) -> Result<Report> {
         settle_s: args.settle.as_secs_f64(),
         client_threads: args.client_threads as usize,
         backend_threads: args.backend_threads as usize,
-        source_addrs: 0,
+        source_addrs: sources.len(),
         gateway: args.gateway.as_ref().map(|p| p.display().to_string()),
         scenarios,
     };
-    let sources = SourceAddrs::detect(args.source_addrs);
     let mut report = Report {
-        settings: Settings {
-            source_addrs: sources.len(),
-            ..settings
-        },
+        settings,
         runs: Vec::new(),
         idle: Vec::new(),
     };
