@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 
 use crate::net::free_port;
@@ -21,6 +22,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTPS listener (same backend), for the TLS scenarios.
+    pub tls_addr: SocketAddr,
+    /// The CA of the HTTPS listener's certificate, generated per gateway.
+    pub ca: CertificateDer<'static>,
     dir: PathBuf,
 }
 
@@ -30,12 +35,14 @@ impl Gateway {
             bail!("gateway binary {} does not exist", binary.display());
         }
         let port = free_port().context("picking a port for the gateway")?;
+        let tls_port = free_port().context("picking a port for the HTTPS listener")?;
         let dir =
             std::env::temp_dir().join(format!("wasmgate-bench-{}-{}", std::process::id(), port));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ca = crate::tls::write_certificate(&dir)?;
         let config = dir.join("gateway.toml");
-        fs::write(&config, config_toml(port, backend))
-            .with_context(|| format!("writing {}", config.display()))?;
+        let toml = config_toml(port, tls_port, backend) + &crate::probing::extra_config(backend);
+        fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
 
         // Its stdout goes to our stderr so that the markdown table on our
         // stdout stays clean.
@@ -58,6 +65,8 @@ impl Gateway {
         let mut gateway = Self {
             child,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
+            ca,
             dir,
         };
         gateway.wait_until_listening().await?;
@@ -103,13 +112,28 @@ impl Drop for Gateway {
     }
 }
 
-fn config_toml(port: u16, backend: SocketAddr) -> String {
+fn config_toml(port: u16, tls_port: u16, backend: SocketAddr) -> String {
     format!(
         r#"# Written by wasmgate-bench; removed when the run ends.
 [[listeners]]
 name = "http"
 port = {port}
 bind_address = "127.0.0.1"
+
+[[listeners]]
+name = "https"
+protocol = "https"
+port = {tls_port}
+bind_address = "127.0.0.1"
+certificate = "cert.pem"
+certificate_key = "key.pem"
+
+[[rules]]
+name = "bench-https"
+priority = 101
+listener = "https"
+backend_pool = "bench"
+backend_settings = "bench"
 
 [[backend_pools]]
 name = "bench"

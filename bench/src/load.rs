@@ -25,6 +25,7 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 use crate::backend::HELLO;
 use crate::net::{SourceAddrs, connect};
 use crate::report::Scenario;
+use crate::tls::{Stream, TlsClient};
 
 /// Upper bound on operations per worker and run, so that no loop depends on
 /// the clock alone. At 1M ops/s per worker it still allows ~100 s.
@@ -128,6 +129,8 @@ pub struct Target {
     pub sources: SourceAddrs,
     /// `Host` header value, built once per run.
     pub host: HeaderValue,
+    /// Set for HTTPS targets: every connection starts with a TLS handshake.
+    pub tls: Option<TlsClient>,
 }
 
 impl Target {
@@ -138,7 +141,13 @@ impl Target {
             addr,
             sources,
             host,
+            tls: None,
         }
+    }
+
+    pub fn with_tls(mut self, tls: TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     fn ws_url(&self) -> String {
@@ -208,9 +217,13 @@ async fn http_handshake(
     source: usize,
 ) -> Result<(
     http1::SendRequest<Empty<Bytes>>,
-    http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
+    http1::Connection<TokioIo<Stream>, Empty<Bytes>>,
 )> {
     let stream = connect(target.sources.get(source), target.addr).await?;
+    let stream = match &target.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => Stream::Tls(Box::new(tls.connect(stream).await?)),
+    };
     Ok(http1::handshake(TokioIo::new(stream)).await?)
 }
 
@@ -468,8 +481,10 @@ pub async fn worker(
     let mut stats = WorkerStats::new();
     let run = async {
         match scenario {
-            Scenario::Http => http_keepalive(&target, id, window, &mut stats).await,
-            Scenario::Newconn => http_new_conn(&target, id, window, &mut stats).await,
+            Scenario::Http | Scenario::Tls => http_keepalive(&target, id, window, &mut stats).await,
+            Scenario::Newconn | Scenario::Tlsnew => {
+                http_new_conn(&target, id, window, &mut stats).await
+            }
             Scenario::Ws => ws_echo(&target, &payload, id, window, &mut stats).await,
             Scenario::Idle => {}
         }

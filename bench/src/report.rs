@@ -12,6 +12,10 @@ pub enum Scenario {
     Newconn,
     /// WebSocket echo, closed loop.
     Ws,
+    /// HTTPS keep-alive through the gateway (direct: plain HTTP keep-alive).
+    Tls,
+    /// A full TLS handshake per request through the gateway (direct: plain new connections).
+    Tlsnew,
     /// Gateway memory per idle WebSocket session.
     Idle,
 }
@@ -22,8 +26,14 @@ impl Scenario {
             Self::Http => "http",
             Self::Newconn => "newconn",
             Self::Ws => "ws",
+            Self::Tls => "tls",
+            Self::Tlsnew => "tlsnew",
             Self::Idle => "idle",
         }
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Tlsnew)
     }
 
     fn unit(self) -> &'static str {
@@ -181,6 +191,14 @@ impl Report {
         match scenario {
             Scenario::Http => format!("HTTP/1.1 keep-alive, {} connections", s.connections),
             Scenario::Newconn => format!("new connection per request, {} clients", s.connections),
+            Scenario::Tls => format!(
+                "HTTPS keep-alive (TLS 1.3) via gateway; direct is plain HTTP, {} connections",
+                s.connections
+            ),
+            Scenario::Tlsnew => format!(
+                "full TLS handshake per request via gateway (handshakes/s); direct is plain new connections, {} clients",
+                s.connections
+            ),
             Scenario::Ws => format!(
                 "WebSocket echo, {}-byte text, {} sessions",
                 s.ws_message_bytes, s.ws_sessions

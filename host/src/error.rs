@@ -20,6 +20,11 @@ pub enum Error {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("listener {listener:?}: cannot set up TLS: {source}")]
+    Tls {
+        listener: String,
+        source: rustls::Error,
+    },
 }
 
 /// Where a request failed, and so which status the client gets. Reasons are short and never
@@ -42,6 +47,9 @@ pub enum ProxyError {
     Unreachable(Box<str>),
     #[error("no server in backend pool {0:?} answered within the request timeout")]
     Timeout(Box<str>),
+    /// Application Gateway's reasons: "Backend certificate name mismatch", "untrusted root".
+    #[error("backend pool {0:?}: {1}")]
+    BackendTls(Box<str>, crate::tls::TlsFailure),
     #[error("the backend's response was not valid HTTP")]
     BadResponse,
     #[error("this gateway speaks WebSocket version 13")]
@@ -59,6 +67,7 @@ impl ProxyError {
             ProxyError::EmptyPool(_)
             | ProxyError::NoHealthyServer(_)
             | ProxyError::Unreachable(_)
+            | ProxyError::BackendTls(..)
             | ProxyError::BadResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listener;
+use crate::probe::Prober;
 use crate::snapshot::Snapshot;
 
 /// State shared by every connection: the current snapshot (read without locks on every request)
@@ -72,6 +73,11 @@ pub struct Gateway {
     shared: Arc<Shared>,
     bound: Vec<(String, SocketAddr)>,
     accept_loops: Vec<JoinHandle<()>>,
+    /// HTTPS frontends' certificates, reloadable.
+    certificates: Arc<crate::tls::Certificates>,
+    prober: Prober,
+    /// The admin listener's address and task, when configured.
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl Gateway {
@@ -102,7 +108,30 @@ impl Gateway {
             }
             sockets.push((i, f.protocol, socket));
         }
+        let (certificates, frontend_tls) = crate::tls::Certificates::build(&snapshot)?;
+        let admin = match &snapshot.config.admin {
+            None => None,
+            Some(admin) => {
+                let bind_error = |source| Error::Bind {
+                    listener: "admin".into(),
+                    addr: admin.bind,
+                    source,
+                };
+                let socket = listener::bind(admin.bind).map_err(bind_error)?;
+                let local = socket.local_addr().map_err(bind_error)?;
+                tracing::info!(address = %local, "admin listening");
+                Some((socket, local, admin.token.as_deref().map(Arc::from)))
+            }
+        };
         let shared = Shared::new(snapshot);
+        // Every target is probed at once; servers join the rotation as their probes answer.
+        let prober = Prober::start(&shared.snapshot.load());
+        let admin = admin.map(|(socket, local, token)| {
+            (
+                local,
+                tokio::spawn(crate::admin::serve(socket, shared.clone(), token)),
+            )
+        });
         let accept_loops = sockets
             .into_iter()
             .map(|(frontend, protocol, socket)| {
@@ -110,15 +139,41 @@ impl Gateway {
                     socket,
                     frontend,
                     protocol,
+                    frontend_tls[frontend].clone(),
                     shared.clone(),
                 ))
             })
             .collect();
+        let certificates = Arc::new(certificates);
+        // Ends with the gateway (it watches the stop signal).
+        let _ = certificates.clone().watch(shared.stopping());
         Ok(Self {
             shared,
             bound,
             accept_loops,
+            certificates,
+            prober,
+            admin,
         })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Waits until every backend server has had its first probe answered (or failed), at most
+    /// `timeout`; returns whether they all have. Until then a server takes no traffic.
+    pub async fn wait_for_first_probes(&self, timeout: Duration) -> bool {
+        self.prober.wait_for_first_probes(timeout).await
+    }
+
+    /// Reads every HTTPS listener's certificate from disk again (what SIGHUP does; changed files
+    /// are also picked up by themselves within a few seconds). Established connections keep
+    /// their session; new handshakes get the new certificates. A certificate that fails to load
+    /// is reported and its listener keeps the previous one.
+    pub fn reload_certificates(&self) -> Vec<crate::tls::ReloadError> {
+        self.certificates.reload()
     }
 
     /// The address a listener is bound to (with the port the OS chose for port 0).
@@ -141,7 +196,12 @@ impl Gateway {
 
     pub async fn shutdown_within(self, timeout: Duration) {
         self.shared.stop.send_replace(true);
+        let mut prober = self.prober;
+        prober.stop();
         for task in self.accept_loops {
+            let _ = task.await;
+        }
+        if let Some((_, task)) = self.admin {
             let _ = task.await;
         }
         let drained = async {

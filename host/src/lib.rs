@@ -3,14 +3,18 @@
 //! Data flows one way: listener → route → upstream → response. The control plane builds an
 //! immutable [`snapshot::Snapshot`] and publishes it; the data plane only reads it.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod listener;
+pub mod plugin;
+pub mod probe;
 pub mod proxy;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod websocket;
 
 pub use config::Config;

@@ -37,6 +37,15 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Print the backend health view of a running gateway as a table.
+    Health {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9190")]
+        admin: String,
+        /// The admin token, when the admin listener requires one (else $WASMGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +56,9 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
+        }
+        Command::Health { admin, token } => {
+            runtime().and_then(|rt| rt.block_on(health(&admin, token)))
         }
     };
     match result {
@@ -75,7 +87,20 @@ fn check(path: &Path) -> anyhow::Result<()> {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::from_file(&path)?;
     let gateway = Gateway::start(config).await?;
-    wait_for_signal().await?;
+    // SIGHUP reads the HTTPS listeners' certificates again, as servers conventionally do.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => break r?,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading certificates");
+                gateway.reload_certificates();
+            }
+        }
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     gateway.shutdown().await;
     Ok(())
@@ -96,6 +121,13 @@ async fn run_demo(port: u16, print_config: bool) -> anyhow::Result<()> {
     wait_for_signal().await?;
     gateway.shutdown().await;
     backends.shutdown().await;
+    Ok(())
+}
+
+async fn health(admin: &str, token: Option<String>) -> anyhow::Result<()> {
+    let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
+    let view = wasmgate::admin::client::fetch(admin, token.as_deref()).await?;
+    print!("{}", view.table());
     Ok(())
 }
 

@@ -5,15 +5,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::HeaderValue;
 
 use crate::config::{
-    BackendAddress, BackendHost, Config, HostOverride, ListenerId, PathPattern, PoolId, Protocol,
-    RedirectId, RewriteSetId, RuleAction, RuleId, SettingsId, Target,
+    BackendAddress, Config, HostOverride, ListenerId, PathPattern, PoolId, Protocol, RedirectId,
+    RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
-use crate::proxy::upstream::Upstream;
+use crate::probe::{Health, TargetKey};
+use crate::proxy::upstream::{Upstream, UpstreamKey, UpstreamTls};
 
 /// Listeners that share one socket: same bind address and port.
 #[derive(Debug)]
@@ -66,6 +67,19 @@ pub struct Member {
     pub upstream: Arc<Upstream>,
     /// The Host header this member gets, when the settings override the client's.
     pub host_header: Option<HeaderValue>,
+    /// This server's health under these settings, published by the prober.
+    pub health: Arc<Health>,
+}
+
+/// A (pool server, backend settings) pair in use: what the prober probes.
+#[derive(Debug)]
+pub struct ProbeTarget {
+    pub pool: PoolId,
+    /// Index of the server in its pool.
+    pub server: usize,
+    pub settings: SettingsId,
+    pub upstream: Arc<Upstream>,
+    pub health: Arc<Health>,
 }
 
 /// A backend pool's runtime state.
@@ -79,8 +93,6 @@ pub struct Pool {
 #[derive(Debug)]
 pub struct Server {
     pub address: BackendAddress,
-    /// Published by health probing; every server is healthy until probes say otherwise.
-    pub healthy: AtomicBool,
     /// The affinity cookie's value for this server: a stable digest, never the address itself.
     pub affinity_id: Box<str>,
 }
@@ -108,13 +120,15 @@ pub struct Snapshot {
     pub config: Config,
     pub frontends: Box<[Frontend]>,
     pub pools: Box<[Pool]>,
+    /// Every probe target, ordered by pool, settings and server.
+    pub targets: Box<[ProbeTarget]>,
 }
 
 impl Snapshot {
     /// Compiles a validated configuration. Upstream connection pools are shared with `previous`
     /// where the same address and port remain, so a reload keeps warm connections.
     pub fn build(config: Config, previous: Option<&Snapshot>) -> Self {
-        let mut upstreams: HashMap<(BackendHost, u16), Arc<Upstream>> = HashMap::new();
+        let mut upstreams: HashMap<UpstreamKey, Arc<Upstream>> = HashMap::new();
         if let Some(prev) = previous {
             for f in prev.frontends.iter() {
                 for r in f.routes.iter() {
@@ -140,12 +154,23 @@ impl Snapshot {
                     .iter()
                     .map(|a| Server {
                         address: a.clone(),
-                        healthy: AtomicBool::new(true),
                         affinity_id: affinity_id(&p.name, a),
                     })
                     .collect(),
             })
             .collect();
+
+        // Health is kept per (pool, server address, settings) by name, so a server that stays
+        // keeps its state across snapshots.
+        let previous_health: HashMap<TargetKey, Arc<Health>> = previous
+            .map(|prev| {
+                prev.targets
+                    .iter()
+                    .map(|t| (t.health.key().clone(), t.health.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut targets: HashMap<(PoolId, usize, SettingsId), ProbeTarget> = HashMap::new();
 
         let mut forward_cache: HashMap<
             (PoolId, SettingsId, Option<RewriteSetId>),
@@ -170,10 +195,11 @@ impl Snapshot {
                                 .enumerate()
                                 .map(|(server, a)| {
                                     let port = a.port.unwrap_or(s.port);
+                                    let tls = UpstreamTls::for_settings(s, &a.host);
                                     let upstream = upstreams
-                                        .entry((a.host.clone(), port))
+                                        .entry(UpstreamKey::new(a.host.clone(), port, tls.as_ref()))
                                         .or_insert_with(|| {
-                                            Arc::new(Upstream::new(a.host.clone(), port))
+                                            Arc::new(Upstream::with_tls(a.host.clone(), port, tls))
                                         })
                                         .clone();
                                     let host_header = match &s.host {
@@ -183,10 +209,32 @@ impl Snapshot {
                                             HeaderValue::from_str(&a.host.to_string()).ok()
                                         }
                                     };
+                                    let health = targets
+                                        .entry((pool, server, settings))
+                                        .or_insert_with(|| {
+                                            let key = TargetKey {
+                                                pool: config.pool(pool).name.as_str().into(),
+                                                server: a.clone(),
+                                                settings: s.name.as_str().into(),
+                                            };
+                                            ProbeTarget {
+                                                pool,
+                                                server,
+                                                settings,
+                                                upstream: upstream.clone(),
+                                                health: previous_health
+                                                    .get(&key)
+                                                    .cloned()
+                                                    .unwrap_or_else(|| Arc::new(Health::new(key))),
+                                            }
+                                        })
+                                        .health
+                                        .clone();
                                     Member {
                                         server,
                                         upstream,
                                         host_header,
+                                        health,
                                     }
                                 })
                                 .collect();
@@ -260,10 +308,13 @@ impl Snapshot {
             })
             .collect();
 
+        let mut targets: Vec<ProbeTarget> = targets.into_values().collect();
+        targets.sort_by_key(|t| (t.pool, t.settings, t.server));
         Snapshot {
             config,
             frontends,
             pools,
+            targets: targets.into(),
         }
     }
 

@@ -1,5 +1,9 @@
 //! Backends the gateway forwards to: an HTTP server that reports what it received, a raw TCP
 //! server that answers with exact bytes, and a dead address.
+//!
+//! The gateway's health probes (recognised by their `User-Agent`, [`is_probe`]) are answered
+//! apart from traffic, as a switchable [`ProbeAnswer`], and counted apart: `hits()`, `requests()`
+//! and `last()` see only the traffic a test sends.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -56,6 +60,53 @@ struct Behaviour {
     headers: Vec<(String, String)>,
 }
 
+/// Whether a request is one of the gateway's health probes.
+pub fn is_probe(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("wasmgate-probe/"))
+}
+
+/// How a backend answers health probes. Switch it while the backend runs with
+/// [`HttpBackend::set_probe_answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// 200 with body `ok`.
+    Healthy,
+    /// This status, body `failing`.
+    Status(u16),
+    /// 200 with this body.
+    Body(String),
+    /// Waits this long, then 200 `ok`.
+    Slow(Duration),
+    /// The backend stops listening and drops its connections: connecting is refused.
+    Refusing,
+}
+
+impl ProbeAnswer {
+    /// Status and body of the answer, after the delay of `Slow`.
+    pub async fn respond(&self) -> (u16, String) {
+        match self {
+            ProbeAnswer::Healthy | ProbeAnswer::Refusing => (200, "ok".into()),
+            ProbeAnswer::Status(s) => (*s, "failing".into()),
+            ProbeAnswer::Body(b) => (200, b.clone()),
+            ProbeAnswer::Slow(d) => {
+                tokio::time::sleep(*d).await;
+                (200, "ok".into())
+            }
+        }
+    }
+}
+
+/// State an [`HttpBackend`] shares with its connections.
+#[derive(Debug)]
+struct Record {
+    seen: Mutex<Vec<SeenRequest>>,
+    probes: Mutex<Vec<SeenRequest>>,
+    answer: Mutex<ProbeAnswer>,
+}
+
 /// Starts an [`HttpBackend`] with knobs.
 #[derive(Debug, Clone)]
 pub struct HttpBackendBuilder {
@@ -88,38 +139,50 @@ impl HttpBackendBuilder {
             .await
             .expect("bind HTTP backend");
         let addr = listener.local_addr().expect("local_addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::new(Record {
+            seen: Mutex::new(Vec::new()),
+            probes: Mutex::new(Vec::new()),
+            answer: Mutex::new(ProbeAnswer::Healthy),
+        });
         let behaviour = Arc::new(self.behaviour);
-        let task = {
-            let seen = seen.clone();
-            let behaviour = behaviour.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, peer)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    let seen = seen.clone();
-                    let behaviour = behaviour.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            answer(req, peer, behaviour.clone(), seen.clone())
-                        });
-                        // Errors here are the gateway hanging up, which some tests provoke.
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            })
-        };
+        let task = serve_http(listener, behaviour.clone(), record.clone());
         HttpBackend {
             name: behaviour.name.clone(),
             addr,
-            seen,
-            task,
+            record,
+            behaviour,
+            task: Mutex::new(Some(task)),
         }
     }
+}
+
+/// Accepts connections until aborted; aborting also ends every connection it accepted.
+fn serve_http(
+    listener: TcpListener,
+    behaviour: Arc<Behaviour>,
+    record: Arc<Record>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            // Reap finished connections so the set stays small.
+            while connections.try_join_next().is_some() {}
+            let record = record.clone();
+            let behaviour = behaviour.clone();
+            connections.spawn(async move {
+                let service =
+                    service_fn(move |req| answer(req, peer, behaviour.clone(), record.clone()));
+                // Errors here are the gateway hanging up, which some tests provoke.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
 }
 
 /// An HTTP/1.1 backend on 127.0.0.1 that records every request and answers with what it saw:
@@ -130,8 +193,10 @@ impl HttpBackendBuilder {
 pub struct HttpBackend {
     pub name: String,
     pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<SeenRequest>>>,
-    task: JoinHandle<()>,
+    record: Arc<Record>,
+    behaviour: Arc<Behaviour>,
+    /// The accept loop; `None` while refusing connections.
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl HttpBackend {
@@ -151,9 +216,43 @@ impl HttpBackend {
         Self::builder(name).start().await
     }
 
-    /// Every request received so far, in arrival order.
+    /// Every request received so far, in arrival order (probes excluded).
     pub fn requests(&self) -> Vec<SeenRequest> {
-        self.seen.lock().expect("backend record").clone()
+        self.record.seen.lock().expect("backend record").clone()
+    }
+
+    /// Health probes received so far.
+    pub fn probes(&self) -> Vec<SeenRequest> {
+        self.record.probes.lock().expect("backend record").clone()
+    }
+
+    pub fn probe_hits(&self) -> usize {
+        self.record.probes.lock().expect("backend record").len()
+    }
+
+    /// Changes how probes are answered from now on. `Refusing` closes the listening socket
+    /// and every connection (as a stopped server would); leaving it listens again on the same
+    /// address.
+    pub async fn set_probe_answer(&self, answer: ProbeAnswer) {
+        let refusing = answer == ProbeAnswer::Refusing;
+        *self.record.answer.lock().expect("backend record") = answer;
+        let running = self.task.lock().expect("backend task").take();
+        match (running, refusing) {
+            (Some(task), true) => {
+                task.abort();
+                // Returns once the task, its listener and its connections are dropped.
+                let _ = task.await;
+            }
+            (Some(task), false) => *self.task.lock().expect("backend task") = Some(task),
+            (None, true) => {}
+            (None, false) => {
+                let listener = TcpListener::bind(self.addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("backend {} cannot listen again: {e}", self.name));
+                let task = serve_http(listener, self.behaviour.clone(), self.record.clone());
+                *self.task.lock().expect("backend task") = Some(task);
+            }
+        }
     }
 
     /// The latest request received; fails the test if there was none.
@@ -163,15 +262,15 @@ impl HttpBackend {
             .unwrap_or_else(|| panic!("backend {} received no request", self.name))
     }
 
-    /// How many requests arrived (probes included, if the gateway sends any).
+    /// How many requests arrived (probes excluded).
     pub fn hits(&self) -> usize {
-        self.seen.lock().expect("backend record").len()
+        self.record.seen.lock().expect("backend record").len()
     }
 
-    /// How many requests arrived whose path starts with `prefix` — the way to count a test's own
-    /// requests without counting health probes.
+    /// How many requests arrived whose path starts with `prefix` (probes excluded).
     pub fn hits_under(&self, prefix: &str) -> usize {
-        self.seen
+        self.record
+            .seen
             .lock()
             .expect("backend record")
             .iter()
@@ -182,7 +281,9 @@ impl HttpBackend {
 
 impl Drop for HttpBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
     }
 }
 
@@ -190,7 +291,7 @@ async fn answer(
     req: Request<Incoming>,
     peer: SocketAddr,
     behaviour: Arc<Behaviour>,
-    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    record: Arc<Record>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
@@ -203,14 +304,25 @@ async fn answer(
         .path_and_query()
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_else(|| parts.uri.to_string());
-    let record = SeenRequest {
+    let seen = SeenRequest {
         method: parts.method.to_string(),
         uri: uri.clone(),
         headers: parts.headers.clone(),
         body,
         peer,
     };
-    seen.lock().expect("backend record").push(record);
+    if is_probe(&parts.headers) {
+        record.probes.lock().expect("backend record").push(seen);
+        let answer = record.answer.lock().expect("backend record").clone();
+        let (status, body) = answer.respond().await;
+        return Ok(Response::builder()
+            .status(status)
+            .header("x-backend", &behaviour.name)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(body)))
+            .expect("probe response"));
+    }
+    record.seen.lock().expect("backend record").push(seen);
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
     }
@@ -275,7 +387,7 @@ impl RawBackend {
         RawBackend { addr, heads, task }
     }
 
-    /// Requests received so far: head and body, exactly as they arrived.
+    /// Requests received so far: head and body, exactly as they arrived (probes excluded).
     pub fn requests(&self) -> Vec<String> {
         self.heads.lock().expect("raw backend record").clone()
     }
@@ -320,7 +432,13 @@ async fn raw_connection(mut stream: TcpStream, response: Bytes, heads: Arc<Mutex
         }
         let body = String::from_utf8_lossy(&buf[..body_len]).into_owned();
         buf.drain(..body_len);
-        heads.lock().expect("raw backend record").push(head + &body);
+        // Health probes get the same answer but are not part of the record.
+        let probe = head
+            .to_ascii_lowercase()
+            .contains("\r\nuser-agent: wasmgate-probe/");
+        if !probe {
+            heads.lock().expect("raw backend record").push(head + &body);
+        }
         if stream.write_all(&response).await.is_err() {
             return;
         }

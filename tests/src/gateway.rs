@@ -5,11 +5,24 @@ use std::net::{Ipv4Addr, SocketAddr};
 use wasmgate::Gateway;
 use wasmgate::config::Config;
 
-use crate::within;
+use crate::{WAIT, within};
 
-/// Parses `toml` and starts a gateway on it; fails the test, showing the configuration, if the
-/// configuration is refused or the gateway does not start.
+/// Parses `toml` and starts a gateway on it, then waits (bounded) until every backend server
+/// has had its first health probe answered, so that healthy servers are in rotation; fails the
+/// test, showing the configuration, if the configuration is refused or the gateway does not
+/// start.
 pub async fn start_gateway(toml: &str) -> Gateway {
+    let gw = start_gateway_unprobed(toml).await;
+    assert!(
+        gw.wait_for_first_probes(WAIT).await,
+        "the first health probes did not all complete within {WAIT:?}\n--- config ---\n{toml}"
+    );
+    gw
+}
+
+/// [`start_gateway`] without waiting for the first probes: servers are Unknown (out of
+/// rotation) until theirs answer.
+pub async fn start_gateway_unprobed(toml: &str) -> Gateway {
     let config = Config::from_toml(toml)
         .unwrap_or_else(|e| panic!("test configuration refused: {e}\n--- config ---\n{toml}"));
     match within("Gateway::start", Gateway::start(config)).await {

@@ -8,15 +8,16 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::time::Duration;
 
-pub use backend::{HttpBackend, RawBackend, SeenRequest, dead_address};
+pub use backend::{HttpBackend, ProbeAnswer, RawBackend, SeenRequest, dead_address, is_probe};
 pub use client::{RawResponse, Reply, get, get_with, raw_exchange, send};
-pub use gateway::{listener_addr, start_gateway};
+pub use gateway::{listener_addr, start_gateway, start_gateway_unprobed};
 pub use ws::{WsBackend, WsHandshake};
 
 /// Upper bound for any single network operation in a test (connect, one request, one message).

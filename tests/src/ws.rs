@@ -1,12 +1,16 @@
 //! WebSocket: an echo backend that records its handshakes and the close frames it receives, and
-//! a tokio-tungstenite client helper.
+//! a tokio-tungstenite client helper. The backend answers the gateway's health probes (plain
+//! GETs) with a switchable [`ProbeAnswer`].
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
@@ -16,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::backend::{ProbeAnswer, read_head};
 use crate::{WAIT, within};
 
 /// A client session through the gateway.
@@ -41,6 +46,9 @@ struct WsState {
     closes: Vec<Option<u16>>,
     /// Sessions that ended, however they ended.
     ended: usize,
+    /// Health probes answered.
+    probes: usize,
+    probe_answer: Option<ProbeAnswer>,
 }
 
 /// A WebSocket backend on 127.0.0.1. It echoes text and binary messages, answers pings, and
@@ -111,6 +119,16 @@ impl WsBackend {
     pub fn sessions_ended(&self) -> usize {
         self.state.lock().expect("ws record").ended
     }
+
+    pub fn probe_hits(&self) -> usize {
+        self.state.lock().expect("ws record").probes
+    }
+
+    /// Changes how probes are answered from now on (`Refusing` is not supported here).
+    pub fn set_probe_answer(&self, answer: ProbeAnswer) {
+        assert_ne!(answer, ProbeAnswer::Refusing, "WsBackend cannot refuse");
+        self.state.lock().expect("ws record").probe_answer = Some(answer);
+    }
 }
 
 impl Drop for WsBackend {
@@ -120,11 +138,38 @@ impl Drop for WsBackend {
 }
 
 async fn session(
-    stream: TcpStream,
+    mut stream: TcpStream,
     name: String,
     refuse: Option<StatusCode>,
     state: Arc<Mutex<WsState>>,
 ) {
+    let mut head = Vec::new();
+    let Some(end) = read_head(&mut stream, &mut head, 64 * 1024).await else {
+        return;
+    };
+    let upgrade = String::from_utf8_lossy(&head[..end])
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("upgrade:"));
+    if !upgrade {
+        // A plain request: the gateway's health probe.
+        let answer = {
+            let mut s = state.lock().expect("ws record");
+            s.probes += 1;
+            s.probe_answer.clone().unwrap_or(ProbeAnswer::Healthy)
+        };
+        let (status, body) = answer.respond().await;
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        return;
+    }
+    let stream = Prefixed {
+        head,
+        pos: 0,
+        inner: stream,
+    };
     let record = state.clone();
     // The callback's shape is tungstenite's; its error type is not ours to shrink.
     #[allow(clippy::result_large_err)]
@@ -194,6 +239,48 @@ async fn session(
         }
     }
     state.lock().expect("ws record").ended += 1;
+}
+
+/// A stream that first yields bytes already read from it.
+struct Prefixed {
+    head: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = buf.remaining().min(self.head.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.head[start..start + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Opens a WebSocket session to the gateway at `addr` with `Host: host`, requesting `path`,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use matchers::{HostPattern, PathPattern};
+pub(crate) use validate::fmt_duration;
 
 /// Application Gateway's request timeout default (backend HTTP settings).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,7 +64,8 @@ id_type!(
     UrlPathMapId,
     RuleId,
     RedirectId,
-    RewriteSetId
+    RewriteSetId,
+    ProbeId
 );
 
 /// A validated gateway configuration.
@@ -77,11 +79,20 @@ pub struct Config {
     pub redirects: Vec<Redirect>,
     pub rewrite_sets: Vec<RewriteSet>,
     pub limits: Limits,
+    pub probes: Vec<Probe>,
+    /// The admin listener (backend health API); `None` when the `[admin]` section is absent.
+    pub admin: Option<Admin>,
 }
 
 impl Config {
-    /// Parses and validates a TOML configuration.
+    /// Parses and validates a TOML configuration. Relative file paths (certificates) are
+    /// taken from the working directory.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_in(text, Path::new("."))
+    }
+
+    /// Parses and validates a TOML configuration whose relative file paths start in `base`.
+    pub fn from_toml_in(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let path = e
                 .span()
@@ -89,7 +100,7 @@ impl Config {
                 .unwrap_or_default();
             ConfigError::new(path, e.message().trim_end().to_string())
         })?;
-        validate::validate(raw)
+        validate::validate(raw, base)
     }
 
     /// Reads, parses and validates a configuration file.
@@ -97,7 +108,8 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
         })?;
-        Self::from_toml(&text).map_err(|mut e| {
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_in(&text, base).map_err(|mut e| {
             e.path = if e.path.is_empty() {
                 path.display().to_string()
             } else {
@@ -148,6 +160,19 @@ pub struct Listener {
     pub bind_address: IpAddr,
     /// Empty: a basic listener (any host). Otherwise a multi-site listener.
     pub host_names: Vec<HostPattern>,
+    /// HTTPS listeners: the certificate and the handshake rules.
+    pub tls: Option<ListenerTls>,
+}
+
+/// An HTTPS listener's certificate (loaded and checked at validation) and handshake rules. The
+/// rules belong to the port: listeners sharing one agree on them.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub source: crate::tls::CertificateSource,
+    pub certificate: std::sync::Arc<rustls::sign::CertifiedKey>,
+    /// No SNI match (or no SNI) fails the handshake instead of falling back.
+    pub require_sni: bool,
+    pub min_version: crate::tls::TlsVersion,
 }
 
 impl Listener {
@@ -235,9 +260,11 @@ pub struct BackendSettings {
     pub path: Option<String>,
     pub affinity: Option<Affinity>,
     pub draining: Draining,
-    /// Name of a custom probe; probing itself is configured in the `probes` section.
-    pub probe: Option<String>,
+    /// The custom probe; `None` probes with the default probe.
+    pub probe: Option<ProbeId>,
     pub websocket_timeout: WebSocketTimeout,
+    /// HTTPS backends: the roots to verify against; `None` uses the system's.
+    pub trusted_roots: Option<crate::tls::TrustedRoots>,
 }
 
 /// Where a request goes once its rule (or path rule) is chosen.
@@ -327,6 +354,85 @@ impl Default for Limits {
     }
 }
 
+/// Application Gateway's default probe interval, timeout and unhealthy threshold.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Longest `match.body` Application Gateway accepts, in characters.
+pub const MAX_PROBE_BODY_MATCH: usize = 4090;
+/// The admin listener's port when the `[admin]` section names none.
+pub const DEFAULT_ADMIN_PORT: u16 = 9190;
+
+/// An inclusive range of HTTP status codes, as in `match.status_codes = ["200-399"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl StatusRange {
+    /// Application Gateway's healthy range when a probe names none.
+    pub const DEFAULT: StatusRange = StatusRange {
+        first: 200,
+        last: 399,
+    };
+
+    pub fn contains(self, status: u16) -> bool {
+        (self.first..=self.last).contains(&status)
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// Which Host header a custom probe sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeHost {
+    /// `host`: a fixed name.
+    Fixed(HeaderValue),
+    /// `pick_host_name_from_backend_settings`: the settings' host name (or the server's address
+    /// when the settings pick theirs from the backend address).
+    FromBackendSettings,
+    /// Neither: `127.0.0.1`, as the default probe sends.
+    Loopback,
+}
+
+/// A custom health probe (`[[probes]]`).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: String,
+    pub protocol: Protocol,
+    pub host: ProbeHost,
+    /// Path and query sent, starting with `/`.
+    pub path: String,
+    /// Port probed; `None`: the server's port (its own, else the settings').
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    /// This many servers stay in rotation even when probes fail.
+    pub min_servers: u32,
+    /// Healthy status codes; never empty.
+    pub status_codes: Vec<StatusRange>,
+    /// A substring the response body must contain.
+    pub body: Option<String>,
+}
+
+/// The admin listener: the backend health API.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub bind: std::net::SocketAddr,
+    /// Required as `Authorization: Bearer <token>`; always set when `bind` is not loopback.
+    pub token: Option<String>,
+}
+
 /// Largest request target (URL) accepted; longer → 414.
 pub const MAX_URL_BYTES: usize = 32 * 1024;
 /// Largest request head (header section) accepted; larger → 431.
@@ -380,6 +486,43 @@ pub fn summary(config: &Config) -> String {
             } else {
                 ""
             },
+        );
+    }
+    let _ = writeln!(out, "probes:");
+    for s in &config.backend_settings {
+        let _ = match s.probe.map(|p| &config.probes[p.0]) {
+            None => writeln!(
+                out,
+                "  {:<20} default probe: GET / every 30 s, timeout 30 s, down after 3 failures",
+                s.name
+            ),
+            Some(p) => writeln!(
+                out,
+                "  {:<20} probe {:?}: GET {} every {}, timeout {}, down after {} failures{}",
+                s.name,
+                p.name,
+                p.path,
+                validate::fmt_duration(p.interval),
+                validate::fmt_duration(p.timeout),
+                p.unhealthy_threshold,
+                if p.min_servers > 0 {
+                    format!(", min_servers {}", p.min_servers)
+                } else {
+                    String::new()
+                },
+            ),
+        };
+    }
+    if let Some(admin) = &config.admin {
+        let _ = writeln!(
+            out,
+            "admin: http://{}{}",
+            admin.bind,
+            if admin.token.is_some() {
+                " (token required)"
+            } else {
+                ""
+            }
         );
     }
     let _ = writeln!(out, "rules:");

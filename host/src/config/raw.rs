@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub rewrite_sets: Vec<RawRewriteSet>,
     #[serde(default)]
     pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub probes: Vec<RawProbe>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +41,20 @@ pub struct RawListener {
     pub bind_address: Option<String>,
     #[serde(default)]
     pub host_names: Vec<String>,
+    /// HTTPS: a PEM certificate chain (leaf first) with `certificate_key`, or a PKCS#12 bundle
+    /// in `certificate_pfx` (with `certificate_password`).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    #[serde(default)]
+    pub certificate_key: Option<String>,
+    #[serde(default)]
+    pub certificate_pfx: Option<String>,
+    #[serde(default)]
+    pub certificate_password: Option<String>,
+    #[serde(default)]
+    pub require_sni: Option<bool>,
+    #[serde(default)]
+    pub min_tls_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +90,9 @@ pub struct RawBackendSettings {
     pub probe: Option<String>,
     #[serde(default)]
     pub websocket_timeout: Option<String>,
+    /// HTTPS backends: PEM files of the root certificates to trust instead of the system's.
+    #[serde(default)]
+    pub trusted_root_certificates: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,4 +209,50 @@ pub enum RawDuration {
     Seconds(i64),
     Fractional(f64),
     Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub name: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub pick_host_name_from_backend_settings: bool,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub interval: Option<RawDuration>,
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<i64>,
+    #[serde(default)]
+    pub min_servers: Option<i64>,
+    #[serde(default, rename = "match")]
+    pub match_: Option<RawProbeMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbeMatch {
+    #[serde(default)]
+    pub status_codes: Option<Vec<String>>,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default)]
+    pub bind_address: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub token: Option<String>,
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -11,12 +12,12 @@ use super::*;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config> {
+pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     let listeners = raw
         .listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| listener(&format!("listeners[{i}]"), l))
+        .map(|(i, l)| listener(&format!("listeners[{i}]"), l, base))
         .collect::<Result<Vec<_>>>()?;
     let listener_ids = names("listeners", raw.listeners.iter().map(|l| &l.name))?;
     check_frontends(&listeners)?;
@@ -29,16 +30,31 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config> {
         .collect::<Result<Vec<_>>>()?;
     let pool_ids = names("backend_pools", raw.backend_pools.iter().map(|p| &p.name))?;
 
-    let backend_settings = raw
+    let mut backend_settings = raw
         .backend_settings
         .iter()
         .enumerate()
-        .map(|(i, s)| settings(&format!("backend_settings[{i}]"), s))
+        .map(|(i, s)| settings(&format!("backend_settings[{i}]"), s, base))
         .collect::<Result<Vec<_>>>()?;
     let settings_ids = names(
         "backend_settings",
         raw.backend_settings.iter().map(|s| &s.name),
     )?;
+
+    let probes = raw
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| probe(&format!("probes[{i}]"), p))
+        .collect::<Result<Vec<_>>>()?;
+    let probe_ids = names("probes", raw.probes.iter().map(|p| &p.name))?;
+    link_probes(
+        &raw.backend_settings,
+        &mut backend_settings,
+        &probes,
+        &probe_ids,
+    )?;
+    let admin = raw.admin.as_ref().map(admin).transpose()?;
 
     let rewrite_sets = raw
         .rewrite_sets
@@ -130,6 +146,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config> {
         redirects,
         rewrite_sets,
         limits,
+        probes,
+        admin,
     })
 }
 
@@ -169,14 +187,10 @@ fn lookup(path: &str, ids: &HashMap<&str, usize>, kind: &str, name: &str) -> Res
         .ok_or_else(|| ConfigError::new(path, format!("no {kind} named {name:?}")))
 }
 
-fn protocol(path: &str, value: Option<&str>, https_available: bool) -> Result<Protocol> {
+fn protocol(path: &str, value: Option<&str>) -> Result<Protocol> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("http") => Ok(Protocol::Http),
-        Some("https") if https_available => Ok(Protocol::Https),
-        Some("https") => Err(ConfigError::new(
-            path,
-            "\"https\" is not supported by this build of wasmgate yet; use \"http\"",
-        )),
+        Some("https") => Ok(Protocol::Https),
         Some(other) => Err(ConfigError::new(
             path,
             format!("unknown protocol {other:?}; expected \"http\" or \"https\""),
@@ -184,8 +198,9 @@ fn protocol(path: &str, value: Option<&str>, https_available: bool) -> Result<Pr
     }
 }
 
-fn listener(path: &str, raw: &RawListener) -> Result<Listener> {
-    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref(), false)?;
+fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Listener> {
+    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref())?;
+    let tls = listener_tls(path, raw, protocol, base)?;
     let bind_address = match &raw.bind_address {
         None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         Some(text) => text.parse().map_err(|_| {
@@ -233,7 +248,109 @@ fn listener(path: &str, raw: &RawListener) -> Result<Listener> {
         port: raw.port,
         bind_address,
         host_names,
+        tls,
     })
+}
+
+/// An HTTPS listener's certificate (read and checked now, so a bad file is a configuration
+/// error naming the listener and the file) and handshake rules.
+fn listener_tls(
+    path: &str,
+    raw: &RawListener,
+    protocol: Protocol,
+    base: &Path,
+) -> Result<Option<ListenerTls>> {
+    let fields = [
+        ("certificate", raw.certificate.is_some()),
+        ("certificate_key", raw.certificate_key.is_some()),
+        ("certificate_pfx", raw.certificate_pfx.is_some()),
+        ("certificate_password", raw.certificate_password.is_some()),
+        ("require_sni", raw.require_sni.is_some()),
+        ("min_tls_version", raw.min_tls_version.is_some()),
+    ];
+    if protocol == Protocol::Http {
+        if let Some((field, _)) = fields.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::new(
+                format!("{path}.{field}"),
+                "only an https listener takes TLS settings",
+            ));
+        }
+        return Ok(None);
+    }
+    let file = |p: &str| base.join(p);
+    let (source, field) = match (
+        &raw.certificate,
+        &raw.certificate_key,
+        &raw.certificate_pfx,
+        &raw.certificate_password,
+    ) {
+        (Some(chain), Some(key), None, None) => (
+            crate::tls::CertificateSource::Pem {
+                chain: file(chain),
+                key: file(key),
+            },
+            "certificate",
+        ),
+        (None, None, Some(pfx), password) => (
+            crate::tls::CertificateSource::Pkcs12 {
+                path: file(pfx),
+                password: password.clone().unwrap_or_default(),
+            },
+            "certificate_pfx",
+        ),
+        (Some(_), None, None, _) => {
+            return Err(ConfigError::new(
+                format!("{path}.certificate_key"),
+                "certificate needs certificate_key beside it (the PEM private key)",
+            ));
+        }
+        (None, Some(_), None, _) => {
+            return Err(ConfigError::new(
+                format!("{path}.certificate"),
+                "certificate_key needs certificate beside it (the PEM certificate chain)",
+            ));
+        }
+        (_, _, None, Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{path}.certificate_password"),
+                "a password goes with certificate_pfx",
+            ));
+        }
+        (None, None, None, _) => {
+            return Err(ConfigError::new(
+                path,
+                "an https listener needs certificate and certificate_key (PEM), or certificate_pfx (PKCS#12)",
+            ));
+        }
+        (_, _, Some(_), _) => {
+            return Err(ConfigError::new(
+                format!("{path}.certificate_pfx"),
+                "set either certificate_pfx or certificate and certificate_key, not both",
+            ));
+        }
+    };
+    let certificate = source.load().map_err(|e| {
+        ConfigError::new(
+            format!("{path}.{field}"),
+            format!("listener {:?}: {e}", raw.name),
+        )
+    })?;
+    let min_version = match raw.min_tls_version.as_deref() {
+        None | Some("1.2") => crate::tls::TlsVersion::Tls12,
+        Some("1.3") => crate::tls::TlsVersion::Tls13,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.min_tls_version"),
+                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
+            ));
+        }
+    };
+    Ok(Some(ListenerTls {
+        source,
+        certificate: std::sync::Arc::new(certificate),
+        require_sni: raw.require_sni.unwrap_or(false),
+        min_version,
+    }))
 }
 
 /// Listeners sharing a port form one frontend: one bind address, at most one basic listener,
@@ -268,6 +385,28 @@ fn check_frontends(listeners: &[Listener]) -> Result<()> {
                     other.protocol.as_str()
                 ),
             ));
+        }
+        // One TLS configuration serves the port: the handshake comes before any host name.
+        if let (Some(a), Some(b)) = (&other.tls, &l.tls) {
+            if a.require_sni != b.require_sni {
+                return Err(ConfigError::new(
+                    format!("listeners[{i}].require_sni"),
+                    format!(
+                        "port {} has require_sni = {} (listeners[{first}]); listeners sharing a port share it",
+                        l.port, a.require_sni
+                    ),
+                ));
+            }
+            if a.min_version != b.min_version {
+                return Err(ConfigError::new(
+                    format!("listeners[{i}].min_tls_version"),
+                    format!(
+                        "port {} has min_tls_version = \"{}\" (listeners[{first}]); listeners sharing a port share it",
+                        l.port,
+                        a.min_version.as_str()
+                    ),
+                ));
+            }
         }
         for (j, prior) in listeners[..i].iter().enumerate() {
             if prior.port != l.port {
@@ -427,14 +566,37 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-fn settings(path: &str, raw: &RawBackendSettings) -> Result<BackendSettings> {
+fn settings(path: &str, raw: &RawBackendSettings, base: &Path) -> Result<BackendSettings> {
     if raw.port == 0 {
         return Err(ConfigError::new(
             format!("{path}.port"),
             "must be 1 to 65535",
         ));
     }
-    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref(), false)?;
+    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref())?;
+    let trusted_roots = match (protocol, raw.trusted_root_certificates.is_empty()) {
+        (_, true) => None,
+        (Protocol::Http, false) => {
+            return Err(ConfigError::new(
+                format!("{path}.trusted_root_certificates"),
+                "only https backend settings verify certificates",
+            ));
+        }
+        (Protocol::Https, false) => Some(
+            crate::tls::TrustedRoots::load(
+                raw.trusted_root_certificates
+                    .iter()
+                    .map(|f| base.join(f))
+                    .collect(),
+            )
+            .map_err(|e| {
+                ConfigError::new(
+                    format!("{path}.trusted_root_certificates"),
+                    format!("backend settings {:?}: {e}", raw.name),
+                )
+            })?,
+        ),
+    };
     let request_timeout = opt_duration(
         &format!("{path}.request_timeout"),
         &raw.request_timeout,
@@ -538,8 +700,10 @@ fn settings(path: &str, raw: &RawBackendSettings) -> Result<BackendSettings> {
         path: path_override,
         affinity,
         draining,
-        probe: raw.probe.clone(),
+        // Resolved once the probes are validated (`link_probes`).
+        probe: None,
         websocket_timeout,
+        trusted_roots,
     })
 }
 
@@ -902,5 +1066,236 @@ fn rewrite_set(path: &str, raw: &RawRewriteSet) -> Result<RewriteSet> {
         name: raw.name.clone(),
         request_headers: headers("request_headers", &raw.request_headers)?,
         response_headers: headers("response_headers", &raw.response_headers)?,
+    })
+}
+
+fn probe(path: &str, raw: &RawProbe) -> Result<Probe> {
+    let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref())?;
+    let host = match (&raw.host, raw.pick_host_name_from_backend_settings) {
+        (Some(_), true) => {
+            return Err(ConfigError::new(
+                format!("{path}.host"),
+                "set either host or pick_host_name_from_backend_settings, not both",
+            ));
+        }
+        (Some(h), false) => ProbeHost::Fixed(host_name(&format!("{path}.host"), h)?),
+        (None, true) => ProbeHost::FromBackendSettings,
+        (None, false) => ProbeHost::Loopback,
+    };
+    let probe_path = match raw.path.as_deref() {
+        None => "/".to_string(),
+        Some(p) => {
+            let valid = p.starts_with('/')
+                && !p.contains('#')
+                && !p.bytes().any(|b| b <= b' ' || b == 0x7f)
+                && p.parse::<http::uri::PathAndQuery>().is_ok();
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("{path}.path"),
+                    format!(
+                        "{p:?} must start with '/' and hold no fragment, spaces or control characters"
+                    ),
+                ));
+            }
+            p.to_string()
+        }
+    };
+    if raw.port == Some(0) {
+        return Err(ConfigError::new(
+            format!("{path}.port"),
+            "must be 1 to 65535",
+        ));
+    }
+    let day = Duration::from_secs(86_400);
+    let interval = opt_duration(
+        &format!("{path}.interval"),
+        &raw.interval,
+        DEFAULT_PROBE_INTERVAL,
+        day,
+    )?;
+    let timeout = opt_duration(
+        &format!("{path}.timeout"),
+        &raw.timeout,
+        DEFAULT_PROBE_TIMEOUT,
+        day,
+    )?;
+    let unhealthy_threshold = match raw.unhealthy_threshold {
+        None => DEFAULT_UNHEALTHY_THRESHOLD,
+        Some(n @ 1..=20) => n as u32,
+        Some(n) => {
+            return Err(ConfigError::new(
+                format!("{path}.unhealthy_threshold"),
+                format!("{n} is out of range; it must be 1 to 20"),
+            ));
+        }
+    };
+    let min_servers = match raw.min_servers {
+        None => 0,
+        Some(n @ 0..=10_000) => n as u32,
+        Some(n) => {
+            return Err(ConfigError::new(
+                format!("{path}.min_servers"),
+                format!("{n} is out of range; it must be 0 to 10000"),
+            ));
+        }
+    };
+    let (status_codes, body) = match &raw.match_ {
+        None => (vec![StatusRange::DEFAULT], None),
+        Some(m) => {
+            let codes = match &m.status_codes {
+                None => vec![StatusRange::DEFAULT],
+                Some(list) if list.is_empty() => {
+                    return Err(ConfigError::new(
+                        format!("{path}.match.status_codes"),
+                        "needs at least one status code or range, e.g. \"200-399\"",
+                    ));
+                }
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        status_range(text).ok_or_else(|| {
+                            ConfigError::new(
+                                format!("{path}.match.status_codes[{i}]"),
+                                format!("{text:?} is not a status range"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            };
+            let body = match m.body.as_deref() {
+                None | Some("") => None,
+                Some(b) if b.chars().count() > MAX_PROBE_BODY_MATCH => {
+                    return Err(ConfigError::new(
+                        format!("{path}.match.body"),
+                        format!(
+                            "is {} characters long; at most {MAX_PROBE_BODY_MATCH} are allowed",
+                            b.chars().count()
+                        ),
+                    ));
+                }
+                Some(b) => Some(b.to_string()),
+            };
+            (codes, body)
+        }
+    };
+    Ok(Probe {
+        name: raw.name.clone(),
+        protocol,
+        host,
+        path: probe_path,
+        port: raw.port,
+        interval,
+        timeout,
+        unhealthy_threshold,
+        min_servers,
+        status_codes,
+        body,
+    })
+}
+
+/// `"200-399"` or `"401"`, within 100–599.
+fn status_range(text: &str) -> Option<StatusRange> {
+    let code = |t: &str| {
+        let t = t.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        t.parse::<u16>().ok().filter(|c| (100..=599).contains(c))
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (code(a)?, code(b)?),
+        None => {
+            let c = code(text)?;
+            (c, c)
+        }
+    };
+    (first <= last).then_some(StatusRange { first, last })
+}
+
+/// A host name for a Host header: letters, digits, '-', '.', and ':' (for a port or IPv6).
+fn host_name(field: &str, h: &str) -> Result<HeaderValue> {
+    let valid = !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+    HeaderValue::from_str(h)
+        .ok()
+        .filter(|_| valid)
+        .ok_or_else(|| ConfigError::new(field, format!("{h:?} is not a host name")))
+}
+
+/// Resolves each backend settings' `probe` and checks that the two fit together.
+fn link_probes(
+    raw: &[RawBackendSettings],
+    settings: &mut [BackendSettings],
+    probes: &[Probe],
+    ids: &HashMap<&str, usize>,
+) -> Result<()> {
+    for (i, (r, s)) in raw.iter().zip(settings.iter_mut()).enumerate() {
+        let Some(name) = &r.probe else { continue };
+        let field = format!("backend_settings[{i}].probe");
+        let id = lookup(&field, ids, "probe", name)?;
+        let p = &probes[id];
+        if p.protocol != s.protocol {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "probe {name:?} uses {} but these settings use {}; a probe's protocol must equal its backend settings'",
+                    p.protocol.as_str(),
+                    s.protocol.as_str()
+                ),
+            ));
+        }
+        if p.host == ProbeHost::FromBackendSettings && s.host == HostOverride::PassThrough {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "probe {name:?} picks its host name from the backend settings, but these settings set neither host_name nor pick_host_name_from_backend_address"
+                ),
+            ));
+        }
+        s.probe = Some(ProbeId(id));
+    }
+    Ok(())
+}
+
+fn admin(raw: &RawAdmin) -> Result<Admin> {
+    let ip = match &raw.bind_address {
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(text) => text.parse().map_err(|_| {
+            ConfigError::new(
+                "admin.bind_address",
+                format!("{text:?} is not an IP address"),
+            )
+        })?,
+    };
+    let token = match raw.token.as_deref() {
+        None => None,
+        Some(t) if t.chars().count() < 16 => {
+            return Err(ConfigError::new(
+                "admin.token",
+                "must be at least 16 characters long",
+            ));
+        }
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            return Err(ConfigError::new(
+                "admin.token",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        Some(t) => Some(t.to_string()),
+    };
+    // The health view names every backend: off the machine, only for someone holding the token.
+    if !ip.is_loopback() && token.is_none() {
+        return Err(ConfigError::new(
+            "admin.token",
+            format!(
+                "is required when the admin listener binds {ip}, which is not a loopback address"
+            ),
+        ));
+    }
+    Ok(Admin {
+        bind: SocketAddr::new(ip, raw.port.unwrap_or(DEFAULT_ADMIN_PORT)),
+        token,
     })
 }

@@ -1,5 +1,5 @@
-//! The client connection's byte stream, with just enough bookkeeping to answer a request head
-//! that stalls with 408 instead of a silent close.
+//! The client connection's byte stream (TCP, or TLS over TCP), with just enough bookkeeping to
+//! answer a request head that stalls with 408 instead of a silent close.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::proxy::Connection;
 
@@ -16,15 +17,58 @@ use crate::proxy::Connection;
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
-pub struct ClientIo {
-    stream: TcpStream,
+/// A client connection's stream.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes `bytes` without waiting, as the connection's last words (it is about to close):
+    /// whatever the socket does not take at once is dropped.
+    fn write_last_words(&mut self, bytes: &[u8]);
+}
+
+impl ClientStream for TcpStream {
+    fn write_last_words(&mut self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl ClientStream for TlsStream<TcpStream> {
+    fn write_last_words(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let (tcp, tls) = self.get_mut();
+        if tls.writer().write_all(bytes).is_err() {
+            return;
+        }
+        tls.send_close_notify();
+        let mut socket = TryWriter(tcp);
+        while tls.wants_write() {
+            if tls.write_tls(&mut socket).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The socket as a `std::io::Write` that never waits.
+struct TryWriter<'a>(&'a TcpStream);
+
+impl std::io::Write for TryWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct ClientIo<S: ClientStream> {
+    stream: S,
     conn: Arc<Connection>,
     /// Bytes arrived since the last response bytes were written: a request is under way.
     request_started: bool,
 }
 
-impl ClientIo {
-    pub fn new(stream: TcpStream, conn: Arc<Connection>) -> Self {
+impl<S: ClientStream> ClientIo<S> {
+    pub fn new(stream: S, conn: Arc<Connection>) -> Self {
         Self {
             stream,
             conn,
@@ -33,17 +77,17 @@ impl ClientIo {
     }
 }
 
-impl Drop for ClientIo {
+impl<S: ClientStream> Drop for ClientIo<S> {
     fn drop(&mut self) {
         // hyper gave up waiting for the rest of a request head. A connection that was merely
         // idle between requests is closed quietly (a 408 there would race a new request).
         if self.request_started && self.conn.head_timed_out.load(Ordering::Relaxed) {
-            let _ = self.stream.try_write(REQUEST_TIMEOUT);
+            self.stream.write_last_words(REQUEST_TIMEOUT);
         }
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: ClientStream> AsyncRead for ClientIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -58,7 +102,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: ClientStream> AsyncWrite for ClientIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,5 +1,7 @@
-//! Accepting connections: one socket per frontend (listeners sharing a port share it), HTTP/1.1
-//! served by hyper with upgrades enabled.
+//! Accepting connections: one socket per frontend (listeners sharing a port share it). HTTP
+//! listeners serve HTTP/1.1; HTTPS listeners complete the TLS handshake first and then serve
+//! HTTP/2 or HTTP/1.1 as ALPN decided, both with upgrades (RFC 6455, RFC 8441). Backends are
+//! always reached with HTTP/1.1.
 
 mod io;
 
@@ -9,15 +11,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol};
+use crate::error::ProxyError;
 use crate::gateway::Shared;
 use crate::proxy::Connection;
+use crate::tls::ServerTls;
+
+use self::io::{ClientIo, ClientStream};
 
 /// Binds a listening socket with a deep accept queue.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -29,21 +35,46 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// The HTTP servers of one frontend, configured once and cloned per connection.
+#[derive(Clone)]
+struct Servers {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    tls: Option<Arc<ServerTls>>,
+    /// How long a client may take to start (and finish) its TLS handshake.
+    handshake_timeout: Duration,
+}
+
+/// Accepts connections for one frontend until shutdown. `tls` is set for HTTPS frontends.
 pub async fn accept_loop(
     listener: TcpListener,
     frontend: usize,
     scheme: Protocol,
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
 ) {
     let limits = shared.snapshot.load().config.limits;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
         // hyper starts this timer whenever it waits for a request head, so it also closes
         // keep-alive connections left idle.
         .header_read_timeout(limits.client_idle_timeout)
         // The URL and the header section are limited separately (414 and 431), each at 32 KB.
         .max_buf_size(MAX_URL_BYTES + MAX_HEADER_BYTES + 8192)
         .max_header_size(MAX_URL_BYTES + MAX_HEADER_BYTES);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        // RFC 8441: announce SETTINGS_ENABLE_CONNECT_PROTOCOL so clients may open WebSockets.
+        .enable_connect_protocol()
+        .max_header_list_size((MAX_URL_BYTES + MAX_HEADER_BYTES) as u32);
+    let servers = Servers {
+        http1,
+        http2,
+        tls,
+        handshake_timeout: limits.client_idle_timeout,
+    };
     let stopping = shared.stopping();
     tokio::pin!(stopping);
     loop {
@@ -66,7 +97,7 @@ pub async fn accept_loop(
             frontend,
             scheme,
             shared.clone(),
-            http.clone(),
+            servers.clone(),
         ));
     }
 }
@@ -77,12 +108,11 @@ async fn serve(
     frontend: usize,
     scheme: Protocol,
     shared: Arc<Shared>,
-    http: http1::Builder,
+    servers: Servers,
 ) {
     let _guard = shared.track();
     let _ = stream.set_nodelay(true);
     let local_port = stream.local_addr().map_or(0, |a| a.port());
-    let stopping = shared.stopping();
     let conn = Arc::new(Connection {
         shared,
         frontend,
@@ -91,11 +121,67 @@ async fn serve(
         scheme,
         head_timed_out: AtomicBool::new(false),
     });
-    let io = io::ClientIo::new(stream, conn.clone());
+    let Some(tls) = &servers.tls else {
+        return serve_http1(stream, conn, &servers.http1, Handler::Proxy).await;
+    };
+    // A TLS connection opens with a handshake record (RFC 8446 §5.1, content type 22); anything
+    // else is most likely plain HTTP sent to the HTTPS port, which gets its 400 in plain text.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(servers.handshake_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) if first[0] == 0x16 => {}
+        Ok(Ok(1..)) => {
+            return serve_http1(stream, conn, &servers.http1, Handler::PlainHttpOnTlsPort).await;
+        }
+        // Closed, failed, or silent for the idle timeout.
+        _ => return,
+    }
+    let accepted =
+        tokio::time::timeout(servers.handshake_timeout, tls.acceptor().accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %client, "TLS handshake timed out");
+            return;
+        }
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_http2(stream, conn, &servers.http2).await
+    } else {
+        serve_http1(stream, conn, &servers.http1, Handler::Proxy).await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Handler {
+    Proxy,
+    /// Every request gets 400 (Application Gateway's answer to plain HTTP on an HTTPS port).
+    PlainHttpOnTlsPort,
+}
+
+async fn serve_http1<S: ClientStream>(
+    stream: S,
+    conn: Arc<Connection>,
+    http: &http1::Builder,
+    handler: Handler,
+) {
+    let stopping = conn.shared.stopping();
+    let io = ClientIo::new(stream, conn.clone());
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
         let conn = service_conn.clone();
-        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+        async move {
+            Ok::<_, Infallible>(match handler {
+                Handler::Proxy => conn.handle(req).await,
+                Handler::PlainHttpOnTlsPort => {
+                    ProxyError::BadRequest("a plain HTTP request was sent to an HTTPS port")
+                        .into_response()
+                }
+            })
+        }
     });
     let served = http
         .serve_connection(TokioIo::new(io), service)
@@ -114,6 +200,33 @@ async fn serve(
             // Read by the stream's drop, just below, to answer 408.
             conn.head_timed_out.store(true, Ordering::Relaxed);
         }
-        tracing::debug!(client = %client, error = %e, "client connection ended with an error");
+        tracing::debug!(client = %conn.client, error = %e, "client connection ended with an error");
+    }
+}
+
+async fn serve_http2<S: ClientStream>(
+    stream: S,
+    conn: Arc<Connection>,
+    http: &http2::Builder<TokioExecutor>,
+) {
+    let stopping = conn.shared.stopping();
+    let service_conn = conn.clone();
+    let service = service_fn(move |req| {
+        let conn = service_conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+    });
+    let served = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    tokio::pin!(stopping);
+    let result = tokio::select! {
+        r = served.as_mut() => r,
+        _ = &mut stopping => {
+            // GOAWAY: streams in flight finish, no new ones start.
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %conn.client, error = %e, "HTTP/2 client connection ended with an error");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod resolve;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use crate::websocket;
 
 use self::body::ResponseBody;
 use self::headers::*;
-use self::upstream::{PooledBody, RequestBody};
+use self::upstream::{ConnectError, PooledBody, RequestBody, Upstream};
 
 /// What every request on one client connection shares.
 pub struct Connection {
@@ -53,11 +54,17 @@ impl Connection {
                 }
             });
         let snapshot = self.shared.snapshot.load_full();
+        let h2 = req.version() == Version::HTTP_2;
         let res = match self.proxy(&snapshot, req).await {
             Ok(res) => res,
             Err(e) => {
                 tracing::debug!(client = %self.client, error = %e, "request failed");
-                e.into_response()
+                let mut res = e.into_response();
+                if h2 {
+                    // RFC 9113 §8.2.2: no connection-specific fields in HTTP/2.
+                    res.headers_mut().remove(header::CONNECTION);
+                }
+                res
             }
         };
         if let Some(log) = &mut log {
@@ -102,11 +109,17 @@ impl Connection {
             CompiledTarget::Forward(t) => t.clone(),
         };
 
-        // Phase 3: the upstream request.
-        let websocket = websocket::detect(&req)?;
+        // Phase 3: the upstream request. A WebSocket over HTTP/2 (RFC 8441) becomes an HTTP/1.1
+        // upgrade towards the backend, with a key of the gateway's own.
+        let extended_connect = websocket::detect_extended_connect(&req)?;
+        let websocket = extended_connect || websocket::detect(&req)?;
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let settings = snapshot.config.settings(forward.settings);
         let (mut parts, body) = req.into_parts();
+        let h2 = parts.version == Version::HTTP_2;
+        if extended_connect {
+            parts.method = Method::GET;
+        }
         let original = parts
             .uri
             .path_and_query()
@@ -135,6 +148,14 @@ impl Connection {
             // RFC 6455 §4.1: the handshake's Upgrade and Connection fields travel to the backend.
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
+        let websocket_key = extended_connect.then(|| {
+            let key = websocket::new_key();
+            headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
+            key
+        });
+        if h2 {
+            join_cookies(headers);
         }
         self.add_forwarding_headers(
             headers,
@@ -172,6 +193,18 @@ impl Connection {
 
         // Phase 4: the response.
         let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(key) = &websocket_key {
+            // The backend must complete the handshake the gateway started; a 2xx other than
+            // 101 would tell the HTTP/2 client its tunnel is open (RFC 8441 §5).
+            if upgraded {
+                let accept = res.headers_mut().remove(header::SEC_WEBSOCKET_ACCEPT);
+                if !websocket::accept_matches(key, accept.as_ref()) {
+                    return Err(ProxyError::BadResponse);
+                }
+            } else if res.status().is_success() {
+                return Err(ProxyError::BadResponse);
+            }
+        }
         if upgraded {
             let Some(client_upgrade) = client_upgrade else {
                 // A 101 to a request that asked for no WebSocket upgrade cannot be relayed.
@@ -188,9 +221,13 @@ impl Connection {
                 self.shared.clone(),
             );
         }
+        if upgraded && extended_connect {
+            // RFC 8441 §5: the HTTP/2 client learns of the upgrade by a 200.
+            *res.status_mut() = StatusCode::OK;
+        }
         let headers = res.headers_mut();
         remove_hop_by_hop(headers);
-        if upgraded {
+        if upgraded && !extended_connect {
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
@@ -229,11 +266,7 @@ impl Connection {
         if n == 0 {
             return Err(ProxyError::EmptyPool(pool.name.clone()));
         }
-        let healthy = |i: usize| {
-            pool.servers[target.members[i].server]
-                .healthy
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let healthy = |i: usize| target.members[i].health.takes_traffic();
         let start = match preferred {
             Some(i) => i,
             None => pool.next_start() % n,
@@ -253,6 +286,7 @@ impl Connection {
         let mut pending = Some(req);
         let mut attempted = false;
         let mut timeouts = 0;
+        let mut tls_failure = None;
         for k in 0..n {
             let i = (start + k) % n;
             if !healthy(i) {
@@ -266,7 +300,16 @@ impl Connection {
                 None => req.headers_mut().remove(header::HOST),
             };
             let server = &pool.servers[member.server].address;
-            match self.send(member, req, timeout).await {
+            // HTTPS settings without a host name: the request's host is the TLS server name.
+            let by_host = match member.upstream.tls() {
+                Some(tls) if tls.follows_request => client_host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| member.upstream.for_request_host(host_without_port(h))),
+                _ => None,
+            };
+            let upstream = by_host.as_ref().unwrap_or(&member.upstream);
+            match self.send(upstream, req, timeout).await {
                 Ok(res) => return Ok((res, i)),
                 Err(Failure::Unreachable(unsent)) => {
                     tracing::debug!(pool = %pool.name, %server, "backend unreachable; trying the next member");
@@ -289,11 +332,18 @@ impl Connection {
                         return Err(ProxyError::Timeout(pool.name.clone()));
                     }
                 }
+                Err(Failure::Tls(reason, unsent)) => {
+                    tracing::debug!(pool = %pool.name, %server, %reason, "backend TLS handshake failed; trying the next member");
+                    tls_failure = Some(reason);
+                    pending = Some(*unsent);
+                }
                 Err(Failure::BadResponse) => return Err(ProxyError::BadResponse),
             }
         }
         Err(if timeouts > 0 {
             ProxyError::Timeout(pool.name.clone())
+        } else if let Some(reason) = tls_failure {
+            ProxyError::BackendTls(pool.name.clone(), reason)
         } else if attempted {
             ProxyError::Unreachable(pool.name.clone())
         } else {
@@ -303,7 +353,7 @@ impl Connection {
 
     async fn send(
         &self,
-        member: &crate::snapshot::Member,
+        upstream: &Arc<Upstream>,
         mut req: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<Response<ResponseBody>, Failure> {
@@ -311,10 +361,13 @@ impl Connection {
         // A pooled connection can be closed by the backend just as it is taken; a request that
         // was not sent on it is sent again on a fresh connection.
         for _ in 0..3 {
-            let mut sender = match member.upstream.take_idle() {
+            let mut sender = match upstream.take_idle() {
                 Some(s) => s,
-                None => match tokio::time::timeout_at(deadline, member.upstream.connect()).await {
+                None => match tokio::time::timeout_at(deadline, upstream.connect()).await {
                     Ok(Ok(s)) => s,
+                    Ok(Err(ConnectError::Tls(reason))) => {
+                        return Err(Failure::Tls(reason, Box::new(req)));
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "connect failed");
                         return Err(Failure::Unreachable(Some(Box::new(req))));
@@ -331,11 +384,7 @@ impl Connection {
                             // The connection now belongs to the WebSocket relay.
                             ResponseBody::Empty
                         } else {
-                            ResponseBody::Upstream(PooledBody::new(
-                                b,
-                                sender,
-                                member.upstream.clone(),
-                            ))
+                            ResponseBody::Upstream(PooledBody::new(b, sender, upstream.clone()))
                         }
                     }));
                 }
@@ -464,6 +513,8 @@ fn clone_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 enum Failure {
     /// Not reached; the request comes back when it was not sent, so another member can take it.
     Unreachable(Option<Box<Request<RequestBody>>>),
+    /// The TLS handshake failed (certificate name, root, expiry); the request was not sent.
+    Tls(crate::tls::TlsFailure, Box<Request<RequestBody>>),
     Timeout,
     BadResponse,
 }
@@ -497,6 +548,23 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
             Err(ProxyError::BadRequest("the Host header is missing"))
         }
         None => Ok(String::new()),
+    }
+}
+
+/// RFC 9113 §8.2.3: HTTP/2 may split Cookie into several fields; an HTTP/1.1 backend gets one,
+/// joined with "; ".
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for c in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(c.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -539,7 +607,7 @@ fn affined_member(
     let pool = snapshot.pool(target.pool);
     target.members.iter().position(|m| {
         let server = &pool.servers[m.server];
-        &*server.affinity_id == value && server.healthy.load(std::sync::atomic::Ordering::Relaxed)
+        &*server.affinity_id == value && m.health.takes_traffic()
     })
 }
 

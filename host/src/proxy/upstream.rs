@@ -1,6 +1,7 @@
 //! Upstream connections: one pool of keep-alive HTTP/1.1 connections per backend address and
-//! port, shared by every target that reaches it. Backends always speak HTTP/1.1 (as behind
-//! Application Gateway).
+//! port (and, for HTTPS backends, per TLS identity: server name and trusted roots), shared by
+//! every target that reaches it. Backends always speak HTTP/1.1 (as behind Application Gateway).
+//! TLS is paid once per connection: pooled connections are reused with their session.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,10 +15,18 @@ use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use std::collections::HashMap;
 
-use crate::config::BackendHost;
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{BackendHost, BackendSettings, HostOverride, Protocol};
+use crate::tls::TlsFailure;
 
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 512;
@@ -73,20 +82,99 @@ struct Idle {
 pub struct Upstream {
     host: BackendHost,
     port: u16,
+    tls: Option<UpstreamTls>,
     idle: ArrayQueue<Idle>,
+    /// When the TLS server name follows the request's host: one upstream per name seen.
+    by_name: ArcSwap<HashMap<Box<str>, Arc<Upstream>>>,
+    /// Last good DNS answer, for a host given as a name.
+    dns: super::resolve::LastGood,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         write!(
             f,
-            "Upstream({}:{}, {} idle)",
+            "Upstream({scheme}://{}:{}, {} idle)",
             self.host,
             self.port,
             self.idle.len()
         )
     }
 }
+
+/// How an HTTPS upstream speaks TLS.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// Carries the roots the backend's certificate is verified against, and the session cache.
+    pub config: Arc<ClientConfig>,
+    /// Identifies the roots (`None`: the system's).
+    pub trust: Option<u64>,
+    /// Sent as SNI and checked against the certificate.
+    pub server_name: ServerName<'static>,
+    /// The backend settings name no host: each request's host is the server name, and
+    /// `server_name` (the backend address) serves only requests without one, and probes.
+    pub follows_request: bool,
+}
+
+impl UpstreamTls {
+    /// The TLS identity for `settings` towards a server at `host`: SNI is the settings' host
+    /// name, else (with `pick_host_name_from_backend_address` or no host at all) the server's
+    /// address. `None` for HTTP settings.
+    pub fn for_settings(settings: &BackendSettings, host: &BackendHost) -> Option<Self> {
+        if settings.protocol != Protocol::Https {
+            return None;
+        }
+        let address_name = || match host {
+            BackendHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            BackendHost::Dns(name) => server_name(name.trim_end_matches('.'))
+                .unwrap_or_else(|| ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())),
+        };
+        let (server_name, follows_request) = match &settings.host {
+            HostOverride::Fixed(value) => {
+                let name = crate::snapshot::host_without_port(value.to_str().unwrap_or_default());
+                (server_name(name).unwrap_or_else(address_name), false)
+            }
+            HostOverride::FromBackendAddress => (address_name(), false),
+            HostOverride::PassThrough => (address_name(), true),
+        };
+        Some(Self {
+            config: crate::tls::client::client_config(settings.trusted_roots.as_ref()),
+            trust: settings.trusted_roots.as_ref().map(|r| r.fingerprint()),
+            server_name,
+            follows_request,
+        })
+    }
+}
+
+/// A host name (or IP literal, bracketed or not) as a TLS server name.
+fn server_name(host: &str) -> Option<ServerName<'static>> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_ascii_lowercase()).ok()
+}
+
+/// What makes two upstreams interchangeable: the same address, port and TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamKey {
+    pub host: BackendHost,
+    pub port: u16,
+    /// Server name, roots, and whether the server name follows the request's host.
+    pub tls: Option<(ServerName<'static>, Option<u64>, bool)>,
+}
+
+impl UpstreamKey {
+    pub fn new(host: BackendHost, port: u16, tls: Option<&UpstreamTls>) -> Self {
+        Self {
+            host,
+            port,
+            tls: tls.map(|t| (t.server_name.clone(), t.trust, t.follows_request)),
+        }
+    }
+}
+
+/// Server names remembered per upstream when SNI follows the request's host; beyond that,
+/// connections for new names are not pooled.
+const MAX_NAMES: usize = 256;
 
 /// Why a connection to a backend could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -97,19 +185,74 @@ pub enum ConnectError {
     Tcp(io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
+    #[error("{0}")]
+    Tls(TlsFailure),
 }
 
 impl Upstream {
+    /// A plain HTTP upstream.
     pub fn new(host: BackendHost, port: u16) -> Self {
+        Self::with_tls(host, port, None)
+    }
+
+    /// An upstream speaking TLS when `tls` is set (see [`UpstreamTls::for_settings`]).
+    pub fn with_tls(host: BackendHost, port: u16, tls: Option<UpstreamTls>) -> Self {
         Self {
             host,
             port,
+            tls,
+            by_name: ArcSwap::default(),
             idle: ArrayQueue::new(MAX_IDLE),
+            dns: Default::default(),
         }
     }
 
-    pub fn key(&self) -> (BackendHost, u16) {
-        (self.host.clone(), self.port)
+    /// Set while this upstream's DNS name does not resolve and its last good addresses are used.
+    pub fn dns_stale(&self) -> Option<super::resolve::Stale> {
+        self.dns.stale()
+    }
+
+    pub fn key(&self) -> UpstreamKey {
+        UpstreamKey::new(self.host.clone(), self.port, self.tls.as_ref())
+    }
+
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_ref()
+    }
+
+    /// For an HTTPS upstream whose server name follows the request, the upstream for a request
+    /// to `host` (without port): same server, `host` as SNI. `None` when this upstream serves
+    /// every request itself.
+    pub fn for_request_host(&self, host: &str) -> Option<Arc<Upstream>> {
+        let tls = self.tls.as_ref().filter(|t| t.follows_request)?;
+        if host.is_empty() {
+            return None;
+        }
+        if let Some(u) = self.by_name.load().get(host) {
+            return Some(u.clone());
+        }
+        let key: Box<str> = host.to_ascii_lowercase().into();
+        if let Some(u) = self.by_name.load().get(&key) {
+            return Some(u.clone());
+        }
+        let name = server_name(&key)?;
+        let child = Arc::new(Upstream::with_tls(
+            self.host.clone(),
+            self.port,
+            Some(UpstreamTls {
+                server_name: name,
+                follows_request: false,
+                ..tls.clone()
+            }),
+        ));
+        if self.by_name.load().len() < MAX_NAMES {
+            self.by_name.rcu(|names| {
+                let mut names = HashMap::clone(names);
+                names.entry(key.clone()).or_insert_with(|| child.clone());
+                names
+            });
+        }
+        Some(child)
     }
 
     /// A ready idle connection, if one is pooled.
@@ -130,7 +273,9 @@ impl Upstream {
                 .await
                 .map_err(ConnectError::Tcp)?,
             BackendHost::Dns(name) => {
-                let addrs = tokio::net::lookup_host((name.as_str(), self.port))
+                let addrs = self
+                    .dns
+                    .resolve(name, self.port)
                     .await
                     .map_err(ConnectError::Dns)?;
                 let mut last = None;
@@ -159,16 +304,16 @@ impl Upstream {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let stream = TlsConnector::from(tls.config.clone())
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| ConnectError::Tls(TlsFailure::from_io(&e)))?;
+                handshake(stream).await
             }
-        });
-        Ok(sender)
+        }
     }
 
     /// Returns a connection whose last response has been read completely.
@@ -193,6 +338,23 @@ impl Upstream {
             });
         }
     }
+}
+
+/// HTTP/1.1 over an established connection; the connection task is spawned, with upgrades.
+async fn handshake<T>(io: T) -> Result<Sender, ConnectError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// A backend response body that hands its connection back to the pool once read to the end.

@@ -53,6 +53,48 @@ pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
     Ok(true)
 }
 
+/// Whether `req` opens a WebSocket over HTTP/2: an extended CONNECT with `:protocol websocket`
+/// (RFC 8441 §4). The gateway turns it into an RFC 6455 handshake towards the backend. Other
+/// CONNECT requests are refused: the gateway tunnels nothing else.
+pub fn detect_extended_connect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
+    if req.method() != Method::CONNECT || req.version() != Version::HTTP_2 {
+        return Ok(false);
+    }
+    match req.extensions().get::<hyper::ext::Protocol>() {
+        Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => {}
+        Some(_) => {
+            return Err(ProxyError::BadRequest(
+                "only the websocket protocol can be opened with CONNECT (RFC 8441)",
+            ));
+        }
+        None => return Err(ProxyError::BadRequest("CONNECT is not supported")),
+    }
+    // RFC 8441 §5: Sec-WebSocket-Version keeps its meaning; Sec-WebSocket-Key is not used.
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ProxyError::WebSocketVersion);
+    }
+    Ok(true)
+}
+
+/// A fresh Sec-WebSocket-Key for a handshake the gateway makes itself (RFC 6455 §4.1).
+pub fn new_key() -> http::HeaderValue {
+    let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+    http::HeaderValue::from_str(&key).expect("base64 is a valid header value")
+}
+
+/// Whether a backend's Sec-WebSocket-Accept answers `key` (RFC 6455 §4.2.2).
+pub fn accept_matches(key: &http::HeaderValue, accept: Option<&http::HeaderValue>) -> bool {
+    accept.is_some_and(|a| {
+        a.as_bytes()
+            == tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
+                .as_bytes()
+    })
+}
+
 /// RFC 6455 §4.1: a base64-encoded 16-byte value is 24 characters ending in "==".
 fn is_websocket_key(key: &[u8]) -> bool {
     key.len() == 24

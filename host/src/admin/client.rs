@@ -1,0 +1,98 @@
+//! The client side of the admin API, for `wasmgate health`.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{BACKEND_HEALTH_PATH, BackendHealth};
+
+/// How long `wasmgate health` waits for the admin API.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0:?} is not an admin URL; expected http://HOST:PORT")]
+    BadUrl(String),
+    #[error("cannot reach the admin API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the admin API at {url} refused the token (401); pass the right one with --token")]
+    Unauthorized { url: String },
+    #[error("the admin API at {url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("the admin API at {url} answered something that is not the health view: {reason}")]
+    BadBody { url: String, reason: String },
+}
+
+/// Fetches the backend health view from the admin listener at `admin` (`http://127.0.0.1:9190`).
+pub async fn fetch(admin: &str, token: Option<&str>) -> Result<BackendHealth, ClientError> {
+    let base = admin.trim_end_matches('/');
+    let uri: Uri = format!("{base}{BACKEND_HEALTH_PATH}")
+        .parse()
+        .map_err(|_| ClientError::BadUrl(admin.into()))?;
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => a.clone(),
+        _ => return Err(ClientError::BadUrl(admin.into())),
+    };
+    let url = uri.to_string();
+    let unreachable = |reason: String| ClientError::Unreachable {
+        url: url.clone(),
+        reason,
+    };
+    let exchange = async {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut req = Request::get(uri.path())
+            .header(header::HOST, authority.as_str())
+            .header(header::ACCEPT, "application/json");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|_| ClientError::BadUrl(admin.into()))?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = res.status();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        Ok::<_, ClientError>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))??;
+    match status {
+        StatusCode::OK => serde_json::from_slice(&body).map_err(|e| ClientError::BadBody {
+            url: url.clone(),
+            reason: e.to_string(),
+        }),
+        StatusCode::UNAUTHORIZED => Err(ClientError::Unauthorized { url }),
+        status => Err(ClientError::Status {
+            url,
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_string(),
+        }),
+    }
+}

@@ -1,0 +1,151 @@
+//! The admin listener: the management API, separate from the traffic listeners.
+//!
+//! `GET /api/backend-health` answers the backend health view as JSON ([`view::BackendHealth`]).
+//! The listener binds loopback by default; with a token configured every request must carry
+//! `Authorization: Bearer <token>` (compared in constant time), and a token is required to bind
+//! anything else.
+
+pub mod client;
+pub mod view;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::gateway::Shared;
+
+pub use view::BackendHealth;
+
+/// The backend health API's path.
+pub const BACKEND_HEALTH_PATH: &str = "/api/backend-health";
+
+/// Serves the admin API on `listener` until the gateway stops.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc<str>>) {
+    let stopping = shared.stopping();
+    tokio::pin!(stopping);
+    loop {
+        let (stream, _) = tokio::select! {
+            biased;
+            _ = &mut stopping => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let res = answer(&req, &shared, token.as_deref());
+                async move { Ok::<_, Infallible>(res) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, shared: &Shared, token: Option<&str>) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let accepted = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
+        if !accepted {
+            let mut res = json(
+                StatusCode::UNAUTHORIZED,
+                &error_body("a valid admin token is required (Authorization: Bearer <token>)"),
+            );
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wasmgate admin\""),
+            );
+            return res;
+        }
+    }
+    if req.uri().path() != BACKEND_HEALTH_PATH {
+        return json(StatusCode::NOT_FOUND, &error_body("no such admin resource"));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = json(StatusCode::METHOD_NOT_ALLOWED, &error_body("use GET"));
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    let view = BackendHealth::of(&shared.snapshot.load());
+    match serde_json::to_vec_pretty(&view) {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(e) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error_body(&format!("cannot serialize the view: {e}")),
+        ),
+    }
+}
+
+fn error_body(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default()
+}
+
+fn json(status: StatusCode, body: &[u8]) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::copy_from_slice(body)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Compares a presented token with the configured one in time that depends only on the
+/// presented token's length, never on where the two first differ.
+pub fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, &b) in presented.iter().enumerate() {
+        // Compare against the expected token cyclically so every byte costs the same.
+        let e = if expected.is_empty() {
+            0
+        } else {
+            expected[i % expected.len()]
+        };
+        diff |= b ^ e;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-124", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-12", b"secret-token-123"));
+        assert!(!constant_time_eq(
+            b"secret-token-123secret-token-123",
+            b"secret-token-123"
+        ));
+        assert!(!constant_time_eq(b"", b"secret-token-123"));
+        assert!(!constant_time_eq(b"x", b""));
+    }
+}

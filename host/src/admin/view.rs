@@ -1,0 +1,341 @@
+//! The backend health view: Application Gateway's `backendHealth` shape (pool → settings →
+//! servers, camelCase), with names where Azure has resource ids, plus what the portal leaves
+//! out: whether the server is in rotation, the last probe's time and latency, and the count of
+//! consecutive failures.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::Status;
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendHealth {
+    pub backend_address_pools: Vec<PoolHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolHealth {
+    pub backend_address_pool: PoolRef,
+    pub backend_http_settings_collection: Vec<SettingsHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRef {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsHealth {
+    pub backend_http_settings: SettingsRef,
+    pub servers: Vec<ServerHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsRef {
+    pub name: String,
+    /// The custom probe's name; `None` for the default probe.
+    pub probe: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerHealth {
+    /// As written in the pool (`10.0.0.4:8080`, `app.internal`).
+    pub address: String,
+    pub health: Status,
+    /// The last probe's result in words.
+    pub health_probe_log: String,
+    /// Whether new requests go to this server: healthy, or kept by `min_servers`.
+    pub in_rotation: bool,
+    /// RFC 3339, UTC.
+    pub last_probe_time: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    /// E.g. a DNS name that stopped resolving, served at its last good address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl BackendHealth {
+    /// The view of every pool, and of each settings it is used with.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        let config = &snapshot.config;
+        let backend_address_pools = config
+            .backend_pools
+            .iter()
+            .enumerate()
+            .map(|(pool_index, pool)| {
+                let mut collection: Vec<SettingsHealth> = Vec::new();
+                // `targets` is ordered by pool, settings, server.
+                for t in snapshot.targets.iter().filter(|t| t.pool.0 == pool_index) {
+                    let settings = config.settings(t.settings);
+                    if collection
+                        .last()
+                        .is_none_or(|c| c.backend_http_settings.name != settings.name)
+                    {
+                        collection.push(SettingsHealth {
+                            backend_http_settings: SettingsRef {
+                                name: settings.name.clone(),
+                                probe: settings.probe.map(|p| config.probes[p.0].name.clone()),
+                            },
+                            servers: Vec::new(),
+                        });
+                    }
+                    let detail = t.health.detail();
+                    let status = t.health.status();
+                    let server = ServerHealth {
+                        address: pool.addresses[t.server].to_string(),
+                        health: status,
+                        health_probe_log: detail
+                            .reason
+                            .unwrap_or_else(|| "Waiting for the first probe".into()),
+                        in_rotation: t.health.takes_traffic(),
+                        last_probe_time: detail.last_probe.map(rfc3339),
+                        latency_ms: detail
+                            .latency
+                            .map(|l| (l.as_secs_f64() * 1e5).round() / 100.0),
+                        consecutive_failures: detail.consecutive_failures,
+                        note: detail.note,
+                    };
+                    if let Some(c) = collection.last_mut() {
+                        c.servers.push(server);
+                    }
+                }
+                PoolHealth {
+                    backend_address_pool: PoolRef {
+                        name: pool.name.clone(),
+                    },
+                    backend_http_settings_collection: collection,
+                }
+            })
+            .collect();
+        Self {
+            backend_address_pools,
+        }
+    }
+
+    /// The view as a table, one line per server, for `wasmgate health`.
+    pub fn table(&self) -> String {
+        const HEAD: [&str; 8] = [
+            "POOL",
+            "SETTINGS",
+            "SERVER",
+            "HEALTH",
+            "IN ROTATION",
+            "LAST PROBE (UTC)",
+            "LATENCY",
+            "FAILURES",
+        ];
+        let mut rows: Vec<([String; 8], String)> = Vec::new();
+        for pool in &self.backend_address_pools {
+            if pool.backend_http_settings_collection.is_empty() {
+                let mut cells: [String; 8] = Default::default();
+                cells[0] = pool.backend_address_pool.name.clone();
+                cells[1] = "-".into();
+                rows.push((cells, "not used by any rule".into()));
+            }
+            for settings in &pool.backend_http_settings_collection {
+                let name = match &settings.backend_http_settings.probe {
+                    Some(p) => format!("{} (probe {p})", settings.backend_http_settings.name),
+                    None => settings.backend_http_settings.name.clone(),
+                };
+                for s in &settings.servers {
+                    let mut details = s.health_probe_log.clone();
+                    if let Some(note) = &s.note {
+                        details.push_str("; ");
+                        details.push_str(note);
+                    }
+                    rows.push((
+                        [
+                            pool.backend_address_pool.name.clone(),
+                            name.clone(),
+                            s.address.clone(),
+                            s.health.to_string(),
+                            if s.in_rotation { "yes" } else { "no" }.into(),
+                            s.last_probe_time.as_deref().map_or("-".into(), short_time),
+                            s.latency_ms.map_or("-".into(), latency),
+                            s.consecutive_failures.to_string(),
+                        ],
+                        details,
+                    ));
+                }
+            }
+        }
+        let mut widths = HEAD.map(str::len);
+        for (cells, _) in &rows {
+            for (w, c) in widths.iter_mut().zip(cells) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &[&str], last: &str| {
+            for (c, w) in cells.iter().zip(widths) {
+                let _ = write!(out, "{c:<w$}  ");
+            }
+            let _ = writeln!(out, "{last}");
+        };
+        line(&mut out, &HEAD, "DETAILS");
+        for (cells, details) in &rows {
+            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+            line(&mut out, &cells, details);
+        }
+        if rows.is_empty() {
+            out.push_str("(no backend pools)\n");
+        }
+        out
+    }
+}
+
+fn latency(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+/// `2026-05-01T12:00:01.234Z` → `2026-05-01 12:00:01`.
+fn short_time(t: &str) -> String {
+    let t = t.trim_end_matches('Z');
+    let t = t.split('.').next().unwrap_or(t);
+    t.replacen('T', " ", 1)
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_767_225_599)),
+            "2025-12-31T23:59:59.000Z"
+        );
+    }
+
+    fn sample() -> BackendHealth {
+        BackendHealth {
+            backend_address_pools: vec![
+                PoolHealth {
+                    backend_address_pool: PoolRef { name: "web".into() },
+                    backend_http_settings_collection: vec![SettingsHealth {
+                        backend_http_settings: SettingsRef {
+                            name: "web-settings".into(),
+                            probe: Some("health".into()),
+                        },
+                        servers: vec![
+                            ServerHealth {
+                                address: "10.0.0.4:8080".into(),
+                                health: Status::Healthy,
+                                health_probe_log: "Success: received 200".into(),
+                                in_rotation: true,
+                                last_probe_time: Some("2026-05-01T12:00:01.234Z".into()),
+                                latency_ms: Some(1.25),
+                                consecutive_failures: 0,
+                                note: None,
+                            },
+                            ServerHealth {
+                                address: "app.internal".into(),
+                                health: Status::Unhealthy,
+                                health_probe_log: "Timeout: no answer within 30 s".into(),
+                                in_rotation: false,
+                                last_probe_time: Some("2026-05-01T12:00:02.000Z".into()),
+                                latency_ms: Some(30000.0),
+                                consecutive_failures: 3,
+                                note: Some("DNS lookup failed (x); using the last good address 10.0.0.9:80".into()),
+                            },
+                        ],
+                    }],
+                },
+                PoolHealth {
+                    backend_address_pool: PoolRef {
+                        name: "spare".into(),
+                    },
+                    backend_http_settings_collection: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn table_has_one_aligned_line_per_server() {
+        let table = sample().table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[0].starts_with("POOL ") && lines[0].ends_with("DETAILS"),
+            "{table}"
+        );
+        assert!(lines[1].contains("web-settings (probe health)"), "{table}");
+        assert!(
+            lines[1].contains("Healthy") && lines[1].contains("1.2 ms"),
+            "{table}"
+        );
+        assert!(lines[1].contains("2026-05-01 12:00:01"), "{table}");
+        assert!(
+            lines[2].contains("Unhealthy")
+                && lines[2].contains("Timeout: no answer within 30 s; DNS lookup failed"),
+            "{table}"
+        );
+        assert!(lines[3].starts_with("spare") && lines[3].contains("not used by any rule"));
+        let col = |l: &str| {
+            l.find("HEALTH")
+                .or_else(|| l.find("Healthy"))
+                .or_else(|| l.find("Unhealthy"))
+        };
+        assert_eq!(col(lines[0]), col(lines[1]), "columns line up:\n{table}");
+        assert_eq!(col(lines[1]), col(lines[2]), "columns line up:\n{table}");
+    }
+
+    #[test]
+    fn json_uses_application_gateways_names() {
+        let json = serde_json::to_value(sample()).unwrap();
+        let server =
+            &json["backendAddressPools"][0]["backendHttpSettingsCollection"][0]["servers"][0];
+        assert_eq!(server["health"], "Healthy");
+        assert_eq!(server["healthProbeLog"], "Success: received 200");
+        assert_eq!(server["inRotation"], true);
+        assert_eq!(server["consecutiveFailures"], 0);
+        assert!(server.get("note").is_none());
+        let back: BackendHealth = serde_json::from_value(json).unwrap();
+        assert_eq!(back, sample());
+    }
+}

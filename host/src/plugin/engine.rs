@@ -1,0 +1,259 @@
+//! The engine all plugins share: compiler and allocator settings, the epoch ticker, the
+//! linker, and the artifact cache.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::PluginError;
+use super::bindings::RouterAndProbePlugin;
+use super::cache::{ArtifactCache, ArtifactSource};
+use super::handle::Plugin;
+use super::host_view::HostView;
+use super::instance::StoreState;
+use super::limits::{BreakerConfig, FailPolicy, PluginLimits};
+
+/// Engine-wide settings: sized for every plugin together.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How often the epoch advances; call deadlines are counted in these ticks.
+    pub epoch_tick: Duration,
+    /// Where compiled artifacts are kept between runs; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Component instances alive at once, over all plugins (each live plugin instance is one).
+    pub total_component_instances: u32,
+    /// Core instances alive at once: per instance, a Rust component has 1–3, JavaScript 3,
+    /// Python 14.
+    pub total_core_instances: u32,
+    /// Linear memories alive at once (one per instance for all three kinds of guest). Each
+    /// reserves 4 GiB of address space (not memory) so that bounds checks can be elided.
+    pub total_memories: u32,
+    /// Tables alive at once (up to two per instance).
+    pub total_tables: u32,
+    /// Fiber stacks for calls in flight at once.
+    pub total_stacks: u32,
+    /// The largest table any module may define or grow to, in elements.
+    pub max_table_elements: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            epoch_tick: Duration::from_millis(1),
+            cache_dir: None,
+            total_component_instances: 1000,
+            total_core_instances: 16_000,
+            total_memories: 1000,
+            total_tables: 2000,
+            total_stacks: 1000,
+            max_table_elements: 100_000,
+        }
+    }
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The plugin's name, used in logs, errors and stats.
+    pub name: String,
+    /// The component's bytes.
+    pub wasm: Arc<[u8]>,
+    /// Passed to the plugin's `init`.
+    pub config: String,
+    pub limits: PluginLimits,
+    pub fail_policy: FailPolicy,
+    pub breaker: BreakerConfig,
+}
+
+impl PluginSpec {
+    /// A spec with default limits, fail policy and breaker.
+    pub fn new(
+        name: impl Into<String>,
+        wasm: impl Into<Arc<[u8]>>,
+        config: impl Into<String>,
+    ) -> Self {
+        PluginSpec {
+            name: name.into(),
+            wasm: wasm.into(),
+            config: config.into(),
+            limits: PluginLimits::default(),
+            fail_policy: FailPolicy::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// How a load went, for logs and the health view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadReport {
+    pub artifact: ArtifactSource,
+    /// Compiling or reading the artifact.
+    pub compile_time: Duration,
+    /// Creating the first instance and running its `init`.
+    pub init_time: Duration,
+}
+
+/// The shared WebAssembly engine. Cheap to clone; the epoch ticker stops when the last clone
+/// (and every plugin loaded with it) is gone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<StoreState>,
+    pub(crate) epoch_tick: Duration,
+    pub(crate) cache: ArtifactCache,
+    ticker: Ticker,
+}
+
+impl PluginEngine {
+    pub fn new(config: EngineConfig) -> Result<Self, PluginError> {
+        let engine_error = |e: &dyn std::fmt::Display| PluginError::Engine {
+            reason: e.to_string(),
+        };
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.total_component_instances)
+            .total_core_instances(config.total_core_instances)
+            .total_memories(config.total_memories)
+            .total_tables(config.total_tables)
+            .total_stacks(config.total_stacks)
+            .table_elements(config.max_table_elements);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .parallel_compilation(true);
+        let engine = Engine::new(&wasm).map_err(|e| engine_error(&e))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_error(&e))?;
+        RouterAndProbePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| engine_error(&e))?;
+
+        let cache =
+            ArtifactCache::new(&engine, config.cache_dir.clone()).map_err(|e| engine_error(&e))?;
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick);
+        Ok(PluginEngine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                epoch_tick: config.epoch_tick,
+                cache,
+                ticker,
+            }),
+        })
+    }
+
+    /// Compiles (off the async threads, or from the cache), links, creates a first instance
+    /// and runs its `init`. Fails if any of that fails, or if the component exports neither a
+    /// router nor a probe evaluator.
+    pub async fn load(
+        &self,
+        spec: PluginSpec,
+        host: Arc<dyn HostView>,
+    ) -> Result<(Plugin, LoadReport), PluginError> {
+        let started = Instant::now();
+        let engine = self.clone();
+        let wasm = spec.wasm.clone();
+        let (component, artifact) = tokio::task::spawn_blocking(move || {
+            engine
+                .inner
+                .cache
+                .get_or_compile(&engine.inner.engine, &wasm)
+        })
+        .await
+        .map_err(|e| PluginError::Compile {
+            plugin: spec.name.clone(),
+            reason: format!("compilation thread failed: {e}"),
+        })?
+        .map_err(|e| PluginError::Compile {
+            plugin: spec.name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let compile_time = started.elapsed();
+
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link {
+                plugin: spec.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let started = Instant::now();
+        let plugin = Plugin::new(self.clone(), spec, pre, host).await?;
+        let report = LoadReport {
+            artifact,
+            compile_time,
+            init_time: started.elapsed(),
+        };
+        tracing::info!(
+            target: "wasmgate::plugin",
+            plugin = plugin.name(),
+            router = plugin.is_router(),
+            probe_evaluator = plugin.is_probe_evaluator(),
+            artifact = ?report.artifact,
+            compile_ms = report.compile_time.as_secs_f64() * 1e3,
+            init_ms = report.init_time.as_secs_f64() * 1e3,
+            "plugin loaded"
+        );
+        Ok((plugin, report))
+    }
+
+    /// The underlying wasmtime engine (for measurements and tools).
+    pub fn wasmtime(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// How often the epoch advances.
+    pub fn epoch_tick(&self) -> Duration {
+        self.inner.epoch_tick
+    }
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+/// A thread advancing the engine's epoch every tick: what makes deadlines fire. One thread for
+/// all plugins; it costs a wake-up per tick and nothing per call.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmgate-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Ticker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! One instance of a plugin: its `Store` (WASI with no capabilities, limits, deadline state,
+//! the host view) and its typed exports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::exports::wasmgate::plugin::{lifecycle, probe_evaluator, router};
+use super::bindings::wasmgate::plugin::types::{
+    Decision, LogLevel, ProbeRequest, ProbeResponse, RequestHead, ServerState, Verdict,
+};
+use super::bindings::wasmgate::plugin::{host, types};
+use super::engine::EngineInner;
+use super::host_view::HostView;
+use super::limits::PluginLimits;
+use super::output::{GuestOutput, Stream};
+
+/// Everything a plugin's `Store` holds.
+pub(crate) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    deadline: Deadline,
+    host: Arc<dyn HostView>,
+    plugin: Arc<str>,
+}
+
+/// `StoreLimits`, remembering whether a memory was refused growth (to tell a memory-limit trap
+/// from any other).
+struct Limiter {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Epoch ticks the current call may still run, and whether it ran out.
+#[derive(Default)]
+struct Deadline {
+    ticks_left: u64,
+    expired: bool,
+}
+
+impl StoreState {
+    /// A state with WASI granting nothing, and the plugin's limits. Returns a handle on the
+    /// guest's stderr too.
+    pub(crate) fn new(
+        plugin: &Arc<str>,
+        limits: &PluginLimits,
+        host: &Arc<dyn HostView>,
+    ) -> (StoreState, GuestOutput) {
+        let stderr = GuestOutput::new(plugin.clone(), Stream::Stderr);
+        // No preopens, no environment, no arguments, no sockets, stdin closed: the defaults,
+        // with the socket families switched off outright rather than only denied per address.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestOutput::new(plugin.clone(), Stream::Stdout))
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limiter = Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory_bytes)
+                .table_elements(limits.max_table_elements)
+                .instances(limits.max_core_instances)
+                .memories(limits.max_memories)
+                .tables(limits.max_tables)
+                .build(),
+            memory_refused: false,
+        };
+        let state = StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            deadline: Deadline::default(),
+            host: host.clone(),
+            plugin: plugin.clone(),
+        };
+        (state, stderr)
+    }
+}
+
+impl StoreState {
+    pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    fn pool_state(&mut self, pool: String) -> Option<Vec<ServerState>> {
+        self.host.pool_state(&pool)
+    }
+
+    fn pools(&mut self) -> Vec<String> {
+        self.host.pools()
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Error => tracing::error!(target: "wasmgate::plugin", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "wasmgate::plugin", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "wasmgate::plugin", plugin, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "wasmgate::plugin", plugin, "{message}"),
+        }
+    }
+}
+
+/// The export lookups of a component, done once per plugin.
+pub(crate) struct Exports {
+    pub(crate) lifecycle: lifecycle::GuestIndices,
+    pub(crate) router: Option<router::GuestIndices>,
+    pub(crate) probe: Option<probe_evaluator::GuestIndices>,
+}
+
+impl Exports {
+    /// `Err` names the missing interface.
+    pub(crate) fn find(pre: &InstancePre<StoreState>) -> Result<Self, &'static str> {
+        let lifecycle =
+            lifecycle::GuestIndices::new(pre).map_err(|_| "wasmgate:plugin/lifecycle@0.1.0")?;
+        let router = router::GuestIndices::new(pre).ok();
+        let probe = probe_evaluator::GuestIndices::new(pre).ok();
+        if router.is_none() && probe.is_none() {
+            return Err("wasmgate:plugin/router@0.1.0 or wasmgate:plugin/probe-evaluator@0.1.0");
+        }
+        Ok(Exports {
+            lifecycle,
+            router,
+            probe,
+        })
+    }
+}
+
+/// How a call into an instance failed.
+pub(crate) enum Failure {
+    Deadline,
+    MemoryLimit,
+    /// The trap or host error, with what the guest wrote to stderr during the call.
+    Trap(String),
+    /// `init` returned `Err` with this message.
+    InitRefused(String),
+}
+
+/// What a call asks.
+pub(crate) enum Call<'a> {
+    Route(&'a RequestHead),
+    Evaluate(&'a ProbeResponse),
+    ShapeRequest {
+        pool: &'a str,
+        settings: &'a str,
+        server: &'a str,
+    },
+}
+
+impl Call<'_> {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Call::Route(_) => "route",
+            Call::Evaluate(_) => "evaluate",
+            Call::ShapeRequest { .. } => "shape-request",
+        }
+    }
+}
+
+pub(crate) enum Answer {
+    Decision(Decision),
+    Verdict(Verdict),
+    ProbeRequest(Option<ProbeRequest>),
+}
+
+pub(crate) struct Instance {
+    store: Store<StoreState>,
+    router: Option<router::Guest>,
+    probe: Option<probe_evaluator::Guest>,
+    stderr: GuestOutput,
+    tick: Duration,
+    /// Calls served so far.
+    pub(crate) calls: u64,
+}
+
+impl Instance {
+    /// Instantiates and runs `init(config)`, all within `limits.init_timeout`.
+    pub(crate) async fn new(
+        engine: &EngineInner,
+        pre: &InstancePre<StoreState>,
+        exports: &Exports,
+        plugin: &Arc<str>,
+        config: &str,
+        limits: &PluginLimits,
+        host: &Arc<dyn HostView>,
+    ) -> Result<Instance, Failure> {
+        let (state, stderr) = StoreState::new(plugin, limits, host);
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(StoreState::limiter);
+        // Each tick past the deadline's start yields to the async runtime (a long call does not
+        // hold a worker thread) and spends one tick of the budget; an empty budget traps.
+        store.epoch_deadline_callback(|mut ctx| {
+            let deadline = &mut ctx.data_mut().deadline;
+            if deadline.ticks_left == 0 {
+                deadline.expired = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            deadline.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let mut instance = Instance {
+            store,
+            router: None,
+            probe: None,
+            stderr,
+            tick: engine.epoch_tick,
+            calls: 0,
+        };
+        instance.arm(limits.init_timeout);
+        let init = async {
+            let wasm = pre.instantiate_async(&mut instance.store).await?;
+            let lifecycle = exports.lifecycle.load(&mut instance.store, &wasm)?;
+            instance.router = exports
+                .router
+                .as_ref()
+                .map(|r| r.load(&mut instance.store, &wasm))
+                .transpose()?;
+            instance.probe = exports
+                .probe
+                .as_ref()
+                .map(|p| p.load(&mut instance.store, &wasm))
+                .transpose()?;
+            lifecycle.call_init(&mut instance.store, config).await
+        };
+        match init.await {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(message)) => Err(Failure::InitRefused(message)),
+            Err(e) => Err(instance.classify(e)),
+        }
+    }
+
+    /// Starts a call's budget and forgets the previous call's traces.
+    fn arm(&mut self, timeout: Duration) {
+        let tick = self.tick.as_nanos().max(1);
+        let ticks = timeout.as_nanos().div_ceil(tick) as u64;
+        let state = self.store.data_mut();
+        state.deadline = Deadline {
+            ticks_left: ticks,
+            expired: false,
+        };
+        state.limiter.memory_refused = false;
+        self.stderr.clear_tail();
+        self.store.set_epoch_deadline(1);
+    }
+
+    pub(crate) async fn invoke(
+        &mut self,
+        call: &Call<'_>,
+        timeout: Duration,
+    ) -> Result<Answer, Failure> {
+        self.arm(timeout);
+        let result = match *call {
+            Call::Route(request) => {
+                let router = self.router.as_ref().expect("checked by the caller");
+                router
+                    .call_route(&mut self.store, request)
+                    .await
+                    .map(Answer::Decision)
+            }
+            Call::Evaluate(response) => {
+                let probe = self.probe.as_ref().expect("checked by the caller");
+                probe
+                    .call_evaluate(&mut self.store, response)
+                    .await
+                    .map(Answer::Verdict)
+            }
+            Call::ShapeRequest {
+                pool,
+                settings,
+                server,
+            } => {
+                let probe = self.probe.as_ref().expect("checked by the caller");
+                probe
+                    .call_shape_request(&mut self.store, pool, settings, server)
+                    .await
+                    .map(Answer::ProbeRequest)
+            }
+        };
+        self.calls += 1;
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn classify(&mut self, error: wasmtime::Error) -> Failure {
+        let state = self.store.data();
+        if state.deadline.expired {
+            return Failure::Deadline;
+        }
+        if state.limiter.memory_refused {
+            return Failure::MemoryLimit;
+        }
+        let mut reason = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        let stderr = self.stderr.take_tail();
+        if !stderr.is_empty() {
+            reason.push_str("; stderr: ");
+            reason.push_str(&stderr);
+        }
+        Failure::Trap(reason)
+    }
+}

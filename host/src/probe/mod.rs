@@ -1,0 +1,208 @@
+//! Health probing: every (pool server, backend settings) pair in use is probed in the background
+//! with its settings' custom probe, or Application Gateway's default probe
+//! (`GET /` with Host `127.0.0.1`, every 30 s, timeout 30 s, down after 3 failures, healthy on
+//! 200-399). Results land in each target's [`Health`] cell, which the data plane reads with one
+//! atomic load.
+//!
+//! Each target has one task and at most one probe in flight. Every target is probed at once at
+//! start, so healthy servers join the rotation within milliseconds; after that the probes of
+//! different targets are spread over the interval (a random phase, then ±10 % per round), so
+//! many targets never probe in step.
+
+mod check;
+pub mod evaluate;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::uri::PathAndQuery;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{
+    BackendAddress, BackendSettings, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_UNHEALTHY_THRESHOLD, HostOverride, PoolId, Probe, ProbeHost, SettingsId,
+};
+use crate::proxy::upstream::Upstream;
+use crate::snapshot::{ProbeTarget, Snapshot};
+
+pub use check::{BODY_LIMIT, USER_AGENT};
+pub use evaluate::{Evaluator, NativeEvaluator, ProbeResponse, Verdict};
+pub use state::{Detail, Group, Health, ProbeResult, Status, TargetKey};
+
+use self::check::Check;
+
+/// The running probes of one snapshot. Dropping it stops them.
+#[derive(Debug)]
+pub struct Prober {
+    tasks: Vec<JoinHandle<()>>,
+    first: Arc<FirstRound>,
+}
+
+/// Counts the targets still waiting for their first probe result.
+#[derive(Debug)]
+struct FirstRound {
+    pending: AtomicUsize,
+    done: Notify,
+}
+
+impl FirstRound {
+    fn one_done(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_waiters();
+        }
+    }
+}
+
+/// How one target is probed.
+struct Plan {
+    check: Check,
+    interval: Duration,
+    threshold: u32,
+}
+
+impl Prober {
+    /// Starts probing every target of `snapshot`. Needs a tokio runtime.
+    pub fn start(snapshot: &Snapshot) -> Self {
+        let config = &snapshot.config;
+        let mut groups: BTreeMap<(PoolId, SettingsId), Vec<&ProbeTarget>> = BTreeMap::new();
+        for t in snapshot.targets.iter() {
+            groups.entry((t.pool, t.settings)).or_default().push(t);
+        }
+        let first = Arc::new(FirstRound {
+            pending: AtomicUsize::new(snapshot.targets.len()),
+            done: Notify::new(),
+        });
+        let mut tasks = Vec::with_capacity(snapshot.targets.len());
+        for ((pool, settings_id), mut targets) in groups {
+            targets.sort_by_key(|t| t.server);
+            let settings = config.settings(settings_id);
+            let probe = settings.probe.map(|p| &config.probes[p.0]);
+            let group = Arc::new(Group::new(
+                targets.iter().map(|t| t.health.clone()).collect(),
+                probe.map_or(0, |p| p.min_servers),
+            ));
+            let evaluator: Arc<dyn Evaluator> = Arc::new(match probe {
+                Some(p) => NativeEvaluator::for_probe(p),
+                None => NativeEvaluator::default_probe(),
+            });
+            for t in targets {
+                let server = &config.pool(pool).addresses[t.server];
+                let plan = plan(t, server, settings, probe, evaluator.clone());
+                tasks.push(tokio::spawn(watch(
+                    plan,
+                    t.health.clone(),
+                    group.clone(),
+                    first.clone(),
+                )));
+            }
+        }
+        Self { tasks, first }
+    }
+
+    /// Waits until every target has had its first probe answered (or failed), at most
+    /// `timeout`; returns whether they all have.
+    pub async fn wait_for_first_probes(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.first.done.notified();
+            if self.first.pending.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.first.pending.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+
+    /// Stops every probe.
+    pub fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn plan(
+    target: &ProbeTarget,
+    server: &BackendAddress,
+    settings: &BackendSettings,
+    probe: Option<&Probe>,
+    evaluator: Arc<dyn Evaluator>,
+) -> Plan {
+    let loopback = HeaderValue::from_static("127.0.0.1");
+    let settings_host = || match &settings.host {
+        HostOverride::Fixed(v) => Some(v.clone()),
+        HostOverride::FromBackendAddress => HeaderValue::from_str(&server.host.to_string()).ok(),
+        HostOverride::PassThrough => None,
+    };
+    let host = match probe.map(|p| &p.host) {
+        None | Some(ProbeHost::FromBackendSettings) => settings_host().unwrap_or(loopback),
+        Some(ProbeHost::Fixed(v)) => v.clone(),
+        Some(ProbeHost::Loopback) => loopback,
+    };
+    // A probe on another port than the traffic's reaches the server through an upstream of
+    // its own; otherwise through the traffic's (with a connection of its own, see `check`).
+    let upstream = match probe.and_then(|p| p.port) {
+        Some(port) if port != target.upstream.key().port => Arc::new(Upstream::with_tls(
+            server.host.clone(),
+            port,
+            target.upstream.tls().cloned(),
+        )),
+        _ => target.upstream.clone(),
+    };
+    let path = probe
+        .and_then(|p| PathAndQuery::try_from(p.path.as_str()).ok())
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Plan {
+        check: Check {
+            upstream,
+            path,
+            host,
+            timeout: probe.map_or(DEFAULT_PROBE_TIMEOUT, |p| p.timeout),
+            evaluator,
+        },
+        interval: probe.map_or(DEFAULT_PROBE_INTERVAL, |p| p.interval),
+        threshold: probe.map_or(DEFAULT_UNHEALTHY_THRESHOLD, |p| p.unhealthy_threshold),
+    }
+}
+
+/// Probes one target until stopped.
+async fn watch(plan: Plan, health: Arc<Health>, group: Arc<Group>, first: Arc<FirstRound>) {
+    let mut conn = None;
+    let mut first_round = true;
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = plan.check.run(&mut conn).await;
+        let (before, after) = group.record(&health, result, plan.threshold);
+        if before != after {
+            let key = health.key();
+            let detail = health.detail();
+            let reason = detail.reason.as_deref().unwrap_or_default();
+            if after == Status::Healthy {
+                tracing::info!(pool = %key.pool, server = %key.server, settings = %key.settings, from = %before, to = %after, reason, "backend health changed");
+            } else {
+                tracing::warn!(pool = %key.pool, server = %key.server, settings = %key.settings, from = %before, to = %after, reason, "backend health changed");
+            }
+        }
+        // The first round gives each target a random phase within the interval.
+        let wait = if first_round {
+            first.one_done();
+            first_round = false;
+            plan.interval.mul_f64(fastrand::f64())
+        } else {
+            plan.interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+        };
+        tokio::time::sleep_until(started + wait).await;
+    }
+}

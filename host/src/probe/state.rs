@@ -1,0 +1,319 @@
+//! Health state of one probe target — a pool server reached with one backend settings — and the
+//! rotation rule of its group (the pool's servers under those settings).
+//!
+//! The data plane reads one atomic flag per target ([`Health::takes_traffic`]); everything else
+//! here is written by the prober and read by the health view.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BackendAddress;
+
+/// A server's health as Application Gateway's backend health view names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// No probe has answered yet; the server takes no traffic.
+    Unknown,
+    Healthy,
+    Unhealthy,
+    /// Leaving the pool with connection draining (after a configuration change).
+    Draining,
+}
+
+impl Status {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Status::Healthy,
+            2 => Status::Unhealthy,
+            3 => Status::Draining,
+            _ => Status::Unknown,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Status::Unknown => 0,
+            Status::Healthy => 1,
+            Status::Unhealthy => 2,
+            Status::Draining => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unknown => "Unknown",
+            Status::Healthy => "Healthy",
+            Status::Unhealthy => "Unhealthy",
+            Status::Draining => "Draining",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What identifies a probe target across configurations: names and the address as written, not
+/// indexes, so that a new snapshot can take over the state of targets it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    pub pool: Box<str>,
+    pub server: BackendAddress,
+    pub settings: Box<str>,
+}
+
+/// The latest probe of a target, for the health view.
+#[derive(Debug, Clone, Default)]
+pub struct Detail {
+    /// The last probe's result in words ("Timeout: no answer within 30 s").
+    pub reason: Option<String>,
+    pub last_probe: Option<SystemTime>,
+    pub latency: Option<Duration>,
+    pub consecutive_failures: u32,
+    /// Something the operator should know beside the result, e.g. a stale DNS answer in use.
+    pub note: Option<String>,
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub healthy: bool,
+    pub reason: String,
+    pub latency: Duration,
+    pub at: SystemTime,
+    pub note: Option<String>,
+}
+
+/// The health of one (pool server, backend settings) pair.
+#[derive(Debug)]
+pub struct Health {
+    key: TargetKey,
+    status: AtomicU8,
+    /// Whether new requests may go to this server with these settings: healthy, or kept by
+    /// `min_servers`. The only field the data plane reads.
+    routable: AtomicBool,
+    detail: Mutex<Detail>,
+}
+
+impl Health {
+    /// A new target: Unknown, out of rotation until its first probe succeeds.
+    pub fn new(key: TargetKey) -> Self {
+        Self {
+            key,
+            status: AtomicU8::new(Status::Unknown.as_u8()),
+            routable: AtomicBool::new(false),
+            detail: Mutex::new(Detail::default()),
+        }
+    }
+
+    pub fn key(&self) -> &TargetKey {
+        &self.key
+    }
+
+    /// Whether the server takes new requests with these settings (one atomic load).
+    #[inline]
+    pub fn takes_traffic(&self) -> bool {
+        self.routable.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    pub fn detail(&self) -> Detail {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
+        // A panic while holding this lock leaves plain data behind; keep using it.
+        self.detail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a probe result (Application Gateway's rule: up after one success, down after
+    /// `threshold` consecutive failures; a server never seen healthy is down at its first
+    /// failure). Returns the status before and after. A target in a [`Group`] is updated
+    /// through [`Group::record`] instead, which keeps the rotation in step.
+    pub fn record(&self, result: ProbeResult, threshold: u32) -> (Status, Status) {
+        let (before, after) = self.judge(result, threshold);
+        self.publish(after);
+        (before, after)
+    }
+
+    /// Records the result in the detail and returns the status it leads to, unpublished.
+    fn judge(&self, result: ProbeResult, threshold: u32) -> (Status, Status) {
+        let mut detail = self.lock();
+        let before = self.status();
+        let after = if result.healthy {
+            detail.consecutive_failures = 0;
+            Status::Healthy
+        } else {
+            detail.consecutive_failures = detail.consecutive_failures.saturating_add(1);
+            match before {
+                Status::Healthy if detail.consecutive_failures < threshold => Status::Healthy,
+                _ => Status::Unhealthy,
+            }
+        };
+        detail.reason = Some(result.reason);
+        detail.last_probe = Some(result.at);
+        detail.latency = Some(result.latency);
+        detail.note = result.note;
+        (before, after)
+    }
+
+    fn publish(&self, status: Status) {
+        self.status.store(status.as_u8(), Ordering::Release);
+    }
+
+    fn set_routable(&self, routable: bool) {
+        // Release: ordered before the status published after it (see `Group::record`).
+        self.routable.store(routable, Ordering::Release);
+    }
+}
+
+/// The servers of one pool under one backend settings: `min_servers` applies across them.
+#[derive(Debug)]
+pub struct Group {
+    /// In pool order.
+    cells: Box<[Arc<Health>]>,
+    min_servers: usize,
+    rebalancing: Mutex<()>,
+}
+
+impl Group {
+    pub fn new(cells: Vec<Arc<Health>>, min_servers: u32) -> Self {
+        let group = Self {
+            cells: cells.into(),
+            min_servers: min_servers as usize,
+            rebalancing: Mutex::new(()),
+        };
+        group.rebalance();
+        group
+    }
+
+    /// Applies a probe result to `cell`, one of this group's, and returns the status before
+    /// and after. On a change the rotation is updated before the new status is published, so
+    /// whoever sees a server marked down also sees it out of rotation.
+    pub fn record(&self, cell: &Health, result: ProbeResult, threshold: u32) -> (Status, Status) {
+        let _one_at_a_time = self.rebalancing.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, after) = cell.judge(result, threshold);
+        if before != after {
+            self.rotate(Some((cell, after)));
+        }
+        cell.publish(after);
+        (before, after)
+    }
+
+    /// Puts the healthy servers in rotation, plus — when fewer than `min_servers` are healthy —
+    /// the first others in pool order, so that at least `min_servers` stay in rotation.
+    pub fn rebalance(&self) {
+        let _one_at_a_time = self.rebalancing.lock().unwrap_or_else(|e| e.into_inner());
+        self.rotate(None);
+    }
+
+    /// The rotation, with `pending`'s cell counted at its coming status.
+    fn rotate(&self, pending: Option<(&Health, Status)>) {
+        let status = |c: &Health| match pending {
+            Some((p, s)) if std::ptr::eq(p, c) => s,
+            _ => c.status(),
+        };
+        let healthy = self
+            .cells
+            .iter()
+            .filter(|c| status(c) == Status::Healthy)
+            .count();
+        let mut extra = self.min_servers.saturating_sub(healthy);
+        for cell in self.cells.iter() {
+            let routable = status(cell) == Status::Healthy
+                || (extra > 0 && {
+                    extra -= 1;
+                    true
+                });
+            cell.set_routable(routable);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendHost;
+
+    fn cell(n: u16) -> Arc<Health> {
+        Arc::new(Health::new(TargetKey {
+            pool: "pool".into(),
+            server: BackendAddress {
+                host: BackendHost::Ip([127, 0, 0, 1].into()),
+                port: Some(n),
+            },
+            settings: "settings".into(),
+        }))
+    }
+
+    fn result(healthy: bool) -> ProbeResult {
+        ProbeResult {
+            healthy,
+            reason: if healthy {
+                "Success"
+            } else {
+                "Connection refused"
+            }
+            .into(),
+            latency: Duration::from_millis(1),
+            at: SystemTime::now(),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn unknown_until_the_first_answer() {
+        let h = cell(1);
+        assert_eq!(h.status(), Status::Unknown);
+        assert!(!h.takes_traffic());
+        assert_eq!(
+            h.record(result(true), 3),
+            (Status::Unknown, Status::Healthy)
+        );
+        let h = cell(2);
+        assert_eq!(
+            h.record(result(false), 3),
+            (Status::Unknown, Status::Unhealthy),
+            "a server never seen healthy is down at its first failure"
+        );
+    }
+
+    #[test]
+    fn down_after_threshold_failures_up_after_one_success() {
+        let h = cell(1);
+        h.record(result(true), 3);
+        assert_eq!(h.record(result(false), 3).1, Status::Healthy);
+        assert_eq!(h.record(result(false), 3).1, Status::Healthy);
+        assert_eq!(h.detail().consecutive_failures, 2);
+        assert_eq!(h.record(result(false), 3).1, Status::Unhealthy);
+        assert_eq!(h.detail().consecutive_failures, 3);
+        assert_eq!(h.record(result(true), 3).1, Status::Healthy);
+        assert_eq!(h.detail().consecutive_failures, 0);
+        // A success in between restarts the count.
+        h.record(result(false), 3);
+        h.record(result(false), 3);
+        h.record(result(true), 3);
+        assert_eq!(h.record(result(false), 3).1, Status::Healthy);
+    }
+
+    #[test]
+    fn min_servers_keeps_the_first_servers_in_rotation() {
+        let cells = vec![cell(1), cell(2), cell(3)];
+        let group = Group::new(cells.clone(), 2);
+        let routable = || cells.iter().map(|c| c.takes_traffic()).collect::<Vec<_>>();
+        assert_eq!(routable(), [true, true, false], "before any probe");
+        group.record(&cells[2], result(true), 3);
+        assert_eq!(routable(), [true, false, true], "one healthy, one kept");
+        group.record(&cells[1], result(true), 3);
+        assert_eq!(routable(), [false, true, true], "two healthy, none kept");
+    }
+}

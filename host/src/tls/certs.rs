@@ -1,0 +1,201 @@
+//! Certificates and keys from disk: a PEM chain with its PEM key, or a PKCS#12 (.pfx) bundle as
+//! Application Gateway configurations carry them. Loading checks what would otherwise fail at the
+//! first handshake: the key must match the certificate, and the certificate must not have expired.
+//! Every error names the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use x509_cert::der::Decode;
+
+/// Where an HTTPS listener's certificate comes from. Paths are absolute (resolved against the
+/// configuration file's folder), so a reload reads the same files whatever the working directory.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// A PEM certificate chain (leaf first) and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    Pem { chain: PathBuf, key: PathBuf },
+    /// A PKCS#12 bundle holding the key and its chain.
+    Pkcs12 { path: PathBuf, password: String },
+}
+
+impl fmt::Debug for CertificateSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertificateSource::Pem { chain, key } => f
+                .debug_struct("Pem")
+                .field("chain", chain)
+                .field("key", key)
+                .finish(),
+            // The password stays out of logs.
+            CertificateSource::Pkcs12 { path, .. } => {
+                f.debug_struct("Pkcs12").field("path", path).finish()
+            }
+        }
+    }
+}
+
+impl CertificateSource {
+    /// The files this source reads.
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            CertificateSource::Pem { chain, key } => vec![chain, key],
+            CertificateSource::Pkcs12 { path, .. } => vec![path],
+        }
+    }
+
+    /// Reads and checks the certificate chain and key.
+    pub fn load(&self) -> Result<CertifiedKey, CertError> {
+        let (chain, private, cert_file, key_file) = match self {
+            CertificateSource::Pem { chain, key } => {
+                let chain_pem = read(chain)?;
+                let certs = CertificateDer::pem_slice_iter(&chain_pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CertError::Pem {
+                        file: shown(chain),
+                        reason: e.to_string(),
+                    })?;
+                if certs.is_empty() {
+                    return Err(CertError::NoCertificate { file: shown(chain) });
+                }
+                let key_pem = read(key)?;
+                let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+                    rustls::pki_types::pem::Error::NoItemsFound => {
+                        CertError::NoKey { file: shown(key) }
+                    }
+                    e => CertError::Pem {
+                        file: shown(key),
+                        reason: e.to_string(),
+                    },
+                })?;
+                (certs, private, chain.as_path(), key.as_path())
+            }
+            CertificateSource::Pkcs12 { path, password } => {
+                let data = read(path)?;
+                let store = p12_keystore::KeyStore::from_pkcs12(
+                    &data,
+                    password,
+                    p12_keystore::Pkcs12ImportPolicy::Strict,
+                )
+                .map_err(|e| CertError::Pkcs12 {
+                    file: shown(path),
+                    reason: e.to_string(),
+                })?;
+                let Some((_, entry)) = store.private_key_chain() else {
+                    return Err(CertError::NoKey { file: shown(path) });
+                };
+                let certs: Vec<CertificateDer<'static>> = entry
+                    .certs()
+                    .iter()
+                    .map(|c| CertificateDer::from(c.as_der().to_vec()))
+                    .collect();
+                if certs.is_empty() {
+                    return Err(CertError::NoCertificate { file: shown(path) });
+                }
+                let private =
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(entry.key().as_der().to_vec()));
+                (certs, private, path.as_path(), path.as_path())
+            }
+        };
+        check_not_expired(&chain[0], cert_file)?;
+        let provider = super::provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(private)
+            .map_err(|e| CertError::BadKey {
+                file: shown(key_file),
+                reason: e.to_string(),
+            })?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                Ok(certified)
+            }
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                Err(CertError::KeyMismatch {
+                    key: shown(key_file),
+                    cert: shown(cert_file),
+                })
+            }
+            Err(e) => Err(CertError::BadCertificate {
+                file: shown(cert_file),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Reads PEM root certificates (every certificate in every file) for backend verification.
+pub fn load_roots(files: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let mut roots = Vec::new();
+    for file in files {
+        let pem = read(file)?;
+        let before = roots.len();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.push(cert.map_err(|e| CertError::Pem {
+                file: shown(file),
+                reason: e.to_string(),
+            })?);
+        }
+        if roots.len() == before {
+            return Err(CertError::NoCertificate { file: shown(file) });
+        }
+    }
+    Ok(roots)
+}
+
+/// Why a certificate could not be loaded. Files are shown as given to the loader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file} is not valid PEM: {reason}")]
+    Pem { file: String, reason: String },
+    #[error("{file} holds no certificate")]
+    NoCertificate { file: String },
+    #[error("{file} holds no private key")]
+    NoKey { file: String },
+    #[error("the private key in {file} cannot be used: {reason}")]
+    BadKey { file: String, reason: String },
+    #[error("{file} cannot be opened as PKCS#12 (wrong password or not a .pfx file): {reason}")]
+    Pkcs12 { file: String, reason: String },
+    #[error("the certificate in {file} is not valid X.509: {reason}")]
+    BadCertificate { file: String, reason: String },
+    #[error("the key in {key} does not match the certificate in {cert}")]
+    KeyMismatch { key: String, cert: String },
+    #[error("the certificate in {file} expired on {expired}")]
+    Expired { file: String, expired: String },
+}
+
+fn shown(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+    std::fs::read(path).map_err(|e| CertError::Read {
+        file: shown(path),
+        reason: e.to_string(),
+    })
+}
+
+/// A certificate past its notAfter would fail every handshake; refuse it up front.
+fn check_not_expired(leaf: &CertificateDer<'_>, file: &Path) -> Result<(), CertError> {
+    let cert = x509_cert::Certificate::from_der(leaf).map_err(|e| CertError::BadCertificate {
+        file: shown(file),
+        reason: e.to_string(),
+    })?;
+    let not_after = cert.tbs_certificate().validity().not_after;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    if not_after.to_unix_duration() < now {
+        return Err(CertError::Expired {
+            file: shown(file),
+            expired: not_after.to_date_time().to_string(),
+        });
+    }
+    Ok(())
+}

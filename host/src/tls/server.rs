@@ -1,0 +1,314 @@
+//! The TLS side of an HTTPS frontend (the listeners sharing one port): one rustls configuration
+//! whose certificate is chosen per handshake by SNI, from a table that a reload swaps whole.
+//!
+//! Application Gateway's rules: the listener whose host names match the SNI name gives its
+//! certificate (a basic listener matches any name); no match, or no SNI at all, falls back to the
+//! first HTTPS listener on the port by rule priority — unless `require_sni` is set, and then the
+//! handshake fails. Reading the table is one `ArcSwap` load per handshake; nothing per request.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, crypto::ring::Ticketer};
+use tokio_rustls::TlsAcceptor;
+
+use super::{CertError, CertificateSource, TlsVersion};
+use crate::config::HostPattern;
+
+/// Sessions remembered for resumption by session id (TLS 1.2); TLS 1.3 resumes with tickets.
+const SESSION_CACHE: usize = 8192;
+
+/// One listener's certificate on a frontend, in SNI evaluation order.
+#[derive(Debug, Clone)]
+pub struct SiteCertificate {
+    pub listener: String,
+    /// Empty: a basic listener, which matches any SNI name.
+    pub host_names: Vec<HostPattern>,
+    pub source: CertificateSource,
+    pub certificate: Arc<CertifiedKey>,
+}
+
+#[derive(Debug)]
+struct Table {
+    sites: Box<[Site]>,
+}
+
+#[derive(Debug)]
+struct Site {
+    /// Empty: matches any name.
+    host_names: Box<[HostPattern]>,
+    certificate: Arc<CertifiedKey>,
+}
+
+/// Where a site's certificate is read from on reload.
+#[derive(Debug)]
+struct SiteSource {
+    listener: String,
+    host_names: Box<[HostPattern]>,
+    source: CertificateSource,
+}
+
+/// Each frontend's TLS configuration, by frontend index; `None` for HTTP frontends.
+pub type FrontendTls = Vec<Option<Arc<ServerTls>>>;
+
+#[derive(Debug)]
+struct SniResolver {
+    table: ArcSwap<Table>,
+    require_sni: bool,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.table.load();
+        if let Some(name) = hello.server_name() {
+            let matched = table
+                .sites
+                .iter()
+                .find(|s| s.host_names.is_empty() || s.host_names.iter().any(|h| h.matches(name)));
+            if let Some(site) = matched {
+                return Some(site.certificate.clone());
+            }
+        }
+        if self.require_sni {
+            // rustls answers with a handshake_failure alert.
+            return None;
+        }
+        table.sites.first().map(|s| s.certificate.clone())
+    }
+}
+
+/// A certificate that could not be reloaded: the listener keeps serving the one it had.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("listener {listener:?}: {error}")]
+pub struct ReloadError {
+    pub listener: String,
+    pub error: CertError,
+}
+
+/// The TLS configuration of one HTTPS frontend.
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    resolver: Arc<SniResolver>,
+    sites: Box<[SiteSource]>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("sites", &self.sites)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// `sites` in SNI evaluation order (the first is the fallback). ALPN offers HTTP/2 and
+    /// HTTP/1.1; session resumption uses both a session cache and stateless tickets.
+    pub fn new(
+        sites: Vec<SiteCertificate>,
+        min_version: TlsVersion,
+        require_sni: bool,
+    ) -> Result<Self, rustls::Error> {
+        let resolver = Arc::new(SniResolver {
+            table: ArcSwap::from_pointee(Table {
+                sites: sites
+                    .iter()
+                    .map(|s| Site {
+                        host_names: s.host_names.clone().into(),
+                        certificate: s.certificate.clone(),
+                    })
+                    .collect(),
+            }),
+            require_sni,
+        });
+        let mut config = ServerConfig::builder_with_provider(super::provider())
+            .with_protocol_versions(min_version.versions())?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        config.ticketer = Ticketer::new()?;
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            resolver,
+            sites: sites
+                .into_iter()
+                .map(|s| SiteSource {
+                    listener: s.listener,
+                    host_names: s.host_names.into(),
+                    source: s.source,
+                })
+                .collect(),
+        })
+    }
+
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// The certificate files of this frontend, for change detection.
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.sites.iter().flat_map(|s| s.source.files())
+    }
+
+    /// Reads every certificate again and swaps the table. Handshakes in progress and
+    /// established connections keep what they have; new handshakes see the new certificates.
+    /// A certificate that fails to load is reported and its listener keeps the previous one.
+    pub fn reload(&self) -> Vec<ReloadError> {
+        let current = self.resolver.table.load_full();
+        let mut errors = Vec::new();
+        let sites = self
+            .sites
+            .iter()
+            .zip(current.sites.iter())
+            .map(|(site, old)| Site {
+                host_names: site.host_names.clone(),
+                certificate: match site.source.load() {
+                    Ok(cert) => Arc::new(cert),
+                    Err(error) => {
+                        errors.push(ReloadError {
+                            listener: site.listener.clone(),
+                            error,
+                        });
+                        old.certificate.clone()
+                    }
+                },
+            })
+            .collect();
+        self.resolver.table.store(Arc::new(Table { sites }));
+        errors
+    }
+}
+
+/// Modification stamps of a set of files, to notice when certificates change on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamps(Vec<Option<(SystemTime, u64)>>);
+
+impl FileStamps {
+    pub fn read<'a>(files: impl IntoIterator<Item = &'a std::path::Path>) -> Self {
+        Self(
+            files
+                .into_iter()
+                .map(|f| {
+                    std::fs::metadata(f)
+                        .ok()
+                        .and_then(|m| Some((m.modified().ok()?, m.len())))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// How often certificate files are checked for changes on disk.
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The certificates of every HTTPS frontend of a running gateway: reloaded on demand (SIGHUP,
+/// [`crate::Gateway::reload_certificates`]) and when their files change on disk.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    frontends: Vec<Arc<ServerTls>>,
+}
+
+impl Certificates {
+    /// The TLS configuration of each frontend of `snapshot` (`None` for HTTP frontends).
+    pub fn build(
+        snapshot: &crate::snapshot::Snapshot,
+    ) -> Result<(Self, FrontendTls), crate::Error> {
+        let config = &snapshot.config;
+        let mut all = Vec::new();
+        let mut per_frontend = Vec::with_capacity(snapshot.frontends.len());
+        for f in snapshot.frontends.iter() {
+            let mut listeners: Vec<_> = f
+                .listeners
+                .iter()
+                .filter_map(|id| Some((*id, config.listener(*id).tls.as_ref()?)))
+                .collect();
+            let Some(&(first, first_tls)) = listeners.first() else {
+                per_frontend.push(None);
+                continue;
+            };
+            // The order in which Application Gateway evaluates the port's listeners: multi-site
+            // before basic, then by rule priority, then as written. The first is the fallback.
+            listeners.sort_by_key(|(id, _)| {
+                let rule = config
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .find(|(_, r)| r.listener == *id);
+                (
+                    !config.listener(*id).is_multi_site(),
+                    rule.and_then(|(_, r)| r.priority).unwrap_or(u32::MAX),
+                    rule.map_or(usize::MAX, |(i, _)| i),
+                    id.0,
+                )
+            });
+            let sites = listeners
+                .iter()
+                .map(|(id, tls)| SiteCertificate {
+                    listener: config.listener(*id).name.clone(),
+                    host_names: config.listener(*id).host_names.clone(),
+                    source: tls.source.clone(),
+                    certificate: tls.certificate.clone(),
+                })
+                .collect();
+            let tls = ServerTls::new(sites, first_tls.min_version, first_tls.require_sni).map_err(
+                |source| crate::Error::Tls {
+                    listener: config.listener(first).name.clone(),
+                    source,
+                },
+            )?;
+            let tls = Arc::new(tls);
+            all.push(tls.clone());
+            per_frontend.push(Some(tls));
+        }
+        Ok((Self { frontends: all }, per_frontend))
+    }
+
+    /// Reads every certificate again; see [`ServerTls::reload`].
+    pub fn reload(&self) -> Vec<ReloadError> {
+        let errors: Vec<ReloadError> = self.frontends.iter().flat_map(|f| f.reload()).collect();
+        for e in &errors {
+            tracing::error!(error = %e, "certificate not reloaded; the listener keeps its previous one");
+        }
+        tracing::info!(
+            frontends = self.frontends.len(),
+            failed = errors.len(),
+            "certificates reloaded"
+        );
+        errors
+    }
+
+    fn stamps(&self) -> FileStamps {
+        FileStamps::read(self.frontends.iter().flat_map(|f| f.files()))
+    }
+
+    /// Reloads whenever a certificate file changes, until `stop` completes.
+    pub fn watch(
+        self: Arc<Self>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.frontends.is_empty() {
+            return None;
+        }
+        Some(tokio::spawn(async move {
+            tokio::pin!(stop);
+            let mut seen = self.stamps();
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tick.tick() => {}
+                }
+                let now = self.stamps();
+                if now != seen {
+                    seen = now;
+                    tracing::info!("certificate files changed on disk");
+                    self.reload();
+                }
+            }
+        }))
+    }
+}
