@@ -24,13 +24,17 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The HTTPS listener (same backend), for the TLS scenarios.
     pub tls_addr: SocketAddr,
+    /// A listener whose rule the built-in router plugin decides (same backend), when asked for.
+    pub router_addr: Option<SocketAddr>,
     /// The CA of the HTTPS listener's certificate, generated per gateway.
     pub ca: CertificateDer<'static>,
     dir: PathBuf,
 }
 
 impl Gateway {
-    pub async fn start(binary: &Path, backend: SocketAddr) -> Result<Self> {
+    /// `with_router` adds the listener routed by the built-in router plugin, which must have
+    /// been built (`scripts/build-plugins`).
+    pub async fn start(binary: &Path, backend: SocketAddr, with_router: bool) -> Result<Self> {
         if !binary.is_file() {
             bail!("gateway binary {} does not exist", binary.display());
         }
@@ -41,7 +45,20 @@ impl Gateway {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let ca = crate::tls::write_certificate(&dir)?;
         let config = dir.join("gateway.toml");
-        let toml = config_toml(port, tls_port, backend) + &crate::probing::extra_config(backend);
+        let router_port = if with_router {
+            Some(free_port().context("picking a port for the router listener")?)
+        } else {
+            None
+        };
+        let mut toml =
+            config_toml(port, tls_port, backend) + &crate::probing::extra_config(backend);
+        if let Some(router_port) = router_port {
+            toml += &format!(
+                "\n[[listeners]]\nname = \"http-router\"\nport = {router_port}\nbind_address = \"127.0.0.1\"\n\n\
+                 [[rules]]\nname = \"bench-router\"\npriority = 102\nlistener = \"http-router\"\n\
+                 backend_pool = \"bench\"\nbackend_settings = \"bench\"\nrouter = \"builtin\"\n"
+            );
+        }
         fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
 
         // Its stdout goes to our stderr so that the markdown table on our
@@ -66,6 +83,7 @@ impl Gateway {
             child,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
+            router_addr: router_port.map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))),
             ca,
             dir,
         };

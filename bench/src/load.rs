@@ -481,7 +481,9 @@ pub async fn worker(
     let mut stats = WorkerStats::new();
     let run = async {
         match scenario {
-            Scenario::Http | Scenario::Tls => http_keepalive(&target, id, window, &mut stats).await,
+            Scenario::Http | Scenario::HttpRouter | Scenario::Tls => {
+                http_keepalive(&target, id, window, &mut stats).await
+            }
             Scenario::Newconn | Scenario::Tlsnew => {
                 http_new_conn(&target, id, window, &mut stats).await
             }

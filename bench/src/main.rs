@@ -266,7 +266,8 @@ async fn run(args: &Args) -> Result<Report> {
     // own per round.
     let mut gateway = match &args.gateway {
         Some(binary) if !load_scenarios.is_empty() => {
-            let gw = Gateway::start(binary, backend.addr).await?;
+            let with_router = load_scenarios.contains(&Scenario::HttpRouter);
+            let gw = Gateway::start(binary, backend.addr, with_router).await?;
             load::warm_up(&Target::new(gw.addr, sources.clone()), 10, &payload)
                 .await
                 .context("checking the gateway (GET / and a WebSocket echo on /ws)")?;
@@ -310,6 +311,12 @@ async fn run(args: &Args) -> Result<Report> {
                         let client = tls::TlsClient::new(&gw.ca, false)?;
                         let target = Target::new(gw.tls_addr, sources.clone()).with_tls(client);
                         (target, Some(gw.pid()))
+                    }
+                    (Via::Gateway, Some(gw)) if scenario == Scenario::HttpRouter => {
+                        let addr = gw
+                            .router_addr
+                            .context("the gateway has no router listener")?;
+                        (Target::new(addr, sources.clone()), Some(gw.pid()))
                     }
                     (Via::Gateway, Some(gw)) => {
                         (Target::new(gw.addr, sources.clone()), Some(gw.pid()))
@@ -511,7 +518,7 @@ async fn idle_round(
     settle: Duration,
     payload: &Utf8Bytes,
 ) -> Result<IdleResult> {
-    let mut gw = Gateway::start(binary, backend.addr).await?;
+    let mut gw = Gateway::start(binary, backend.addr, false).await?;
     let pid = gw.pid();
     let target = Target::new(gw.addr, sources.clone());
 

@@ -8,6 +8,10 @@ use clap::ValueEnum;
 pub enum Scenario {
     /// HTTP/1.1 keep-alive, closed loop.
     Http,
+    /// HTTP/1.1 keep-alive through a listener whose rule is decided by the built-in
+    /// basic-rules router plugin (`router = "builtin"`); direct is the same plain keep-alive.
+    #[value(name = "http-router")]
+    HttpRouter,
     /// A new TCP connection (and `Connection: close`) per request.
     Newconn,
     /// WebSocket echo, closed loop.
@@ -24,6 +28,7 @@ impl Scenario {
     pub fn key(self) -> &'static str {
         match self {
             Self::Http => "http",
+            Self::HttpRouter => "http-router",
             Self::Newconn => "newconn",
             Self::Ws => "ws",
             Self::Tls => "tls",
@@ -190,6 +195,10 @@ impl Report {
         let s = &self.settings;
         match scenario {
             Scenario::Http => format!("HTTP/1.1 keep-alive, {} connections", s.connections),
+            Scenario::HttpRouter => format!(
+                "HTTP/1.1 keep-alive routed by the built-in router plugin, {} connections",
+                s.connections
+            ),
             Scenario::Newconn => format!("new connection per request, {} clients", s.connections),
             Scenario::Tls => format!(
                 "HTTPS keep-alive (TLS 1.3) via gateway; direct is plain HTTP, {} connections",

@@ -25,6 +25,15 @@ pub enum Error {
         listener: String,
         source: rustls::Error,
     },
+    /// A plugin failed to load (unreadable, not a component, missing export, `init` failed).
+    #[error("cannot load {0}")]
+    Plugin(#[from] crate::plugin::PluginError),
+    #[error("plugin {plugin:?}: cannot read {path}: {source}")]
+    PluginFile {
+        plugin: String,
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Where a request failed, and so which status the client gets. Reasons are short and never
@@ -54,6 +63,10 @@ pub enum ProxyError {
     BadResponse,
     #[error("this gateway speaks WebSocket version 13")]
     WebSocketVersion,
+    /// A router plugin failed (deadline, trap, memory limit, breaker open, invalid decision)
+    /// and its fail policy is `fail_closed`.
+    #[error("{0}")]
+    Plugin(crate::plugin::PluginError),
 }
 
 impl ProxyError {
@@ -70,6 +83,14 @@ impl ProxyError {
             | ProxyError::BackendTls(..)
             | ProxyError::BadResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // An open breaker is a temporary refusal: the plugin is not called until its
+            // cool-down ends.
+            ProxyError::Plugin(crate::plugin::PluginError::CircuitOpen { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // Any other plugin failure is the gateway's own routing failing, not a backend:
+            // 500, so it is never mistaken for a backend's 502/504.
+            ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

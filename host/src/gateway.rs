@@ -13,22 +13,34 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listener;
+use crate::plugin::{EngineConfig, Plugin, PluginEngine, PluginSpec};
 use crate::probe::Prober;
+use crate::proxy::route_plugin::GatewayView;
 use crate::snapshot::Snapshot;
 
 /// State shared by every connection: the current snapshot (read without locks on every request)
 /// and the shutdown signal.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    /// Loaded plugins, indexed by [`PluginId`](crate::config::PluginId).
+    pub plugins: Box<[Plugin]>,
+    /// What the admin API shows of each plugin besides its live stats, in the same order.
+    pub plugin_loads: Box<[PluginLoad]>,
     stop: watch::Sender<bool>,
     active: AtomicUsize,
     drained: Notify,
 }
 
 impl Shared {
-    fn new(snapshot: Snapshot) -> Arc<Self> {
+    fn new(
+        snapshot: Snapshot,
+        plugins: Box<[Plugin]>,
+        plugin_loads: Box<[PluginLoad]>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            plugins,
+            plugin_loads,
             stop: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             drained: Notify::new(),
@@ -68,6 +80,91 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Reads, compiles and initialises every configured plugin, in order; the first failure stops
+/// the start with an error naming the plugin. Compiling runs on blocking threads (the engine
+/// sees to that): an interpreted guest takes seconds, which the log shows.
+async fn load_plugins(
+    config: &Config,
+    view: Arc<GatewayView>,
+) -> Result<(Box<[Plugin]>, Box<[PluginLoad]>), Error> {
+    if config.plugins.is_empty() {
+        return Ok((Box::new([]), Box::new([])));
+    }
+    // The pooling allocator reserves address space for every slot up front: size it for the
+    // instances these plugins may run at once (plus one spare each, for a replacement being
+    // created while a failed one is dropped), not for the engine's generous default.
+    let instances: u32 = config
+        .plugins
+        .iter()
+        .map(|p| p.limits.max_concurrency as u32 + 1)
+        .sum();
+    let engine = PluginEngine::new(EngineConfig {
+        total_component_instances: instances,
+        total_core_instances: instances * 16,
+        total_memories: instances * 2,
+        total_tables: instances * 4,
+        total_stacks: instances,
+        cache_dir: config.plugin_cache_dir.clone(),
+        ..EngineConfig::default()
+    })?;
+    let mut plugins = Vec::with_capacity(config.plugins.len());
+    let mut loads = Vec::with_capacity(config.plugins.len());
+    for p in &config.plugins {
+        let wasm = std::fs::read(&p.path).map_err(|source| Error::PluginFile {
+            plugin: p.name.clone(),
+            path: p.path.clone(),
+            source,
+        })?;
+        tracing::info!(
+            plugin = %p.name,
+            kind = p.kind.as_str(),
+            bytes = wasm.len(),
+            "loading plugin (a large component takes seconds to compile)"
+        );
+        let content_hash = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&wasm);
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let mut spec = PluginSpec::new(p.name.clone(), wasm, p.config.clone());
+        spec.limits = p.limits.clone();
+        spec.fail_policy = p.fail_policy;
+        let (plugin, _) = engine.load(spec, view.clone()).await?;
+        let exported = match p.kind {
+            crate::config::PluginKind::Router => plugin.is_router(),
+            crate::config::PluginKind::Probe => plugin.is_probe_evaluator(),
+        };
+        if !exported {
+            return Err(Error::Plugin(crate::plugin::PluginError::MissingExport {
+                plugin: p.name.clone(),
+                interface: match p.kind {
+                    crate::config::PluginKind::Router => "wasmgate:plugin/router@0.1.0",
+                    crate::config::PluginKind::Probe => "wasmgate:plugin/probe-evaluator@0.1.0",
+                },
+            }));
+        }
+        plugins.push(plugin);
+        loads.push(PluginLoad {
+            kind: p.kind,
+            content_hash,
+            loaded_at: std::time::SystemTime::now(),
+        });
+    }
+    Ok((plugins.into(), loads.into()))
+}
+
+/// How a plugin was loaded.
+#[derive(Debug, Clone)]
+pub struct PluginLoad {
+    pub kind: crate::config::PluginKind,
+    /// SHA-256 of the component, hex.
+    pub content_hash: String,
+    pub loaded_at: std::time::SystemTime,
+}
+
 /// A gateway serving in the background of the current tokio runtime.
 pub struct Gateway {
     shared: Arc<Shared>,
@@ -84,6 +181,9 @@ impl Gateway {
     /// Binds every listener of `config` and starts serving.
     pub async fn start(config: Config) -> Result<Self, Error> {
         let snapshot = Snapshot::build(config, None);
+        // Plugins first: the ports open only once every plugin is ready to decide.
+        let view = Arc::new(GatewayView::default());
+        let (plugins, plugin_loads) = load_plugins(&snapshot.config, view.clone()).await?;
         let mut sockets = Vec::with_capacity(snapshot.frontends.len());
         let mut bound = Vec::new();
         for (i, f) in snapshot.frontends.iter().enumerate() {
@@ -123,9 +223,10 @@ impl Gateway {
                 Some((socket, local, admin.token.as_deref().map(Arc::from)))
             }
         };
-        let shared = Shared::new(snapshot);
+        let shared = Shared::new(snapshot, plugins, plugin_loads);
+        let _ = view.shared.set(Arc::downgrade(&shared));
         // Every target is probed at once; servers join the rotation as their probes answer.
-        let prober = Prober::start(&shared.snapshot.load());
+        let prober = Prober::start(&shared.snapshot.load(), &shared.plugins);
         let admin = admin.map(|(socket, local, token)| {
             (
                 local,
@@ -181,6 +282,11 @@ impl Gateway {
         self.bound
             .iter()
             .find_map(|(n, addr)| (n == name).then_some(*addr))
+    }
+
+    /// The loaded plugins, in configuration order.
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.shared.plugins
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

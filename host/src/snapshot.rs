@@ -122,6 +122,9 @@ pub struct Snapshot {
     pub pools: Box<[Pool]>,
     /// Every probe target, ordered by pool, settings and server.
     pub targets: Box<[ProbeTarget]>,
+    /// Pool name → settings name → target, for router plugins' decisions; empty when no router
+    /// plugin is configured.
+    forward_targets: HashMap<Box<str>, HashMap<Box<str>, Arc<ForwardTarget>>>,
 }
 
 impl Snapshot {
@@ -308,6 +311,28 @@ impl Snapshot {
             })
             .collect();
 
+        // A router plugin may send a request to any pool with any settings, so with routers
+        // configured every pair is compiled (and so probed); without them nothing changes.
+        let mut forward_targets: HashMap<Box<str>, HashMap<Box<str>, Arc<ForwardTarget>>> =
+            HashMap::new();
+        if config.has_routers() {
+            for (p, pool) in config.backend_pools.iter().enumerate() {
+                let by_settings = forward_targets
+                    .entry(pool.name.as_str().into())
+                    .or_default();
+                for (s, settings) in config.backend_settings.iter().enumerate() {
+                    let target = Target::Forward {
+                        pool: PoolId(p),
+                        settings: SettingsId(s),
+                        rewrite_set: None,
+                    };
+                    if let CompiledTarget::Forward(t) = compile(&target) {
+                        by_settings.insert(settings.name.as_str().into(), t);
+                    }
+                }
+            }
+        }
+
         let mut targets: Vec<ProbeTarget> = targets.into_values().collect();
         targets.sort_by_key(|t| (t.pool, t.settings, t.server));
         Snapshot {
@@ -315,7 +340,13 @@ impl Snapshot {
             frontends,
             pools,
             targets: targets.into(),
+            forward_targets,
         }
+    }
+
+    /// The forward target for a pool and settings named by a router plugin.
+    pub fn forward_target(&self, pool: &str, settings: &str) -> Option<&Arc<ForwardTarget>> {
+        self.forward_targets.get(pool)?.get(settings)
     }
 
     /// Finds the listener, rule and target for a request on `frontend`. `host` is the request's

@@ -112,3 +112,39 @@ pub async fn assert_routed(
     );
     reply
 }
+
+/// The path of a plugin component built by `scripts/build-plugins`: `$WASMGATE_PLUGIN_DIR`,
+/// else `target/plugins`. Fails the test with how to build it when it is missing.
+pub fn plugin_path(name: &str) -> std::path::PathBuf {
+    let dir = match std::env::var_os("WASMGATE_PLUGIN_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"),
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "plugin component {} is missing: run scripts/build-plugins (scripts/test does) or point WASMGATE_PLUGIN_DIR at the built components",
+        path.display()
+    );
+    path
+}
+
+/// A `[[plugins]]` section for the built component `component`, plus `extra` lines such as
+/// `fail_policy = "fail_open"` or `config = '...'`.
+pub fn plugin_section(name: &str, component: &str, kind: &str, extra: &str) -> String {
+    format!(
+        "[[plugins]]\nname = {name:?}\npath = {:?}\nkind = {kind:?}\n{extra}\n\n",
+        plugin_path(component).display().to_string()
+    )
+}
+
+/// A `[plugin_engine]` section keeping compiled components in `target/plugin-cache`, so that
+/// only the first test run compiles the interpreted (Python, JavaScript) components, which takes
+/// seconds each.
+pub fn plugin_engine_section() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache");
+    format!(
+        "[plugin_engine]\ncache_dir = {:?}\n\n",
+        dir.display().to_string()
+    )
+}

@@ -26,6 +26,8 @@ pub use view::BackendHealth;
 
 /// The backend health API's path.
 pub const BACKEND_HEALTH_PATH: &str = "/api/backend-health";
+/// Every loaded plugin with its stats and breaker ([`view::PluginView`]).
+pub const PLUGINS_PATH: &str = "/api/plugins";
 
 /// Serves the admin API on `listener` until the gateway stops.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc<str>>) {
@@ -81,7 +83,8 @@ fn answer(req: &Request<Incoming>, shared: &Shared, token: Option<&str>) -> Resp
             return res;
         }
     }
-    if req.uri().path() != BACKEND_HEALTH_PATH {
+    let path = req.uri().path();
+    if path != BACKEND_HEALTH_PATH && path != PLUGINS_PATH {
         return json(StatusCode::NOT_FOUND, &error_body("no such admin resource"));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -90,8 +93,12 @@ fn answer(req: &Request<Incoming>, shared: &Shared, token: Option<&str>) -> Resp
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return res;
     }
-    let view = BackendHealth::of(&shared.snapshot.load());
-    match serde_json::to_vec_pretty(&view) {
+    let body = if path == PLUGINS_PATH {
+        serde_json::to_vec_pretty(&view::plugins(shared))
+    } else {
+        serde_json::to_vec_pretty(&BackendHealth::of(&shared.snapshot.load()))
+    };
+    match body {
         Ok(body) => json(StatusCode::OK, &body),
         Err(e) => json(
             StatusCode::INTERNAL_SERVER_ERROR,

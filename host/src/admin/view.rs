@@ -210,6 +210,66 @@ fn short_time(t: &str) -> String {
 }
 
 /// RFC 3339 in UTC with milliseconds.
+/// One loaded plugin as `GET /api/plugins` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    pub name: String,
+    /// "router" or "probe".
+    pub kind: &'static str,
+    /// SHA-256 of the component, hex.
+    pub content_hash: String,
+    pub loaded_at: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub deadlines: u64,
+    pub traps: u64,
+    pub memory_limits: u64,
+    pub invalid_decisions: u64,
+    /// Calls refused while the breaker was open.
+    pub rejected: u64,
+    pub call_p50_us: Option<u64>,
+    pub call_p99_us: Option<u64>,
+    /// "closed", "open" or "half_open".
+    pub breaker: &'static str,
+    /// While open: milliseconds until the trial call.
+    pub breaker_retry_in_ms: Option<u64>,
+}
+
+/// Every loaded plugin, in configuration order.
+pub fn plugins(shared: &crate::gateway::Shared) -> Vec<PluginView> {
+    use crate::plugin::BreakerState;
+    shared
+        .plugins
+        .iter()
+        .zip(shared.plugin_loads.iter())
+        .map(|(p, load)| {
+            let stats = p.stats();
+            let (breaker, retry_in) = match p.breaker_state() {
+                BreakerState::Closed => ("closed", None),
+                BreakerState::Open { retry_in, .. } => ("open", Some(retry_in.as_millis() as u64)),
+                BreakerState::HalfOpen => ("half_open", None),
+            };
+            PluginView {
+                name: p.name().to_owned(),
+                kind: load.kind.as_str(),
+                content_hash: load.content_hash.clone(),
+                loaded_at: rfc3339(load.loaded_at),
+                calls: stats.calls,
+                errors: stats.failures,
+                deadlines: stats.deadlines,
+                traps: stats.traps,
+                memory_limits: stats.memory_limits,
+                invalid_decisions: stats.invalid_decisions,
+                rejected: stats.rejected,
+                call_p50_us: stats.call_time_p50.map(|d| d.as_micros() as u64),
+                call_p99_us: stats.call_time_p99.map(|d| d.as_micros() as u64),
+                breaker,
+                breaker_retry_in_ms: retry_in,
+            }
+        })
+        .collect()
+}
+
 pub fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

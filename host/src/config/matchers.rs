@@ -82,6 +82,15 @@ impl PathPattern {
         }
     }
 
+    /// The pattern as written, lower-cased.
+    pub fn as_string(&self) -> String {
+        if self.is_prefix {
+            format!("{}*", self.prefix)
+        } else {
+            self.prefix.to_string()
+        }
+    }
+
     /// The part of the path the pattern consumed, when it matches: for `/images/*` and
     /// `/images/logo.png` that is `/images/`, which a path override then replaces.
     pub fn match_len(&self, path: &str) -> Option<usize> {

@@ -2,6 +2,7 @@
 //! turns it into the types below, which cannot hold an invalid state: every reference is resolved to
 //! an index, every duration is in range, every header name is valid. Errors name the field's path.
 
+pub mod builtin;
 mod matchers;
 pub mod raw;
 mod validate;
@@ -65,7 +66,8 @@ id_type!(
     RuleId,
     RedirectId,
     RewriteSetId,
-    ProbeId
+    ProbeId,
+    PluginId
 );
 
 /// A validated gateway configuration.
@@ -82,6 +84,14 @@ pub struct Config {
     pub probes: Vec<Probe>,
     /// The admin listener (backend health API); `None` when the `[admin]` section is absent.
     pub admin: Option<Admin>,
+    /// WebAssembly plugins, loaded when the gateway starts.
+    pub plugins: Vec<PluginConfig>,
+    /// The gateway-wide router plugin (`[routing] router`): used when neither the rule nor the
+    /// listener names one.
+    pub router: Option<PluginId>,
+    /// Where compiled plugin components are kept between starts (`[plugin_engine] cache_dir`);
+    /// `None` compiles every plugin at every start.
+    pub plugin_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -128,6 +138,55 @@ impl Config {
     pub fn settings(&self, id: SettingsId) -> &BackendSettings {
         &self.backend_settings[id.0]
     }
+    pub fn plugin(&self, id: PluginId) -> &PluginConfig {
+        &self.plugins[id.0]
+    }
+
+    /// The router plugin for a request taken by `rule` on `listener`: the rule's, else the
+    /// listener's, else the gateway-wide one (the most specific choice wins).
+    pub fn router_for(&self, listener: ListenerId, rule: RuleId) -> Option<PluginId> {
+        self.rules[rule.0]
+            .router
+            .or(self.listeners[listener.0].router)
+            .or(self.router)
+    }
+
+    /// Whether any rule, listener or the gateway names a router plugin.
+    pub fn has_routers(&self) -> bool {
+        self.router.is_some()
+            || self.listeners.iter().any(|l| l.router.is_some())
+            || self.rules.iter().any(|r| r.router.is_some())
+    }
+}
+
+/// What a plugin does for the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    Router,
+    Probe,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Router => "router",
+            PluginKind::Probe => "probe",
+        }
+    }
+}
+
+/// A WebAssembly plugin (`[[plugins]]`); its component is read and compiled when the gateway
+/// starts.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    /// The component file, resolved against the configuration file's folder.
+    pub path: std::path::PathBuf,
+    pub kind: PluginKind,
+    /// Passed to the plugin's `init`.
+    pub config: String,
+    pub limits: crate::plugin::PluginLimits,
+    pub fail_policy: crate::plugin::FailPolicy,
 }
 
 fn line_col(text: &str, offset: usize) -> String {
@@ -162,6 +221,8 @@ pub struct Listener {
     pub host_names: Vec<HostPattern>,
     /// HTTPS listeners: the certificate and the handshake rules.
     pub tls: Option<ListenerTls>,
+    /// The router plugin for this listener's requests, unless their rule names one.
+    pub router: Option<PluginId>,
 }
 
 /// An HTTPS listener's certificate (loaded and checked at validation) and handshake rules. The
@@ -265,6 +326,9 @@ pub struct BackendSettings {
     pub websocket_timeout: WebSocketTimeout,
     /// HTTPS backends: the roots to verify against; `None` uses the system's.
     pub trusted_roots: Option<crate::tls::TrustedRoots>,
+    /// The probe plugin judging these settings' probes: the settings' own `probe_plugin`, else
+    /// their probe's.
+    pub probe_plugin: Option<PluginId>,
 }
 
 /// Where a request goes once its rule (or path rule) is chosen.
@@ -304,6 +368,8 @@ pub struct Rule {
     pub priority: Option<u32>,
     pub listener: ListenerId,
     pub action: RuleAction,
+    /// The router plugin for this rule's requests.
+    pub router: Option<PluginId>,
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +489,8 @@ pub struct Probe {
     pub status_codes: Vec<StatusRange>,
     /// A substring the response body must contain.
     pub body: Option<String>,
+    /// A probe plugin judging the responses instead of the status codes and body above.
+    pub probe_plugin: Option<PluginId>,
 }
 
 /// The admin listener: the backend health API.

@@ -28,6 +28,12 @@ pub struct RawConfig {
     pub probes: Vec<RawProbe>,
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    pub routing: Option<RawRouting>,
+    #[serde(default)]
+    pub plugin_engine: Option<RawPluginEngine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +61,9 @@ pub struct RawListener {
     pub require_sni: Option<bool>,
     #[serde(default)]
     pub min_tls_version: Option<String>,
+    /// The router plugin for requests this listener accepts (unless their rule names one).
+    #[serde(default)]
+    pub router: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +102,9 @@ pub struct RawBackendSettings {
     /// HTTPS backends: PEM files of the root certificates to trust instead of the system's.
     #[serde(default)]
     pub trusted_root_certificates: Vec<String>,
+    /// A probe plugin judging this settings' probes (before the probe's own `probe_plugin`).
+    #[serde(default)]
+    pub probe_plugin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +167,9 @@ pub struct RawRule {
     pub redirect: Option<String>,
     #[serde(default)]
     pub rewrite_set: Option<String>,
+    /// The router plugin for requests this rule takes (the most specific choice).
+    #[serde(default)]
+    pub router: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +250,9 @@ pub struct RawProbe {
     pub min_servers: Option<i64>,
     #[serde(default, rename = "match")]
     pub match_: Option<RawProbeMatch>,
+    /// A probe plugin judging this probe's responses instead of `match`.
+    #[serde(default)]
+    pub probe_plugin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,4 +273,55 @@ pub struct RawAdmin {
     pub port: Option<u16>,
     #[serde(default)]
     pub token: Option<String>,
+}
+
+/// A WebAssembly plugin (`[[plugins]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    pub name: String,
+    /// The component (.wasm), relative to the configuration file's folder.
+    pub path: String,
+    /// "router" or "probe".
+    pub kind: String,
+    /// Passed to the plugin's `init` as is (for example JSON).
+    #[serde(default)]
+    pub config: Option<String>,
+    #[serde(default)]
+    pub limits: Option<RawPluginLimits>,
+    /// "fail_closed" (default) or "fail_open".
+    #[serde(default)]
+    pub fail_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginLimits {
+    /// Wall-clock budget per call.
+    #[serde(default)]
+    pub call_timeout: Option<RawDuration>,
+    /// Largest linear memory per instance, in MiB.
+    #[serde(default)]
+    pub max_memory_mb: Option<i64>,
+    /// Instances of the plugin running at once.
+    #[serde(default)]
+    pub max_concurrency: Option<i64>,
+}
+
+/// Gateway-wide routing choices (`[routing]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// The router plugin for every request whose rule and listener name none.
+    #[serde(default)]
+    pub router: Option<String>,
+}
+
+/// Settings shared by all plugins (`[plugin_engine]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginEngine {
+    /// A directory for compiled components, relative to the configuration file's folder.
+    #[serde(default)]
+    pub cache_dir: Option<String>,
 }

@@ -137,7 +137,86 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         }
     };
 
-    Ok(Config {
+    let plugins = raw
+        .plugins
+        .iter()
+        .enumerate()
+        .map(|(i, p)| plugin(&format!("plugins[{i}]"), p, base))
+        .collect::<Result<Vec<_>>>()?;
+    let plugin_ids = names("plugins", raw.plugins.iter().map(|p| &p.name))?;
+    // `builtin` names the built-in router unless a plugin of that name is configured; its
+    // entry is added once the rules it is given are validated.
+    let builtin_used = std::cell::Cell::new(false);
+    let router = |field: String, name: &Option<String>| -> Result<Option<PluginId>> {
+        let Some(name) = name else { return Ok(None) };
+        if name == builtin::BUILTIN && !plugin_ids.contains_key(builtin::BUILTIN) {
+            builtin::builtin_component().map_err(|why| ConfigError::new(&field, why))?;
+            builtin_used.set(true);
+            return Ok(Some(PluginId(plugins.len())));
+        }
+        let id = lookup(&field, &plugin_ids, "plugin", name)?;
+        if plugins[id].kind != PluginKind::Router {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "plugin {name:?} is a {} plugin; a router must be a plugin of kind \"router\"",
+                    plugins[id].kind.as_str()
+                ),
+            ));
+        }
+        Ok(Some(PluginId(id)))
+    };
+    let mut listeners = listeners;
+    for (i, (l, r)) in listeners.iter_mut().zip(&raw.listeners).enumerate() {
+        l.router = router(format!("listeners[{i}].router"), &r.router)?;
+    }
+    for (i, (rule, r)) in rules.iter_mut().zip(&raw.rules).enumerate() {
+        rule.router = router(format!("rules[{i}].router"), &r.router)?;
+    }
+    let probe_plugin = |field: String, name: &Option<String>| -> Result<Option<PluginId>> {
+        let Some(name) = name else { return Ok(None) };
+        let id = lookup(&field, &plugin_ids, "plugin", name)?;
+        if plugins[id].kind != PluginKind::Probe {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "plugin {name:?} is a {} plugin; a probe evaluator must be a plugin of kind \"probe\"",
+                    plugins[id].kind.as_str()
+                ),
+            ));
+        }
+        Ok(Some(PluginId(id)))
+    };
+    let mut probes = probes;
+    for (i, (p, r)) in probes.iter_mut().zip(&raw.probes).enumerate() {
+        p.probe_plugin = probe_plugin(format!("probes[{i}].probe_plugin"), &r.probe_plugin)?;
+    }
+    for (i, (s, r)) in backend_settings
+        .iter_mut()
+        .zip(&raw.backend_settings)
+        .enumerate()
+    {
+        s.probe_plugin = probe_plugin(
+            format!("backend_settings[{i}].probe_plugin"),
+            &r.probe_plugin,
+        )?
+        .or_else(|| s.probe.and_then(|p| probes[p.0].probe_plugin));
+    }
+    let gateway_router = match &raw.routing {
+        Some(r) => router("routing.router".into(), &r.router)?,
+        None => None,
+    };
+
+    let plugin_cache_dir = raw
+        .plugin_engine
+        .as_ref()
+        .and_then(|e| e.cache_dir.as_ref())
+        .map(|d| base.join(d));
+
+    let mut config = Config {
+        plugin_cache_dir,
+        plugins,
+        router: gateway_router,
         listeners,
         backend_pools,
         backend_settings,
@@ -148,7 +227,21 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         limits,
         probes,
         admin,
-    })
+    };
+    if builtin_used.get() {
+        let path = builtin::builtin_component().map_err(|why| ConfigError::new("", why))?;
+        let rules = serde_json::to_string(&builtin::basic_rules(&config))
+            .map_err(|e| ConfigError::new("", format!("cannot serialise the rules: {e}")))?;
+        config.plugins.push(PluginConfig {
+            name: builtin::BUILTIN.to_owned(),
+            path,
+            kind: PluginKind::Router,
+            config: rules,
+            limits: crate::plugin::PluginLimits::default(),
+            fail_policy: crate::plugin::FailPolicy::FailClosed,
+        });
+    }
+    Ok(config)
 }
 
 /// Checks names are present and unique; returns name → index.
@@ -249,6 +342,7 @@ fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Listener> {
         bind_address,
         host_names,
         tls,
+        router: None,
     })
 }
 
@@ -704,6 +798,7 @@ fn settings(path: &str, raw: &RawBackendSettings, base: &Path) -> Result<Backend
         probe: None,
         websocket_timeout,
         trusted_roots,
+        probe_plugin: None,
     })
 }
 
@@ -954,6 +1049,7 @@ fn rule(
         priority,
         listener,
         action,
+        router: None,
     })
 }
 
@@ -1191,6 +1287,7 @@ fn probe(path: &str, raw: &RawProbe) -> Result<Probe> {
         min_servers,
         status_codes,
         body,
+        probe_plugin: None,
     })
 }
 
@@ -1297,5 +1394,72 @@ fn admin(raw: &RawAdmin) -> Result<Admin> {
     Ok(Admin {
         bind: SocketAddr::new(ip, raw.port.unwrap_or(DEFAULT_ADMIN_PORT)),
         token,
+    })
+}
+
+fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
+    let kind = match raw.kind.as_str() {
+        "router" => PluginKind::Router,
+        "probe" => PluginKind::Probe,
+        other => {
+            return Err(ConfigError::new(
+                format!("{path}.kind"),
+                format!("unknown kind {other:?}; expected \"router\" or \"probe\""),
+            ));
+        }
+    };
+    let fail_policy = match raw.fail_policy.as_deref() {
+        None | Some("fail_closed") => crate::plugin::FailPolicy::FailClosed,
+        Some("fail_open") => crate::plugin::FailPolicy::FailOpen,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.fail_policy"),
+                format!("unknown fail policy {other:?}; expected \"fail_closed\" or \"fail_open\""),
+            ));
+        }
+    };
+    let file = base.join(&raw.path);
+    // Read now, so a missing or unreadable component is a configuration error naming the
+    // plugin and the file rather than a failure halfway through starting.
+    if let Err(e) = std::fs::File::open(&file) {
+        return Err(ConfigError::new(
+            format!("{path}.path"),
+            format!("plugin {:?}: cannot read {}: {e}", raw.name, file.display()),
+        ));
+    }
+    let mut limits = crate::plugin::PluginLimits::default();
+    if let Some(l) = &raw.limits {
+        limits.call_timeout = opt_duration(
+            &format!("{path}.limits.call_timeout"),
+            &l.call_timeout,
+            limits.call_timeout,
+            Duration::from_secs(60),
+        )?;
+        if let Some(mb) = l.max_memory_mb {
+            if !(1..=4096).contains(&mb) {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.max_memory_mb"),
+                    format!("{mb} is out of range; it must be from 1 to 4096"),
+                ));
+            }
+            limits.max_memory_bytes = (mb as usize) << 20;
+        }
+        if let Some(n) = l.max_concurrency {
+            if !(1..=1000).contains(&n) {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.max_concurrency"),
+                    format!("{n} is out of range; it must be from 1 to 1000"),
+                ));
+            }
+            limits.max_concurrency = n as usize;
+        }
+    }
+    Ok(PluginConfig {
+        name: raw.name.clone(),
+        path: file,
+        kind,
+        config: raw.config.clone().unwrap_or_default(),
+        limits,
+        fail_policy,
     })
 }

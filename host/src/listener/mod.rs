@@ -120,6 +120,7 @@ async fn serve(
         local_port,
         scheme,
         head_timed_out: AtomicBool::new(false),
+        sni: std::sync::OnceLock::new(),
     });
     let Some(tls) = &servers.tls else {
         return serve_http1(stream, conn, &servers.http1, Handler::Proxy).await;
@@ -148,6 +149,10 @@ async fn serve(
             return;
         }
     };
+    if let Some(name) = stream.get_ref().1.server_name() {
+        // Router plugins see the name the client asked for in its handshake.
+        let _ = conn.sni.set(name.into());
+    }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_http2(stream, conn, &servers.http2).await
     } else {

@@ -34,7 +34,7 @@ pub use check::{BODY_LIMIT, USER_AGENT};
 pub use evaluate::{Evaluator, NativeEvaluator, ProbeResponse, Verdict};
 pub use state::{Detail, Group, Health, ProbeResult, Status, TargetKey};
 
-use self::check::Check;
+use self::check::{Check, PluginJudge};
 
 /// The running probes of one snapshot. Dropping it stops them.
 #[derive(Debug)]
@@ -67,7 +67,9 @@ struct Plan {
 
 impl Prober {
     /// Starts probing every target of `snapshot`. Needs a tokio runtime.
-    pub fn start(snapshot: &Snapshot) -> Self {
+    /// Probes of settings (or probes) that name a probe plugin are judged by it; `plugins` is
+    /// indexed by [`PluginId`](crate::config::PluginId).
+    pub fn start(snapshot: &Snapshot, plugins: &[crate::plugin::Plugin]) -> Self {
         let config = &snapshot.config;
         let mut groups: BTreeMap<(PoolId, SettingsId), Vec<&ProbeTarget>> = BTreeMap::new();
         for t in snapshot.targets.iter() {
@@ -92,7 +94,13 @@ impl Prober {
             });
             for t in targets {
                 let server = &config.pool(pool).addresses[t.server];
-                let plan = plan(t, server, settings, probe, evaluator.clone());
+                let mut plan = plan(t, server, settings, probe, evaluator.clone());
+                plan.check.judge = settings.probe_plugin.map(|id| PluginJudge {
+                    plugin: plugins[id.0].clone(),
+                    pool: config.pool(pool).name.clone(),
+                    settings: settings.name.clone(),
+                    server: server.to_string(),
+                });
                 tasks.push(tokio::spawn(watch(
                     plan,
                     t.health.clone(),
@@ -171,6 +179,7 @@ fn plan(
             host,
             timeout: probe.map_or(DEFAULT_PROBE_TIMEOUT, |p| p.timeout),
             evaluator,
+            judge: None,
         },
         interval: probe.map_or(DEFAULT_PROBE_INTERVAL, |p| p.interval),
         threshold: probe.map_or(DEFAULT_UNHEALTHY_THRESHOLD, |p| p.unhealthy_threshold),

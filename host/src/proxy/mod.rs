@@ -4,6 +4,7 @@
 pub mod body;
 pub mod headers;
 pub mod resolve;
+pub mod route_plugin;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::websocket;
 
 use self::body::ResponseBody;
 use self::headers::*;
+use self::route_plugin::RouterOutcome;
 use self::upstream::{ConnectError, PooledBody, RequestBody, Upstream};
 
 /// What every request on one client connection shares.
@@ -36,6 +38,8 @@ pub struct Connection {
     pub scheme: Protocol,
     /// Set when hyper gave up waiting for a request head, so the stream answers 408.
     pub head_timed_out: std::sync::atomic::AtomicBool,
+    /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
+    pub sni: std::sync::OnceLock<Box<str>>,
 }
 
 impl Connection {
@@ -93,20 +97,46 @@ impl Connection {
         let authority = request_authority(&req)?;
         let host = host_without_port(&authority);
 
-        // Phase 2: route.
-        let path = req.uri().path();
-        let Routed {
-            target,
-            matched_prefix,
-            ..
-        } = snapshot
-            .route(self.frontend, host, path)
-            .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
-        let forward = match target {
-            CompiledTarget::Redirect(id) => {
-                return Ok(self.redirect(snapshot, id.0, &authority, req.uri()));
+        // Phase 2: route. The native rules find the listener and rule first: they say which
+        // router plugin applies (the rule's, the listener's, or the gateway's), and they are the
+        // answer when the plugin defers or fails open. Without a router this is the whole phase.
+        let routed = snapshot.route(self.frontend, host, req.uri().path());
+        let router = match &routed {
+            Some(r) => snapshot.config.router_for(r.listener, r.rule),
+            None => snapshot.config.router,
+        };
+        let mut by_plugin = None;
+        if let Some(id) = router {
+            let listener = match &routed {
+                Some(r) => r.listener,
+                None => snapshot.frontends[self.frontend].listeners[0],
+            };
+            let listener = &snapshot.config.listener(listener).name;
+            let plugin = &self.shared.plugins[id.0];
+            match self
+                .ask_router(snapshot, plugin, &req, &authority, listener)
+                .await?
+            {
+                RouterOutcome::Native => {}
+                RouterOutcome::Respond(res) => return Ok(res),
+                RouterOutcome::Forward(f) => by_plugin = Some(f),
             }
-            CompiledTarget::Forward(t) => t.clone(),
+        }
+        let (forward, matched_prefix, only_member) = match &by_plugin {
+            Some(f) => (f.target.clone(), None, f.member),
+            None => {
+                let Routed {
+                    target,
+                    matched_prefix,
+                    ..
+                } = routed.ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
+                match target {
+                    CompiledTarget::Redirect(id) => {
+                        return Ok(self.redirect(snapshot, id.0, &authority, req.uri()));
+                    }
+                    CompiledTarget::Forward(t) => (t.clone(), matched_prefix, None),
+                }
+            }
         };
 
         // Phase 3: the upstream request. A WebSocket over HTTP/2 (RFC 8441) becomes an HTTP/1.1
@@ -125,10 +155,22 @@ impl Connection {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let target_uri = match &settings.path {
+        let plugin_path = by_plugin.as_ref().and_then(|f| f.path.as_deref());
+        let target_uri = match (&settings.path, plugin_path) {
             // The common case reuses the client's target without copying it.
-            None => Uri::from(original.clone()),
-            Some(prefix) => {
+            (None, None) => Uri::from(original.clone()),
+            // A router's path is the path the backend gets; the query is kept.
+            (_, Some(path)) => {
+                let mut p = path.to_owned();
+                if let Some(q) = original.query() {
+                    p.push('?');
+                    p.push_str(q);
+                }
+                PathAndQuery::from_maybe_shared(Bytes::from(p))
+                    .map(Uri::from)
+                    .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?
+            }
+            (Some(prefix), None) => {
                 let mut p = override_path(prefix, original.path(), matched_prefix);
                 if let Some(q) = original.query() {
                     p.push('?');
@@ -169,6 +211,9 @@ impl Connection {
                 &snapshot.config.rewrite_sets[set.0].request_headers,
             );
         }
+        if let Some(f) = &by_plugin {
+            route_plugin::apply_header_edits(headers, &f.header_edits);
+        }
         let body = if body.is_end_stream() {
             RequestBody::Empty
         } else {
@@ -176,13 +221,16 @@ impl Connection {
         };
 
         let affinity_cookie = settings.affinity.as_ref().map(|a| a.cookie_name.as_str());
-        let preferred =
-            affinity_cookie.and_then(|name| affined_member(snapshot, &forward, headers, name));
+        // A member named by the router overrides the affinity cookie.
+        let preferred = only_member.or_else(|| {
+            affinity_cookie.and_then(|name| affined_member(snapshot, &forward, headers, name))
+        });
         let (mut res, member_index) = self
             .forward(
                 snapshot,
                 &forward,
                 preferred,
+                only_member.is_some(),
                 parts.method,
                 target_uri,
                 parts.headers,
@@ -248,13 +296,15 @@ impl Connection {
 
     /// Sends the request to a member of the target's pool: the affinity member if any, else
     /// round robin over healthy members. A member that cannot be reached is skipped; one that
-    /// times out is followed by one other attempt when the request can be replayed.
+    /// times out is followed by one other attempt when the request can be replayed. With
+    /// `only_preferred` (a router plugin named the member) no other member is tried.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         snapshot: &Snapshot,
         target: &Arc<ForwardTarget>,
         preferred: Option<usize>,
+        only_preferred: bool,
         method: Method,
         uri: Uri,
         headers: HeaderMap,
@@ -263,6 +313,7 @@ impl Connection {
     ) -> Result<(Response<ResponseBody>, usize), ProxyError> {
         let pool = snapshot.pool(target.pool);
         let n = target.members.len();
+        let tries = if only_preferred { n.min(1) } else { n };
         if n == 0 {
             return Err(ProxyError::EmptyPool(pool.name.clone()));
         }
@@ -282,12 +333,12 @@ impl Connection {
         *req.headers_mut() = headers;
         // Kept only while another attempt may need it: a request that was sent cannot be taken
         // back, so a retry after a timeout is built from this copy.
-        let mut spare = (replayable && n > 1).then(|| clone_head(&req));
+        let mut spare = (replayable && tries > 1).then(|| clone_head(&req));
         let mut pending = Some(req);
         let mut attempted = false;
         let mut timeouts = 0;
         let mut tls_failure = None;
-        for k in 0..n {
+        for k in 0..tries {
             let i = (start + k) % n;
             if !healthy(i) {
                 continue;
@@ -451,44 +502,7 @@ impl Connection {
         uri: &Uri,
     ) -> Response<ResponseBody> {
         let r = &snapshot.config.redirects[id];
-        let mut location = match &r.target {
-            RedirectTarget::Url(url) => url.clone(),
-            RedirectTarget::Listener(l) => {
-                // The request's host, on the target listener's scheme and port.
-                let l = snapshot.config.listener(*l);
-                let host = host_without_port(authority);
-                let default_port = match l.protocol {
-                    Protocol::Http => 80,
-                    Protocol::Https => 443,
-                };
-                if l.port == default_port {
-                    format!("{}://{host}", l.protocol.as_str())
-                } else {
-                    format!("{}://{host}:{}", l.protocol.as_str(), l.port)
-                }
-            }
-        };
-        if r.include_path {
-            let path = uri.path();
-            match &r.target {
-                RedirectTarget::Url(_) => {
-                    // Application Gateway appends the path to the target URL.
-                    if location.ends_with('/') && path.starts_with('/') {
-                        location.pop();
-                    }
-                    location.push_str(path);
-                }
-                RedirectTarget::Listener(_) => location.push_str(path),
-            }
-        } else if matches!(r.target, RedirectTarget::Listener(_)) {
-            location.push('/');
-        }
-        if r.include_query_string
-            && let Some(q) = uri.query()
-        {
-            location.push(if location.contains('?') { '&' } else { '?' });
-            location.push_str(q);
-        }
+        let location = redirect_location(&snapshot.config, id, authority, uri.path(), uri.query());
         let mut res = Response::new(ResponseBody::Empty);
         *res.status_mut() = r.status;
         if let Ok(v) = HeaderValue::from_str(&location) {
@@ -498,6 +512,55 @@ impl Connection {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         res
     }
+}
+
+/// Where redirect `id` sends a request for `path` and `query` on `authority`.
+pub(crate) fn redirect_location(
+    config: &crate::config::Config,
+    id: usize,
+    authority: &str,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let r = &config.redirects[id];
+    let mut location = match &r.target {
+        RedirectTarget::Url(url) => url.clone(),
+        RedirectTarget::Listener(l) => {
+            // The request's host, on the target listener's scheme and port.
+            let l = config.listener(*l);
+            let host = host_without_port(authority);
+            let default_port = match l.protocol {
+                Protocol::Http => 80,
+                Protocol::Https => 443,
+            };
+            if l.port == default_port {
+                format!("{}://{host}", l.protocol.as_str())
+            } else {
+                format!("{}://{host}:{}", l.protocol.as_str(), l.port)
+            }
+        }
+    };
+    if r.include_path {
+        match &r.target {
+            RedirectTarget::Url(_) => {
+                // Application Gateway appends the path to the target URL.
+                if location.ends_with('/') && path.starts_with('/') {
+                    location.pop();
+                }
+                location.push_str(path);
+            }
+            RedirectTarget::Listener(_) => location.push_str(path),
+        }
+    } else if matches!(r.target, RedirectTarget::Listener(_)) {
+        location.push('/');
+    }
+    if r.include_query_string
+        && let Some(q) = query
+    {
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(q);
+    }
+    location
 }
 
 /// A copy of a request without a body, for another attempt.
@@ -570,7 +633,7 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// The backend path under a path override: basic rules (and a path map's default) prefix the
 /// override; a path rule replaces the part its pattern matched.
-fn override_path(prefix: &str, path: &str, matched: Option<usize>) -> String {
+pub(crate) fn override_path(prefix: &str, path: &str, matched: Option<usize>) -> String {
     match matched {
         None => {
             let mut p = String::with_capacity(prefix.len() + path.len());
@@ -661,3 +724,6 @@ mod tests {
         assert_eq!(override_path("", "/api/users", Some(5)), "/users");
     }
 }
+
+#[cfg(test)]
+mod differential;

@@ -1,0 +1,229 @@
+//! Router plugins on the request path (phase 2), and the gateway state plugins may read.
+//!
+//! A router's decision is carried out with the same machinery as a native rule: a forward
+//! becomes a [`ForwardTarget`] from the snapshot (so affinity, retries, health and WebSocket
+//! upgrades behave exactly as for a native forward), a redirect or a direct response is written
+//! here, and `defer` hands the request to the native rules. A failed call, or a decision naming a
+//! pool, settings or server that does not exist, goes to the plugin's fail policy.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use super::Connection;
+use super::body::ResponseBody;
+use crate::error::ProxyError;
+use crate::gateway::Shared;
+use crate::plugin::{
+    Decision, FailPolicy, Header, HeaderEdit, Health, HostView, Plugin, PluginError, RequestHead,
+    ServerState,
+};
+use crate::probe::Status;
+use crate::snapshot::{ForwardTarget, Snapshot};
+use crate::websocket;
+
+/// What a router plugin decided, as the proxy carries it out.
+pub(super) enum RouterOutcome {
+    /// Route with the native rules (a `defer`, or a failure under `fail_open`).
+    Native,
+    /// A redirect or direct response, complete.
+    Respond(Response<ResponseBody>),
+    Forward(PluginForward),
+}
+
+/// A plugin's forward, resolved against the snapshot.
+pub(super) struct PluginForward {
+    pub target: Arc<ForwardTarget>,
+    /// The one member the plugin named, as an index into `target.members`.
+    pub member: Option<usize>,
+    pub header_edits: Vec<HeaderEdit>,
+    /// Replaces the request's path towards the backend (the query is kept).
+    pub path: Option<String>,
+}
+
+impl Connection {
+    /// Calls `plugin` for `req` and resolves its decision. `listener` is the name of the
+    /// listener the request matched (or the frontend's first when none did).
+    pub(super) async fn ask_router<B>(
+        &self,
+        snapshot: &Snapshot,
+        plugin: &Plugin,
+        req: &Request<B>,
+        authority: &str,
+        listener: &str,
+    ) -> Result<RouterOutcome, ProxyError> {
+        let head = self.request_head(req, authority, listener);
+        let decision = match plugin.route(&head).await {
+            Ok(d) => d,
+            Err(e) => return fail(plugin, e),
+        };
+        match decision {
+            Decision::Defer => Ok(RouterOutcome::Native),
+            Decision::Redirect(r) => {
+                let mut res = Response::new(ResponseBody::Empty);
+                *res.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+                if let Ok(v) = HeaderValue::from_str(&r.location) {
+                    res.headers_mut().insert(header::LOCATION, v);
+                }
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                Ok(RouterOutcome::Respond(res))
+            }
+            Decision::Respond(d) => {
+                let mut res = Response::new(ResponseBody::Full(Bytes::from(d.body)));
+                *res.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+                for h in &d.headers {
+                    if let Some((name, value)) = header_pair(h) {
+                        res.headers_mut().append(name, value);
+                    }
+                }
+                Ok(RouterOutcome::Respond(res))
+            }
+            Decision::Forward(f) => {
+                let Some(target) = snapshot.forward_target(&f.pool, &f.settings) else {
+                    let e = plugin.report_invalid_decision(format!(
+                        "no backend pool {:?} with backend settings {:?}",
+                        f.pool, f.settings
+                    ));
+                    return fail(plugin, e);
+                };
+                let member = match &f.server {
+                    None => None,
+                    Some(server) => {
+                        let pool = snapshot.pool(target.pool);
+                        let found = target
+                            .members
+                            .iter()
+                            .position(|m| pool.servers[m.server].address.to_string() == *server);
+                        if found.is_none() {
+                            let e = plugin.report_invalid_decision(format!(
+                                "no server {server:?} in backend pool {:?}",
+                                f.pool
+                            ));
+                            return fail(plugin, e);
+                        }
+                        found
+                    }
+                };
+                Ok(RouterOutcome::Forward(PluginForward {
+                    target: target.clone(),
+                    member,
+                    header_edits: f.header_edits,
+                    path: f.path,
+                }))
+            }
+        }
+    }
+
+    fn request_head<B>(&self, req: &Request<B>, authority: &str, listener: &str) -> RequestHead {
+        // A malformed upgrade is refused later on the native path; here it is just "not one".
+        let websocket = websocket::detect_extended_connect(req).unwrap_or(false)
+            || websocket::detect(req).unwrap_or(false);
+        RequestHead {
+            method: req.method().as_str().to_owned(),
+            scheme: self.scheme.as_str().to_owned(),
+            authority: authority.to_owned(),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(n, v)| Header {
+                    name: n.as_str().to_owned(),
+                    value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+            client_address: self.client.to_string(),
+            listener: listener.to_owned(),
+            websocket,
+            tls_sni: self.sni.get().map(|s| s.to_string()),
+        }
+    }
+}
+
+/// The plugin's fail policy applied to a failure (already logged and counted by the plugin).
+fn fail(plugin: &Plugin, error: PluginError) -> Result<RouterOutcome, ProxyError> {
+    match plugin.fail_policy() {
+        FailPolicy::FailClosed => Err(ProxyError::Plugin(error)),
+        FailPolicy::FailOpen => Ok(RouterOutcome::Native),
+    }
+}
+
+fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+        HeaderValue::from_bytes(&h.value).ok()?,
+    ))
+}
+
+/// Applies a forward's header edits, in order, to the request towards the backend.
+pub(super) fn apply_header_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Set(h) => {
+                if let Some((n, v)) = header_pair(h) {
+                    headers.insert(n, v);
+                }
+            }
+            HeaderEdit::Append(h) => {
+                if let Some((n, v)) = header_pair(h) {
+                    headers.append(n, v);
+                }
+            }
+            HeaderEdit::Remove(name) => {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(n);
+                }
+            }
+        }
+    }
+}
+
+/// The `host` interface over the gateway's current snapshot and probe results. Plugins are
+/// loaded before the shared state exists, so the link is set once it does; it is weak because
+/// the shared state owns the plugins.
+#[derive(Default)]
+pub struct GatewayView {
+    pub(crate) shared: OnceLock<Weak<Shared>>,
+}
+
+impl GatewayView {
+    fn snapshot(&self) -> Option<arc_swap::Guard<Arc<Snapshot>>> {
+        let shared = self.shared.get()?.upgrade()?;
+        Some(shared.snapshot.load())
+    }
+}
+
+impl HostView for GatewayView {
+    fn pools(&self) -> Vec<String> {
+        self.snapshot().map_or_else(Vec::new, |s| {
+            s.pools.iter().map(|p| p.name.to_string()).collect()
+        })
+    }
+
+    /// Each member once per backend settings in use with the pool, with its health under them.
+    fn pool_state(&self, pool: &str) -> Option<Vec<ServerState>> {
+        let snapshot = self.snapshot()?;
+        let id = snapshot.pools.iter().position(|p| &*p.name == pool)?;
+        let servers = &snapshot.pools[id].servers;
+        Some(
+            snapshot
+                .targets
+                .iter()
+                .filter(|t| t.pool.0 == id)
+                .map(|t| ServerState {
+                    address: servers[t.server].address.to_string(),
+                    settings: snapshot.config.settings(t.settings).name.clone(),
+                    health: match t.health.status() {
+                        Status::Healthy => Health::Healthy,
+                        Status::Unhealthy => Health::Unhealthy,
+                        Status::Unknown => Health::Unknown,
+                        Status::Draining => Health::Draining,
+                    },
+                })
+                .collect(),
+        )
+    }
+}
