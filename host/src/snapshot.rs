@@ -426,16 +426,4 @@ fn affinity_id(pool: &str, address: &BackendAddress) -> Box<str> {
     .into()
 }
 
-/// Host of a request for listener matching: the authority without port, IPv6 brackets kept.
-pub fn host_without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
-}
+pub use wasmgate_rules::matching::host_without_port;

@@ -7,6 +7,8 @@
 //! paths are as written (the plugin applies the matching rules: case-insensitive, `*` and `?` in
 //! host names, `/x/*` and `/x*` path prefixes).
 
+pub mod matching;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

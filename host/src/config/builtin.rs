@@ -101,7 +101,7 @@ pub fn basic_rules(config: &Config) -> wasmgate_rules::BasicRules {
                     .path_rules
                     .iter()
                     .map(|pr| r::PathRule {
-                        paths: pr.paths.iter().map(PathPattern::as_string).collect(),
+                        paths: pr.paths.iter().map(|p| p.as_str().to_owned()).collect(),
                         target: target(&pr.target),
                     })
                     .collect(),

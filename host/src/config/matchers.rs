@@ -1,4 +1,7 @@
-//! Host-name and path matchers, compiled once per configuration.
+//! Host-name and path matchers, compiled once per configuration. The matching itself is
+//! `wasmgate_rules::matching`, shared with the plugin SDK and the built-in router.
+
+use wasmgate_rules::matching;
 
 /// A listener host name: case-insensitive, `*` matches any run of characters (dots included),
 /// `?` matches exactly one (Application Gateway multi-site wildcard semantics).
@@ -32,76 +35,34 @@ impl HostPattern {
         if !self.wildcard {
             return self.pattern.eq_ignore_ascii_case(host);
         }
-        glob_match(self.pattern.as_bytes(), host.as_bytes())
+        matching::host_matches(&self.pattern, host)
     }
-}
-
-/// Iterative glob with backtracking to the last `*`: linear in practice, no allocation.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t].to_ascii_lowercase()) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// A path rule's path: exact, or a prefix when it ends in `*` (`/images/*`, `/images*`).
 /// Matching ignores case; the query and fragment are never part of the matched path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
-    /// Lower-cased, without the trailing `*`.
-    prefix: Box<str>,
-    is_prefix: bool,
+    /// Lower-cased, as written (a trailing `*` makes it a prefix).
+    pattern: Box<str>,
 }
 
 impl PathPattern {
     pub(crate) fn new(pattern: &str) -> Self {
-        let lower = pattern.to_ascii_lowercase();
-        match lower.strip_suffix('*') {
-            Some(prefix) => Self {
-                prefix: prefix.into(),
-                is_prefix: true,
-            },
-            None => Self {
-                prefix: lower.into_boxed_str(),
-                is_prefix: false,
-            },
+        Self {
+            pattern: pattern.to_ascii_lowercase().into_boxed_str(),
         }
     }
 
     /// The pattern as written, lower-cased.
-    pub fn as_string(&self) -> String {
-        if self.is_prefix {
-            format!("{}*", self.prefix)
-        } else {
-            self.prefix.to_string()
-        }
+    pub fn as_str(&self) -> &str {
+        &self.pattern
     }
 
     /// The part of the path the pattern consumed, when it matches: for `/images/*` and
     /// `/images/logo.png` that is `/images/`, which a path override then replaces.
     pub fn match_len(&self, path: &str) -> Option<usize> {
-        let n = self.prefix.len();
-        if self.is_prefix {
-            let head = path.as_bytes().get(..n)?;
-            head.eq_ignore_ascii_case(self.prefix.as_bytes())
-                .then_some(n)
-        } else {
-            path.eq_ignore_ascii_case(&self.prefix).then_some(n)
-        }
+        matching::path_match_len(&self.pattern, path)
     }
 
     pub fn matches(&self, path: &str) -> bool {

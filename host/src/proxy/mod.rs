@@ -23,6 +23,7 @@ use crate::error::ProxyError;
 use crate::gateway::Shared;
 use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot, host_without_port};
 use crate::websocket;
+pub(crate) use wasmgate_rules::matching::override_path;
 
 use self::body::ResponseBody;
 use self::headers::*;
@@ -631,26 +632,6 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// The backend path under a path override: basic rules (and a path map's default) prefix the
-/// override; a path rule replaces the part its pattern matched.
-pub(crate) fn override_path(prefix: &str, path: &str, matched: Option<usize>) -> String {
-    match matched {
-        None => {
-            let mut p = String::with_capacity(prefix.len() + path.len());
-            p.push_str(prefix);
-            p.push_str(path);
-            if p.is_empty() {
-                p.push('/');
-            }
-            p
-        }
-        Some(n) => {
-            let rest = path.get(n..).unwrap_or("").trim_start_matches('/');
-            format!("{prefix}/{rest}")
-        }
-    }
-}
-
 /// The member the client's affinity cookie names, if it is still in the pool and healthy.
 fn affined_member(
     snapshot: &Snapshot,
@@ -708,20 +689,6 @@ impl Drop for AccessLog {
             status,
             micros = self.started.elapsed().as_micros() as u64,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_override() {
-        assert_eq!(override_path("/base", "/x", None), "/base/x");
-        assert_eq!(override_path("", "/x", None), "/x");
-        assert_eq!(override_path("/v2", "/api/users", Some(5)), "/v2/users");
-        assert_eq!(override_path("/v2", "/api", Some(4)), "/v2/");
-        assert_eq!(override_path("", "/api/users", Some(5)), "/users");
     }
 }
 

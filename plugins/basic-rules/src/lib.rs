@@ -12,6 +12,7 @@
 //! same thing: when no listener takes the host (the native 404), and for targets with a rewrite
 //! set (response-header rewrites are not part of a decision).
 
+use wasmgate_rules::matching::{host_matches, host_without_port, override_path, path_match_len};
 use wasmgate_rules::{Action, BasicRules, RedirectTarget, Target};
 use wasmgate_sdk::{Decision, Forward, Plugin, RequestHead, Router};
 
@@ -173,74 +174,6 @@ impl Rules {
         Outcome::Redirect {
             status: r.status,
             location,
-        }
-    }
-}
-
-/// The host without its port; IPv6 brackets are kept.
-fn host_without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
-}
-
-/// `pattern` is lower-case; `*` matches any run of characters (dots included), `?` one.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    if !pattern.contains(['*', '?']) {
-        return pattern.eq_ignore_ascii_case(host);
-    }
-    let (p, t) = (pattern.as_bytes(), host.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti].to_ascii_lowercase()) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// Bytes of `path` a path rule's pattern consumes when it matches (case-insensitive): a
-/// trailing `*` makes the rest a prefix.
-fn path_match_len(pattern: &str, path: &str) -> Option<usize> {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => {
-            let head = path.as_bytes().get(..prefix.len())?;
-            head.eq_ignore_ascii_case(prefix.as_bytes())
-                .then_some(prefix.len())
-        }
-        None => path.eq_ignore_ascii_case(pattern).then_some(pattern.len()),
-    }
-}
-
-/// The backend path under a path override: basic rules (and a path map's default) prefix the
-/// override; a path rule replaces the part its pattern matched.
-fn override_path(prefix: &str, path: &str, matched: Option<usize>) -> String {
-    match matched {
-        None => {
-            let p = format!("{prefix}{path}");
-            if p.is_empty() { "/".to_owned() } else { p }
-        }
-        Some(n) => {
-            let rest = path.get(n..).unwrap_or("").trim_start_matches('/');
-            format!("{prefix}/{rest}")
         }
     }
 }
