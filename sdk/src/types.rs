@@ -58,7 +58,7 @@ impl RequestHead {
     /// The host the client asked for, without the port (`Example.com:8080` → `example.com`;
     /// the authority is already lower-cased). IPv6 literals keep their brackets.
     pub fn host(&self) -> &str {
-        strip_port(&self.authority)
+        wasmgate_rules::matching::host_without_port(&self.authority)
     }
 
     /// The raw (still percent-encoded) value of query parameter `name`: the first `name=value`
@@ -83,20 +83,6 @@ impl RequestHead {
             Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
             _ => addr,
         }
-    }
-}
-
-/// `host:port` → `host`, `[v6]:port` → `[v6]`, anything else unchanged.
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
     }
 }
 
