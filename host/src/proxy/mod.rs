@@ -157,22 +157,17 @@ impl Connection {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let plugin_path = by_plugin.as_ref().and_then(|f| f.path.as_deref());
-        let target_uri = match (&settings.path, plugin_path) {
+        // A router's path is the path the backend gets; a path override rewrites the client's.
+        let new_path = match (&settings.path, plugin_path) {
+            (None, None) => None,
+            (_, Some(path)) => Some(path.to_owned()),
+            (Some(prefix), None) => Some(override_path(prefix, original.path(), matched_prefix)),
+        };
+        let target_uri = match new_path {
             // The common case reuses the client's target without copying it.
-            (None, None) => Uri::from(original.clone()),
-            // A router's path is the path the backend gets; the query is kept.
-            (_, Some(path)) => {
-                let mut p = path.to_owned();
-                if let Some(q) = original.query() {
-                    p.push('?');
-                    p.push_str(q);
-                }
-                PathAndQuery::from_maybe_shared(Bytes::from(p))
-                    .map(Uri::from)
-                    .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?
-            }
-            (Some(prefix), None) => {
-                let mut p = override_path(prefix, original.path(), matched_prefix);
+            None => Uri::from(original.clone()),
+            // The query is kept either way.
+            Some(mut p) => {
                 if let Some(q) = original.query() {
                     p.push('?');
                     p.push_str(q);
