@@ -1,5 +1,5 @@
-//! The gateway under test as a child process, plus the /proc readings the
-//! report needs (RSS and CPU time).
+//! The gateway under test as a child process, the process handling shared with the peer
+//! proxies, and the /proc readings the report needs (RSS and CPU time).
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,42 +8,117 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 
 use crate::net::free_port;
+use crate::tls::TestCert;
 
 /// How long the gateway gets to start accepting connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running gateway. Dropping it kills the process (SIGKILL: the bench has
-/// no use for a graceful drain) and removes its config directory, so every
+/// A proxy under test running as a child process with its config directory. Dropping it stops
+/// the process and everything it forked (nginx's workers), then removes the directory, so every
 /// exit path of the harness, including errors, panics and Ctrl-C, cleans up.
-pub struct Gateway {
+pub struct Process {
     child: Child,
+    dir: PathBuf,
+    name: &'static str,
+}
+
+impl Process {
+    /// Spawns `command` (its stdout goes to our stderr, so that the markdown table on our stdout
+    /// stays clean); on failure the directory is removed.
+    pub fn spawn(name: &'static str, mut command: Command, dir: PathBuf) -> Result<Self> {
+        let spawned = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::io::stderr()))
+            .stderr(Stdio::inherit())
+            .spawn();
+        match spawned {
+            Ok(child) => Ok(Self { child, dir, name }),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                Err(e).with_context(|| format!("spawning {name}"))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `addr` accepts connections.
+    pub async fn wait_until_listening(&mut self, addr: SocketAddr) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.check_alive()?;
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not accept connections on {addr} within {START_TIMEOUT:?}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!("{} exited: {status}", self.name),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGKILL (the bench has no use for a graceful drain), children first: a worker whose
+        // master was killed keeps running otherwise.
+        let mut pids = descendants(self.pid());
+        pids.reverse();
+        for pid in pids {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    process: Process,
     pub addr: SocketAddr,
     /// The HTTPS listener (same backend), for the TLS scenarios.
     pub tls_addr: SocketAddr,
     /// A listener whose rule the built-in router plugin decides (same backend), when asked for.
     pub router_addr: Option<SocketAddr>,
-    /// The CA of the HTTPS listener's certificate, generated per gateway.
-    pub ca: CertificateDer<'static>,
-    dir: PathBuf,
 }
 
 impl Gateway {
     /// `with_router` adds the listener routed by the built-in router plugin, which must have
     /// been built (`scripts/build-plugins`).
-    pub async fn start(binary: &Path, backend: SocketAddr, with_router: bool) -> Result<Self> {
+    pub async fn start(
+        binary: &Path,
+        backend: SocketAddr,
+        with_router: bool,
+        cert: &TestCert,
+    ) -> Result<Self> {
         if !binary.is_file() {
             bail!("gateway binary {} does not exist", binary.display());
         }
         let port = free_port().context("picking a port for the gateway")?;
         let tls_port = free_port().context("picking a port for the HTTPS listener")?;
-        let dir =
-            std::env::temp_dir().join(format!("wasmgate-bench-{}-{}", std::process::id(), port));
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let ca = crate::tls::write_certificate(&dir)?;
+        let dir = bench_dir("wasmgate", port)?;
+        cert.write(&dir)?;
         let config = dir.join("gateway.toml");
         let router_port = if with_router {
             Some(free_port().context("picking a port for the router listener")?)
@@ -61,73 +136,96 @@ impl Gateway {
         }
         fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
 
-        // Its stdout goes to our stderr so that the markdown table on our
-        // stdout stays clean.
-        let spawned = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("run")
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::io::stderr()))
-            .stderr(Stdio::inherit())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                return Err(e).with_context(|| format!("spawning {}", binary.display()));
-            }
-        };
+            .env("RUST_LOG", "warn");
+        let process = Process::spawn("wasmgate", command, dir)?;
         let mut gateway = Self {
-            child,
+            process,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
             router_addr: router_port.map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))),
-            ca,
-            dir,
         };
-        gateway.wait_until_listening().await?;
+        gateway.process.wait_until_listening(gateway.addr).await?;
         Ok(gateway)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn wait_until_listening(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            self.check_alive()?;
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "gateway did not accept connections on {} within {:?}",
-                    self.addr,
-                    START_TIMEOUT
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process.pid()
     }
 
     /// Fails if the gateway process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait()? {
-            None => Ok(()),
-            Some(status) => bail!("gateway exited: {status}"),
-        }
+        self.process.check_alive()
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
+/// A fresh directory for one proxy's configuration, removed with its [`Process`].
+pub fn bench_dir(name: &str, port: u16) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "wasmgate-bench-{}-{name}-{port}",
+        std::process::id()
+    ));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Every process descended from `root` (nginx's workers, for instance), found through the
+/// parent pid in /proc/*/stat.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Field 4 (ppid) is the second after the command name's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
     }
+    found
+}
+
+/// CPU time of a process and its descendants, in microseconds.
+pub fn tree_cpu_time_us(root: u32) -> Result<u64> {
+    let mut total = cpu_time_us(Some(root))?;
+    for pid in descendants(root) {
+        // A worker may exit between listing and reading.
+        total += cpu_time_us(Some(pid)).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Resident set size of a process and its descendants, in KiB. Pages shared between them (an
+/// nginx master and its workers) are counted in each, which only the baseline carries: the
+/// growth per session is private memory.
+pub fn tree_rss_kib(root: u32) -> Result<u64> {
+    let mut total = rss_kib(root)?;
+    for pid in descendants(root) {
+        total += rss_kib(pid).unwrap_or(0);
+    }
+    Ok(total)
 }
 
 fn config_toml(port: u16, tls_port: u16, backend: SocketAddr) -> String {

@@ -443,9 +443,8 @@ pub async fn open_idle_sessions(
     (all, stats)
 }
 
-/// Runs `count` keep-alive requests and `count` WebSocket round trips, to
-/// bring a freshly started gateway past its first-use allocations.
-pub async fn warm_up(target: &Target, count: usize, payload: &Utf8Bytes) -> Result<()> {
+/// Runs `count` keep-alive requests on one connection, each checked to be the backend's answer.
+pub async fn check_http(target: &Target, count: usize) -> Result<()> {
     let (mut sender, conn) = timeout(CONNECT_TIMEOUT, http_handshake(target, 0))
         .await
         .map_err(|_| anyhow!("connect: timed out"))??;
@@ -458,7 +457,12 @@ pub async fn warm_up(target: &Target, count: usize, payload: &Utf8Bytes) -> Resu
         Ok(())
     })
     .await
-    .context("HTTP warm-up")?;
+}
+
+/// Runs `count` keep-alive requests and `count` WebSocket round trips, to
+/// bring a freshly started gateway past its first-use allocations.
+pub async fn warm_up(target: &Target, count: usize, payload: &Utf8Bytes) -> Result<()> {
+    check_http(target, count).await.context("HTTP warm-up")?;
     let mut ws = ws_connect(target, &target.ws_url(), 0).await?;
     for _ in 0..count {
         timeout(CONNECT_TIMEOUT, ws_round_trip(&mut ws, payload))

@@ -14,10 +14,12 @@ mod backend;
 mod gateway;
 mod load;
 mod net;
+mod peers;
 mod probing;
 mod report;
 mod tls;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,10 +30,12 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::backend::Backend;
-use crate::gateway::{Gateway, cpu_time_us, rss_kib};
+use crate::gateway::{Gateway, cpu_time_us, tree_cpu_time_us, tree_rss_kib};
 use crate::load::{Target, Window};
 use crate::net::SourceAddrs;
+use crate::peers::{Peer, PeerProxy};
 use crate::report::{IdleResult, Report, RunResult, Scenario, Settings, Via, fmt_count, fmt_us};
+use crate::tls::TestCert;
 
 /// Pause between runs, so that the sockets of one run are closed before the
 /// next one starts.
@@ -55,9 +59,22 @@ const FD_RESERVE: u64 = 256;
                   idle WebSocket session (client and backend side)."
 )]
 struct Args {
-    /// Path to the wasmgate binary; without it only the direct figures are measured.
+    /// Path to the wasmgate binary; without it wasmgate is not measured.
     #[arg(long)]
     gateway: Option<PathBuf>,
+
+    /// Peer proxies measured in the same run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "nginx,haproxy,caddy"
+    )]
+    peers: Vec<Peer>,
+
+    /// Measure no peer proxy (wasmgate against the backend only).
+    #[arg(long)]
+    no_peers: bool,
 
     /// Measured time per run (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -217,6 +234,83 @@ async fn interrupted() -> &'static str {
     }
 }
 
+/// A proxy under test: wasmgate or a peer.
+enum Proxy {
+    Wasmgate(Gateway),
+    Peer(PeerProxy),
+}
+
+impl Proxy {
+    async fn start(
+        via: Via,
+        args: &Args,
+        backend: SocketAddr,
+        with_router: bool,
+        cert: &TestCert,
+    ) -> Result<Self> {
+        match via {
+            Via::Wasmgate => {
+                let binary = args.gateway.as_ref().context("no --gateway")?;
+                Ok(Self::Wasmgate(
+                    Gateway::start(binary, backend, with_router, cert).await?,
+                ))
+            }
+            Via::Peer(peer) => Ok(Self::Peer(PeerProxy::start(peer, backend, cert).await?)),
+            Via::Direct => bail!("the direct target is not a proxy"),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Wasmgate(g) => g.addr,
+            Self::Peer(p) => p.addr,
+        }
+    }
+
+    fn tls_addr(&self) -> SocketAddr {
+        match self {
+            Self::Wasmgate(g) => g.tls_addr,
+            Self::Peer(p) => p.tls_addr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Wasmgate(g) => g.pid(),
+            Self::Peer(p) => p.pid(),
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        match self {
+            Self::Wasmgate(g) => g.check_alive(),
+            Self::Peer(p) => p.check_alive(),
+        }
+    }
+
+    /// Checks that the proxy really proxies: `count` keep-alive GETs answered with the
+    /// backend's body and `count` WebSocket echoes, then one GET over its HTTPS listener.
+    async fn check(
+        &self,
+        via: Via,
+        sources: &SourceAddrs,
+        count: usize,
+        payload: &Utf8Bytes,
+        cert: &TestCert,
+    ) -> Result<()> {
+        load::warm_up(&Target::new(self.addr(), sources.clone()), count, payload)
+            .await
+            .with_context(|| {
+                format!("checking {} (GET / and a WebSocket echo on /ws)", via.key())
+            })?;
+        let tls = Target::new(self.tls_addr(), sources.clone())
+            .with_tls(tls::TlsClient::new(&cert.ca, false)?);
+        load::check_http(&tls, 2)
+            .await
+            .with_context(|| format!("checking {} over HTTPS", via.key()))
+    }
+}
+
 async fn run(args: &Args) -> Result<Report> {
     probing::configure(args.probe_targets, args.probe_interval);
     let mut scenarios = Vec::new();
@@ -224,6 +318,28 @@ async fn run(args: &Args) -> Result<Report> {
         if !scenarios.contains(&s) {
             scenarios.push(s);
         }
+    }
+    let peers: Vec<Peer> = if args.no_peers {
+        Vec::new()
+    } else {
+        let mut peers = Vec::new();
+        for &p in &args.peers {
+            if !peers.contains(&p) {
+                peers.push(p);
+            }
+        }
+        peers
+    };
+    peers::check_installed(&peers)?;
+    let mut proxies: Vec<(Via, String)> = Vec::new();
+    if args.gateway.is_some() {
+        proxies.push((
+            Via::Wasmgate,
+            format!("wasmgate {}", env!("CARGO_PKG_VERSION")),
+        ));
+    }
+    for &peer in &peers {
+        proxies.push((Via::Peer(peer), peer.version()?));
     }
     let sources = SourceAddrs::detect(args.source_addrs);
     let settings = Settings {
@@ -240,6 +356,7 @@ async fn run(args: &Args) -> Result<Report> {
         backend_threads: args.backend_threads as usize,
         source_addrs: sources.len(),
         gateway: args.gateway.as_ref().map(|p| p.display().to_string()),
+        proxies,
         scenarios,
     };
     let mut report = Report {
@@ -248,6 +365,7 @@ async fn run(args: &Args) -> Result<Report> {
         idle: Vec::new(),
     };
     let payload = Utf8Bytes::from("x".repeat(args.ws_message_bytes as usize));
+    let cert = TestCert::generate()?;
 
     let backend = Backend::start(args.backend_threads as usize)?;
     let direct = Target::new(backend.addr, sources.clone());
@@ -262,23 +380,27 @@ async fn run(args: &Args) -> Result<Report> {
         .copied()
         .filter(|&s| s != Scenario::Idle)
         .collect();
-    // One gateway process serves all load runs; the idle scenario starts its
-    // own per round.
-    let mut gateway = match &args.gateway {
-        Some(binary) if !load_scenarios.is_empty() => {
-            let with_router = load_scenarios.contains(&Scenario::HttpRouter);
-            let gw = Gateway::start(binary, backend.addr, with_router).await?;
-            load::warm_up(&Target::new(gw.addr, sources.clone()), 10, &payload)
-                .await
-                .context("checking the gateway (GET / and a WebSocket echo on /ws)")?;
-            eprintln!("gateway pid {} listening on {}", gw.pid(), gw.addr);
-            if args.probe_targets > 0 {
+    let vias: Vec<Via> = report.settings.proxies.iter().map(|(v, _)| *v).collect();
+    // One process per proxy serves all load runs; the idle scenario starts its own per round.
+    let mut running: Vec<(Via, Proxy)> = Vec::new();
+    if !load_scenarios.is_empty() {
+        let with_router = load_scenarios.contains(&Scenario::HttpRouter);
+        for &via in &vias {
+            let proxy = Proxy::start(via, args, backend.addr, with_router, &cert).await?;
+            proxy.check(via, &sources, 10, &payload, &cert).await?;
+            eprintln!(
+                "{} pid {} listening on {}",
+                via.key(),
+                proxy.pid(),
+                proxy.addr()
+            );
+            if via == Via::Wasmgate && args.probe_targets > 0 {
                 // What probing alone costs: the gateway's CPU while no traffic flows.
                 sleep(Duration::from_secs(2)).await;
-                let before = cpu_time_us(Some(gw.pid()))?;
+                let before = cpu_time_us(Some(proxy.pid()))?;
                 let window = Duration::from_secs(5);
                 sleep(window).await;
-                let used = cpu_time_us(Some(gw.pid()))?.saturating_sub(before);
+                let used = cpu_time_us(Some(proxy.pid()))?.saturating_sub(before);
                 eprintln!(
                     "probing {} targets every {:?}: gateway CPU {:.1}% of one core with no traffic",
                     args.probe_targets,
@@ -286,85 +408,92 @@ async fn run(args: &Args) -> Result<Report> {
                     used as f64 / window.as_micros() as f64 * 100.0
                 );
             }
-            Some(gw)
+            running.push((via, proxy));
         }
-        _ => None,
-    };
-    if args.gateway.is_none() && report.settings.scenarios.contains(&Scenario::Idle) {
-        eprintln!("note: the idle scenario measures the gateway only; skipped without --gateway");
+    }
+    if args.gateway.is_none() && report.settings.scenarios.contains(&Scenario::HttpRouter) {
+        eprintln!(
+            "note: the http-router scenario measures wasmgate only; skipped without --gateway"
+        );
     }
 
     for round in 1..=args.rounds {
         for &scenario in &load_scenarios {
-            // Alternating the order cancels slow drifts (thermal, page cache,
-            // TIME_WAIT build-up) between the two targets.
-            let order = if round % 2 == 1 {
-                [Via::Direct, Via::Gateway]
-            } else {
-                [Via::Gateway, Via::Direct]
-            };
+            // Rotating the order from round to round cancels slow drifts (thermal, page
+            // cache, TIME_WAIT build-up, other work on the machine) between the targets.
+            let mut order = vec![Via::Direct];
+            order.extend(running.iter().map(|(v, _)| *v));
+            let shift = (round as usize - 1) % order.len();
+            order.rotate_left(shift);
             for via in order {
-                let (target, gateway_pid) = match (via, gateway.as_ref()) {
-                    (Via::Direct, _) => (direct.clone(), None),
-                    (Via::Gateway, Some(gw)) if scenario.is_tls() => {
+                let proxy = running.iter().find(|(v, _)| *v == via).map(|(_, p)| p);
+                let target = match (via, proxy) {
+                    (Via::Direct, _) => direct.clone(),
+                    (_, None) => continue,
+                    (_, Some(p)) if scenario.is_tls() => {
                         // Full handshakes for the handshake rate; keep-alive reuses one anyway.
-                        let client = tls::TlsClient::new(&gw.ca, false)?;
-                        let target = Target::new(gw.tls_addr, sources.clone()).with_tls(client);
-                        (target, Some(gw.pid()))
+                        let client = tls::TlsClient::new(&cert.ca, false)?;
+                        Target::new(p.tls_addr(), sources.clone()).with_tls(client)
                     }
-                    (Via::Gateway, Some(gw)) if scenario == Scenario::HttpRouter => {
+                    (_, Some(Proxy::Wasmgate(gw))) if scenario == Scenario::HttpRouter => {
                         let addr = gw
                             .router_addr
                             .context("the gateway has no router listener")?;
-                        (Target::new(addr, sources.clone()), Some(gw.pid()))
+                        Target::new(addr, sources.clone())
                     }
-                    (Via::Gateway, Some(gw)) => {
-                        (Target::new(gw.addr, sources.clone()), Some(gw.pid()))
-                    }
-                    (Via::Gateway, None) => continue,
+                    // The router scenario is wasmgate's own.
+                    (_, Some(Proxy::Peer(_))) if scenario == Scenario::HttpRouter => continue,
+                    (_, Some(p)) => Target::new(p.addr(), sources.clone()),
                 };
-                let result =
-                    run_load(args, scenario, via, round, &target, gateway_pid, &payload).await?;
+                let pid = proxy.map(Proxy::pid);
+                let result = run_load(args, scenario, via, round, &target, pid, &payload).await?;
                 print_progress(args.rounds, &result);
                 report.runs.push(result);
-                if let Some(gw) = gateway.as_mut() {
-                    gw.check_alive()?;
+                if let Some((_, p)) = running.iter_mut().find(|(v, _)| *v == via) {
+                    p.check_alive()?;
                 }
                 sleep(PAUSE).await;
             }
         }
-        if report.settings.scenarios.contains(&Scenario::Idle)
-            && let Some(binary) = &args.gateway
-        {
-            let result = idle_round(
-                binary,
-                &backend,
-                &sources,
-                round,
-                report.settings.idle_sessions,
-                args.settle,
-                &payload,
-            )
-            .await?;
-            eprintln!(
-                "[round {round}/{}] idle    gateway {:>6} sessions  {:.1} KiB/session  \
-                 (RSS {} -> {} KiB, {} KiB after closing; {}/{} sampled sessions alive)",
-                args.rounds,
-                result.opened,
-                result.kib_per_session,
-                result.rss_before_kib,
-                result.rss_open_kib,
-                result.rss_closed_kib,
-                result.alive,
-                result.checked,
-            );
-            if let Some(e) = &result.first_error {
-                eprintln!("    {} errors, first: {e}", result.errors);
+        if report.settings.scenarios.contains(&Scenario::Idle) {
+            let mut order = vias.clone();
+            if !order.is_empty() {
+                let shift = (round as usize - 1) % order.len();
+                order.rotate_left(shift);
             }
-            report.idle.push(result);
+            for via in order {
+                let result = idle_round(
+                    args,
+                    via,
+                    &backend,
+                    &sources,
+                    round,
+                    report.settings.idle_sessions,
+                    &payload,
+                    &cert,
+                )
+                .await?;
+                eprintln!(
+                    "[round {round}/{}] idle    {:<8} {:>6} sessions  {:.1} KiB/session  \
+                     (RSS {} -> {} KiB, {} KiB after closing; {}/{} sampled sessions alive)",
+                    args.rounds,
+                    via.key(),
+                    result.opened,
+                    result.kib_per_session,
+                    result.rss_before_kib,
+                    result.rss_open_kib,
+                    result.rss_closed_kib,
+                    result.alive,
+                    result.checked,
+                );
+                if let Some(e) = &result.first_error {
+                    eprintln!("    {} errors, first: {e}", result.errors);
+                }
+                report.idle.push(result);
+            }
         }
     }
-    drop(gateway.take());
+    drop(running);
     drop(backend);
     Ok(report)
 }
@@ -460,7 +589,7 @@ struct CpuUse {
 async fn sample_cpu(window: Window, gateway_pid: Option<u32>) -> CpuUse {
     let read = || {
         (
-            gateway_pid.and_then(|pid| cpu_time_us(Some(pid)).ok()),
+            gateway_pid.and_then(|pid| tree_cpu_time_us(pid).ok()),
             cpu_time_us(None).ok(),
         )
     };
@@ -483,10 +612,10 @@ fn print_progress(rounds: u32, r: &RunResult) {
     };
     let gateway_cpu = r
         .gateway_cpu_us_per_op
-        .map(|us| format!("  gateway CPU {} µs/op", fmt_us(us)))
+        .map(|us| format!("  proxy CPU {} µs/op", fmt_us(us)))
         .unwrap_or_default();
     eprintln!(
-        "[round {}/{rounds}] {:<7} {:<7} {:>9} {unit}  p50 {:>6} µs  p99 {:>6} µs  harness CPU {:.0}%{gateway_cpu}",
+        "[round {}/{rounds}] {:<7} {:<8} {:>9} {unit}  p50 {:>6} µs  p99 {:>6} µs  harness CPU {:.0}%{gateway_cpu}",
         r.round,
         r.scenario.key(),
         r.via.key(),
@@ -506,49 +635,52 @@ fn print_progress(rounds: u32, r: &RunResult) {
     }
 }
 
-/// One round of the idle-session scenario on a freshly started gateway, so
-/// that memory freed by earlier rounds (which the allocator keeps) does not
-/// hide the growth.
+/// One round of the idle-session scenario on a freshly started proxy, so that memory freed by
+/// earlier rounds (which the allocator keeps) does not hide the growth.
+#[allow(clippy::too_many_arguments)]
 async fn idle_round(
-    binary: &std::path::Path,
+    args: &Args,
+    via: Via,
     backend: &Backend,
     sources: &SourceAddrs,
     round: u32,
     count: usize,
-    settle: Duration,
     payload: &Utf8Bytes,
+    cert: &TestCert,
 ) -> Result<IdleResult> {
-    let mut gw = Gateway::start(binary, backend.addr, false).await?;
-    let pid = gw.pid();
-    let target = Target::new(gw.addr, sources.clone());
+    let settle = args.settle;
+    let mut proxy = Proxy::start(via, args, backend.addr, false, cert).await?;
+    let pid = proxy.pid();
+    let target = Target::new(proxy.addr(), sources.clone());
 
-    // Bring the gateway past its first-use allocations (runtime workers,
-    // buffers, backend pool) so that the baseline holds them.
+    // Bring the proxy past its first-use allocations (runtime workers, buffers, backend pool)
+    // so that the baseline holds them.
     load::warm_up(&target, 64, payload)
         .await
-        .context("warming up the gateway")?;
+        .with_context(|| format!("warming up {}", via.key()))?;
     let deadline = Instant::now() + IDLE_OPEN_TIMEOUT;
     let (warm, _) =
         load::open_idle_sessions(&target, IDLE_OPEN_PARALLEL, IDLE_OPEN_PARALLEL, deadline).await;
     drop(warm);
     sleep(settle).await;
-    let rss_before_kib = rss_kib(pid)?;
+    let rss_before_kib = tree_rss_kib(pid)?;
 
     let deadline = Instant::now() + IDLE_OPEN_TIMEOUT;
     let (mut sessions, stats) =
         load::open_idle_sessions(&target, count, IDLE_OPEN_PARALLEL, deadline).await;
     if sessions.is_empty() {
         bail!(
-            "no idle session could be opened through the gateway: {}",
+            "no idle session could be opened through {}: {}",
+            via.key(),
             stats.first_error.as_deref().unwrap_or("no error recorded")
         );
     }
     sleep(settle).await;
-    let rss_open_kib = rss_kib(pid)?;
-    gw.check_alive()?;
+    let rss_open_kib = tree_rss_kib(pid)?;
+    proxy.check_alive()?;
 
-    // A few sessions, spread over the set, must still echo: otherwise the
-    // gateway dropped them and the memory figure means nothing.
+    // A few sessions, spread over the set, must still echo: otherwise the proxy dropped them
+    // and the memory figure means nothing.
     let step = (sessions.len() / 10).max(1);
     let mut checked = 0;
     let mut alive = 0;
@@ -562,9 +694,10 @@ async fn idle_round(
     let opened = sessions.len();
     drop(sessions);
     sleep(settle).await;
-    let rss_closed_kib = rss_kib(pid)?;
+    let rss_closed_kib = tree_rss_kib(pid)?;
     let grown = rss_open_kib.saturating_sub(rss_before_kib);
     Ok(IdleResult {
+        via,
         round,
         requested: count,
         opened,

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use clap::ValueEnum;
 
+use crate::peers::Peer;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// HTTP/1.1 keep-alive, closed loop.
@@ -49,17 +51,20 @@ impl Scenario {
     }
 }
 
+/// What a run measured: the backend reached directly, or one of the proxies in front of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     Direct,
-    Gateway,
+    Wasmgate,
+    Peer(Peer),
 }
 
 impl Via {
     pub fn key(self) -> &'static str {
         match self {
             Self::Direct => "direct",
-            Self::Gateway => "gateway",
+            Self::Wasmgate => "wasmgate",
+            Self::Peer(p) => p.key(),
         }
     }
 }
@@ -82,17 +87,18 @@ pub struct RunResult {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
-    /// Gateway CPU time (user + system) per operation; gateway runs only.
+    /// The proxy's CPU time (user + system, all its processes) per operation; proxy runs only.
     pub gateway_cpu_us_per_op: Option<f64>,
-    /// Gateway CPU use over the measured window, in % of one core.
+    /// The proxy's CPU use over the measured window, in % of one core.
     pub gateway_cpu_pct: Option<f64>,
     /// The harness's own CPU use (load generator + backend), % of one core.
     pub harness_cpu_pct: f64,
 }
 
-/// One round of the idle-session scenario, always through the gateway.
+/// One round of the idle-session scenario, through one proxy.
 #[derive(Debug)]
 pub struct IdleResult {
+    pub via: Via,
     pub round: u32,
     pub requested: usize,
     pub opened: usize,
@@ -120,6 +126,8 @@ pub struct Settings {
     pub backend_threads: usize,
     pub source_addrs: usize,
     pub gateway: Option<String>,
+    /// The proxies measured, in column order, with their versions.
+    pub proxies: Vec<(Via, String)>,
     pub scenarios: Vec<Scenario>,
 }
 
@@ -154,14 +162,71 @@ fn is_total(metric: &str) -> bool {
 /// Reads one per-run count out of a result.
 type Count = fn(&RunResult) -> u64;
 
+/// Which way a metric improves, for picking the best peer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
 struct Row {
     metric: &'static str,
-    direct: Option<f64>,
-    gateway: Option<f64>,
+    /// One value per column of [`Report::columns`].
+    values: Vec<Option<f64>>,
+    better: Better,
     format: fn(f64) -> String,
 }
 
+impl Row {
+    fn value(&self, columns: &[Via], via: Via) -> Option<f64> {
+        let i = columns.iter().position(|&v| v == via)?;
+        self.values[i]
+    }
+
+    /// wasmgate ÷ direct.
+    fn ratio_direct(&self, columns: &[Via]) -> Option<f64> {
+        if is_total(self.metric) {
+            return None;
+        }
+        let d = self.value(columns, Via::Direct)?;
+        let g = self.value(columns, Via::Wasmgate)?;
+        (d > 0.0).then(|| g / d)
+    }
+
+    /// wasmgate ÷ the best peer (the highest rate, the lowest latency, CPU or memory).
+    fn ratio_best_peer(&self, columns: &[Via]) -> Option<f64> {
+        if is_total(self.metric) {
+            return None;
+        }
+        let g = self.value(columns, Via::Wasmgate)?;
+        let peers = columns
+            .iter()
+            .zip(&self.values)
+            .filter(|(v, _)| matches!(v, Via::Peer(_)))
+            .filter_map(|(_, x)| *x);
+        let best = match self.better {
+            Better::Higher => peers.fold(None, |b: Option<f64>, x| Some(b.map_or(x, |b| b.max(x)))),
+            Better::Lower => peers.fold(None, |b: Option<f64>, x| Some(b.map_or(x, |b| b.min(x)))),
+        }?;
+        (best > 0.0).then(|| g / best)
+    }
+}
+
 impl Report {
+    /// Table columns: direct, then every proxy in the order measured.
+    fn columns(&self) -> Vec<Via> {
+        let mut columns = vec![Via::Direct];
+        columns.extend(self.settings.proxies.iter().map(|(v, _)| *v));
+        columns
+    }
+
+    fn has_peers(&self) -> bool {
+        self.settings
+            .proxies
+            .iter()
+            .any(|(v, _)| matches!(v, Via::Peer(_)))
+    }
+
     fn median_of(
         &self,
         scenario: Scenario,
@@ -196,16 +261,16 @@ impl Report {
         match scenario {
             Scenario::Http => format!("HTTP/1.1 keep-alive, {} connections", s.connections),
             Scenario::HttpRouter => format!(
-                "HTTP/1.1 keep-alive routed by the built-in router plugin, {} connections",
+                "HTTP/1.1 keep-alive routed by the built-in router plugin (wasmgate only), {} connections",
                 s.connections
             ),
             Scenario::Newconn => format!("new connection per request, {} clients", s.connections),
             Scenario::Tls => format!(
-                "HTTPS keep-alive (TLS 1.3) via gateway; direct is plain HTTP, {} connections",
+                "HTTPS keep-alive (TLS 1.3) via proxy; direct is plain HTTP, {} connections",
                 s.connections
             ),
             Scenario::Tlsnew => format!(
-                "full TLS handshake per request via gateway (handshakes/s); direct is plain new connections, {} clients",
+                "full TLS handshake per request via proxy (handshakes/s); direct is plain new connections, {} clients",
                 s.connections
             ),
             Scenario::Ws => format!(
@@ -217,46 +282,54 @@ impl Report {
     }
 
     fn rows(&self, scenario: Scenario) -> Vec<Row> {
-        let m = |via, f: fn(&RunResult) -> Option<f64>| self.median_of(scenario, via, f);
+        let columns = self.columns();
+        let per = |f: fn(&RunResult) -> Option<f64>| -> Vec<Option<f64>> {
+            columns
+                .iter()
+                .map(|&via| self.median_of(scenario, via, f))
+                .collect()
+        };
         let mut rows = vec![
             Row {
                 metric: scenario.unit(),
-                direct: m(Via::Direct, |r| Some(r.rate)),
-                gateway: m(Via::Gateway, |r| Some(r.rate)),
+                values: per(|r| Some(r.rate)),
+                better: Better::Higher,
                 format: fmt_count,
             },
             Row {
                 metric: "p50 latency (µs)",
-                direct: m(Via::Direct, |r| Some(r.p50_us)),
-                gateway: m(Via::Gateway, |r| Some(r.p50_us)),
+                values: per(|r| Some(r.p50_us)),
+                better: Better::Lower,
                 format: fmt_us,
             },
             Row {
                 metric: "p99 latency (µs)",
-                direct: m(Via::Direct, |r| Some(r.p99_us)),
-                gateway: m(Via::Gateway, |r| Some(r.p99_us)),
+                values: per(|r| Some(r.p99_us)),
+                better: Better::Lower,
                 format: fmt_us,
             },
         ];
-        let gateway_cpu = m(Via::Gateway, |r| r.gateway_cpu_us_per_op);
-        if gateway_cpu.is_some() {
+        let cpu = per(|r| r.gateway_cpu_us_per_op);
+        if cpu.iter().any(Option::is_some) {
             rows.push(Row {
-                metric: "gateway CPU per op (µs)",
-                direct: None,
-                gateway: gateway_cpu,
+                metric: "proxy CPU per op (µs)",
+                values: cpu,
+                better: Better::Lower,
                 format: fmt_us,
             });
         }
         let totals: [(&'static str, Count); 2] =
             [(ERRORS, |r| r.errors), (RECONNECTS, |r| r.reconnects)];
         for (metric, f) in totals {
-            let direct = self.sum_of(scenario, Via::Direct, f);
-            let gateway = self.sum_of(scenario, Via::Gateway, f);
-            if direct.unwrap_or(0.0) > 0.0 || gateway.unwrap_or(0.0) > 0.0 {
+            let values: Vec<Option<f64>> = columns
+                .iter()
+                .map(|&via| self.sum_of(scenario, via, f))
+                .collect();
+            if values.iter().any(|v| v.unwrap_or(0.0) > 0.0) {
                 rows.push(Row {
                     metric,
-                    direct,
-                    gateway,
+                    values,
+                    better: Better::Lower,
                     format: fmt_count,
                 });
             }
@@ -264,13 +337,70 @@ impl Report {
         rows
     }
 
+    fn idle_rows(&self) -> Vec<Row> {
+        let columns = self.columns();
+        let per = |f: fn(&IdleResult) -> f64| -> Vec<Option<f64>> {
+            columns
+                .iter()
+                .map(|&via| {
+                    let mut values: Vec<f64> =
+                        self.idle.iter().filter(|r| r.via == via).map(f).collect();
+                    median(&mut values)
+                })
+                .collect()
+        };
+        let mut rows = vec![
+            Row {
+                metric: "RSS per session (KiB)",
+                values: per(|r| r.kib_per_session),
+                better: Better::Lower,
+                format: fmt_kib,
+            },
+            Row {
+                metric: "RSS before opening (MiB)",
+                values: per(|r| r.rss_before_kib as f64 / 1024.0),
+                better: Better::Lower,
+                format: fmt_mib,
+            },
+            Row {
+                metric: "RSS growth left after closing (MiB)",
+                values: per(|r| (r.rss_closed_kib as f64 - r.rss_before_kib as f64) / 1024.0),
+                better: Better::Lower,
+                format: fmt_mib,
+            },
+        ];
+        let errors: Vec<Option<f64>> = columns
+            .iter()
+            .map(|&via| {
+                let mut any = false;
+                let mut sum = 0;
+                for r in self.idle.iter().filter(|r| r.via == via) {
+                    any = true;
+                    sum += r.errors;
+                }
+                any.then_some(sum as f64)
+            })
+            .collect();
+        if errors.iter().any(|v| v.unwrap_or(0.0) > 0.0) {
+            rows.push(Row {
+                metric: ERRORS,
+                values: errors,
+                better: Better::Lower,
+                format: fmt_count,
+            });
+        }
+        rows
+    }
+
     pub fn markdown(&self) -> String {
         let s = &self.settings;
+        let columns = self.columns();
+        let peers = self.has_peers();
         let mut out = String::new();
         let _ = writeln!(
             out,
             "Median of {} round(s); each run: {} warm-up, then {} measured. {} CPU(s) shared by \
-             the load generator ({} thread(s)), the in-process backend ({} thread(s)) and the gateway.",
+             the load generator ({} thread(s)), the in-process backend ({} thread(s)) and the proxy.",
             s.rounds,
             fmt_secs(s.warmup_s),
             fmt_secs(s.duration_s),
@@ -278,92 +408,68 @@ impl Report {
             s.client_threads,
             s.backend_threads,
         );
-        out.push('\n');
-        out.push_str("| scenario | metric | direct | gateway | gateway / direct |\n");
-        out.push_str("| --- | --- | ---: | ---: | ---: |\n");
-        for &scenario in &s.scenarios {
-            if scenario == Scenario::Idle {
-                continue;
-            }
-            for (i, row) in self.rows(scenario).iter().enumerate() {
-                let title = if i == 0 {
-                    self.title(scenario)
-                } else {
-                    String::new()
-                };
-                let cell = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), row.format);
-                let ratio = match (row.direct, row.gateway) {
-                    (Some(d), Some(g)) if d > 0.0 && !is_total(row.metric) => {
-                        format!("{:.2}", g / d)
-                    }
-                    _ => "—".to_owned(),
-                };
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} |",
-                    title,
-                    row.metric,
-                    cell(row.direct),
-                    cell(row.gateway),
-                    ratio
-                );
-            }
+        if !s.proxies.is_empty() {
+            let versions: Vec<String> = s.proxies.iter().map(|(_, v)| v.clone()).collect();
+            let _ = writeln!(out, "\nProxies: {}.", versions.join(", "));
         }
+        out.push('\n');
+        out.push_str("| scenario | metric |");
+        for via in &columns {
+            let _ = write!(out, " {} |", via.key());
+        }
+        out.push_str(" wasmgate / direct |");
+        if peers {
+            out.push_str(" wasmgate / best peer |");
+        }
+        out.push_str("\n| --- | --- |");
+        for _ in 0..columns.len() + 1 + usize::from(peers) {
+            out.push_str(" ---: |");
+        }
+        out.push('\n');
+        let mut sections: Vec<(String, Vec<Row>)> = s
+            .scenarios
+            .iter()
+            .filter(|&&sc| sc != Scenario::Idle)
+            .map(|&sc| (self.title(sc), self.rows(sc)))
+            .collect();
         if !self.idle.is_empty() {
-            let mut per = self
-                .idle
-                .iter()
-                .map(|r| r.kib_per_session)
-                .collect::<Vec<_>>();
-            let mut base = self
-                .idle
-                .iter()
-                .map(|r| r.rss_before_kib as f64)
-                .collect::<Vec<_>>();
-            let mut closed = self
-                .idle
-                .iter()
-                .map(|r| r.rss_closed_kib as f64 - r.rss_before_kib as f64)
-                .collect::<Vec<_>>();
-            let errors: u64 = self.idle.iter().map(|r| r.errors).sum();
-            let title = self.title(Scenario::Idle);
-            let cell = |v: Option<f64>, f: fn(f64) -> String| v.map_or_else(|| "—".to_owned(), f);
-            let _ = writeln!(
-                out,
-                "| {title} | gateway RSS per session (KiB) | n/a | {} | — |",
-                cell(median(&mut per), fmt_kib)
-            );
-            let _ = writeln!(
-                out,
-                "| | gateway RSS before opening (MiB) | n/a | {} | — |",
-                cell(median(&mut base).map(|k| k / 1024.0), fmt_mib)
-            );
-            let _ = writeln!(
-                out,
-                "| | gateway RSS growth left after closing (MiB) | n/a | {} | — |",
-                cell(median(&mut closed).map(|k| k / 1024.0), fmt_mib)
-            );
-            if errors > 0 {
-                let _ = writeln!(out, "| | errors (sum of rounds) | n/a | {errors} | — |");
+            sections.push((self.title(Scenario::Idle), self.idle_rows()));
+        }
+        for (title, rows) in sections {
+            for (i, row) in rows.iter().enumerate() {
+                let title = if i == 0 { title.as_str() } else { "" };
+                let cell = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), row.format);
+                let ratio =
+                    |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}"));
+                let _ = write!(out, "| {title} | {} |", row.metric);
+                for v in &row.values {
+                    let _ = write!(out, " {} |", cell(*v));
+                }
+                let _ = write!(out, " {} |", ratio(row.ratio_direct(&columns)));
+                if peers {
+                    let _ = write!(out, " {} |", ratio(row.ratio_best_peer(&columns)));
+                }
+                out.push('\n');
             }
         }
         out.push('\n');
         out.push_str(
             "Latencies are per operation as seen by the client (for new connections: \
-             connect + request + response). Ratios are of the medians. \
-             \"Gateway CPU per op\" is the gateway's user + system CPU time over the measured \
-             window divided by the operations completed in it. Idle-session memory is measured \
-             on the gateway only (VmRSS growth / sessions, fresh gateway per round): the direct \
-             backend runs inside the harness, whose RSS also holds the client side.\n",
+             connect + request + response). Ratios are of the medians; the best peer is the \
+             one with the highest rate or the lowest latency, CPU or memory in that row. \
+             \"Proxy CPU per op\" is the proxy's user + system CPU time (all its processes) over \
+             the measured window divided by the operations completed in it. Idle-session memory \
+             is VmRSS growth (all the proxy's processes) / sessions, a fresh proxy per round.\n",
         );
         if s.gateway.is_none() {
-            out.push_str("\nNo gateway was given (--gateway): direct figures only.\n");
+            out.push_str("\nNo gateway was given (--gateway): wasmgate was not measured.\n");
         }
         out
     }
 
     pub fn json(&self) -> String {
         let s = &self.settings;
+        let columns = self.columns();
         let mut o = String::new();
         o.push_str("{\n  \"settings\": {");
         let _ = write!(
@@ -371,7 +477,7 @@ impl Report {
             "\"cpus\": {}, \"rounds\": {}, \"duration_s\": {}, \"warmup_s\": {}, \"connections\": {}, \
              \"ws_sessions\": {}, \"ws_message_bytes\": {}, \"idle_sessions\": {}, \"settle_s\": {}, \
              \"client_threads\": {}, \"backend_threads\": {}, \"source_addrs\": {}, \"gateway\": {}, \
-             \"scenarios\": [{}]",
+             \"proxies\": {{{}}}, \"scenarios\": [{}]",
             s.cpus,
             s.rounds,
             num(s.duration_s),
@@ -385,6 +491,11 @@ impl Report {
             s.backend_threads,
             s.source_addrs,
             opt_str(s.gateway.as_deref()),
+            s.proxies
+                .iter()
+                .map(|(via, version)| format!("{}: {}", string(via.key()), string(version)))
+                .collect::<Vec<_>>()
+                .join(", "),
             s.scenarios
                 .iter()
                 .map(|sc| string(sc.key()))
@@ -399,7 +510,7 @@ impl Report {
                 "{{\"scenario\": {}, \"via\": {}, \"round\": {}, \"workers\": {}, \"ops\": {}, \
                  \"errors\": {}, \"reconnects\": {}, \"first_error\": {}, \"measured_s\": {}, \"ops_per_s\": {}, \
                  \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \
-                 \"gateway_cpu_us_per_op\": {}, \"gateway_cpu_pct\": {}, \"harness_cpu_pct\": {}}}",
+                 \"proxy_cpu_us_per_op\": {}, \"proxy_cpu_pct\": {}, \"harness_cpu_pct\": {}}}",
                 string(r.scenario.key()),
                 string(r.via.key()),
                 r.round,
@@ -425,9 +536,10 @@ impl Report {
             o.push_str(if i == 0 { "\n    " } else { ",\n    " });
             let _ = write!(
                 o,
-                "{{\"round\": {}, \"requested\": {}, \"opened\": {}, \"errors\": {}, \"first_error\": {}, \
+                "{{\"via\": {}, \"round\": {}, \"requested\": {}, \"opened\": {}, \"errors\": {}, \"first_error\": {}, \
                  \"rss_before_kib\": {}, \"rss_open_kib\": {}, \"rss_closed_kib\": {}, \
                  \"kib_per_session\": {}, \"checked\": {}, \"alive\": {}}}",
+                string(r.via.key()),
                 r.round,
                 r.requested,
                 r.opened,
@@ -443,25 +555,33 @@ impl Report {
         }
         o.push_str("\n  ],\n  \"summary\": [");
         let mut first = true;
-        for &scenario in &s.scenarios {
-            if scenario == Scenario::Idle {
-                continue;
-            }
-            for row in self.rows(scenario) {
+        let mut sections: Vec<(Scenario, Vec<Row>)> = s
+            .scenarios
+            .iter()
+            .filter(|&&sc| sc != Scenario::Idle)
+            .map(|&sc| (sc, self.rows(sc)))
+            .collect();
+        if !self.idle.is_empty() {
+            sections.push((Scenario::Idle, self.idle_rows()));
+        }
+        for (scenario, rows) in sections {
+            for row in rows {
                 o.push_str(if first { "\n    " } else { ",\n    " });
                 first = false;
-                let ratio = match (row.direct, row.gateway) {
-                    (Some(d), Some(g)) if d > 0.0 && !is_total(row.metric) => Some(g / d),
-                    _ => None,
-                };
+                let values = columns
+                    .iter()
+                    .zip(&row.values)
+                    .map(|(via, v)| format!("{}: {}", string(via.key()), opt_num(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let _ = write!(
                     o,
-                    "{{\"scenario\": {}, \"metric\": {}, \"direct\": {}, \"gateway\": {}, \"ratio\": {}}}",
+                    "{{\"scenario\": {}, \"metric\": {}, {values}, \"wasmgate_over_direct\": {}, \
+                     \"wasmgate_over_best_peer\": {}}}",
                     string(scenario.key()),
                     string(row.metric),
-                    opt_num(row.direct),
-                    opt_num(row.gateway),
-                    opt_num(ratio),
+                    opt_num(row.ratio_direct(&columns)),
+                    opt_num(row.ratio_best_peer(&columns)),
                 );
             }
         }

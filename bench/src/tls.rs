@@ -19,17 +19,43 @@ use tokio_rustls::client::TlsStream;
 /// The name the gateway's certificate carries and the clients send as SNI.
 pub const SERVER_NAME: &str = "bench.wasmgate.test";
 
-/// Writes `cert.pem` (leaf + CA) and `key.pem` into `dir`; returns the CA for the clients.
-pub fn write_certificate(dir: &Path) -> Result<CertificateDer<'static>> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let key = KeyPair::generate()?;
-    let leaf = CertificateParams::new(vec![SERVER_NAME.to_owned()])?.signed_by(&key, &ca)?;
-    std::fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem()))
-        .context("writing cert.pem")?;
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).context("writing key.pem")?;
-    Ok(ca.der().clone())
+/// One test certificate per run, served by every proxy under test alike: an ECDSA P-256 leaf
+/// for [`SERVER_NAME`] signed by a CA generated with it.
+pub struct TestCert {
+    /// Leaf then CA, PEM.
+    chain_pem: String,
+    /// The leaf's private key, PKCS#8 PEM.
+    key_pem: String,
+    /// The CA, for the clients' root store.
+    pub ca: CertificateDer<'static>,
+}
+
+impl TestCert {
+    pub fn generate() -> Result<Self> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let leaf = CertificateParams::new(vec![SERVER_NAME.to_owned()])?.signed_by(&key, &ca)?;
+        Ok(Self {
+            chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
+            key_pem: key.serialize_pem(),
+            ca: ca.der().clone(),
+        })
+    }
+
+    /// Writes `cert.pem` (leaf + CA), `key.pem`, and `combined.pem` (chain then key, the form
+    /// HAProxy's `crt` reads) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::write(dir.join("cert.pem"), &self.chain_pem).context("writing cert.pem")?;
+        std::fs::write(dir.join("key.pem"), &self.key_pem).context("writing key.pem")?;
+        std::fs::write(
+            dir.join("combined.pem"),
+            format!("{}{}", self.chain_pem, self.key_pem),
+        )
+        .context("writing combined.pem")?;
+        Ok(())
+    }
 }
 
 /// How a load target is reached over TLS.
