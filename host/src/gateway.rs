@@ -217,7 +217,7 @@ impl Gateway {
                     addr: admin.bind,
                     source,
                 };
-                let socket = listener::bind(admin.bind).map_err(bind_error)?;
+                let socket = listener::bind_exclusive(admin.bind).map_err(bind_error)?;
                 let local = socket.local_addr().map_err(bind_error)?;
                 tracing::info!(address = %local, "admin listening");
                 Some((socket, local, admin.token.as_deref().map(Arc::from)))

@@ -25,10 +25,24 @@ use crate::tls::ServerTls;
 
 use self::io::{ClientIo, ClientStream};
 
-/// Binds a listening socket with a deep accept queue.
+/// Binds a listener's socket with a deep accept queue and SO_REUSEPORT: several gateway
+/// processes started with the same configuration (as the same user) listen on one port and the
+/// kernel spreads new connections over them, for more connections than one process's
+/// open-file limit allows, or a process per core. A port held by a socket without
+/// SO_REUSEPORT, or by another user's, still fails to bind.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_with(addr, true)
+}
+
+/// As [`bind`], without port sharing: for the admin API, whose answers describe one process.
+pub fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_with(addr, false)
+}
+
+fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
