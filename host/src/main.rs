@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use wasmgate::arm::cli::TemplateArgs;
 use wasmgate::{Config, Gateway, demo, telemetry};
 
 /// A programmable HTTP and WebSocket gateway with Azure Application Gateway's semantics.
@@ -17,16 +18,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve with a configuration file until SIGTERM or Ctrl-C.
+    /// Load, replace, unload, list, shadow or promote a running gateway's plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: wasmgate::admin::plugin_client::PluginCommand,
+        /// The gateway's admin listener.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9190")]
+        admin: String,
+        /// The admin token, when the admin listener requires one (else $WASMGATE_ADMIN_TOKEN).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
+    /// Serve with a configuration file until SIGTERM or Ctrl-C. The file is applied again on
+    /// SIGHUP, when it changes, and on `wasmgate reload`.
     Run {
         /// The gateway configuration (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not reload when the configuration file changes (SIGHUP and the admin API still do).
+        #[arg(long)]
+        no_watch: bool,
+        /// For a configuration that is an ARM template (`.json`).
+        #[command(flatten)]
+        template: TemplateArgs,
     },
     /// Validate a configuration, print a summary, and exit 1 on the first error.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        template: TemplateArgs,
+    },
+    /// Convert an Application Gateway ARM template into a wasmgate configuration (TOML).
+    Import {
+        /// The template (azuredeploy.json).
+        #[arg(long)]
+        template: PathBuf,
+        #[command(flatten)]
+        args: TemplateArgs,
+        /// Where to write the configuration (default: standard output); certificates go into
+        /// `<name>.certs/` beside it.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Run a self-contained demo: two backends and the gateway in front of them, on loopback.
     Demo {
@@ -36,6 +69,16 @@ enum Command {
         /// Print the demo's configuration and exit.
         #[arg(long)]
         print_config: bool,
+    },
+    /// Make a running gateway read its configuration file again and apply it (as SIGHUP does);
+    /// prints what changed, or the reason the file was refused (the running one stays).
+    Reload {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9190")]
+        admin: String,
+        /// The admin token, when the admin listener requires one (else $WASMGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Print the backend health view of a running gateway as a table.
     Health {
@@ -52,14 +95,38 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
     let result = match cli.command {
-        Command::Check { config } => check(&config),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Check { config, template } => check(&config, &template),
+        Command::Import {
+            template,
+            args,
+            output,
+        } => wasmgate::arm::cli::import(&template, &args, output.as_deref())
+            .map(|_| ())
+            .map_err(Into::into),
+        Command::Run {
+            config,
+            no_watch,
+            template,
+        } => runtime().and_then(|rt| rt.block_on(run(config, no_watch, template))),
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
+        }
+        Command::Reload { admin, token } => {
+            runtime().and_then(|rt| rt.block_on(reload(&admin, token)))
         }
         Command::Health { admin, token } => {
             runtime().and_then(|rt| rt.block_on(health(&admin, token)))
         }
+        Command::Plugin {
+            command,
+            admin,
+            token,
+        } => runtime().and_then(|rt| {
+            let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
+            let out = rt.block_on(command.run(&admin, token.as_deref()))?;
+            print!("{out}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,17 +144,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
-    let config = Config::from_file(path)?;
+fn check(path: &Path, template: &TemplateArgs) -> anyhow::Result<()> {
+    let imported = wasmgate::arm::cli::materialize(path, template)?;
+    let config = Config::from_file(imported.as_ref().map_or(path, |m| m.config_path.as_path()))?;
     print!("{}", wasmgate::config::summary(&config));
     println!("{}: valid", path.display());
     Ok(())
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+async fn run(path: PathBuf, no_watch: bool, template: TemplateArgs) -> anyhow::Result<()> {
+    // A template is imported once into a private folder that lives as long as the gateway.
+    let imported = wasmgate::arm::cli::materialize(&path, &template)?;
+    let path = imported.as_ref().map_or(path, |m| m.config_path.clone());
     let config = Config::from_file(&path)?;
     let gateway = Gateway::start(config).await?;
-    // SIGHUP reads the HTTPS listeners' certificates again, as servers conventionally do.
+    gateway.set_config_file(path, !no_watch);
+    // SIGHUP reloads the configuration and reads the certificates again, as servers
+    // conventionally do; an invalid file is reported and the running configuration stays.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
     let stop = wait_for_signal();
@@ -96,7 +169,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         tokio::select! {
             r = &mut stop => break r?,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading certificates");
+                tracing::info!("SIGHUP: reloading the configuration and certificates");
+                if let Err(e) = gateway.reload_from_file().await {
+                    tracing::error!(error = %e, "configuration not reloaded; the running one keeps serving");
+                }
                 gateway.reload_certificates();
             }
         }
@@ -128,6 +204,13 @@ async fn health(admin: &str, token: Option<String>) -> anyhow::Result<()> {
     let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
     let view = wasmgate::admin::client::fetch(admin, token.as_deref()).await?;
     print!("{}", view.table());
+    Ok(())
+}
+
+async fn reload(admin: &str, token: Option<String>) -> anyhow::Result<()> {
+    let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
+    let report = wasmgate::admin::client::reload(admin, token.as_deref()).await?;
+    println!("{report}");
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use crate::proxy::upstream::{Upstream, UpstreamKey, UpstreamTls};
 /// Listeners that share one socket: same bind address and port.
 #[derive(Debug)]
 pub struct Frontend {
+    /// What identifies this frontend's socket across snapshots.
+    pub key: SocketKey,
     pub bind: SocketAddr,
     pub protocol: Protocol,
     /// Every listener on this socket, with or without a rule.
@@ -26,6 +28,23 @@ pub struct Frontend {
     /// The listeners on this socket in evaluation order: multi-site listeners first (by their
     /// rule's priority, then as listed), the basic listener last.
     routes: Box<[Route]>,
+}
+
+/// A listening socket's identity, kept across configuration reloads: the bind address, or —
+/// for a listener on port 0, which gets a port of its own from the OS — the listener's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SocketKey {
+    Address(SocketAddr),
+    Ephemeral(Box<str>),
+}
+
+impl std::fmt::Display for SocketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketKey::Address(a) => write!(f, "{a}"),
+            SocketKey::Ephemeral(name) => write!(f, "{name} (port chosen by the OS)"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -125,6 +144,12 @@ pub struct Snapshot {
     /// Pool name → settings name → target, for router plugins' decisions; empty when no router
     /// plugin is configured.
     forward_targets: HashMap<Box<str>, HashMap<Box<str>, Arc<ForwardTarget>>>,
+    /// Socket id → index into `frontends`. Sockets outlive snapshots (a reload keeps the
+    /// sockets whose bind address stays), so connections name their socket, not a frontend.
+    /// Without [`Snapshot::assign_sockets`], socket `i` is frontend `i`.
+    sockets: Box<[Option<usize>]>,
+    /// Targets that left the configuration and are still draining, for the health view.
+    pub draining: Box<[Arc<Health>]>,
 }
 
 impl Snapshot {
@@ -265,9 +290,14 @@ impl Snapshot {
                 None => frontends.push((bind, l.protocol, vec![ListenerId(i)])),
             }
         }
-        let frontends = frontends
+        let frontends: Box<[Frontend]> = frontends
             .into_iter()
             .map(|(bind, protocol, listeners)| {
+                let key = if bind.port() == 0 {
+                    SocketKey::Ephemeral(config.listener(listeners[0]).name.as_str().into())
+                } else {
+                    SocketKey::Address(bind)
+                };
                 let mut routes: Vec<(bool, u32, usize, Route)> = Vec::new();
                 for (ri, rule) in config.rules.iter().enumerate() {
                     if !listeners.contains(&rule.listener) {
@@ -303,6 +333,7 @@ impl Snapshot {
                 // the rule priority decides (1 first), then the order of the rules as written.
                 routes.sort_by_key(|(basic, prio, idx, _)| (*basic, *prio, *idx));
                 Frontend {
+                    key,
                     bind,
                     protocol,
                     listeners: listeners.into(),
@@ -335,13 +366,48 @@ impl Snapshot {
 
         let mut targets: Vec<ProbeTarget> = targets.into_values().collect();
         targets.sort_by_key(|t| (t.pool, t.settings, t.server));
+        let sockets = (0..frontends.len()).map(Some).collect();
         Snapshot {
             config,
             frontends,
             pools,
             targets: targets.into(),
             forward_targets,
+            sockets,
+            draining: Box::new([]),
         }
+    }
+
+    /// Records which socket serves each frontend: `ids[i]` is frontend `i`'s socket id.
+    pub fn assign_sockets(&mut self, ids: &[usize]) {
+        let len = ids.iter().max().map_or(0, |m| m + 1);
+        let mut sockets = vec![None; len];
+        for (frontend, &id) in ids.iter().enumerate() {
+            sockets[id] = Some(frontend);
+        }
+        self.sockets = sockets.into();
+    }
+
+    /// The frontend a socket serves in this snapshot; `None` once its listeners were removed.
+    #[inline]
+    pub fn frontend_of(&self, socket: usize) -> Option<usize> {
+        self.sockets.get(socket).copied().flatten()
+    }
+
+    /// The targets of `previous` (and those it was still draining) that this snapshot no longer
+    /// has: the servers leaving the configuration.
+    pub fn removed_targets(&self, previous: &Snapshot) -> Vec<(Arc<Health>, SettingsId)> {
+        let kept: std::collections::HashSet<*const Health> = self
+            .targets
+            .iter()
+            .map(|t| Arc::as_ptr(&t.health))
+            .collect();
+        previous
+            .targets
+            .iter()
+            .filter(|t| !kept.contains(&Arc::as_ptr(&t.health)))
+            .map(|t| (t.health.clone(), t.settings))
+            .collect()
     }
 
     /// The forward target for a pool and settings named by a router plugin.

@@ -111,6 +111,7 @@ struct Record {
 #[derive(Debug, Clone)]
 pub struct HttpBackendBuilder {
     behaviour: Behaviour,
+    bind: SocketAddr,
 }
 
 impl HttpBackendBuilder {
@@ -134,8 +135,15 @@ impl HttpBackendBuilder {
         self
     }
 
+    /// Listens on `addr` instead of 127.0.0.1 port 0 (for pools whose servers share a port on
+    /// different loopback addresses, as Application Gateway pools list bare IP addresses).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
     pub async fn start(self) -> HttpBackend {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let listener = TcpListener::bind(self.bind)
             .await
             .expect("bind HTTP backend");
         let addr = listener.local_addr().expect("local_addr");
@@ -208,6 +216,7 @@ impl HttpBackend {
                 status: StatusCode::OK,
                 headers: Vec::new(),
             },
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
     }
 

@@ -337,6 +337,7 @@ async fn hostile_routers_are_contained_by_their_fail_policy() {
         .plugins()
         .iter()
         .find(|p| p.name() == "lost")
+        .cloned()
         .expect("plugin");
     assert!(
         matches!(lost_plugin.breaker_state(), BreakerState::Open { .. }),
@@ -577,6 +578,7 @@ async fn builtin_router_routes_like_the_native_rules() {
         .plugins()
         .iter()
         .find(|p| p.name() == "builtin")
+        .cloned()
         .expect("builtin loaded");
     assert!(
         builtin.stats().calls >= 4,

@@ -1,13 +1,14 @@
-//! The client side of the admin API, for `wasmgate health`.
+//! The client side of the admin API, for `wasmgate health` and `wasmgate reload`.
 
 use std::time::Duration;
 
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{BACKEND_HEALTH_PATH, BackendHealth};
+use super::{BACKEND_HEALTH_PATH, BackendHealth, RELOAD_PATH};
 
 /// How long `wasmgate health` waits for the admin API.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,8 +33,31 @@ pub enum ClientError {
 
 /// Fetches the backend health view from the admin listener at `admin` (`http://127.0.0.1:9190`).
 pub async fn fetch(admin: &str, token: Option<&str>) -> Result<BackendHealth, ClientError> {
+    let (url, body) = call(admin, Method::GET, BACKEND_HEALTH_PATH, token, Bytes::new()).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::BadBody {
+        url,
+        reason: e.to_string(),
+    })
+}
+
+/// Asks the gateway to read its configuration file again and apply it; returns its report of
+/// what changed (JSON), or the reason it refused (naming the field) as the error.
+pub async fn reload(admin: &str, token: Option<&str>) -> Result<String, ClientError> {
+    let (_, body) = call(admin, Method::POST, RELOAD_PATH, token, Bytes::new()).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One request to the admin API at `admin`; returns the URL and the body of a 2xx answer, and
+/// any other answer as an error carrying the API's message.
+pub async fn call(
+    admin: &str,
+    method: Method,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Result<(String, Bytes), ClientError> {
     let base = admin.trim_end_matches('/');
-    let uri: Uri = format!("{base}{BACKEND_HEALTH_PATH}")
+    let uri: Uri = format!("{base}{path_and_query}")
         .parse()
         .map_err(|_| ClientError::BadUrl(admin.into()))?;
     let authority = match (uri.scheme_str(), uri.authority()) {
@@ -58,14 +82,17 @@ pub async fn fetch(admin: &str, token: Option<&str>) -> Result<BackendHealth, Cl
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         tokio::spawn(conn);
-        let mut req = Request::get(uri.path())
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(target)
             .header(header::HOST, authority.as_str())
             .header(header::ACCEPT, "application/json");
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req
-            .body(Empty::<bytes::Bytes>::new())
+            .body(Full::new(body))
             .map_err(|_| ClientError::BadUrl(admin.into()))?;
         let res = sender
             .send_request(req)
@@ -84,15 +111,19 @@ pub async fn fetch(admin: &str, token: Option<&str>) -> Result<BackendHealth, Cl
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))??;
     match status {
-        StatusCode::OK => serde_json::from_slice(&body).map_err(|e| ClientError::BadBody {
-            url: url.clone(),
-            reason: e.to_string(),
-        }),
+        s if s.is_success() => Ok((url, body)),
         StatusCode::UNAUTHORIZED => Err(ClientError::Unauthorized { url }),
-        status => Err(ClientError::Status {
-            url,
-            status,
-            body: String::from_utf8_lossy(&body).trim().to_string(),
-        }),
+        status => {
+            // The API's errors are `{"error": "..."}`; show the message itself.
+            let text = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+            Err(ClientError::Status {
+                url,
+                status,
+                body: text,
+            })
+        }
     }
 }

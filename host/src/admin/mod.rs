@@ -6,6 +6,8 @@
 //! anything else.
 
 pub mod client;
+pub mod plugin_client;
+pub mod plugins;
 pub mod view;
 
 use std::convert::Infallible;
@@ -26,6 +28,8 @@ pub use view::BackendHealth;
 
 /// The backend health API's path.
 pub const BACKEND_HEALTH_PATH: &str = "/api/backend-health";
+/// `POST` reloads the configuration file ([`crate::Gateway::reload`]).
+pub const RELOAD_PATH: &str = "/api/reload";
 /// Every loaded plugin with its stats and breaker ([`view::PluginView`]).
 pub const PLUGINS_PATH: &str = "/api/plugins";
 
@@ -49,9 +53,22 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc
         let shared = shared.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let res = answer(&req, &shared, token.as_deref());
-                async move { Ok::<_, Infallible>(res) }
+            let service = service_fn(move |req: Request<Incoming>| {
+                let shared = shared.clone();
+                let token = token.clone();
+                async move {
+                    // The one endpoint that changes state and takes time.
+                    if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {
+                        return Ok::<_, Infallible>(reload(&req, &shared).await);
+                    }
+                    // Plugin changes read a body and compile for up to seconds.
+                    if req.uri().path().starts_with(plugins::PREFIX)
+                        && authorized(&req, token.as_deref())
+                    {
+                        return Ok(plugins::handle(req, &shared).await);
+                    }
+                    Ok(answer(&req, &shared, token.as_deref()))
+                }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -62,16 +79,52 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc
     }
 }
 
+/// Whether the request carries the admin token (always, when none is configured).
+fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+}
+
+/// `POST /api/reload`: reads the configuration file again and applies it. 200 with what
+/// changed, or 422 with the error (naming the field) while the running configuration keeps
+/// serving.
+async fn reload(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        let mut res = json(StatusCode::METHOD_NOT_ALLOWED, &error_body("use POST"));
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return res;
+    }
+    match shared.reload_from_file().await {
+        Ok(report) => match serde_json::to_vec_pretty(&report) {
+            Ok(body) => json(StatusCode::OK, &body),
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &error_body(&format!("cannot serialize the report: {e}")),
+            ),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "configuration not reloaded; the running one keeps serving");
+            let status = match e {
+                crate::Error::NoConfigFile | crate::Error::Stopping => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            json(status, &error_body(&e.to_string()))
+        }
+    }
+}
+
 fn answer(req: &Request<Incoming>, shared: &Shared, token: Option<&str>) -> Response<Full<Bytes>> {
-    if let Some(token) = token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let accepted = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
-        if !accepted {
+    {
+        if !authorized(req, token) {
             let mut res = json(
                 StatusCode::UNAUTHORIZED,
                 &error_body("a valid admin token is required (Authorization: Bearer <token>)"),

@@ -209,16 +209,24 @@ fn short_time(t: &str) -> String {
     t.replacen('T', " ", 1)
 }
 
-/// RFC 3339 in UTC with milliseconds.
-/// One loaded plugin as `GET /api/plugins` shows it.
+/// One plugin as `GET /api/plugins` shows it: its active version's identity and stats, and a
+/// shadow candidate's comparison when one runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginView {
     pub name: String,
     /// "router" or "probe".
     pub kind: &'static str,
-    /// SHA-256 of the component, hex.
-    pub content_hash: String,
-    pub loaded_at: String,
+    /// "active", or "not_loaded" (declared without a component, or unloaded).
+    pub state: &'static str,
+    /// Whether the configuration declares it (else only the admin API loaded it).
+    pub in_config: bool,
+    /// "fail_closed" or "fail_open".
+    pub fail_policy: &'static str,
+    /// SHA-256 of the active component, hex.
+    pub content_hash: Option<String>,
+    /// The active component's file, or "upload".
+    pub origin: Option<String>,
+    pub loaded_at: Option<String>,
     pub calls: u64,
     pub errors: u64,
     pub deadlines: u64,
@@ -233,43 +241,68 @@ pub struct PluginView {
     pub breaker: &'static str,
     /// While open: milliseconds until the trial call.
     pub breaker_retry_in_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::plugin::ShadowReport>,
 }
 
-/// Every loaded plugin, in configuration order.
+impl PluginView {
+    pub fn of(slot: &crate::plugin::PluginSlot) -> Self {
+        use crate::plugin::{BreakerState, FailPolicy};
+        let active = slot.active();
+        let stats = active
+            .as_ref()
+            .map(|v| v.plugin.stats())
+            .unwrap_or_default();
+        let (breaker, retry_in) = match active.as_ref().map(|v| v.plugin.breaker_state()) {
+            None | Some(BreakerState::Closed) => ("closed", None),
+            Some(BreakerState::Open { retry_in, .. }) => {
+                ("open", Some(retry_in.as_millis() as u64))
+            }
+            Some(BreakerState::HalfOpen) => ("half_open", None),
+        };
+        PluginView {
+            name: slot.name().to_owned(),
+            kind: slot.kind().as_str(),
+            state: if active.is_some() {
+                "active"
+            } else {
+                "not_loaded"
+            },
+            in_config: slot.is_declared(),
+            fail_policy: match slot.fail_policy() {
+                FailPolicy::FailClosed => "fail_closed",
+                FailPolicy::FailOpen => "fail_open",
+            },
+            content_hash: active.as_ref().map(|v| v.content_hash.clone()),
+            origin: active.as_ref().map(|v| v.origin.clone()),
+            loaded_at: active.as_ref().map(|v| rfc3339(v.loaded_at)),
+            calls: stats.calls,
+            errors: stats.failures,
+            deadlines: stats.deadlines,
+            traps: stats.traps,
+            memory_limits: stats.memory_limits,
+            invalid_decisions: stats.invalid_decisions,
+            rejected: stats.rejected,
+            call_p50_us: stats.call_time_p50.map(|d| d.as_micros() as u64),
+            call_p99_us: stats.call_time_p99.map(|d| d.as_micros() as u64),
+            breaker,
+            breaker_retry_in_ms: retry_in,
+            shadow: slot.shadow().map(|s| s.report()),
+        }
+    }
+}
+
+/// Every plugin: the configuration's in order, then those only the admin API loaded.
 pub fn plugins(shared: &crate::gateway::Shared) -> Vec<PluginView> {
-    use crate::plugin::BreakerState;
     shared
         .plugins
+        .all()
         .iter()
-        .zip(shared.plugin_loads.iter())
-        .map(|(p, load)| {
-            let stats = p.stats();
-            let (breaker, retry_in) = match p.breaker_state() {
-                BreakerState::Closed => ("closed", None),
-                BreakerState::Open { retry_in, .. } => ("open", Some(retry_in.as_millis() as u64)),
-                BreakerState::HalfOpen => ("half_open", None),
-            };
-            PluginView {
-                name: p.name().to_owned(),
-                kind: load.kind.as_str(),
-                content_hash: load.content_hash.clone(),
-                loaded_at: rfc3339(load.loaded_at),
-                calls: stats.calls,
-                errors: stats.failures,
-                deadlines: stats.deadlines,
-                traps: stats.traps,
-                memory_limits: stats.memory_limits,
-                invalid_decisions: stats.invalid_decisions,
-                rejected: stats.rejected,
-                call_p50_us: stats.call_time_p50.map(|d| d.as_micros() as u64),
-                call_p99_us: stats.call_time_p99.map(|d| d.as_micros() as u64),
-                breaker,
-                breaker_retry_in_ms: retry_in,
-            }
-        })
+        .map(|s| PluginView::of(s))
         .collect()
 }
 
+/// RFC 3339 in UTC with milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

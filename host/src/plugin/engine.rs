@@ -68,6 +68,35 @@ pub struct PluginSpec {
     pub limits: PluginLimits,
     pub fail_policy: FailPolicy,
     pub breaker: BreakerConfig,
+    /// The role the component must play: checked before its first instance runs `init`, so a
+    /// component of the wrong kind is refused as such (not for rejecting a config meant for
+    /// another kind). `None` takes either.
+    pub role: Option<PluginRole>,
+}
+
+/// What a plugin is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginRole {
+    Router,
+    ProbeEvaluator,
+}
+
+impl PluginRole {
+    /// The configuration's word for it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            PluginRole::Router => "router",
+            PluginRole::ProbeEvaluator => "probe",
+        }
+    }
+
+    /// The WIT interface it exports.
+    pub fn interface(self) -> &'static str {
+        match self {
+            PluginRole::Router => "wasmgate:plugin/router@0.1.0",
+            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.0",
+        }
+    }
 }
 
 impl PluginSpec {
@@ -84,6 +113,7 @@ impl PluginSpec {
             limits: PluginLimits::default(),
             fail_policy: FailPolicy::default(),
             breaker: BreakerConfig::default(),
+            role: None,
         }
     }
 }
@@ -162,21 +192,41 @@ impl PluginEngine {
         let started = Instant::now();
         let engine = self.clone();
         let wasm = spec.wasm.clone();
-        let (component, artifact) = tokio::task::spawn_blocking(move || {
+        let compile = tokio::task::spawn_blocking(move || {
             engine
                 .inner
                 .cache
                 .get_or_compile(&engine.inner.engine, &wasm)
-        })
-        .await
-        .map_err(|e| PluginError::Compile {
-            plugin: spec.name.clone(),
-            reason: format!("compilation thread failed: {e}"),
-        })?
-        .map_err(|e| PluginError::Compile {
-            plugin: spec.name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        });
+        // An interpreted guest compiles for seconds: say that it is still going.
+        let progress = {
+            let name = spec.name.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_secs(2);
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    ticks.tick().await;
+                    tracing::info!(
+                        target: "wasmgate::plugin",
+                        plugin = %name,
+                        seconds = started.elapsed().as_secs(),
+                        "still compiling"
+                    );
+                }
+            })
+        };
+        let compiled = compile.await;
+        progress.abort();
+        let (component, artifact) = compiled
+            .map_err(|e| PluginError::Compile {
+                plugin: spec.name.clone(),
+                reason: format!("compilation thread failed: {e}"),
+            })?
+            .map_err(|e| PluginError::Compile {
+                plugin: spec.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let compile_time = started.elapsed();
 
         let pre = self

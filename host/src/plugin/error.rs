@@ -72,6 +72,28 @@ pub enum PluginError {
     /// The plugin answered, but with a decision the gateway cannot carry out.
     #[error("plugin {plugin}: invalid decision: {reason}")]
     InvalidDecision { plugin: String, reason: String },
+
+    /// The plugin is declared (or was unloaded) but no version of it is loaded.
+    #[error("plugin {plugin}: not loaded")]
+    NotLoaded { plugin: String },
+
+    /// A new version answered one of the plugin's sample requests other than its configuration
+    /// expects; it was not put in service.
+    #[error("plugin {plugin}: sample {sample} failed: {reason}")]
+    SampleMismatch {
+        plugin: String,
+        sample: usize,
+        reason: String,
+    },
+
+    /// The component does not do what the plugin's kind needs (a probe evaluator uploaded as a
+    /// router, for example).
+    #[error("plugin {plugin}: is a {kind} plugin, but the component does not export {interface}")]
+    WrongKind {
+        plugin: String,
+        kind: &'static str,
+        interface: &'static str,
+    },
 }
 
 impl PluginError {
@@ -88,13 +110,19 @@ impl PluginError {
             | PluginError::MemoryLimit { plugin, .. }
             | PluginError::Trap { plugin, .. }
             | PluginError::CircuitOpen { plugin, .. }
-            | PluginError::InvalidDecision { plugin, .. } => Some(plugin),
+            | PluginError::InvalidDecision { plugin, .. }
+            | PluginError::NotLoaded { plugin }
+            | PluginError::SampleMismatch { plugin, .. }
+            | PluginError::WrongKind { plugin, .. } => Some(plugin),
         }
     }
 
     /// Whether this failure counts against the plugin's circuit breaker: the plugin misbehaved,
     /// as opposed to the breaker already being open.
     pub fn is_plugin_fault(&self) -> bool {
-        !matches!(self, PluginError::CircuitOpen { .. })
+        !matches!(
+            self,
+            PluginError::CircuitOpen { .. } | PluginError::NotLoaded { .. }
+        )
     }
 }

@@ -13,7 +13,7 @@ use super::bindings::wasmgate::plugin::types::{
     Decision, HeaderEdit, ProbeRequest, ProbeResponse, RequestHead, Verdict,
 };
 use super::breaker::{Breaker, BreakerState};
-use super::engine::{PluginEngine, PluginSpec};
+use super::engine::{PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
 use super::instance::{Answer, Call, Exports, Failure, Instance, StoreState};
 use super::limits::{FailPolicy, PluginLimits};
@@ -60,6 +60,19 @@ impl Plugin {
             plugin: spec.name.clone(),
             interface,
         })?;
+        if let Some(role) = spec.role {
+            let exported = match role {
+                PluginRole::Router => exports.router.is_some(),
+                PluginRole::ProbeEvaluator => exports.probe.is_some(),
+            };
+            if !exported {
+                return Err(PluginError::WrongKind {
+                    plugin: spec.name.clone(),
+                    kind: role.kind(),
+                    interface: role.interface(),
+                });
+            }
+        }
         let concurrency = spec.limits.max_concurrency.max(1);
         let plugin = Plugin {
             inner: Arc::new(PluginInner {

@@ -79,6 +79,9 @@ mod host_view;
 mod instance;
 mod limits;
 mod output;
+mod registry;
+mod samples;
+mod shadow;
 mod stats;
 
 #[cfg(test)]
@@ -92,9 +95,15 @@ pub use bindings::wasmgate::plugin::types::{
 };
 pub use breaker::BreakerState;
 pub use cache::ArtifactSource;
-pub use engine::{EngineConfig, LoadReport, PluginEngine, PluginSpec};
+pub use engine::{EngineConfig, LoadReport, PluginEngine, PluginRole, PluginSpec};
 pub use error::PluginError;
 pub use handle::{MAX_DIRECT_BODY, MAX_HEADERS, MAX_REASON, Plugin, check_decision};
 pub use host_view::{HostView, NoPools, StaticPools};
 pub use limits::{BreakerConfig, FailPolicy, PluginLimits};
+pub use registry::{
+    ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PluginSlot, PluginVersion,
+    PreparedPlugins, VersionRequest, VersionSettings, content_hash,
+};
+pub use samples::{Expected, RawSample, Sample, describe};
+pub use shadow::{Disagreement, Shadow, ShadowReport};
 pub use stats::PluginStats;

@@ -120,7 +120,7 @@ impl Counters {
 }
 
 /// A plugin's counters since it was loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginStats {
     /// Calls that reached an instance (successful or not).
     pub calls: u64,

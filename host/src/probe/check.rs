@@ -18,7 +18,7 @@ use super::evaluate::{Evaluator, ProbeResponse};
 use super::state::ProbeResult;
 use crate::config::fmt_duration;
 use crate::plugin::{
-    FailPolicy, Header, Plugin, ProbeRequest, ProbeResponse as PluginProbeResponse,
+    FailPolicy, Header, PluginSlot, ProbeRequest, ProbeResponse as PluginProbeResponse,
 };
 use crate::proxy::upstream::{ConnectError, RequestBody, Upstream};
 
@@ -44,9 +44,10 @@ pub struct Check {
     pub judge: Option<PluginJudge>,
 }
 
-/// A probe plugin as one target's probes use it.
+/// A probe plugin as one target's probes use it: each probe asks the version active at that
+/// moment, so a version the admin API replaced judges the next probe.
 pub struct PluginJudge {
-    pub plugin: Plugin,
+    pub plugin: Arc<PluginSlot>,
     pub pool: String,
     pub settings: String,
     /// The server's address as written in its pool.

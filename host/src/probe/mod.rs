@@ -32,7 +32,7 @@ use crate::snapshot::{ProbeTarget, Snapshot};
 
 pub use check::{BODY_LIMIT, USER_AGENT};
 pub use evaluate::{Evaluator, NativeEvaluator, ProbeResponse, Verdict};
-pub use state::{Detail, Group, Health, ProbeResult, Status, TargetKey};
+pub use state::{Detail, Drain, Group, Health, ProbeResult, Status, TargetKey};
 
 use self::check::{Check, PluginJudge};
 
@@ -45,12 +45,27 @@ pub struct Prober {
 
 /// Counts the targets still waiting for their first probe result.
 #[derive(Debug)]
-struct FirstRound {
+pub struct FirstRound {
     pending: AtomicUsize,
     done: Notify,
 }
 
 impl FirstRound {
+    /// Waits until every target has had its first probe answered (or failed), at most
+    /// `timeout`; returns whether they all have.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.done.notified();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.pending.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+
     fn one_done(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.done.notify_waiters();
@@ -69,7 +84,7 @@ impl Prober {
     /// Starts probing every target of `snapshot`. Needs a tokio runtime.
     /// Probes of settings (or probes) that name a probe plugin are judged by it; `plugins` is
     /// indexed by [`PluginId`](crate::config::PluginId).
-    pub fn start(snapshot: &Snapshot, plugins: &[crate::plugin::Plugin]) -> Self {
+    pub fn start(snapshot: &Snapshot, plugins: &[Arc<crate::plugin::PluginSlot>]) -> Self {
         let config = &snapshot.config;
         let mut groups: BTreeMap<(PoolId, SettingsId), Vec<&ProbeTarget>> = BTreeMap::new();
         for t in snapshot.targets.iter() {
@@ -115,16 +130,12 @@ impl Prober {
     /// Waits until every target has had its first probe answered (or failed), at most
     /// `timeout`; returns whether they all have.
     pub async fn wait_for_first_probes(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.first.done.notified();
-            if self.first.pending.load(Ordering::Acquire) == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.first.pending.load(Ordering::Acquire) == 0;
-            }
-        }
+        self.first.wait(timeout).await
+    }
+
+    /// The first round of probes, to wait for without holding the prober.
+    pub fn first_round(&self) -> Arc<FirstRound> {
+        self.first.clone()
     }
 
     /// Stops every probe.

@@ -5,6 +5,7 @@
 //! here is written by the prober and read by the health view.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -99,6 +100,20 @@ pub struct Health {
     /// `min_servers`. The only field the data plane reads.
     routable: AtomicBool,
     detail: Mutex<Detail>,
+    /// Set once the target leaves the configuration: when its WebSocket sessions (and, with
+    /// connection draining on, its in-flight requests) are ended.
+    drain: tokio::sync::watch::Sender<Option<Drain>>,
+}
+
+/// A target leaving the configuration: it takes no new requests; what is in flight may finish
+/// until `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub deadline: tokio::time::Instant,
+    /// Whether requests still waiting for their response at the deadline are cut (connection
+    /// draining on). Without draining they finish within their request timeout; WebSocket
+    /// sessions always end at the deadline, with a Close 1001.
+    pub cut_requests: bool,
 }
 
 impl Health {
@@ -109,6 +124,47 @@ impl Health {
             status: AtomicU8::new(Status::Unknown.as_u8()),
             routable: AtomicBool::new(false),
             detail: Mutex::new(Detail::default()),
+            drain: tokio::sync::watch::Sender::new(None),
+        }
+    }
+
+    /// Takes the target out of rotation for good (Application Gateway's connection draining):
+    /// the status becomes Draining, probes no longer change it, and [`Health::drained`]
+    /// completes at the deadline. Draining an already draining target changes nothing.
+    pub fn start_draining(&self, drain: Drain) {
+        let _ = self.drain.send_if_modified(|d| {
+            if d.is_some() {
+                return false;
+            }
+            *d = Some(drain);
+            true
+        });
+        self.set_routable(false);
+        self.publish(Status::Draining);
+    }
+
+    /// The drain in progress, if the target is leaving.
+    pub fn drain(&self) -> Option<Drain> {
+        *self.drain.borrow()
+    }
+
+    /// Completes when the target's drain deadline passes; never for a target that stays.
+    /// `requests_only` waits only for a drain that cuts requests.
+    pub fn drained(&self, requests_only: bool) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.drain.subscribe();
+        async move {
+            let deadline = match rx
+                .wait_for(|d| d.is_some_and(|d| d.cut_requests || !requests_only))
+                .await
+            {
+                Ok(d) => d.map(|d| d.deadline),
+                // The target is gone and was never drained: nothing to wait for.
+                Err(_) => None,
+            };
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -149,6 +205,10 @@ impl Health {
     fn judge(&self, result: ProbeResult, threshold: u32) -> (Status, Status) {
         let mut detail = self.lock();
         let before = self.status();
+        if before == Status::Draining {
+            // A probe that was in flight when the target left the configuration.
+            return (before, before);
+        }
         let after = if result.healthy {
             detail.consecutive_failures = 0;
             Status::Healthy
@@ -229,6 +289,9 @@ impl Group {
             .count();
         let mut extra = self.min_servers.saturating_sub(healthy);
         for cell in self.cells.iter() {
+            if status(cell) == Status::Draining {
+                continue;
+            }
             let routable = status(cell) == Status::Healthy
                 || (extra > 0 && {
                     extra -= 1;

@@ -6,24 +6,25 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::stall::StallGuard;
 use super::upstream::PooledBody;
 
 /// A backend's body streamed through (its connection returns to the pool at the end), or a short
 /// body the gateway wrote itself (errors, redirects).
 pub enum ResponseBody {
-    Upstream(PooledBody),
+    Upstream(StallGuard<PooledBody>),
     Full(Bytes),
     Empty,
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Full(bytes) if bytes.is_empty() => Poll::Ready(None),

@@ -2,9 +2,11 @@
 //! redirect or pick an upstream member → forward with the header rules → response back.
 
 pub mod body;
+pub mod checks;
 pub mod headers;
 pub mod resolve;
 pub mod route_plugin;
+pub mod stall;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -33,7 +35,8 @@ use self::upstream::{ConnectError, PooledBody, RequestBody, Upstream};
 /// What every request on one client connection shares.
 pub struct Connection {
     pub shared: Arc<Shared>,
-    pub frontend: usize,
+    /// The listening socket the connection came in on.
+    pub socket: Arc<crate::listener::SocketHandle>,
     pub client: SocketAddr,
     pub local_port: u16,
     pub scheme: Protocol,
@@ -95,13 +98,20 @@ impl Connection {
         if header_bytes > MAX_HEADER_BYTES {
             return Err(ProxyError::HeadersTooLarge);
         }
+        checks::transfer_coding(req.headers())?;
+        checks::head_limits(req.headers(), &snapshot.config.limits)?;
         let authority = request_authority(&req)?;
         let host = host_without_port(&authority);
 
         // Phase 2: route. The native rules find the listener and rule first: they say which
         // router plugin applies (the rule's, the listener's, or the gateway's), and they are the
         // answer when the plugin defers or fails open. Without a router this is the whole phase.
-        let routed = snapshot.route(self.frontend, host, req.uri().path());
+        // A connection outlives a reload that removed its socket's listeners; its next
+        // request finds none.
+        let frontend = snapshot
+            .frontend_of(self.socket.id)
+            .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
+        let routed = snapshot.route(frontend, host, req.uri().path());
         let router = match &routed {
             Some(r) => snapshot.config.router_for(r.listener, r.rule),
             None => snapshot.config.router,
@@ -110,12 +120,11 @@ impl Connection {
         if let Some(id) = router {
             let listener = match &routed {
                 Some(r) => r.listener,
-                None => snapshot.frontends[self.frontend].listeners[0],
+                None => snapshot.frontends[frontend].listeners[0],
             };
             let listener = &snapshot.config.listener(listener).name;
-            let plugin = &self.shared.plugins[id.0];
             match self
-                .ask_router(snapshot, plugin, &req, &authority, listener)
+                .ask_router(snapshot, id, &req, &authority, listener)
                 .await?
             {
                 RouterOutcome::Native => {}
@@ -212,6 +221,8 @@ impl Connection {
         }
         let body = if body.is_end_stream() {
             RequestBody::Empty
+        } else if let Some(max) = snapshot.config.limits.max_request_body {
+            RequestBody::Capped(checks::CappedBody::new(body, max))
         } else {
             RequestBody::Incoming(body)
         };
@@ -263,6 +274,7 @@ impl Connection {
                     idle: settings.websocket_timeout == WebSocketTimeout::Idle,
                 },
                 self.shared.clone(),
+                forward.members[member_index].health.drained(false),
             );
         }
         if upgraded && extended_connect {
@@ -356,7 +368,13 @@ impl Connection {
                 _ => None,
             };
             let upstream = by_host.as_ref().unwrap_or(&member.upstream);
-            match self.send(upstream, req, timeout).await {
+            // A server leaving with connection draining gets until its deadline to answer.
+            let sent = tokio::select! {
+                biased;
+                sent = self.send(upstream, req, timeout) => sent,
+                _ = member.health.drained(true) => return Err(ProxyError::Drained(pool.name.clone())),
+            };
+            match sent {
                 Ok(res) => return Ok((res, i)),
                 Err(Failure::Unreachable(unsent)) => {
                     tracing::debug!(pool = %pool.name, %server, "backend unreachable; trying the next member");
@@ -385,6 +403,14 @@ impl Connection {
                     pending = Some(*unsent);
                 }
                 Err(Failure::BadResponse) => return Err(ProxyError::BadResponse),
+                Err(Failure::RequestBody(None)) => {
+                    return Err(ProxyError::BadRequest(
+                        "the request body is malformed or was cut short",
+                    ));
+                }
+                Err(Failure::RequestBody(Some(max))) => {
+                    return Err(ProxyError::BodyTooLarge(max));
+                }
             }
         }
         Err(if timeouts > 0 {
@@ -431,7 +457,10 @@ impl Connection {
                             // The connection now belongs to the WebSocket relay.
                             ResponseBody::Empty
                         } else {
-                            ResponseBody::Upstream(PooledBody::new(b, sender, upstream.clone()))
+                            ResponseBody::Upstream(stall::StallGuard::new(
+                                PooledBody::new(b, sender, upstream.clone()),
+                                timeout,
+                            ))
                         }
                     }));
                 }
@@ -440,7 +469,12 @@ impl Connection {
                     None => {
                         let err = e.into_error();
                         tracing::debug!(error = %err, "backend failed mid-request");
-                        return Err(if err.is_parse() {
+                        return Err(if err.is_user() {
+                            // The client's body failed (a bad chunk size, the client went away,
+                            // or past max_request_body): the backend got an aborted request,
+                            // the client a 400 or 413.
+                            Failure::RequestBody(body_limit(&err))
+                        } else if err.is_parse() {
                             Failure::BadResponse
                         } else {
                             Failure::Unreachable(None)
@@ -576,6 +610,21 @@ enum Failure {
     Tls(crate::tls::TlsFailure, Box<Request<RequestBody>>),
     Timeout,
     BadResponse,
+    /// Reading the client's request body failed while it was being sent; with the limit when
+    /// the body passed `limits.max_request_body`.
+    RequestBody(Option<u64>),
+}
+
+/// The limit a request body passed, when that is why sending it failed.
+fn body_limit(err: &hyper::Error) -> Option<u64> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(too_large) = e.downcast_ref::<checks::BodyTooLarge>() {
+            return Some(too_large.0);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// The authority the client asked for: the target's authority in absolute form (RFC 9112
@@ -587,7 +636,7 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if let Some(a) = req.uri().authority() {
-        return Ok(a.as_str().to_ascii_lowercase());
+        return checks::absolute_authority(req.uri(), a, host);
     }
     match host {
         Some(h) => {
@@ -596,7 +645,7 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
                 .map_err(|_| ProxyError::BadRequest("the Host header is not valid"))?;
             if h.is_empty()
                 || h.bytes()
-                    .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
+                    .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@' || b == b',')
             {
                 return Err(ProxyError::BadRequest("the Host header is not valid"));
             }

@@ -16,6 +16,7 @@ use super::Connection;
 use super::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::gateway::Shared;
+use crate::config::PluginId;
 use crate::plugin::{
     Decision, FailPolicy, Header, HeaderEdit, Health, HostView, Plugin, PluginError, RequestHead,
     ServerState,
@@ -44,18 +45,44 @@ pub(super) struct PluginForward {
 }
 
 impl Connection {
-    /// Calls `plugin` for `req` and resolves its decision. `listener` is the name of the
-    /// listener the request matched (or the frontend's first when none did).
+    /// Calls the router plugin `id` of `snapshot`'s configuration for `req` and resolves its
+    /// decision. `listener` is the name of the listener the request matched (or the frontend's
+    /// first when none did).
+    ///
+    /// The plugin's active version is read once (no lock) and used for the whole request, so a
+    /// version replaced meanwhile finishes the requests it started. A plugin with no version
+    /// loaded follows its fail policy. When a shadow candidate compares this request, it gets
+    /// the same request head after the active version answered, on a task of its own.
     pub(super) async fn ask_router<B>(
         &self,
         snapshot: &Snapshot,
-        plugin: &Plugin,
+        id: PluginId,
         req: &Request<B>,
         authority: &str,
         listener: &str,
     ) -> Result<RouterOutcome, ProxyError> {
+        let (version, slot) = match self.shared.plugins.slot(&snapshot.config, id) {
+            Some(slot) => (slot.active(), Some(slot)),
+            None => (None, None),
+        };
+        let Some(version) = version else {
+            let (name, policy) = match &slot {
+                Some(s) => (s.name().to_owned(), s.fail_policy()),
+                None => {
+                    let p = snapshot.config.plugin(id);
+                    (p.name.clone(), p.fail_policy)
+                }
+            };
+            tracing::debug!(target: "wasmgate::plugin", plugin = %name, "router plugin not loaded");
+            return fail_with(policy, PluginError::NotLoaded { plugin: name });
+        };
+        let plugin = &version.plugin;
         let head = self.request_head(req, authority, listener);
-        let decision = match plugin.route(&head).await {
+        let result = plugin.route(&head).await;
+        if let Some(shadow) = slot.as_ref().and_then(|s| s.shadow_for_request()) {
+            shadow.observe(head, result.as_ref().ok().cloned());
+        }
+        let decision = match result {
             Ok(d) => d,
             Err(e) => return fail(plugin, e),
         };
@@ -145,7 +172,11 @@ impl Connection {
 
 /// The plugin's fail policy applied to a failure (already logged and counted by the plugin).
 fn fail(plugin: &Plugin, error: PluginError) -> Result<RouterOutcome, ProxyError> {
-    match plugin.fail_policy() {
+    fail_with(plugin.fail_policy(), error)
+}
+
+fn fail_with(policy: FailPolicy, error: PluginError) -> Result<RouterOutcome, ProxyError> {
+    match policy {
         FailPolicy::FailClosed => Err(ProxyError::Plugin(error)),
         FailPolicy::FailOpen => Ok(RouterOutcome::Native),
     }

@@ -39,19 +39,22 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
 #[derive(Debug)]
 pub enum RequestBody {
     Incoming(Incoming),
+    /// The client's body with `limits.max_request_body` counted as it streams.
+    Capped(super::checks::CappedBody),
     Empty,
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Capped(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -59,6 +62,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Capped(b) => b.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
@@ -66,6 +70,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Capped(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

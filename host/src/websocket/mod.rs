@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod relay;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,12 +117,14 @@ pub struct RelaySettings {
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Once both sides have switched protocols, relays them in a task of its own until either side
-/// closes, the timeout passes, or the gateway shuts down.
+/// closes, the timeout passes, the gateway shuts down, or `drained` completes (the backend
+/// server left the configuration and its draining time is over).
 pub fn spawn_relay(
     client: OnUpgrade,
     backend: OnUpgrade,
     settings: RelaySettings,
     shared: Arc<Shared>,
+    drained: impl Future<Output = ()> + Send + 'static,
 ) {
     let guard = shared.track();
     tokio::spawn(async move {
@@ -142,13 +145,14 @@ pub fn spawn_relay(
             },
             close_grace: CLOSE_GRACE,
         };
-        let outcome = relay::relay(
-            TokioIo::new(client),
-            TokioIo::new(backend),
-            config,
-            shared.stopping(),
-        )
-        .await;
+        let stopping = shared.stopping();
+        let end = async move {
+            tokio::select! {
+                _ = stopping => {}
+                _ = drained => tracing::debug!("WebSocket session's server drained"),
+            }
+        };
+        let outcome = relay::relay(TokioIo::new(client), TokioIo::new(backend), config, end).await;
         tracing::debug!(
             end = ?outcome.end,
             client_to_backend = outcome.client_to_backend,

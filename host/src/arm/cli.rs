@@ -1,0 +1,160 @@
+//! The command-line side of template import: the options `import`, `run` and `check` share, and
+//! turning a template into a configuration file on disk.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::{Binding, ImportError, ImportOptions, Imported, PortBinding};
+
+/// Options for reading an ARM template.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TemplateArgs {
+    /// A parameters file (deploymentParameters.json format) for a template.
+    #[arg(long)]
+    pub parameters: Option<PathBuf>,
+    /// A template parameter value, NAME=VALUE (repeatable; wins over --parameters). Arrays and
+    /// objects are written as JSON.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+    /// The local address every frontend port of a template binds (default 0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// Bind one template frontend port elsewhere: PORT=IP, PORT=IP:PORT or PORT=PORT
+    /// (repeatable; port 0 picks a free port).
+    #[arg(long = "bind-port", value_name = "PORT=ADDRESS", value_parser = super::parse_bind_port)]
+    pub bind_port: Vec<(u16, PortBinding)>,
+}
+
+fn parse_set(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=VALUE"))?;
+    if name.trim().is_empty() {
+        return Err(format!("{text:?}: the parameter name is empty"));
+    }
+    Ok((name.trim().to_string(), value.to_string()))
+}
+
+impl TemplateArgs {
+    fn options(&self, template: &Path, base: PathBuf, cert_dir: PathBuf) -> ImportOptions {
+        ImportOptions {
+            template: template.to_path_buf(),
+            parameters: self.parameters.clone(),
+            sets: self.set.clone(),
+            binding: Binding {
+                address: self
+                    .bind
+                    .unwrap_or(Binding::default().address),
+                ports: self.bind_port.clone(),
+            },
+            base,
+            cert_dir,
+        }
+    }
+}
+
+/// `wasmgate import`: writes the configuration to `output` (certificates into
+/// `<output stem>.certs/` beside it) or prints it (certificates into `<template stem>.certs/` in
+/// the working directory). Ignored template parts go to stderr as warnings.
+pub fn import(
+    template: &Path,
+    args: &TemplateArgs,
+    output: Option<&Path>,
+) -> Result<Imported, ImportError> {
+    let (base, stem) = match output {
+        Some(out) => (
+            out.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            stem_of(out),
+        ),
+        None => (PathBuf::from("."), stem_of(template)),
+    };
+    let imported = super::import(&args.options(template, base, PathBuf::from(format!("{stem}.certs"))))?;
+    warn(&imported);
+    match output {
+        Some(out) => std::fs::write(out, &imported.toml).map_err(|e| ImportError::Read {
+            file: out.display().to_string(),
+            reason: format!("cannot write: {e}"),
+        })?,
+        None => print!("{}", imported.toml),
+    }
+    Ok(imported)
+}
+
+fn warn(imported: &Imported) {
+    for w in &imported.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(dir) = &imported.cert_dir {
+        eprintln!("certificates written to {}", dir.display());
+    }
+}
+
+fn stem_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "template".into())
+}
+
+/// A template imported into a private temporary folder for `run` and `check`: the generated
+/// configuration file and its certificates. The folder is removed when this is dropped.
+#[derive(Debug)]
+pub struct Materialized {
+    pub config_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Materialized {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// When `path` is a template (`.json`), imports it into a fresh temporary folder and returns
+/// the generated configuration file; a TOML path gives `None`.
+pub fn materialize(path: &Path, args: &TemplateArgs) -> Result<Option<Materialized>, ImportError> {
+    if !super::is_template(path) {
+        return Ok(None);
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "wasmgate-{}-{}",
+        stem_of(path),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Private: the folder holds private keys.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| ImportError::Read {
+            file: dir.display().to_string(),
+            reason: format!("cannot create: {e}"),
+        })?;
+    let guard = Materialized {
+        config_path: dir.join("config.toml"),
+        dir: dir.clone(),
+    };
+    let imported = super::import(&args.options(path, dir.clone(), PathBuf::from("certs")))?;
+    warn(&imported);
+    std::fs::write(&guard.config_path, &imported.toml).map_err(|e| ImportError::Read {
+        file: guard.config_path.display().to_string(),
+        reason: format!("cannot write: {e}"),
+    })?;
+    Ok(Some(guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values() {
+        assert_eq!(parse_set("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(parse_set("a=").unwrap(), ("a".into(), "".into()));
+        assert!(parse_set("a").is_err());
+        assert!(parse_set("=x").is_err());
+    }
+}

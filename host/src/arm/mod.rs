@@ -1,0 +1,494 @@
+//! Application Gateway ARM templates as wasmgate configurations.
+//!
+//! A template (`azuredeploy.json`, optionally with a parameters file and `--set` values) is
+//! evaluated ([`template`]), its `Microsoft.Network/applicationGateways` resource is mapped to
+//! wasmgate's configuration sections ([`map`]), written as commented TOML ([`emit`]) and then
+//! loaded through [`Config::from_toml_in`] like any configuration file, so a template and the TOML
+//! it becomes are validated by the same code. Certificates carried in the template are written
+//! as PEM files ([`certs`]).
+
+pub mod certs;
+pub mod cli;
+pub mod emit;
+pub mod json;
+pub mod map;
+pub mod template;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigError};
+use json::{Node, Pos, Value};
+
+/// A file's name (as shown in errors) and text.
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self, ImportError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Source {
+            name: path.display().to_string(),
+            text,
+        })
+    }
+}
+
+/// An error in a template or parameters file: the file, the line and column, the JSON path
+/// (`resources[0].properties.httpListeners[1].properties.protocol`) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmError {
+    pub file: String,
+    pub pos: Option<Pos>,
+    pub path: String,
+    pub message: String,
+}
+
+impl ArmError {
+    pub fn at(file: &str, pos: Pos, path: &str, message: &str) -> Self {
+        ArmError {
+            file: file.to_string(),
+            pos: (pos != Pos::default()).then_some(pos),
+            path: path.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ArmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(pos) = self.pos {
+            write!(f, ":{pos}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ArmError {}
+
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error(transparent)]
+    Template(#[from] ArmError),
+    /// The generated configuration was refused; `origin` is the template item it came from.
+    #[error("{error}{}", origin.as_ref().map(|o| format!(" (from {o})")).unwrap_or_default())]
+    Config {
+        error: ConfigError,
+        origin: Option<String>,
+    },
+}
+
+/// A template part that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignored {}: {}", self.path, self.reason)
+    }
+}
+
+/// Which local address a template's frontend ports become: `address` for all of them, unless
+/// `ports` maps a template port to another address and/or port.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub address: IpAddr,
+    pub ports: Vec<(u16, PortBinding)>,
+}
+
+/// Where one template port binds; `None` parts keep the default address or the template's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortBinding {
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl Default for Binding {
+    fn default() -> Self {
+        Binding {
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ports: Vec::new(),
+        }
+    }
+}
+
+impl Binding {
+    /// The local address and port for template port `port`.
+    pub fn resolve(&self, port: u16) -> (IpAddr, u16) {
+        match self.ports.iter().find(|(p, _)| *p == port) {
+            Some((_, b)) => (b.ip.unwrap_or(self.address), b.port.unwrap_or(port)),
+            None => (self.address, port),
+        }
+    }
+}
+
+/// Parses `--bind-port` values: `PORT=IP`, `PORT=IP:PORT`, `PORT=[IPv6]:PORT` or `PORT=PORT`.
+pub fn parse_bind_port(text: &str) -> Result<(u16, PortBinding), String> {
+    let (from, to) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected TEMPLATE_PORT=ADDRESS"))?;
+    let from: u16 = from
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: {from:?} is not a port"))?;
+    let to = to.trim();
+    let binding = if let Ok(port) = to.parse::<u16>() {
+        PortBinding {
+            ip: None,
+            port: Some(port),
+        }
+    } else if let Ok(ip) = to.parse::<IpAddr>() {
+        PortBinding {
+            ip: Some(ip),
+            port: None,
+        }
+    } else if let Ok(sa) = to.parse::<std::net::SocketAddr>() {
+        PortBinding {
+            ip: Some(sa.ip()),
+            port: Some(sa.port()),
+        }
+    } else {
+        return Err(format!(
+            "{text:?}: {to:?} is not an IP address, IP:PORT or PORT"
+        ));
+    };
+    Ok((from, binding))
+}
+
+/// `ip:port`, with brackets for IPv6.
+pub fn show_addr(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+/// What to import and where certificate files go.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub template: PathBuf,
+    pub parameters: Option<PathBuf>,
+    /// `name=value` parameter values (they win over the parameters file).
+    pub sets: Vec<(String, String)>,
+    pub binding: Binding,
+    /// The folder relative paths in the configuration start in (the output file's folder).
+    pub base: PathBuf,
+    /// Where certificate files are written, relative to `base` unless absolute.
+    pub cert_dir: PathBuf,
+}
+
+/// An imported template: the TOML text, the parts left out, and the validated configuration.
+#[derive(Debug)]
+pub struct Imported {
+    pub toml: String,
+    pub warnings: Vec<Warning>,
+    pub config: Config,
+    /// The folder certificate files were written to, if any were.
+    pub cert_dir: Option<PathBuf>,
+}
+
+/// Imports a template: evaluates it, maps its application gateway, writes certificate files,
+/// renders TOML and validates it.
+pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
+    let template_src = Source::read(&opts.template)?;
+    let template = template::parse_file(&template_src)?;
+    let params_src = opts.parameters.as_deref().map(Source::read).transpose()?;
+    let params = params_src
+        .as_ref()
+        .map(|s| template::parse_file(s).map(|n| (n, s.name.clone())))
+        .transpose()?;
+    let ev = template::Evaluator::new(
+        &template,
+        &template_src.name,
+        params.as_ref().map(|(n, name)| (n, name.as_str())),
+        &opts.sets,
+    )?;
+    let file = template_src.name.as_str();
+    let mut warnings = Vec::new();
+    let (index, resource) = find_gateway(&template, &ev, file, &mut warnings)?;
+    let path = format!("resources[{index}]");
+    if let Some(cond) = resource.get("condition") {
+        let v = ev.eval(cond, &format!("{path}.condition"))?;
+        if v.value != Value::Bool(true) {
+            return Err(ArmError::at(
+                file,
+                cond.pos,
+                &format!("{path}.condition"),
+                "the gateway's condition is not true, so the template deploys no gateway",
+            )
+            .into());
+        }
+    }
+    let evaluated = ev.eval(resource, &path)?;
+    let shown_dir = opts.cert_dir.clone();
+    let real_dir = if opts.cert_dir.is_absolute() {
+        opts.cert_dir.clone()
+    } else {
+        opts.base.join(&opts.cert_dir)
+    };
+    let mut certs = certs::CertWriter::new(real_dir, shown_dir);
+    let mapped = map::map_gateway(file, &evaluated, &path, &opts.binding, &mut certs)?;
+    warnings.extend(mapped.warnings);
+
+    let mut header = vec![
+        format!(
+            "wasmgate configuration imported from the Application Gateway template {}",
+            opts.template.display()
+        ),
+        format!(
+            "by `wasmgate import`{}. Each item names the template path it came from.",
+            match &opts.parameters {
+                Some(p) => format!(" with parameters {}", p.display()),
+                None => String::new(),
+            }
+        ),
+    ];
+    if !opts.sets.is_empty() {
+        let names: Vec<&str> = opts.sets.iter().map(|(n, _)| n.as_str()).collect();
+        // Values stay out: a --set may carry a certificate password.
+        header.push(format!("Parameters set on the command line: {}.", names.join(", ")));
+    }
+    if !warnings.is_empty() {
+        header.push(String::new());
+        header.push("Not imported:".into());
+        for w in &warnings {
+            header.push(format!("- {}: {}", w.path, w.reason));
+        }
+    }
+    let doc = emit::Doc {
+        header,
+        sections: mapped.sections,
+    };
+    let toml = doc.render();
+    let config = Config::from_toml_in(&toml, &opts.base).map_err(|error| {
+        let origin = origin_of(&doc.sections, &error.path);
+        ImportError::Config { error, origin }
+    })?;
+    Ok(Imported {
+        toml,
+        warnings,
+        config,
+        cert_dir: certs.wrote_any().then(|| certs.dir().to_path_buf()),
+    })
+}
+
+/// Finds the one application gateway among the template's resources; every other resource is
+/// reported as ignored.
+fn find_gateway<'t>(
+    template: &'t Node,
+    ev: &template::Evaluator<'_>,
+    file: &str,
+    warnings: &mut Vec<Warning>,
+) -> Result<(usize, &'t Node), ArmError> {
+    const TOP: &[&str] = &[
+        "$schema",
+        "contentVersion",
+        "parameters",
+        "variables",
+        "resources",
+        "outputs",
+        "metadata",
+        "apiProfile",
+        "functions",
+        "definitions",
+        "languageVersion",
+    ];
+    for (key, value) in template.members() {
+        if !TOP.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            return Err(ArmError::at(file, value.pos, key, "not a template section"));
+        }
+    }
+    if let Some(f) = template.get("functions").filter(|f| {
+        f.as_array().is_some_and(|a| !a.is_empty())
+    }) {
+        return Err(ArmError::at(
+            file,
+            f.pos,
+            "functions",
+            "user-defined functions are not supported",
+        ));
+    }
+    if let Some(outputs) = template.get("outputs").filter(|o| !o.members().is_empty()) {
+        warnings.push(Warning {
+            path: "outputs".into(),
+            reason: "deployment outputs describe the Azure deployment".into(),
+        });
+        let _ = outputs;
+    }
+    let resources = template.get("resources").ok_or_else(|| {
+        ArmError::at(file, template.pos, "resources", "the template has no resources")
+    })?;
+    let list = resources.as_array().ok_or_else(|| {
+        ArmError::at(
+            file,
+            resources.pos,
+            "resources",
+            "expected an array of resources (symbolic-name templates, languageVersion 2.0, are not supported)",
+        )
+    })?;
+    let mut found: Option<(usize, &Node)> = None;
+    for (i, r) in list.iter().enumerate() {
+        let path = format!("resources[{i}]");
+        let ty = match r.get("type") {
+            Some(t) => ev.eval(t, &format!("{path}.type"))?,
+            None => return Err(ArmError::at(file, r.pos, &path, "a resource needs \"type\"")),
+        };
+        let ty = ty.as_str().unwrap_or_default().to_string();
+        if ty.eq_ignore_ascii_case("Microsoft.Network/applicationGateways") {
+            if let Some((first, _)) = found {
+                return Err(ArmError::at(
+                    file,
+                    r.pos,
+                    &path,
+                    &format!("a second application gateway (the first is resources[{first}]); import one gateway per configuration"),
+                ));
+            }
+            found = Some((i, r));
+            continue;
+        }
+        if let Some(p) = find_key(r, "applicationGatewayBackendAddressPools", &path) {
+            return Err(ArmError::at(
+                file,
+                p.1.pos,
+                &p.0,
+                "adds servers to the gateway's backend pools through a network interface, which is not supported; list the servers' addresses in the pool's backendAddresses",
+            ));
+        }
+        // Other resources may use functions this importer does not know; their raw name will do.
+        let name = r
+            .get("name")
+            .map(|n| match ev.eval(n, "") {
+                Ok(v) => v,
+                Err(_) => n.clone(),
+            })
+            .and_then(|n| n.as_str().map(|n| format!(" '{n}'")))
+            .unwrap_or_default();
+        warnings.push(Warning {
+            path: format!("{path} ({ty}{name})"),
+            reason: "only the application gateway is imported; other resources belong to Azure".into(),
+        });
+    }
+    found.ok_or_else(|| {
+        ArmError::at(
+            file,
+            resources.pos,
+            "resources",
+            "no Microsoft.Network/applicationGateways resource in the template",
+        )
+    })
+}
+
+/// The first member named `key` (any case) with a non-empty value anywhere under `node`.
+fn find_key<'n>(node: &'n Node, key: &str, path: &str) -> Option<(String, &'n Node)> {
+    match &node.value {
+        Value::Object(members) => members.iter().find_map(|(k, v)| {
+            let p = template::join(path, k);
+            let set = !matches!(&v.value, Value::Null)
+                && !matches!(&v.value, Value::Array(a) if a.is_empty());
+            if k.eq_ignore_ascii_case(key) && set {
+                Some((p, v))
+            } else {
+                find_key(v, key, &p)
+            }
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_key(v, key, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// The template path behind a configuration error's path (`listeners[1].port`,
+/// `url_path_maps[0].path_rules[2].paths`).
+fn origin_of(sections: &[emit::Section], path: &str) -> Option<String> {
+    let (table, rest) = path.split_once('[')?;
+    let (index, rest) = rest.split_once(']')?;
+    let index: usize = index.parse().ok()?;
+    let section = sections.iter().filter(|s| s.table == table).nth(index)?;
+    if let Some(child) = rest.strip_prefix(".path_rules[") {
+        let (j, _) = child.split_once(']')?;
+        let j: usize = j.parse().ok()?;
+        return section.children.get(j).map(|(_, c)| c.origin.clone());
+    }
+    Some(section.origin.clone())
+}
+
+/// Whether a configuration path names an ARM template (by extension) rather than TOML.
+pub fn is_template(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_port_forms() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            parse_bind_port("80=127.0.0.1:8080").unwrap(),
+            (80, PortBinding { ip: ip("127.0.0.1"), port: Some(8080) })
+        );
+        assert_eq!(
+            parse_bind_port("443=8443").unwrap(),
+            (443, PortBinding { ip: None, port: Some(8443) })
+        );
+        assert_eq!(
+            parse_bind_port("80=::1").unwrap(),
+            (80, PortBinding { ip: ip("::1"), port: None })
+        );
+        assert_eq!(
+            parse_bind_port("80=[::1]:0").unwrap(),
+            (80, PortBinding { ip: ip("::1"), port: Some(0) })
+        );
+        for bad in ["80", "x=1", "80=host:1", "70000=1"] {
+            assert!(parse_bind_port(bad).is_err(), "{bad}");
+        }
+        let b = Binding {
+            address: "127.0.0.1".parse().unwrap(),
+            ports: vec![parse_bind_port("443=8443").unwrap()],
+        };
+        assert_eq!(b.resolve(443), ("127.0.0.1".parse().unwrap(), 8443));
+        assert_eq!(b.resolve(80), ("127.0.0.1".parse().unwrap(), 80));
+    }
+
+    #[test]
+    fn error_display() {
+        let e = ArmError::at("t.json", Pos { line: 3, col: 9 }, "resources[0].name", "bad");
+        assert_eq!(e.to_string(), "t.json:3:9: resources[0].name: bad");
+        let e = ArmError::at("command line", Pos::default(), "", "bad");
+        assert_eq!(e.to_string(), "command line: bad");
+    }
+
+    #[test]
+    fn origins_of_config_paths() {
+        let mut map = emit::Section::new("url_path_maps", "m0".into());
+        map.children.push(("path_rules", emit::Section::new("path_rules", "m0.r0".into())));
+        map.children.push(("path_rules", emit::Section::new("path_rules", "m0.r1".into())));
+        let sections = vec![
+            emit::Section::new("listeners", "l0".into()),
+            map,
+            emit::Section::new("listeners", "l1".into()),
+        ];
+        assert_eq!(origin_of(&sections, "listeners[1].port").as_deref(), Some("l1"));
+        assert_eq!(origin_of(&sections, "url_path_maps[0].path_rules[1].paths").as_deref(), Some("m0.r1"));
+        assert_eq!(origin_of(&sections, "url_path_maps[0].name").as_deref(), Some("m0"));
+        assert_eq!(origin_of(&sections, "rules[0]"), None);
+        assert_eq!(origin_of(&sections, "limits"), None);
+    }
+}

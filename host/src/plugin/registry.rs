@@ -1,0 +1,824 @@
+//! Plugins that change while the gateway runs: one long-lived engine, and one slot per plugin
+//! name whose version can be replaced, unloaded or shadowed at any time.
+//!
+//! # Shape
+//!
+//! - A [`PluginSlot`] holds the plugin's active [`PluginVersion`] in an `ArcSwap`: a request
+//!   loads it once (an atomic load and an `Arc` clone, no lock) and keeps it to the end, so a
+//!   request already running finishes on the version it started with while new ones get the new
+//!   one. A slot may also hold a [`Shadow`] candidate.
+//! - The [`PluginRegistry`] owns the engine (created on the first load, sized from
+//!   `[plugin_engine] max_instances`, by default twice what the configured plugins may run at
+//!   once and at least [`MIN_INSTANCES`]), every slot by name, and the current set: the
+//!   configuration's plugins in [`PluginId`] order.
+//! - A configuration becomes current in two steps. [`PluginRegistry::prepare`] loads what is new
+//!   or changed (by name, kind, content hash, `config`, limits, fail policy and samples) and
+//!   reuses the slot of every unchanged entry, with whatever version it holds — an admin-replaced
+//!   version survives a reload that leaves its entry alone; nothing live changes. Then
+//!   [`PluginRegistry::commit`] installs the prepared versions into their slots and publishes the
+//!   new set, which it returns. Between the two a request may still resolve a plugin through an
+//!   older configuration: [`PluginRegistry::slot`] checks the name at the id and looks the name
+//!   up when it differs, so it always finds the plugin its configuration meant.
+//! - Every new version (from the configuration or the admin API) is compiled off the request
+//!   path, initialised with its `config`, checked to export what its kind needs, and made to
+//!   answer the plugin's samples; only then is it swapped in. Any failure leaves the slot as it
+//!   was.
+//!
+//! # Plugins the configuration does not load
+//!
+//! A `[[plugins]]` entry without `path` declares a plugin that rules may name but that has no
+//! version until the admin API loads one. A plugin loaded through the admin API under a name the
+//! configuration does not declare gets a slot of its own; rules can use it once a configuration
+//! (reloaded) declares that name without a `path`, which keeps the loaded version. Until a slot
+//! has a version — and after an unload — requests that its rules route through it follow its
+//! fail policy: `fail_closed` answers 503, `fail_open` routes with the native rules; a probe
+//! plugin that is not loaded counts probes as failed (`fail_closed`) or uses the native verdict.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use super::shadow::Shadow;
+use super::{
+    BreakerState, Decision, EngineConfig, FailPolicy, HostView, LoadReport, Plugin, PluginEngine,
+    PluginError, PluginLimits, PluginRole, PluginSpec, PluginStats, ProbeRequest, ProbeResponse,
+    RequestHead, Sample, Verdict,
+};
+use crate::config::{Config, PluginConfig, PluginId, PluginKind};
+use crate::error::Error;
+
+/// The smallest engine: room for a few plugins loaded through the admin API besides the
+/// configured ones.
+pub const MIN_INSTANCES: u32 = 64;
+/// The largest component the admin API accepts, uploaded or named by path.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// One loaded version of a plugin.
+pub struct PluginVersion {
+    pub plugin: Plugin,
+    /// SHA-256 of the component, hex.
+    pub content_hash: String,
+    pub loaded_at: SystemTime,
+    /// Where the component came from: its file, or "upload".
+    pub origin: String,
+    /// The `config` its instances were initialised with.
+    pub config: String,
+    pub report: LoadReport,
+}
+
+impl std::fmt::Debug for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVersion")
+            .field("plugin", &self.plugin.name())
+            .field("content_hash", &self.content_hash)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a version is built with, besides its component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionSettings {
+    pub config: String,
+    pub limits: PluginLimits,
+    pub fail_policy: FailPolicy,
+    pub samples: Arc<[Sample]>,
+}
+
+impl Default for VersionSettings {
+    fn default() -> Self {
+        VersionSettings {
+            config: String::new(),
+            limits: PluginLimits::default(),
+            fail_policy: FailPolicy::default(),
+            samples: Arc::new([]),
+        }
+    }
+}
+
+/// A configuration entry as prepared: equal entries reuse their slot untouched.
+#[derive(Debug, Clone, PartialEq)]
+struct Declared {
+    kind: PluginKind,
+    /// `None` for an entry without `path`.
+    content_hash: Option<String>,
+    settings: VersionSettings,
+}
+
+/// One plugin name: its active version (if any), an optional shadow candidate, and what the
+/// configuration says about it.
+pub struct PluginSlot {
+    name: Arc<str>,
+    kind: PluginKind,
+    fail_open: AtomicBool,
+    active: ArcSwapOption<PluginVersion>,
+    shadow: ArcSwapOption<Shadow>,
+    control: Mutex<SlotControl>,
+}
+
+struct SlotControl {
+    /// The configuration entry this slot was last prepared from; `None` for a plugin only the
+    /// admin API loaded.
+    declared: Option<Declared>,
+    /// What new versions get by default: the configuration's settings for this plugin.
+    settings: VersionSettings,
+}
+
+impl PluginSlot {
+    fn new(name: &str, kind: PluginKind, settings: VersionSettings) -> Arc<Self> {
+        Arc::new(PluginSlot {
+            name: name.into(),
+            kind,
+            fail_open: AtomicBool::new(settings.fail_policy == FailPolicy::FailOpen),
+            active: ArcSwapOption::empty(),
+            shadow: ArcSwapOption::empty(),
+            control: Mutex::new(SlotControl {
+                declared: None,
+                settings,
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> PluginKind {
+        self.kind
+    }
+
+    /// The version serving now, if one is loaded. The hot path: an atomic load and an `Arc`
+    /// clone.
+    pub fn active(&self) -> Option<Arc<PluginVersion>> {
+        self.active.load_full()
+    }
+
+    /// The shadow candidate, when this request is one it compares.
+    pub fn shadow_for_request(&self) -> Option<Arc<Shadow>> {
+        let shadow = self.shadow.load();
+        match &*shadow {
+            Some(s) if s.wants() => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// The shadow candidate, if any.
+    pub fn shadow(&self) -> Option<Arc<Shadow>> {
+        self.shadow.load_full()
+    }
+
+    /// The fail policy requests follow when the plugin fails or is not loaded.
+    pub fn fail_policy(&self) -> FailPolicy {
+        if self.fail_open.load(Relaxed) {
+            FailPolicy::FailOpen
+        } else {
+            FailPolicy::FailClosed
+        }
+    }
+
+    /// Whether the configuration declares this plugin (else only the admin API loaded it).
+    pub fn is_declared(&self) -> bool {
+        self.lock().declared.is_some()
+    }
+
+    /// The active version's stats (zero when none is loaded).
+    pub fn stats(&self) -> PluginStats {
+        self.active().map(|v| v.plugin.stats()).unwrap_or_default()
+    }
+
+    /// The active version's breaker (closed when none is loaded).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.active()
+            .map_or(BreakerState::Closed, |v| v.plugin.breaker_state())
+    }
+
+    /// Routes with the active version (see [`Plugin::route`]).
+    pub async fn route(&self, request: &RequestHead) -> Result<Decision, PluginError> {
+        self.require()?.plugin.route(request).await
+    }
+
+    /// Judges a probe response with the active version (see [`Plugin::evaluate`]).
+    pub async fn evaluate(&self, response: &ProbeResponse) -> Result<Verdict, PluginError> {
+        self.require()?.plugin.evaluate(response).await
+    }
+
+    /// Shapes a probe request with the active version (see [`Plugin::shape_probe_request`]).
+    pub async fn shape_probe_request(
+        &self,
+        pool: &str,
+        settings: &str,
+        server: &str,
+    ) -> Result<Option<ProbeRequest>, PluginError> {
+        self.require()?
+            .plugin
+            .shape_probe_request(pool, settings, server)
+            .await
+    }
+
+    /// The active version, or the error a caller's fail policy handles.
+    pub fn require(&self) -> Result<Arc<PluginVersion>, PluginError> {
+        self.active().ok_or_else(|| PluginError::NotLoaded {
+            plugin: self.name.to_string(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotControl> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn install(&self, version: Arc<PluginVersion>) {
+        let hash = short(&version.content_hash).to_owned();
+        let previous = self.active.swap(Some(version));
+        match previous {
+            Some(p) => tracing::info!(
+                target: "wasmgate::plugin",
+                plugin = %self.name,
+                version = hash,
+                replaced = short(&p.content_hash),
+                "new version in service; requests already running finish on the old one"
+            ),
+            None => tracing::info!(
+                target: "wasmgate::plugin",
+                plugin = %self.name,
+                version = hash,
+                "plugin in service"
+            ),
+        }
+    }
+
+    fn set_declared(&self, declared: Option<Declared>) {
+        let mut control = self.lock();
+        if let Some(d) = &declared {
+            control.settings = d.settings.clone();
+            self.fail_open
+                .store(d.settings.fail_policy == FailPolicy::FailOpen, Relaxed);
+        }
+        control.declared = declared;
+    }
+}
+
+impl std::fmt::Debug for PluginSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSlot")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("active", &self.active().map(|v| v.content_hash.clone()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a component for the admin API comes from.
+#[derive(Debug, Clone)]
+pub enum ComponentSource {
+    /// Uploaded bytes.
+    Bytes(Arc<[u8]>),
+    /// A file on the gateway's host.
+    Path(PathBuf),
+}
+
+/// An admin request for a new version.
+#[derive(Debug, Clone)]
+pub struct VersionRequest {
+    pub component: ComponentSource,
+    /// Required for a name the configuration does not declare; checked against the slot
+    /// otherwise.
+    pub kind: Option<PluginKind>,
+    /// Replaces the configuration's `config` for this version.
+    pub config: Option<String>,
+}
+
+/// Why an admin change was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no plugin named {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The component was refused: not a component, wrong kind, `init` failed, a sample failed.
+    #[error("{0}")]
+    Refused(#[from] PluginError),
+}
+
+/// Configuration entries loaded by [`PluginRegistry::prepare`], ready to be made current.
+pub struct PreparedPlugins {
+    entries: Vec<PreparedEntry>,
+}
+
+struct PreparedEntry {
+    slot: Arc<PluginSlot>,
+    /// A new version to install at commit; `None` keeps the slot's.
+    version: Option<Arc<PluginVersion>>,
+    declared: Declared,
+}
+
+impl PreparedPlugins {
+    /// How many entries got a new version (the others reuse their slot as it is).
+    pub fn loaded(&self) -> usize {
+        self.entries.iter().filter(|e| e.version.is_some()).count()
+    }
+}
+
+/// Every plugin of the gateway (see the module docs).
+pub struct PluginRegistry {
+    host: Arc<dyn HostView>,
+    engine_config: EngineConfig,
+    engine: Mutex<Option<PluginEngine>>,
+    /// The configuration's plugins, in [`PluginId`] order.
+    current: ArcSwap<Box<[Arc<PluginSlot>]>>,
+    /// Every slot by name: the configuration's and those only the admin API loaded.
+    slots: Mutex<HashMap<Arc<str>, Arc<PluginSlot>>>,
+    /// One admin change at a time (each may compile for seconds).
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl PluginRegistry {
+    /// A registry for a gateway starting with `config`: the engine is sized from it (and made
+    /// when the first plugin loads). `host` answers the plugins' `host` interface.
+    pub fn new(config: &Config, host: Arc<dyn HostView>) -> Self {
+        let instances = config.plugin_max_instances.unwrap_or_else(|| {
+            let configured: u32 = config
+                .plugins
+                .iter()
+                .map(|p| p.limits.max_concurrency as u32 + 1)
+                .sum();
+            // Twice: a replacement or a shadow candidate runs beside each active version.
+            (configured * 2).max(MIN_INSTANCES)
+        });
+        PluginRegistry {
+            host,
+            engine_config: EngineConfig {
+                total_component_instances: instances,
+                // A Python instance has 14 core instances.
+                total_core_instances: instances * 16,
+                total_memories: instances * 2,
+                total_tables: instances * 4,
+                total_stacks: instances,
+                cache_dir: config.plugin_cache_dir.clone(),
+                ..EngineConfig::default()
+            },
+            engine: Mutex::new(None),
+            current: ArcSwap::from_pointee(Box::new([])),
+            slots: Mutex::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The engine, made on first use.
+    pub fn engine(&self) -> Result<PluginEngine, PluginError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &*engine {
+            return Ok(e.clone());
+        }
+        let e = PluginEngine::new(self.engine_config.clone())?;
+        *engine = Some(e.clone());
+        Ok(e)
+    }
+
+    /// The plugin `config` means by `id`, as of the current set (request path: no lock).
+    pub fn slot(&self, config: &Config, id: PluginId) -> Option<Arc<PluginSlot>> {
+        let name = &config.plugins.get(id.0)?.name;
+        let current = self.current.load();
+        match current.get(id.0) {
+            Some(s) if *s.name == **name => Some(s.clone()),
+            _ => current.iter().find(|s| *s.name == **name).cloned(),
+        }
+    }
+
+    /// The current set, in [`PluginId`] order.
+    pub fn current(&self) -> Arc<Box<[Arc<PluginSlot>]>> {
+        self.current.load_full()
+    }
+
+    /// Every slot: the configuration's in order, then those only the admin API loaded, by name.
+    pub fn all(&self) -> Vec<Arc<PluginSlot>> {
+        let current = self.current();
+        let mut all: Vec<Arc<PluginSlot>> = current.iter().cloned().collect();
+        let mut extra: Vec<Arc<PluginSlot>> = self
+            .lock_slots()
+            .values()
+            .filter(|s| !current.iter().any(|c| Arc::ptr_eq(c, s)))
+            .cloned()
+            .collect();
+        extra.sort_by(|a, b| a.name.cmp(&b.name));
+        all.extend(extra);
+        all
+    }
+
+    /// A slot by name, configured or not.
+    pub fn by_name(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.lock_slots().get(name).cloned()
+    }
+
+    fn lock_slots(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<PluginSlot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the plugins of `config` that are new or changed, in order (the first failure is
+    /// the error, naming the plugin), and reuses the slots of the others. Changes nothing live:
+    /// [`commit`](Self::commit) does.
+    pub async fn prepare(&self, config: &Config) -> Result<PreparedPlugins, Error> {
+        let mut entries = Vec::with_capacity(config.plugins.len());
+        for p in &config.plugins {
+            let wasm = match &p.path {
+                None => None,
+                Some(path) => Some(read_component(p, path).await?),
+            };
+            let declared = Declared {
+                kind: p.kind,
+                content_hash: wasm.as_ref().map(|w| content_hash(w)),
+                settings: VersionSettings {
+                    config: p.config.clone(),
+                    limits: p.limits.clone(),
+                    fail_policy: p.fail_policy,
+                    samples: p.samples.clone().into(),
+                },
+            };
+            let existing = self.by_name(&p.name).filter(|s| s.kind == p.kind);
+            let entry = match (existing, wasm) {
+                // Unchanged: the slot stays as it is, with whatever version it serves.
+                (Some(slot), _) if slot.lock().declared.as_ref() == Some(&declared) => {
+                    PreparedEntry {
+                        slot,
+                        version: None,
+                        declared,
+                    }
+                }
+                // Declared without a component: an admin-loaded version is kept.
+                (existing, None) => PreparedEntry {
+                    slot: existing.unwrap_or_else(|| {
+                        PluginSlot::new(&p.name, p.kind, declared.settings.clone())
+                    }),
+                    version: None,
+                    declared,
+                },
+                (existing, Some(wasm)) => {
+                    tracing::info!(
+                        plugin = %p.name,
+                        kind = p.kind.as_str(),
+                        bytes = wasm.len(),
+                        "loading plugin (a large component takes seconds to compile)"
+                    );
+                    let origin = p.path.as_ref().map(|f| f.display().to_string());
+                    let version = self
+                        .build_version(
+                            &p.name,
+                            p.kind,
+                            wasm.into(),
+                            &declared.settings,
+                            origin.unwrap_or_default(),
+                        )
+                        .await?;
+                    PreparedEntry {
+                        slot: existing.unwrap_or_else(|| {
+                            PluginSlot::new(&p.name, p.kind, declared.settings.clone())
+                        }),
+                        version: Some(version),
+                        declared,
+                    }
+                }
+            };
+            entries.push(entry);
+        }
+        Ok(PreparedPlugins { entries })
+    }
+
+    /// Makes `prepared` current: installs its new versions into their slots (atomically each;
+    /// requests already running keep the version they hold), forgets configured plugins the new
+    /// set no longer has (plugins only the admin API loaded stay), and publishes the set. Returns
+    /// it, indexed by the new configuration's [`PluginId`].
+    pub fn commit(&self, prepared: PreparedPlugins) -> Arc<Box<[Arc<PluginSlot>]>> {
+        let mut slots = self.lock_slots();
+        let set: Box<[Arc<PluginSlot>]> = prepared
+            .entries
+            .into_iter()
+            .map(|e| {
+                if let Some(version) = e.version {
+                    e.slot.install(version);
+                }
+                e.slot.set_declared(Some(e.declared));
+                e.slot
+            })
+            .collect();
+        slots.retain(|_, s| !s.is_declared() || set.iter().any(|c| Arc::ptr_eq(c, s)));
+        // A configured plugin dropped while an admin-only one of its name lived: the new set wins.
+        for s in set.iter() {
+            slots.insert(s.name.clone(), s.clone());
+        }
+        let set = Arc::new(set);
+        self.current.store(set.clone());
+        set
+    }
+
+    /// Loads a plugin that has no version: a name the configuration declares without a
+    /// component (or that was unloaded), or a new name (`kind` required).
+    pub async fn load(
+        &self,
+        name: &str,
+        request: VersionRequest,
+    ) -> Result<Arc<PluginSlot>, ChangeError> {
+        let _admin = self.admin.lock().await;
+        let existing = self.by_name(name);
+        if existing.as_ref().is_some_and(|s| s.active().is_some()) {
+            return Err(ChangeError::Conflict(format!(
+                "plugin {name:?} is loaded; replace it instead"
+            )));
+        }
+        let (kind, settings) = match &existing {
+            Some(slot) => {
+                check_kind(slot, request.kind)?;
+                (slot.kind, slot.lock().settings.clone())
+            }
+            None => {
+                check_name(name)?;
+                let kind = request.kind.ok_or_else(|| {
+                    ChangeError::BadRequest(format!(
+                        "the configuration does not declare plugin {name:?}: give its kind (router or probe)"
+                    ))
+                })?;
+                (kind, VersionSettings::default())
+            }
+        };
+        let version = self.admin_version(name, kind, &settings, &request).await?;
+        let slot = match existing {
+            Some(slot) => slot,
+            None => {
+                let slot = PluginSlot::new(name, kind, settings);
+                self.lock_slots().insert(slot.name.clone(), slot.clone());
+                slot
+            }
+        };
+        slot.install(version);
+        Ok(slot)
+    }
+
+    /// Replaces a loaded plugin's version once the new one is compiled, initialised and has
+    /// passed the samples.
+    pub async fn replace(
+        &self,
+        name: &str,
+        request: VersionRequest,
+    ) -> Result<Arc<PluginSlot>, ChangeError> {
+        let _admin = self.admin.lock().await;
+        let slot = self.loaded(name)?;
+        check_kind(&slot, request.kind)?;
+        let settings = slot.lock().settings.clone();
+        let version = self
+            .admin_version(name, slot.kind, &settings, &request)
+            .await?;
+        slot.install(version);
+        Ok(slot)
+    }
+
+    /// Unloads a plugin: its rules follow its fail policy until a version is loaded again. A
+    /// plugin only the admin API loaded is forgotten.
+    pub async fn unload(&self, name: &str) -> Result<Arc<PluginSlot>, ChangeError> {
+        let _admin = self.admin.lock().await;
+        let slot = self.loaded(name)?;
+        slot.shadow.store(None);
+        if let Some(old) = slot.active.swap(None) {
+            tracing::warn!(
+                target: "wasmgate::plugin",
+                plugin = name,
+                version = short(&old.content_hash),
+                fail_policy = ?slot.fail_policy(),
+                "plugin unloaded; its rules follow its fail policy"
+            );
+        }
+        if !slot.is_declared() {
+            self.lock_slots().remove(name);
+        }
+        Ok(slot)
+    }
+
+    /// Runs a candidate beside a router's active version on `sample` (0 < sample ≤ 1) of its
+    /// requests, replacing any previous candidate.
+    pub async fn shadow(
+        &self,
+        name: &str,
+        request: VersionRequest,
+        sample: f64,
+    ) -> Result<Arc<PluginSlot>, ChangeError> {
+        if !(sample > 0.0 && sample <= 1.0) {
+            return Err(ChangeError::BadRequest(format!(
+                "sample {sample} is out of range; it must be above 0 and at most 1"
+            )));
+        }
+        let _admin = self.admin.lock().await;
+        let slot = self.loaded(name)?;
+        if slot.kind != PluginKind::Router {
+            return Err(ChangeError::BadRequest(format!(
+                "plugin {name:?} is a {} plugin; shadow mode compares routing decisions",
+                slot.kind.as_str()
+            )));
+        }
+        check_kind(&slot, request.kind)?;
+        let settings = slot.lock().settings.clone();
+        let version = self
+            .admin_version(name, slot.kind, &settings, &request)
+            .await?;
+        tracing::info!(
+            target: "wasmgate::plugin",
+            plugin = name,
+            candidate = short(&version.content_hash),
+            sample,
+            "shadow candidate running beside the active version"
+        );
+        slot.shadow
+            .store(Some(Arc::new(Shadow::new(version, sample))));
+        Ok(slot)
+    }
+
+    /// Stops a shadow candidate.
+    pub async fn stop_shadow(&self, name: &str) -> Result<Arc<PluginSlot>, ChangeError> {
+        let _admin = self.admin.lock().await;
+        let slot = self
+            .by_name(name)
+            .ok_or_else(|| ChangeError::NotFound(name.into()))?;
+        if slot.shadow.swap(None).is_none() {
+            return Err(ChangeError::Conflict(format!(
+                "plugin {name:?} has no shadow candidate"
+            )));
+        }
+        Ok(slot)
+    }
+
+    /// Puts the shadow candidate in service.
+    pub async fn promote(&self, name: &str) -> Result<Arc<PluginSlot>, ChangeError> {
+        let _admin = self.admin.lock().await;
+        let slot = self.loaded(name)?;
+        let Some(shadow) = slot.shadow.swap(None) else {
+            return Err(ChangeError::Conflict(format!(
+                "plugin {name:?} has no shadow candidate to promote"
+            )));
+        };
+        slot.install(shadow.candidate().clone());
+        Ok(slot)
+    }
+
+    fn loaded(&self, name: &str) -> Result<Arc<PluginSlot>, ChangeError> {
+        let slot = self
+            .by_name(name)
+            .ok_or_else(|| ChangeError::NotFound(name.into()))?;
+        if slot.active().is_none() {
+            return Err(ChangeError::Conflict(format!(
+                "plugin {name:?} is not loaded; load it instead"
+            )));
+        }
+        Ok(slot)
+    }
+
+    async fn admin_version(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        settings: &VersionSettings,
+        request: &VersionRequest,
+    ) -> Result<Arc<PluginVersion>, ChangeError> {
+        let (wasm, origin) = match &request.component {
+            ComponentSource::Bytes(b) => (b.clone(), "upload".to_owned()),
+            ComponentSource::Path(path) => {
+                let wasm = read_limited(path).await.map_err(|e| {
+                    ChangeError::BadRequest(format!("cannot read {}: {e}", path.display()))
+                })?;
+                (wasm.into(), path.display().to_string())
+            }
+        };
+        let mut settings = settings.clone();
+        if let Some(config) = &request.config {
+            settings.config = config.clone();
+        }
+        tracing::info!(
+            target: "wasmgate::plugin",
+            plugin = name,
+            bytes = wasm.len(),
+            origin = %origin,
+            "loading a new version (a large component takes seconds to compile)"
+        );
+        Ok(self
+            .build_version(name, kind, wasm, &settings, origin)
+            .await?)
+    }
+
+    /// Compiles, initialises, checks the kind and the samples: a version ready to serve.
+    async fn build_version(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        wasm: Arc<[u8]>,
+        settings: &VersionSettings,
+        origin: String,
+    ) -> Result<Arc<PluginVersion>, PluginError> {
+        let engine = self.engine()?;
+        let content_hash = content_hash(&wasm);
+        let mut spec = PluginSpec::new(name, wasm, settings.config.clone());
+        spec.limits = settings.limits.clone();
+        spec.fail_policy = settings.fail_policy;
+        spec.role = Some(match kind {
+            PluginKind::Router => PluginRole::Router,
+            PluginKind::Probe => PluginRole::ProbeEvaluator,
+        });
+        let (plugin, report) = engine.load(spec, self.host.clone()).await?;
+        for (i, sample) in settings.samples.iter().enumerate() {
+            let mismatch = |reason: String| PluginError::SampleMismatch {
+                plugin: name.into(),
+                sample: i,
+                reason,
+            };
+            let decision = plugin
+                .route(&sample.request)
+                .await
+                .map_err(|e| mismatch(e.to_string()))?;
+            sample.check(&decision).map_err(mismatch)?;
+        }
+        Ok(Arc::new(PluginVersion {
+            plugin,
+            content_hash,
+            loaded_at: SystemTime::now(),
+            origin,
+            config: settings.config.clone(),
+            report,
+        }))
+    }
+}
+
+fn check_kind(slot: &PluginSlot, kind: Option<PluginKind>) -> Result<(), ChangeError> {
+    match kind {
+        Some(k) if k != slot.kind => Err(ChangeError::BadRequest(format!(
+            "plugin {:?} is a {} plugin, not a {} plugin",
+            slot.name,
+            slot.kind.as_str(),
+            k.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Names the admin API may create: what a configuration could name and a URL carries as is.
+fn check_name(name: &str) -> Result<(), ChangeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ChangeError::BadRequest(format!(
+            "plugin name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+async fn read_component(p: &PluginConfig, path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    read_file(path.to_owned(), None)
+        .await
+        .map_err(|source| Error::PluginFile {
+            plugin: p.name.clone(),
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Reads a file named through the admin API, refusing one over [`MAX_COMPONENT_BYTES`].
+async fn read_limited(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_file(path.to_owned(), Some(MAX_COMPONENT_BYTES as u64)).await
+}
+
+/// Reads a file on a blocking thread (a Python component is 18 MB).
+async fn read_file(path: PathBuf, limit: Option<u64>) -> std::io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(limit) = limit {
+            let len = std::fs::metadata(&path)?.len();
+            if len > limit {
+                return Err(std::io::Error::other(format!(
+                    "{len} bytes is over the {limit}-byte component limit"
+                )));
+            }
+        }
+        std::fs::read(&path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// SHA-256, hex.
+pub fn content_hash(wasm: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(wasm)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}

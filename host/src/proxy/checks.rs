@@ -1,0 +1,218 @@
+//! Request checks that hyper leaves to the application: framings and authorities that parse as
+//! valid HTTP but that a gateway must not forward, because it or a backend could read them in
+//! two ways (RFC 9112 §11.2, request smuggling).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::config::Limits;
+use crate::error::ProxyError;
+
+/// `[limits]` checked on the request head: the number of header fields (hyper already counts
+/// them while parsing HTTP/1.1; this covers HTTP/2) and a declared body length over
+/// `max_request_body`, refused before any of the body is read (RFC 9110 §15.5.14).
+pub fn head_limits(headers: &HeaderMap, limits: &Limits) -> Result<(), ProxyError> {
+    if headers.len() > limits.max_header_count {
+        return Err(ProxyError::TooManyHeaders(limits.max_header_count));
+    }
+    if let Some(max) = limits.max_request_body {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+    }
+    Ok(())
+}
+
+/// The error a [`CappedBody`] ends with once the body passes its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// The client's body, counted as it streams: past `limit` bytes it fails with [`BodyTooLarge`],
+/// so the backend sees an aborted request (never a truncated one that looks complete) and the
+/// client gets 413. A body with a Content-Length was already checked by [`head_limits`].
+#[derive(Debug)]
+pub struct CappedBody {
+    body: Incoming,
+    left: u64,
+    limit: u64,
+}
+
+impl CappedBody {
+    pub fn new(body: Incoming, limit: u64) -> Self {
+        Self {
+            body,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other.map_err(Into::into),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > this.left {
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+            }
+            this.left -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The only transfer coding the gateway forwards is one `chunked`, last (RFC 9112 §6.1, §7).
+///
+/// hyper refuses a request whose final coding is not chunked, but it accepts `chunked, chunked`
+/// (chunked "MUST NOT" be applied twice, §7) and `gzip, chunked`; it then hands over a body with
+/// the chunked framing removed and still gzip-coded, while Transfer-Encoding, hop-by-hop, is
+/// dropped on the way to the backend. Both are refused rather than forwarded mislabelled.
+pub fn transfer_coding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        // RFC 9110 §5.6.1: empty list elements do not count.
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(ProxyError::BadRequest(
+            "the gateway accepts no transfer coding but a single chunked",
+        )),
+    }
+}
+
+/// The authority of an absolute-form target (RFC 9112 §3.2.2), or HTTP/2's `:authority`,
+/// checked against the Host header when there is one.
+///
+/// RFC 9112 §3.2.2 says to ignore Host in that case, but routing by one while a backend reads
+/// the other would let them disagree; RFC 9113 §8.3.1 calls such a request malformed, and it is
+/// refused here in both versions. Userinfo is an error (RFC 9110 §4.2.4), and so is a scheme the
+/// gateway does not serve.
+pub fn absolute_authority(
+    uri: &Uri,
+    authority: &Authority,
+    host: Option<&HeaderValue>,
+) -> Result<String, ProxyError> {
+    let https = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => false,
+        Some(s) if *s == Scheme::HTTPS => true,
+        _ => {
+            return Err(ProxyError::BadRequest(
+                "the request target's scheme is neither http nor https",
+            ));
+        }
+    };
+    let text = authority.as_str();
+    if text.contains('@') {
+        return Err(ProxyError::BadRequest(
+            "the request target carries userinfo",
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(ProxyError::BadRequest("the request target has no host"));
+    }
+    if let Some(host) = host {
+        let default_port = if https { ":443" } else { ":80" };
+        let same = host
+            .to_str()
+            .is_ok_and(|h| strip(h, default_port).eq_ignore_ascii_case(strip(text, default_port)));
+        if !same {
+            return Err(ProxyError::BadRequest(
+                "the Host header differs from the request target's authority",
+            ));
+        }
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// `authority` without the scheme's default port, which names the same origin (RFC 9110 §4.3.2).
+fn strip<'a>(authority: &'a str, default_port: &str) -> &'a str {
+    authority.strip_suffix(default_port).unwrap_or(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn te(values: &[&str]) -> Result<(), ProxyError> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        transfer_coding(&h)
+    }
+
+    #[test]
+    fn only_one_chunked_passes() {
+        assert!(te(&[]).is_ok());
+        assert!(te(&["chunked"]).is_ok());
+        assert!(te(&["Chunked"]).is_ok());
+        assert!(te(&[" chunked ,"]).is_ok());
+        for bad in [
+            &["chunked, chunked"][..],
+            &["gzip, chunked"],
+            &["gzip", "chunked"],
+            &["identity"],
+            &["chunked;ext=1"],
+        ] {
+            assert!(te(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    fn authority(target: &str, host: Option<&str>) -> Result<String, ProxyError> {
+        let uri: Uri = target.parse().unwrap();
+        let host = host.map(|h| HeaderValue::from_str(h).unwrap());
+        absolute_authority(&uri, uri.authority().unwrap(), host.as_ref())
+    }
+
+    #[test]
+    fn absolute_targets_agree_with_host() {
+        assert_eq!(
+            authority("http://X.test/a", Some("x.test")).unwrap(),
+            "x.test"
+        );
+        assert_eq!(
+            authority("http://x.test:80/", Some("x.test")).unwrap(),
+            "x.test:80"
+        );
+        assert!(authority("https://x.test/", Some("x.test:443")).is_ok());
+        assert!(authority("https://x.test/", None).is_ok());
+        assert!(authority("https://x.test/", Some("x.test:80")).is_err());
+        assert!(authority("http://x.test/", Some("y.test")).is_err());
+        assert!(authority("http://x.test:8080/", Some("x.test")).is_err());
+        assert!(authority("http://u@x.test/", Some("u@x.test")).is_err());
+        assert!(authority("ftp://x.test/", Some("x.test")).is_err());
+    }
+}

@@ -1,0 +1,660 @@
+//! Plugins changed while traffic flows, through the admin API: replacements under continuous
+//! load with no failed request, refused uploads that leave the running version serving,
+//! unload and load, plugins declared without a component, and shadow mode with promotion.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use wasmgate::admin::client::{ClientError, call};
+use wasmgate::admin::plugins::percent_encode;
+use wasmgate::config::Config;
+use wasmgate_tests::config::{basic_rule, listener, pool, settings};
+use wasmgate_tests::*;
+
+const TOKEN: &str = "plugin-admin-token-0123456789";
+
+/// The canary router sending every user to one pool, naming the variant after it (the
+/// backend sees which version decided in `x-variant`).
+fn all_to(pool: &str) -> String {
+    format!(
+        r#"{{"variants": [{{"name": "v-{pool}", "pool": "{pool}", "settings": "web", "weight": 1}}]}}"#
+    )
+}
+
+/// Listener `web` whose rule forwards to pool `native` through router `canary` (canary router,
+/// everything to pool `a`), pools `a` and `b`, an admin listener with a token, and `extra`.
+fn gateway_toml(native: &HttpBackend, a: &HttpBackend, b: &HttpBackend, extra: &str) -> String {
+    let mut toml = plugin_engine_section();
+    toml += &listener("web", 0, &[]);
+    toml += &pool("native", &[native.addr]);
+    toml += &pool("a", &[a.addr]);
+    toml += &pool("b", &[b.addr]);
+    toml += &settings("web", "");
+    toml += &basic_rule("rule", "web", "native", "web", "router = \"canary\"");
+    toml += &format!("[admin]\nbind_address = \"127.0.0.1\"\nport = 0\ntoken = {TOKEN:?}\n\n");
+    toml += &plugin_section(
+        "canary",
+        "example-canary-router",
+        "router",
+        &format!("config = '{}'", all_to("a")),
+    );
+    toml += extra;
+    toml
+}
+
+async fn start(toml: &str) -> wasmgate::Gateway {
+    let config = Config::from_toml(toml)
+        .unwrap_or_else(|e| panic!("test configuration refused: {e}\n--- config ---\n{toml}"));
+    let gw = within_for(
+        Duration::from_secs(120),
+        "Gateway::start",
+        wasmgate::Gateway::start(config),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("gateway failed to start: {e}\n--- config ---\n{toml}"));
+    assert!(gw.wait_for_first_probes(WAIT).await, "first probes");
+    gw
+}
+
+fn admin(gw: &wasmgate::Gateway) -> String {
+    format!("http://{}", gw.admin_addr().expect("admin listener"))
+}
+
+/// An admin call: `Ok(JSON)` for a 2xx, `Err((status, message))` otherwise.
+async fn api(
+    gw: &wasmgate::Gateway,
+    method: Method,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> Result<serde_json::Value, (u16, String)> {
+    match within_for(
+        Duration::from_secs(60),
+        path,
+        call(&admin(gw), method, path, Some(TOKEN), body.into()),
+    )
+    .await
+    {
+        Ok((_, body)) => Ok(serde_json::from_slice(&body).expect("JSON")),
+        Err(ClientError::Status { status, body, .. }) => Err((status.as_u16(), body)),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+fn with_config(action: &str, config: &str) -> String {
+    format!(
+        "/api/plugins/canary/{action}?config={}",
+        percent_encode(config)
+    )
+}
+
+fn canary_wasm() -> Vec<u8> {
+    std::fs::read(plugin_path("example-canary-router")).expect("component")
+}
+
+#[derive(Default)]
+struct LoadResult {
+    ok: usize,
+    failures: Vec<String>,
+    /// Request latency in µs, per phase (0: steady, 1: during swaps).
+    latency: [Vec<u64>; 2],
+}
+
+/// Sends GETs on a keep-alive connection until `stop`, checking that every answer came from
+/// pool `a` or `b` and that the variant header the backend saw names the same pool (the
+/// decision and its header edit came from one version).
+async fn client_loop(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    swapping: Arc<AtomicBool>,
+) -> LoadResult {
+    let mut result = LoadResult::default();
+    let mut sender = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let phase = usize::from(swapping.load(Ordering::Relaxed));
+        if sender.is_none() {
+            let stream = match TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    result.failures.push(format!("connect: {e}"));
+                    continue;
+                }
+            };
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            sender = Some(s);
+        }
+        let s = sender.as_mut().expect("connected");
+        let req = Request::get("/load")
+            .header("host", "app")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let started = Instant::now();
+        let res = tokio::time::timeout(WAIT, async {
+            let res = s.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = res.status();
+            let backend = res
+                .headers()
+                .get("x-backend")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = res.into_body().collect().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, backend, body.to_bytes()))
+        })
+        .await;
+        match res {
+            Ok(Ok((status, backend, body))) if status != 200 => result.failures.push(format!(
+                "status {status} from {backend:?}: {}",
+                String::from_utf8_lossy(&body)
+            )),
+            Ok(Ok((_, backend, _))) if !matches!(backend.as_deref(), Some("a") | Some("b")) => {
+                result.failures.push(format!("answered by {backend:?}"))
+            }
+            Ok(Ok(_)) => {
+                result.ok += 1;
+                result.latency[phase].push(started.elapsed().as_micros() as u64);
+            }
+            Ok(Err(e)) => {
+                result.failures.push(e);
+                sender = None;
+            }
+            Err(_) => {
+                result.failures.push("no answer within the bound".into());
+                sender = None;
+            }
+        }
+    }
+    result
+}
+
+fn p99(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Whether every request backend `b` saw carried the variant header of its own pool.
+fn variants_consistent(backend: &HttpBackend, pool: &str) {
+    let expected = format!("v-{pool}");
+    for r in backend.requests() {
+        if r.path() == "/load" || r.path() == "/check" {
+            assert_eq!(
+                r.header("x-variant"),
+                Some(expected.as_str()),
+                "pool {pool} got a request decided by another version's configuration"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_replacements_under_load_fail_no_request() {
+    let native = HttpBackend::start("native").await;
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let gw = start(&gateway_toml(&native, &a, &b, "")).await;
+    let addr = listener_addr(&gw, "web");
+    let wasm = canary_wasm();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapping = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(client_loop(addr, stop.clone(), swapping.clone())))
+        .collect();
+    // Steady state first, for the latency comparison.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    swapping.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    for i in 0..100 {
+        let to = if i % 2 == 0 { "b" } else { "a" };
+        let view = api(
+            &gw,
+            Method::POST,
+            &with_config("replace", &all_to(to)),
+            wasm.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("replacement {i}: {e:?}"));
+        assert_eq!(view["state"], "active");
+        // A request sent after the replacement answered is decided by the new version.
+        let check = get(addr, "app", "/check").await;
+        assert_eq!(
+            (check.status.as_u16(), check.backend()),
+            (200, Some(to)),
+            "after replacement {i}, new requests use the new version: {}",
+            check.text()
+        );
+    }
+    let swap_time = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut total = LoadResult::default();
+    for c in clients {
+        let r = within("client task", c).await.expect("client task");
+        total.ok += r.ok;
+        total.failures.extend(r.failures);
+        for phase in 0..2 {
+            total.latency[phase].extend(&r.latency[phase]);
+        }
+    }
+    assert!(
+        total.failures.is_empty(),
+        "{} of {} requests failed during 100 replacements: {:?}",
+        total.failures.len(),
+        total.ok + total.failures.len(),
+        &total.failures[..total.failures.len().min(10)]
+    );
+    assert!(
+        total.latency[0].len() > 50 && total.latency[1].len() > 100,
+        "the clients kept sending ({} steady, {} during swaps)",
+        total.latency[0].len(),
+        total.latency[1].len()
+    );
+    variants_consistent(&a, "a");
+    variants_consistent(&b, "b");
+    assert!(a.hits_under("/load") > 0 && b.hits_under("/load") > 0);
+    assert_eq!(
+        native.hits_under("/load"),
+        0,
+        "the router decided every request"
+    );
+    let (steady, swaps) = (p99(&mut total.latency[0]), p99(&mut total.latency[1]));
+    println!(
+        "hot loading: 100 replacements in {:.1} s under {} requests, 0 failed; request p99 steady {steady} µs, during swaps {swaps} µs ({:.2}×)",
+        swap_time.as_secs_f64(),
+        total.ok,
+        swaps as f64 / steady.max(1) as f64
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_uploads_leave_the_running_version_serving() {
+    let native = HttpBackend::start("native").await;
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    // Every version of `canary` must send a sample request to pool `a`.
+    let sample = "\n[[plugins.samples]]\nhost = \"app\"\npath = \"/\"\nexpect = \"forward\"\npool = \"a\"\n\n";
+    let mut toml = gateway_toml(&native, &a, &b, "");
+    toml = toml.replace(
+        &format!("config = '{}'\n", all_to("a")),
+        &format!("config = '{}'\n{sample}", all_to("a")),
+    );
+    let gw = start(&toml).await;
+    let addr = listener_addr(&gw, "web");
+    let before = api(&gw, Method::GET, "/api/plugins/canary", Bytes::new())
+        .await
+        .expect("view");
+    let hash = before["content_hash"].as_str().expect("hash").to_owned();
+    let wasm = canary_wasm();
+    let probe = std::fs::read(plugin_path("example-json-health-probe")).expect("component");
+    let panic = std::fs::read(plugin_path("fixture-init-panic")).expect("component");
+
+    let refusals: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
+        (
+            "not a component",
+            "/api/plugins/canary/replace".into(),
+            b"\0asm but not really".to_vec(),
+            422,
+            "not a valid component",
+        ),
+        (
+            "wrong kind",
+            "/api/plugins/canary/replace".into(),
+            probe,
+            422,
+            "does not export wasmgate:plugin/router",
+        ),
+        (
+            "init error",
+            with_config("replace", "{not json"),
+            wasm.clone(),
+            422,
+            "init failed",
+        ),
+        (
+            "init panic",
+            "/api/plugins/canary/replace".into(),
+            panic,
+            422,
+            "init failed",
+        ),
+        (
+            "sample fails",
+            with_config("replace", &all_to("b")),
+            wasm.clone(),
+            422,
+            "sample 0 failed",
+        ),
+        (
+            "load of a loaded plugin",
+            "/api/plugins/canary/load".into(),
+            wasm.clone(),
+            409,
+            "replace it instead",
+        ),
+        (
+            "unknown plugin",
+            "/api/plugins/nothing/replace".into(),
+            wasm.clone(),
+            404,
+            "no plugin named",
+        ),
+        (
+            "no component",
+            "/api/plugins/canary/replace".into(),
+            Vec::new(),
+            400,
+            "no component",
+        ),
+        (
+            "bad kind",
+            "/api/plugins/canary/replace?kind=filter".into(),
+            wasm.clone(),
+            400,
+            "kind",
+        ),
+        (
+            "wrong kind asked",
+            "/api/plugins/canary/replace?kind=probe".into(),
+            wasm.clone(),
+            400,
+            "is a router plugin",
+        ),
+        (
+            "missing file",
+            "/api/plugins/canary/replace?path=/nonexistent/x.wasm".into(),
+            Vec::new(),
+            400,
+            "cannot read",
+        ),
+        (
+            "shadow sample",
+            "/api/plugins/canary/shadow?sample=2".into(),
+            wasm.clone(),
+            400,
+            "out of range",
+        ),
+    ];
+    for (what, path, body, status, message) in refusals {
+        let (got, text) = api(&gw, Method::POST, &path, body).await.expect_err(what);
+        assert_eq!(got, status, "{what}: {text}");
+        assert!(
+            text.contains(message),
+            "{what}: {text:?} should say {message:?}"
+        );
+        let now = api(&gw, Method::GET, "/api/plugins/canary", Bytes::new())
+            .await
+            .expect("view");
+        assert_eq!(
+            now["content_hash"],
+            hash.as_str(),
+            "{what}: version untouched"
+        );
+        assert!(now.get("shadow").is_none(), "{what}: no shadow");
+        assert_routed(addr, "app", "/", "a", what).await;
+    }
+
+    // Over the size limit: refused from the declared length, before any byte is read.
+    let admin_addr = gw.admin_addr().expect("admin");
+    let head = format!(
+        "POST /api/plugins/canary/replace HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        200 << 20
+    );
+    let res = raw_exchange(admin_addr, head.as_bytes())
+        .await
+        .expect("answer");
+    assert_eq!(res.status, 413, "{}", res.text());
+    // Without the token nothing happens.
+    let res = raw_exchange(
+        admin_addr,
+        b"POST /api/plugins/canary/unload HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("answer");
+    assert_eq!(res.status, 401);
+    assert_routed(addr, "app", "/", "a", "after refusals").await;
+
+    // A good replacement by path, then unload: the rule's fail policy (fail_closed) answers
+    // 503 until a version is loaded again.
+    let path = plugin_path("example-canary-router");
+    let q = format!(
+        "/api/plugins/canary/replace?path={}",
+        percent_encode(&path.display().to_string())
+    );
+    let view = api(&gw, Method::POST, &q, Bytes::new())
+        .await
+        .expect("replace by path");
+    assert_eq!(view["origin"], path.display().to_string());
+    let view = api(
+        &gw,
+        Method::POST,
+        "/api/plugins/canary/unload",
+        Bytes::new(),
+    )
+    .await
+    .expect("unload");
+    assert_eq!(view["state"], "not_loaded");
+    let r = get(addr, "app", "/").await;
+    assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+    assert!(r.text().contains("not loaded"), "{}", r.text());
+    let (status, _) = api(
+        &gw,
+        Method::POST,
+        "/api/plugins/canary/unload",
+        Bytes::new(),
+    )
+    .await
+    .expect_err("unload twice");
+    assert_eq!(status, 409);
+    api(&gw, Method::POST, "/api/plugins/canary/load", wasm.clone())
+        .await
+        .expect("load again");
+    assert_routed(addr, "app", "/", "a", "loaded again").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugins_declared_without_a_component_and_admin_only_plugins() {
+    let native = HttpBackend::start("native").await;
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    // `later` has no component: its rule routes natively (fail_open) until one is loaded.
+    let extra = format!(
+        "{}[[plugins]]\nname = \"later\"\nkind = \"router\"\nfail_policy = \"fail_open\"\nconfig = '{}'\n\n",
+        listener("other", 0, &[]),
+        all_to("b")
+    ) + &basic_rule("other-rule", "other", "native", "web", "router = \"later\"");
+    let gw = start(&gateway_toml(&native, &a, &b, &extra)).await;
+    let other = listener_addr(&gw, "other");
+    let list = api(&gw, Method::GET, "/api/plugins", Bytes::new())
+        .await
+        .expect("list");
+    assert_eq!(list[1]["name"], "later");
+    assert_eq!(list[1]["state"], "not_loaded");
+    assert_eq!(list[1]["in_config"], true);
+    assert_routed(other, "app", "/", "native", "not loaded, fail_open").await;
+
+    // Loaded with the configuration's `config` (everything to `b`).
+    let view = api(&gw, Method::POST, "/api/plugins/later/load", canary_wasm())
+        .await
+        .expect("load");
+    assert_eq!(view["state"], "active");
+    assert_routed(other, "app", "/", "b", "loaded through the admin API").await;
+
+    // A name the configuration does not declare: kind required, listed, not routed to.
+    let (status, text) = api(&gw, Method::POST, "/api/plugins/spare/load", canary_wasm())
+        .await
+        .expect_err("no kind");
+    assert_eq!(status, 400, "{text}");
+    let q = format!(
+        "/api/plugins/spare/load?kind=router&config={}",
+        percent_encode(&all_to("a"))
+    );
+    let view = api(&gw, Method::POST, &q, canary_wasm())
+        .await
+        .expect("load spare");
+    assert_eq!(view["in_config"], false);
+    let list = api(&gw, Method::GET, "/api/plugins", Bytes::new())
+        .await
+        .expect("list");
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["canary", "later", "spare"]);
+    api(&gw, Method::DELETE, "/api/plugins/spare", Bytes::new())
+        .await
+        .expect("unload spare");
+    let (status, _) = api(&gw, Method::GET, "/api/plugins/spare", Bytes::new())
+        .await
+        .expect_err("forgotten");
+    assert_eq!(status, 404);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadow_mode_counts_agreement_and_promote_puts_the_candidate_in_service() {
+    let native = HttpBackend::start("native").await;
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let gw = start(&gateway_toml(&native, &a, &b, "")).await;
+    let addr = listener_addr(&gw, "web");
+    // The candidate agrees except where a request asks for the `v-b` variant by header.
+    let candidate = r#"{"variants": [{"name": "v-a", "pool": "a", "settings": "web", "weight": 1}, {"name": "v-b", "pool": "b", "settings": "web", "weight": 0}], "override_header": "x-variant"}"#;
+    let view = api(
+        &gw,
+        Method::POST,
+        &with_config("shadow", candidate),
+        canary_wasm(),
+    )
+    .await
+    .expect("shadow");
+    assert_eq!(view["shadow"]["compared"], 0);
+    for i in 0..40 {
+        let headers: &[(&str, &str)] = if i % 4 == 3 {
+            &[("x-variant", "v-b")]
+        } else {
+            &[]
+        };
+        let r = get_with(addr, "app", &format!("/s/{i}"), headers).await;
+        assert_eq!(r.backend(), Some("a"), "the active version decides");
+    }
+    let report = eventually_json(&gw, |v| {
+        let s = &v["shadow"];
+        s["compared"].as_u64().unwrap_or(0) + s["candidate_errors"].as_u64().unwrap_or(0) >= 40
+    })
+    .await;
+    let s = &report["shadow"];
+    assert_eq!(
+        (
+            s["compared"].as_u64(),
+            s["agreed"].as_u64(),
+            s["disagreed"].as_u64()
+        ),
+        (Some(40), Some(30), Some(10)),
+        "{s:#}"
+    );
+    assert_eq!(s["candidate_errors"], 0);
+    assert_eq!(s["dropped"], 0);
+    let examples = s["disagreements"].as_array().expect("examples");
+    assert_eq!(examples.len(), 10);
+    let e = &examples[0];
+    assert!(
+        e["request"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("GET app/s/"),
+        "{e}"
+    );
+    assert!(
+        e["active"].as_str().unwrap_or("").contains("pool \"a\""),
+        "{e}"
+    );
+    assert!(
+        e["candidate"].as_str().unwrap_or("").contains("pool \"b\""),
+        "{e}"
+    );
+
+    // Promote: the candidate decides now, and the shadow is gone.
+    let view = api(
+        &gw,
+        Method::POST,
+        "/api/plugins/canary/promote",
+        Bytes::new(),
+    )
+    .await
+    .expect("promote");
+    assert!(view.get("shadow").is_none());
+    let r = get_with(addr, "app", "/", &[("x-variant", "v-b")]).await;
+    assert_eq!(r.backend(), Some("b"), "the promoted version decides");
+    let (status, _) = api(
+        &gw,
+        Method::POST,
+        "/api/plugins/canary/promote",
+        Bytes::new(),
+    )
+    .await
+    .expect_err("nothing to promote");
+    assert_eq!(status, 409);
+
+    // A sampled shadow compares about that share of requests, and stops on request.
+    api(
+        &gw,
+        Method::POST,
+        &format!("{}&sample=0.25", with_config("shadow", &all_to("a"))),
+        canary_wasm(),
+    )
+    .await
+    .expect("sampled shadow");
+    for i in 0..200 {
+        get(addr, "app", &format!("/t/{i}")).await;
+    }
+    let report = eventually_json(&gw, |v| v["shadow"]["compared"].as_u64().unwrap_or(0) > 0).await;
+    let compared = report["shadow"]["compared"].as_u64().unwrap_or(0);
+    assert!(
+        (20..=90).contains(&compared),
+        "about a quarter of 200 compared: {compared}"
+    );
+    api(
+        &gw,
+        Method::DELETE,
+        "/api/plugins/canary/shadow",
+        Bytes::new(),
+    )
+    .await
+    .expect("stop shadow");
+    let view = api(&gw, Method::GET, "/api/plugins/canary", Bytes::new())
+        .await
+        .expect("view");
+    assert!(view.get("shadow").is_none());
+    gw.shutdown().await;
+}
+
+/// The plugin's view once `done` holds (bounded).
+async fn eventually_json(
+    gw: &wasmgate::Gateway,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = api(gw, Method::GET, "/api/plugins/canary", Bytes::new())
+            .await
+            .expect("view");
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
