@@ -28,6 +28,10 @@ pub enum Error {
     /// A plugin failed to load (unreadable, not a component, missing export, `init` failed).
     #[error("cannot load {0}")]
     Plugin(#[from] crate::plugin::PluginError),
+    #[error("the gateway was not started from a configuration file, so it cannot read one again")]
+    NoConfigFile,
+    #[error("the gateway is shutting down")]
+    Stopping,
     #[error("plugin {plugin:?}: cannot read {path}: {source}")]
     PluginFile {
         plugin: String,
@@ -65,6 +69,10 @@ pub enum ProxyError {
     BackendTls(Box<str>, crate::tls::TlsFailure),
     #[error("the backend's response was not valid HTTP")]
     BadResponse,
+    /// The server left the configuration and its connection draining time ran out before it
+    /// answered.
+    #[error("the server in backend pool {0:?} was removed and its draining time is over")]
+    Drained(Box<str>),
     #[error("this gateway speaks WebSocket version 13")]
     WebSocketVersion,
     /// A router plugin failed (deadline, trap, memory limit, breaker open, invalid decision)
@@ -88,13 +96,15 @@ impl ProxyError {
             | ProxyError::NoHealthyServer(_)
             | ProxyError::Unreachable(_)
             | ProxyError::BackendTls(..)
-            | ProxyError::BadResponse => StatusCode::BAD_GATEWAY,
+            | ProxyError::BadResponse
+            | ProxyError::Drained(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             // An open breaker is a temporary refusal: the plugin is not called until its
             // cool-down ends.
-            ProxyError::Plugin(crate::plugin::PluginError::CircuitOpen { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Plugin(
+                crate::plugin::PluginError::CircuitOpen { .. }
+                | crate::plugin::PluginError::NotLoaded { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             // Any other plugin failure is the gateway's own routing failing, not a backend:
             // 500, so it is never mistaken for a backend's 502/504.
             ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,

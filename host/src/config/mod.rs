@@ -92,6 +92,9 @@ pub struct Config {
     /// Where compiled plugin components are kept between starts (`[plugin_engine] cache_dir`);
     /// `None` compiles every plugin at every start.
     pub plugin_cache_dir: Option<std::path::PathBuf>,
+    /// Plugin instances alive at once over all plugins (`[plugin_engine] max_instances`);
+    /// `None` sizes the engine from the configured plugins.
+    pub plugin_max_instances: Option<u32>,
 }
 
 impl Config {
@@ -180,13 +183,16 @@ impl PluginKind {
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
     pub name: String,
-    /// The component file, resolved against the configuration file's folder.
-    pub path: std::path::PathBuf,
+    /// The component file, resolved against the configuration file's folder; `None` for a
+    /// plugin declared here and loaded through the admin API.
+    pub path: Option<std::path::PathBuf>,
     pub kind: PluginKind,
     /// Passed to the plugin's `init`.
     pub config: String,
     pub limits: crate::plugin::PluginLimits,
     pub fail_policy: crate::plugin::FailPolicy,
+    /// Requests with expected decisions that every new version must pass before it serves.
+    pub samples: Vec<crate::plugin::Sample>,
 }
 
 fn line_col(text: &str, offset: usize) -> String {
@@ -402,7 +408,7 @@ pub struct RewriteSet {
 }
 
 /// Front-end limits. The defaults are Application Gateway's.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// A client connection waiting for a request head (idle keep-alive, or a head that is slow
     /// to arrive) is closed after this long.

@@ -295,8 +295,10 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawPlugin {
     pub name: String,
-    /// The component (.wasm), relative to the configuration file's folder.
-    pub path: String,
+    /// The component (.wasm), relative to the configuration file's folder. Without one the
+    /// plugin is declared but not loaded until the admin API loads a component for it.
+    #[serde(default)]
+    pub path: Option<String>,
     /// "router" or "probe".
     pub kind: String,
     /// Passed to the plugin's `init` as is (for example JSON).
@@ -307,6 +309,10 @@ pub struct RawPlugin {
     /// "fail_closed" (default) or "fail_open".
     #[serde(default)]
     pub fail_policy: Option<String>,
+    /// Requests with expected decisions every new version must answer as expected
+    /// (`[[plugins.samples]]`).
+    #[serde(default)]
+    pub samples: Vec<crate::plugin::RawSample>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,4 +345,7 @@ pub struct RawPluginEngine {
     /// A directory for compiled components, relative to the configuration file's folder.
     #[serde(default)]
     pub cache_dir: Option<String>,
+    /// Plugin instances alive at once over all plugins (the pooling allocator's size).
+    #[serde(default)]
+    pub max_instances: Option<i64>,
 }

@@ -144,9 +144,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
                     .transpose()?,
                 max_connections: l
                     .max_connections
-                    .map(|n| {
-                        in_range("limits.max_connections", n, 1, 1_000_000).map(|n| n as usize)
-                    })
+                    .map(|n| in_range("limits.max_connections", n, 1, 1_000_000).map(|n| n as usize))
                     .transpose()?,
             }
         }
@@ -227,9 +225,20 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         .as_ref()
         .and_then(|e| e.cache_dir.as_ref())
         .map(|d| base.join(d));
+    let plugin_max_instances = match raw.plugin_engine.as_ref().and_then(|e| e.max_instances) {
+        None => None,
+        Some(n @ 1..=10_000) => Some(n as u32),
+        Some(n) => {
+            return Err(ConfigError::new(
+                "plugin_engine.max_instances",
+                format!("{n} is out of range; it must be from 1 to 10000"),
+            ));
+        }
+    };
 
     let mut config = Config {
         plugin_cache_dir,
+        plugin_max_instances,
         plugins,
         router: gateway_router,
         listeners,
@@ -249,11 +258,12 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
             .map_err(|e| ConfigError::new("", format!("cannot serialise the rules: {e}")))?;
         config.plugins.push(PluginConfig {
             name: builtin::BUILTIN.to_owned(),
-            path,
+            path: Some(path),
             kind: PluginKind::Router,
             config: rules,
             limits: crate::plugin::PluginLimits::default(),
             fail_policy: crate::plugin::FailPolicy::FailClosed,
+            samples: Vec::new(),
         });
     }
     Ok(config)
@@ -667,15 +677,10 @@ fn size(path: &str, raw: &RawSize) -> Result<u64> {
         RawSize::Text(text) => {
             let t = text.trim();
             let upper = t.to_ascii_uppercase();
-            let (number, unit) = [
-                ("KB", 1u64 << 10),
-                ("MB", 1 << 20),
-                ("GB", 1 << 30),
-                ("B", 1),
-            ]
-            .into_iter()
-            .find_map(|(suffix, unit)| upper.strip_suffix(suffix).map(|n| (n.trim(), unit)))
-            .unwrap_or((t, 1));
+            let (number, unit) = [("KB", 1u64 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)]
+                .into_iter()
+                .find_map(|(suffix, unit)| upper.strip_suffix(suffix).map(|n| (n.trim(), unit)))
+                .unwrap_or((t, 1));
             number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit))
         }
     };
@@ -1481,15 +1486,32 @@ fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
             ));
         }
     };
-    let file = base.join(&raw.path);
+    let file = raw.path.as_ref().map(|p| base.join(p));
     // Read now, so a missing or unreadable component is a configuration error naming the
     // plugin and the file rather than a failure halfway through starting.
-    if let Err(e) = std::fs::File::open(&file) {
+    if let Some(file) = &file
+        && let Err(e) = std::fs::File::open(file)
+    {
         return Err(ConfigError::new(
             format!("{path}.path"),
             format!("plugin {:?}: cannot read {}: {e}", raw.name, file.display()),
         ));
     }
+    if kind != PluginKind::Router && !raw.samples.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.samples"),
+            "samples are requests with expected routing decisions: only router plugins take them",
+        ));
+    }
+    let samples = raw
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            crate::plugin::Sample::validate(s)
+                .map_err(|(field, why)| ConfigError::new(format!("{path}.samples[{i}].{field}"), why))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut limits = crate::plugin::PluginLimits::default();
     if let Some(l) = &raw.limits {
         limits.call_timeout = opt_duration(
@@ -1524,5 +1546,6 @@ fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
         config: raw.config.clone().unwrap_or_default(),
         limits,
         fail_policy,
+        samples,
     })
 }

@@ -7,6 +7,7 @@ mod busy;
 mod io;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,50 +51,87 @@ fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener>
     TcpListener::from_std(socket.into())
 }
 
-/// The HTTP servers of one frontend, configured once and cloned per connection.
+/// One listening socket of a running gateway. It outlives configuration snapshots: a reload
+/// keeps the sockets whose bind address stays, swaps their TLS configuration, and stops the
+/// ones no listener uses any more.
+#[derive(Debug)]
+pub struct SocketHandle {
+    /// The socket's id; a snapshot maps it to its frontend ([`crate::Snapshot::frontend_of`]).
+    pub id: usize,
+    /// The certificates of an HTTPS frontend, read at every handshake.
+    pub tls: arc_swap::ArcSwapOption<ServerTls>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl SocketHandle {
+    pub fn new(id: usize, tls: Option<Arc<ServerTls>>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            tls: arc_swap::ArcSwapOption::new(tls),
+            stop: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    /// Stops accepting; the socket's connections finish their requests in flight and close
+    /// (HTTP/1.1 after the response, HTTP/2 with GOAWAY). Upgraded WebSocket sessions are not
+    /// connections any more and go on.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Completes once the socket is stopped.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
+}
+
+/// The HTTP servers of one socket, configured from the snapshot's limits and cloned per
+/// connection.
 #[derive(Clone)]
 struct Servers {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-    tls: Option<Arc<ServerTls>>,
     /// How long a client may take to start (and finish) its TLS handshake.
     handshake_timeout: Duration,
 }
 
-/// Accepts connections for one frontend until shutdown. `tls` is set for HTTPS frontends.
-pub async fn accept_loop(
-    listener: TcpListener,
-    frontend: usize,
-    scheme: Protocol,
-    tls: Option<Arc<ServerTls>>,
-    shared: Arc<Shared>,
-) {
-    let limits = shared.snapshot.load().config.limits;
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        // hyper starts this timer whenever it waits for a request head, so it also closes
-        // keep-alive connections left idle.
-        .header_read_timeout(limits.client_idle_timeout)
-        // The URL and the header section are limited separately (414 and 431), each at 32 KB.
-        .max_buf_size(MAX_URL_BYTES + MAX_HEADER_BYTES + 8192)
-        .max_header_size(MAX_URL_BYTES + MAX_HEADER_BYTES)
-        // More header fields than this → 431, before the gateway sees the request.
-        .max_headers(limits.max_header_count);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        // RFC 8441: announce SETTINGS_ENABLE_CONNECT_PROTOCOL so clients may open WebSockets.
-        .enable_connect_protocol()
-        .max_header_list_size((MAX_URL_BYTES + MAX_HEADER_BYTES) as u32);
-    let servers = Servers {
-        http1,
-        http2,
-        tls,
-        handshake_timeout: limits.client_idle_timeout,
-    };
+impl Servers {
+    fn new(limits: &crate::config::Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            // hyper starts this timer whenever it waits for a request head, so it also closes
+            // keep-alive connections left idle.
+            .header_read_timeout(limits.client_idle_timeout)
+            // The URL and the header section are limited separately (414 and 431), each at 32 KB.
+            .max_buf_size(MAX_URL_BYTES + MAX_HEADER_BYTES + 8192)
+            .max_header_size(MAX_URL_BYTES + MAX_HEADER_BYTES)
+            // More header fields than this → 431, before the gateway sees the request.
+            .max_headers(limits.max_header_count);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            // RFC 8441: announce SETTINGS_ENABLE_CONNECT_PROTOCOL so clients may open WebSockets.
+            .enable_connect_protocol()
+            .max_header_list_size((MAX_URL_BYTES + MAX_HEADER_BYTES) as u32);
+        Self {
+            http1,
+            http2,
+            handshake_timeout: limits.client_idle_timeout,
+        }
+    }
+}
+
+/// Accepts connections on one socket until it (or the gateway) stops. Each connection is
+/// served as the current snapshot says: its frontend's protocol, its certificates, its limits.
+pub async fn accept_loop(listener: TcpListener, socket: Arc<SocketHandle>, shared: Arc<Shared>) {
+    let mut limits = shared.snapshot.load().config.limits;
+    let mut servers = Servers::new(&limits);
     let slots = busy::Slots::default();
-    let stopping = shared.stopping();
+    let stopping = socket.stopping();
     tokio::pin!(stopping);
     loop {
         let (stream, client) = tokio::select! {
@@ -109,6 +147,24 @@ pub async fn accept_loop(
                 }
             },
         };
+        let snapshot = shared.snapshot.load();
+        let Some(frontend) = snapshot.frontend_of(socket.id) else {
+            // Accepted just as a reload removed this socket's listeners.
+            continue;
+        };
+        let scheme = snapshot.frontends[frontend].protocol;
+        if snapshot.config.limits != limits {
+            limits = snapshot.config.limits;
+            servers = Servers::new(&limits);
+        }
+        drop(snapshot);
+        let tls = match scheme {
+            Protocol::Http => None,
+            Protocol::Https => match socket.tls.load_full() {
+                Some(tls) => Some(tls),
+                None => continue,
+            },
+        };
         let Some(slot) = slots.take(limits.max_connections) else {
             busy::refuse(stream, scheme);
             continue;
@@ -116,8 +172,9 @@ pub async fn accept_loop(
         let served = serve(
             stream,
             client,
-            frontend,
+            socket.clone(),
             scheme,
+            tls,
             shared.clone(),
             servers.clone(),
         );
@@ -131,8 +188,9 @@ pub async fn accept_loop(
 async fn serve(
     stream: TcpStream,
     client: SocketAddr,
-    frontend: usize,
+    socket: Arc<SocketHandle>,
     scheme: Protocol,
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
     servers: Servers,
 ) {
@@ -141,14 +199,14 @@ async fn serve(
     let local_port = stream.local_addr().map_or(0, |a| a.port());
     let conn = Arc::new(Connection {
         shared,
-        frontend,
+        socket,
         client,
         local_port,
         scheme,
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
     });
-    let Some(tls) = &servers.tls else {
+    let Some(tls) = &tls else {
         return serve_http1(stream, conn, &servers.http1, Handler::Proxy).await;
     };
     // A TLS connection opens with a handshake record (RFC 8446 §5.1, content type 22); anything
@@ -199,7 +257,7 @@ async fn serve_http1<S: ClientStream>(
     http: &http1::Builder,
     handler: Handler,
 ) {
-    let stopping = conn.shared.stopping();
+    let stopping = conn.socket.stopping();
     let io = ClientIo::new(stream, conn.clone());
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
@@ -240,7 +298,7 @@ async fn serve_http2<S: ClientStream>(
     conn: Arc<Connection>,
     http: &http2::Builder<TokioExecutor>,
 ) {
-    let stopping = conn.shared.stopping();
+    let stopping = conn.socket.stopping();
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
         let conn = service_conn.clone();

@@ -35,7 +35,8 @@ use self::upstream::{ConnectError, PooledBody, RequestBody, Upstream};
 /// What every request on one client connection shares.
 pub struct Connection {
     pub shared: Arc<Shared>,
-    pub frontend: usize,
+    /// The listening socket the connection came in on.
+    pub socket: Arc<crate::listener::SocketHandle>,
     pub client: SocketAddr,
     pub local_port: u16,
     pub scheme: Protocol,
@@ -105,7 +106,12 @@ impl Connection {
         // Phase 2: route. The native rules find the listener and rule first: they say which
         // router plugin applies (the rule's, the listener's, or the gateway's), and they are the
         // answer when the plugin defers or fails open. Without a router this is the whole phase.
-        let routed = snapshot.route(self.frontend, host, req.uri().path());
+        // A connection outlives a reload that removed its socket's listeners; its next
+        // request finds none.
+        let frontend = snapshot
+            .frontend_of(self.socket.id)
+            .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
+        let routed = snapshot.route(frontend, host, req.uri().path());
         let router = match &routed {
             Some(r) => snapshot.config.router_for(r.listener, r.rule),
             None => snapshot.config.router,
@@ -114,12 +120,11 @@ impl Connection {
         if let Some(id) = router {
             let listener = match &routed {
                 Some(r) => r.listener,
-                None => snapshot.frontends[self.frontend].listeners[0],
+                None => snapshot.frontends[frontend].listeners[0],
             };
             let listener = &snapshot.config.listener(listener).name;
-            let plugin = &self.shared.plugins[id.0];
             match self
-                .ask_router(snapshot, plugin, &req, &authority, listener)
+                .ask_router(snapshot, id, &req, &authority, listener)
                 .await?
             {
                 RouterOutcome::Native => {}
@@ -269,6 +274,7 @@ impl Connection {
                     idle: settings.websocket_timeout == WebSocketTimeout::Idle,
                 },
                 self.shared.clone(),
+                forward.members[member_index].health.drained(false),
             );
         }
         if upgraded && extended_connect {
@@ -362,7 +368,13 @@ impl Connection {
                 _ => None,
             };
             let upstream = by_host.as_ref().unwrap_or(&member.upstream);
-            match self.send(upstream, req, timeout).await {
+            // A server leaving with connection draining gets until its deadline to answer.
+            let sent = tokio::select! {
+                biased;
+                sent = self.send(upstream, req, timeout) => sent,
+                _ = member.health.drained(true) => return Err(ProxyError::Drained(pool.name.clone())),
+            };
+            match sent {
                 Ok(res) => return Ok((res, i)),
                 Err(Failure::Unreachable(unsent)) => {
                     tracing::debug!(pool = %pool.name, %server, "backend unreachable; trying the next member");
