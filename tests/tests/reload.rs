@@ -253,6 +253,18 @@ async fn a_removed_server_drains_then_its_sessions_close_with_1001() {
         snapshot.draining[0].status(),
         wasmgate::probe::Status::Draining
     );
+    let view = wasmgate::admin::BackendHealth::of(&snapshot);
+    let servers: Vec<_> = view
+        .backend_address_pools
+        .iter()
+        .flat_map(|p| &p.backend_http_settings_collection)
+        .flat_map(|c| &c.servers)
+        .map(|s| (s.address.clone(), s.health, s.in_rotation))
+        .collect();
+    assert!(
+        servers.contains(&(ws1.addr.to_string(), wasmgate::probe::Status::Draining, false)),
+        "the health view shows the removed server draining: {servers:?}"
+    );
     // Within the draining time the session goes on.
     assert_eq!(
         round_trip(

@@ -117,8 +117,72 @@ impl BackendHealth {
                 }
             })
             .collect();
-        Self {
+        let mut view = Self {
             backend_address_pools,
+        };
+        view.add_draining(snapshot);
+        view
+    }
+
+    /// Servers that left the configuration and are still draining, under their pool and
+    /// settings (which may be gone from the configuration themselves).
+    fn add_draining(&mut self, snapshot: &Snapshot) {
+        let now = tokio::time::Instant::now();
+        for health in snapshot.draining.iter() {
+            let Some(drain) = health.drain().filter(|d| d.deadline > now) else {
+                continue;
+            };
+            let key = health.key();
+            let pools = &mut self.backend_address_pools;
+            let p = match pools
+                .iter()
+                .position(|p| *p.backend_address_pool.name == *key.pool)
+            {
+                Some(p) => p,
+                None => {
+                    pools.push(PoolHealth {
+                        backend_address_pool: PoolRef {
+                            name: key.pool.to_string(),
+                        },
+                        backend_http_settings_collection: Vec::new(),
+                    });
+                    pools.len() - 1
+                }
+            };
+            let collection = &mut pools[p].backend_http_settings_collection;
+            let c = match collection
+                .iter()
+                .position(|c| *c.backend_http_settings.name == *key.settings)
+            {
+                Some(c) => c,
+                None => {
+                    collection.push(SettingsHealth {
+                        backend_http_settings: SettingsRef {
+                            name: key.settings.to_string(),
+                            probe: None,
+                        },
+                        servers: Vec::new(),
+                    });
+                    collection.len() - 1
+                }
+            };
+            let detail = health.detail();
+            let left = drain.deadline - now;
+            collection[c].servers.push(ServerHealth {
+                address: key.server.to_string(),
+                health: health.status(),
+                health_probe_log: format!(
+                    "Removed from the configuration; draining for {:.1} s more",
+                    left.as_secs_f64()
+                ),
+                in_rotation: false,
+                last_probe_time: detail.last_probe.map(rfc3339),
+                latency_ms: detail
+                    .latency
+                    .map(|l| (l.as_secs_f64() * 1e5).round() / 100.0),
+                consecutive_failures: detail.consecutive_failures,
+                note: detail.note,
+            });
         }
     }
 
