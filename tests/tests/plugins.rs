@@ -419,6 +419,60 @@ fn plugin_configuration_errors_name_the_field() {
     );
     let err = Config::from_toml(&format!("{base}{}{router}", rule(""))).unwrap_err();
     assert_eq!(err.path, "plugins[0].fail_policy");
+
+    // Samples: validated field by field, for routers only.
+    let sampled = |kind: &str, component: &str, sample: &str| {
+        let plugin = plugin_section("x", component, kind, "");
+        Config::from_toml(&format!(
+            "{base}{}{plugin}[[plugins.samples]]\nhost = \"app\"\n{sample}\n",
+            rule("")
+        ))
+    };
+    let err = sampled("router", "example-canary-router", "expect = \"route\"").unwrap_err();
+    assert_eq!(err.path, "plugins[0].samples[0].expect");
+    let err = sampled(
+        "router",
+        "example-canary-router",
+        "expect = \"defer\"\npool = \"p\"",
+    )
+    .unwrap_err();
+    assert_eq!(err.path, "plugins[0].samples[0].pool");
+    assert!(err.reason.contains("only to \"forward\""), "{err}");
+    let err = sampled(
+        "router",
+        "example-canary-router",
+        "expect = \"forward\"\nheaders = { \"bad name\" = \"v\" }",
+    )
+    .unwrap_err();
+    assert_eq!(err.path, "plugins[0].samples[0].headers.bad name");
+    let err = sampled("probe", "example-json-health-probe", "expect = \"defer\"").unwrap_err();
+    assert_eq!(err.path, "plugins[0].samples");
+    let ok = sampled(
+        "router",
+        "example-canary-router",
+        "path = \"/a?b=c\"\nexpect = \"forward\"\npool = \"p\"",
+    )
+    .expect("a valid sample");
+    assert_eq!(
+        ok.plugins[0].samples[0].request.query.as_deref(),
+        Some("b=c")
+    );
+
+    // A plugin declared without a component (loaded through the admin API), and the engine's
+    // size.
+    let declared = Config::from_toml(&format!(
+        "{base}{}[[plugins]]\nname = \"later\"\nkind = \"router\"\n[plugin_engine]\nmax_instances = 8\n",
+        rule("router = \"later\"")
+    ))
+    .expect("declared without path");
+    assert!(declared.plugins[0].path.is_none());
+    assert_eq!(declared.plugin_max_instances, Some(8));
+    let err = Config::from_toml(&format!(
+        "{base}{}[plugin_engine]\nmax_instances = 0\n",
+        rule("")
+    ))
+    .unwrap_err();
+    assert_eq!(err.path, "plugin_engine.max_instances");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,7 +54,9 @@ pub struct VersionArgs {
 /// Like [`VersionArgs`], with the component optional.
 #[derive(Debug, clap::Args)]
 pub struct OptionalVersionArgs {
+    /// The plugin's name.
     pub name: String,
+    /// The candidate component (.wasm) to upload.
     #[arg(conflicts_with = "path")]
     pub component: Option<PathBuf>,
     #[command(flatten)]

@@ -765,3 +765,217 @@ fn handles_can_be_shared_between_tasks() {
     shared::<PluginEngine>();
     shared::<PluginError>();
 }
+
+mod registry {
+    //! `PluginRegistry`: what `prepare` reuses and loads, what `commit` changes, and that
+    //! nothing live changes before it.
+
+    use super::*;
+    use crate::config::{Config, PluginId};
+
+    fn canary(pool: &str) -> String {
+        format!(
+            r#"{{"variants": [{{"name": "v", "pool": "{pool}", "settings": "s", "weight": 1}}]}}"#
+        )
+    }
+
+    /// A configuration whose plugins are `(name, component, config)`; a `None` component
+    /// declares the plugin without one.
+    fn config(plugins: &[(&str, Option<&str>, &str)]) -> Config {
+        let mut toml = String::from(
+            "[[listeners]]\nname = \"web\"\nport = 0\nbind_address = \"127.0.0.1\"\n\n\
+             [[backend_pools]]\nname = \"p\"\naddresses = [\"127.0.0.1:9\"]\n\n\
+             [[backend_settings]]\nname = \"s\"\nport = 80\n\n\
+             [[rules]]\nname = \"r\"\nlistener = \"web\"\nbackend_pool = \"p\"\nbackend_settings = \"s\"\n\n",
+        );
+        for (name, component, init) in plugins {
+            toml +=
+                &format!("[[plugins]]\nname = {name:?}\nkind = \"router\"\nconfig = '{init}'\n");
+            if let Some(c) = component {
+                let path = plugin_dir().join(format!("{c}.wasm"));
+                toml += &format!("path = {:?}\n", path.display().to_string());
+            }
+            toml += "\n";
+        }
+        Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    }
+
+    fn registry(config: &Config) -> PluginRegistry {
+        PluginRegistry::new(config, Arc::new(NoPools))
+    }
+
+    fn active_config(slot: &PluginSlot) -> String {
+        slot.active().expect("loaded").config.clone()
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_entry_keeps_its_slot_and_an_admin_replaced_version() {
+        let first = config(&[("r", Some("example-canary-router"), &canary("a"))]);
+        let reg = registry(&first);
+        let prepared = reg.prepare(&first).await.expect("prepare");
+        assert_eq!(prepared.loaded(), 1);
+        let set = reg.commit(prepared);
+        let slot = set[0].clone();
+        assert_eq!(active_config(&slot), canary("a"));
+
+        reg.replace(
+            "r",
+            VersionRequest {
+                component: ComponentSource::Bytes(component("example-canary-router")),
+                kind: None,
+                config: Some(canary("b")),
+            },
+        )
+        .await
+        .expect("replace");
+        assert_eq!(active_config(&slot), canary("b"));
+
+        // The same configuration again: nothing loads, the admin's version stays.
+        let prepared = reg.prepare(&first).await.expect("prepare");
+        assert_eq!(prepared.loaded(), 0);
+        let set = reg.commit(prepared);
+        assert!(Arc::ptr_eq(&set[0], &slot));
+        assert_eq!(active_config(&slot), canary("b"));
+
+        // The entry changes: a new version is prepared, but serves only once committed, in the
+        // same slot (its shadow and its place in running requests' lookups stay valid).
+        let second = config(&[("r", Some("example-canary-router"), &canary("c"))]);
+        let prepared = reg.prepare(&second).await.expect("prepare");
+        assert_eq!(prepared.loaded(), 1);
+        assert_eq!(
+            active_config(&slot),
+            canary("b"),
+            "prepare changes nothing live"
+        );
+        let set = reg.commit(prepared);
+        assert!(Arc::ptr_eq(&set[0], &slot));
+        assert_eq!(active_config(&slot), canary("c"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_prepare_changes_nothing_and_names_the_plugin() {
+        let first = config(&[("r", Some("example-canary-router"), &canary("a"))]);
+        let reg = registry(&first);
+        reg.commit(reg.prepare(&first).await.expect("prepare"));
+        let bad = config(&[
+            ("r", Some("example-canary-router"), &canary("a")),
+            ("broken", Some("example-canary-router"), "{not json"),
+        ]);
+        let error = reg.prepare(&bad).await.err().expect("refused").to_string();
+        assert!(
+            error.contains("broken") && error.contains("init failed"),
+            "{error}"
+        );
+        assert_eq!(reg.current().len(), 1);
+        assert!(reg.by_name("broken").is_none());
+        assert_eq!(active_config(&reg.current()[0]), canary("a"));
+    }
+
+    #[tokio::test]
+    async fn removed_entries_go_admin_only_plugins_stay_and_lookups_follow_names() {
+        let first = config(&[
+            ("r", Some("example-canary-router"), &canary("a")),
+            ("q", Some("example-canary-router"), &canary("q")),
+        ]);
+        let reg = registry(&first);
+        reg.commit(reg.prepare(&first).await.expect("prepare"));
+        reg.load(
+            "extra",
+            VersionRequest {
+                component: ComponentSource::Bytes(component("example-canary-router")),
+                kind: Some(crate::config::PluginKind::Router),
+                config: Some(canary("x")),
+            },
+        )
+        .await
+        .expect("admin-only load");
+
+        // `r` goes, `q` moves to id 0, `later` is declared without a component.
+        let second = config(&[
+            ("q", Some("example-canary-router"), &canary("q")),
+            ("later", None, &canary("l")),
+        ]);
+        let prepared = reg.prepare(&second).await.expect("prepare");
+        assert_eq!(
+            prepared.loaded(),
+            0,
+            "q is unchanged; later has no component"
+        );
+        reg.commit(prepared);
+        assert!(reg.by_name("r").is_none());
+        assert!(reg.by_name("extra").is_some_and(|s| !s.is_declared()));
+        let later = reg.by_name("later").expect("declared");
+        assert!(later.active().is_none() && later.is_declared());
+        // A request still holding the first configuration asks for id 1 (`q`): found by name.
+        let q = reg.slot(&first, PluginId(1)).expect("q");
+        assert_eq!(q.name(), "q");
+        assert!(reg.slot(&first, PluginId(0)).is_none(), "r is gone");
+        let all: Vec<String> = reg.all().iter().map(|s| s.name().to_owned()).collect();
+        assert_eq!(all, ["q", "later", "extra"]);
+
+        // The admin loads `later`: it gets the configuration's `config`.
+        reg.load(
+            "later",
+            VersionRequest {
+                component: ComponentSource::Bytes(component("example-canary-router")),
+                kind: None,
+                config: None,
+            },
+        )
+        .await
+        .expect("load declared");
+        assert_eq!(active_config(&later), canary("l"));
+        // Declaring `extra` without a component adopts the admin-loaded version.
+        let third = config(&[("extra", None, &canary("ignored"))]);
+        reg.commit(reg.prepare(&third).await.expect("prepare"));
+        let extra = reg.current()[0].clone();
+        assert_eq!(extra.name(), "extra");
+        assert!(extra.is_declared());
+        assert_eq!(active_config(&extra), canary("x"));
+    }
+
+    #[tokio::test]
+    async fn samples_refuse_a_version_that_decides_otherwise() {
+        let first = config(&[("r", Some("example-canary-router"), &canary("a"))]);
+        let mut with_samples = first.clone();
+        let raw = RawSample {
+            host: "app".into(),
+            path: None,
+            method: None,
+            headers: Default::default(),
+            client_address: None,
+            listener: None,
+            websocket: false,
+            expect: "forward".into(),
+            pool: Some("a".into()),
+            settings: None,
+            status: None,
+            location: None,
+        };
+        with_samples.plugins[0].samples = vec![Sample::validate(&raw).expect("sample")];
+        let reg = registry(&with_samples);
+        reg.commit(reg.prepare(&with_samples).await.expect("passes its sample"));
+        let refused = reg
+            .replace(
+                "r",
+                VersionRequest {
+                    component: ComponentSource::Bytes(component("example-canary-router")),
+                    kind: None,
+                    config: Some(canary("b")),
+                },
+            )
+            .await
+            .err()
+            .expect("refused");
+        let text = refused.to_string();
+        assert!(
+            matches!(
+                refused,
+                ChangeError::Refused(PluginError::SampleMismatch { sample: 0, .. })
+            ),
+            "{text}"
+        );
+        assert!(text.contains("expected forward to pool \"a\""), "{text}");
+        assert_eq!(active_config(&reg.current()[0]), canary("a"));
+    }
+}
