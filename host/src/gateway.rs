@@ -396,6 +396,10 @@ impl Control {
         // unchanged ones (and versions the admin API installed over them) stay as they are.
         let plugins = self.shared.plugins.prepare(&config).await?;
         let mut snapshot = Snapshot::build(config, Some(&previous));
+        if snapshot.config.admin != previous.config.admin {
+            // The admin listener carries this very request when the reload comes through it.
+            tracing::warn!("the [admin] section changed; it applies at the next start");
+        }
 
         // Everything that can fail, with nothing changed yet.
         let mut ids = Vec::with_capacity(snapshot.frontends.len());
@@ -480,15 +484,20 @@ impl Control {
         self.shared.plugins.commit(plugins);
         self.shared.snapshot.store(Arc::new(snapshot));
 
-        state.sockets.retain(|s| {
-            if ids.contains(&s.handle.id) {
-                return true;
-            }
+        let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut state.sockets)
+            .into_iter()
+            .partition(|s| ids.contains(&s.handle.id));
+        state.sockets = kept;
+        for s in removed {
             tracing::info!(address = %s.local, "socket closed: no listener uses it any more");
             report.sockets_removed.push(s.local.to_string());
             s.handle.stop();
-            false
-        });
+            // The accept loop drops the socket as soon as it sees the stop, so the port is free
+            // once the reload returns (a later reload may bind it again).
+            if tokio::time::timeout(Duration::from_secs(1), s.task).await.is_err() {
+                tracing::warn!(address = %s.local, "accept loop slow to stop");
+            }
+        }
         self.serve(&mut state, fresh);
         state.prober = Prober::start(&self.shared.snapshot.load(), &self.shared.plugins.current());
         self.watch_certificates(&mut state, certificates);

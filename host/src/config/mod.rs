@@ -512,7 +512,7 @@ pub struct Probe {
 }
 
 /// The admin listener: the backend health API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub bind: std::net::SocketAddr,
     /// Required as `Authorization: Bearer <token>`; always set when `bind` is not loopback.
