@@ -182,13 +182,25 @@ mod tests {
     fn bad_data_is_refused() {
         let dir = std::env::temp_dir().join(format!("wasmgate-arm-certs-{}", std::process::id()));
         let mut w = CertWriter::new(dir.clone(), dir.clone());
-        assert!(w.listener("a", "not base64!", "").unwrap_err().contains("not base64"));
+        assert!(
+            w.listener("a", "not base64!", "")
+                .unwrap_err()
+                .contains("not base64")
+        );
         assert!(w.listener("a", "", "").unwrap_err().contains("empty"));
         assert!(w.listener("a", "AAAA", "").unwrap_err().contains("PKCS#12"));
-        assert!(w.trusted_root("r", "AAAA").unwrap_err().contains("not a certificate"));
+        assert!(
+            w.trusted_root("r", "AAAA")
+                .unwrap_err()
+                .contains("not a certificate")
+        );
         let pem_text = STANDARD.encode(pem("CERTIFICATE", &[0x30, 0x00]));
         let file = w.trusted_root("r", &pem_text).unwrap();
-        assert!(std::fs::read_to_string(&file).unwrap().starts_with("-----BEGIN CERTIFICATE"));
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE")
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -42,9 +42,7 @@ impl TemplateArgs {
             parameters: self.parameters.clone(),
             sets: self.set.clone(),
             binding: Binding {
-                address: self
-                    .bind
-                    .unwrap_or(Binding::default().address),
+                address: self.bind.unwrap_or(Binding::default().address),
                 ports: self.bind_port.clone(),
             },
             base,
@@ -71,7 +69,8 @@ pub fn import(
         ),
         None => (PathBuf::from("."), stem_of(template)),
     };
-    let imported = super::import(&args.options(template, base, PathBuf::from(format!("{stem}.certs"))))?;
+    let imported =
+        super::import(&args.options(template, base, PathBuf::from(format!("{stem}.certs"))))?;
     warn(&imported);
     match output {
         Some(out) => std::fs::write(out, &imported.toml).map_err(|e| ImportError::Read {
@@ -119,11 +118,8 @@ pub fn materialize(path: &Path, args: &TemplateArgs) -> Result<Option<Materializ
         return Ok(None);
     }
     use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!(
-        "wasmgate-{}-{}",
-        stem_of(path),
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("wasmgate-{}-{}", stem_of(path), std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // Private: the folder holds private keys.
     std::fs::DirBuilder::new()

@@ -152,18 +152,32 @@ mod tests {
 
     #[test]
     fn renders_readable_toml_that_parses_back() {
-        let mut listener = Section::new("listeners", "resources[0].properties.httpListeners[0]".into());
-        listener.notes.push("port 80 of the template, bound to 127.0.0.1:8080".into());
+        let mut listener = Section::new(
+            "listeners",
+            "resources[0].properties.httpListeners[0]".into(),
+        );
+        listener
+            .notes
+            .push("port 80 of the template, bound to 127.0.0.1:8080".into());
         listener.set("name", Tv::str("web \"main\"\\\n\u{1}"));
         listener.set("port", Tv::Int(8080));
-        listener.set("host_names", Tv::Array(vec![Tv::str("a.com"), Tv::str("*.b.com")]));
+        listener.set(
+            "host_names",
+            Tv::Array(vec![Tv::str("a.com"), Tv::str("*.b.com")]),
+        );
         let mut map = Section::new("url_path_maps", "urlPathMaps[0]".into());
         map.set("name", Tv::str("m"));
         map.set(
             "draining",
-            Tv::Inline(vec![("enabled".into(), Tv::Bool(true)), ("timeout".into(), Tv::Int(30))]),
+            Tv::Inline(vec![
+                ("enabled".into(), Tv::Bool(true)),
+                ("timeout".into(), Tv::Int(30)),
+            ]),
         );
-        let mut rule = Section::new("path_rules", "urlPathMaps[0].properties.pathRules[0]".into());
+        let mut rule = Section::new(
+            "path_rules",
+            "urlPathMaps[0].properties.pathRules[0]".into(),
+        );
         rule.set("name", Tv::str("r"));
         map.children.push(("path_rules", rule));
         let doc = Doc {
@@ -171,8 +185,14 @@ mod tests {
             sections: vec![listener, map],
         };
         let text = doc.render();
-        assert!(text.starts_with("# imported\n#\n# two\n# lines\n"), "{text}");
-        assert!(text.contains("# from resources[0].properties.httpListeners[0]\n# port 80"), "{text}");
+        assert!(
+            text.starts_with("# imported\n#\n# two\n# lines\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# from resources[0].properties.httpListeners[0]\n# port 80"),
+            "{text}"
+        );
         assert!(text.contains("[[url_path_maps.path_rules]]"), "{text}");
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         let l = &parsed["listeners"].as_array().unwrap()[0];
@@ -180,6 +200,9 @@ mod tests {
         assert_eq!(l["port"].as_integer(), Some(8080));
         let m = &parsed["url_path_maps"].as_array().unwrap()[0];
         assert_eq!(m["draining"]["timeout"].as_integer(), Some(30));
-        assert_eq!(m["path_rules"].as_array().unwrap()[0]["name"].as_str(), Some("r"));
+        assert_eq!(
+            m["path_rules"].as_array().unwrap()[0]["name"].as_str(),
+            Some("r")
+        );
     }
 }

@@ -18,7 +18,12 @@ use super::{ArmError, Binding, Warning};
 
 /// Properties Azure reports back on resources and items; a template exported from a running
 /// gateway carries them, and they configure nothing.
-const READ_ONLY: &[&str] = &["provisioningState", "resourceGuid", "operationalState", "etag"];
+const READ_ONLY: &[&str] = &[
+    "provisioningState",
+    "resourceGuid",
+    "operationalState",
+    "etag",
+];
 
 /// What an item without "properties" has.
 static EMPTY: Node = Node {
@@ -100,7 +105,11 @@ impl<'a> Mapper<'a> {
         ignored: &[(&str, &str)],
     ) -> Result<(), ArmError> {
         if !matches!(node.value, Value::Object(_)) {
-            return Err(self.err(node, path, &format!("expected an object, found {}", node.kind())));
+            return Err(self.err(
+                node,
+                path,
+                &format!("expected an object, found {}", node.kind()),
+            ));
         }
         for (key, value) in node.members() {
             let p = join(path, key);
@@ -140,7 +149,11 @@ impl<'a> Mapper<'a> {
             ],
         )?;
         if let Some(copy) = resource.get("copy") {
-            return Err(self.err(copy, &join(path, "copy"), "resource copy loops are not supported"));
+            return Err(self.err(
+                copy,
+                &join(path, "copy"),
+                "resource copy loops are not supported",
+            ));
         }
         Ok(())
     }
@@ -155,19 +168,27 @@ impl<'a> Mapper<'a> {
             return Ok(Vec::new());
         }
         let Some(items) = list.as_array() else {
-            return Err(self.err(list, &path, &format!("expected an array, found {}", list.kind())));
+            return Err(self.err(
+                list,
+                &path,
+                &format!("expected an array, found {}", list.kind()),
+            ));
         };
         let mut out: Vec<Item<'n>> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ipath = format!("{path}[{i}]");
-            let name = item.get("name").and_then(Node::as_str).ok_or_else(|| {
-                self.err(item, &ipath, "every item needs a \"name\" string")
-            })?;
+            let name = item
+                .get("name")
+                .and_then(Node::as_str)
+                .ok_or_else(|| self.err(item, &ipath, "every item needs a \"name\" string"))?;
             if let Some(other) = out.iter().find(|o| o.name.eq_ignore_ascii_case(name)) {
                 return Err(self.err(
                     item,
                     &join(&ipath, "name"),
-                    &format!("the name '{name}' is already used by {} (names are case-insensitive)", other.path),
+                    &format!(
+                        "the name '{name}' is already used by {} (names are case-insensitive)",
+                        other.path
+                    ),
                 ));
             }
             for (k, v) in item.members() {
@@ -230,14 +251,23 @@ impl<'a> Mapper<'a> {
             return Err(self.err(
                 node,
                 &id_path,
-                &format!("refers to application gateway '{gw}', not this template's '{}'", self.gw_name),
+                &format!(
+                    "refers to application gateway '{gw}', not this template's '{}'",
+                    self.gw_name
+                ),
             ));
         }
         names
             .iter()
             .find(|n| n.eq_ignore_ascii_case(name))
             .cloned()
-            .ok_or_else(|| self.err(node, &id_path, &format!("there is no {collection} item named '{name}'")))
+            .ok_or_else(|| {
+                self.err(
+                    node,
+                    &id_path,
+                    &format!("there is no {collection} item named '{name}'"),
+                )
+            })
     }
 
     fn opt_ref(
@@ -251,7 +281,9 @@ impl<'a> Mapper<'a> {
         match props.get(key) {
             None => Ok(None),
             Some(n) if matches!(n.value, Value::Null) => Ok(None),
-            Some(n) => self.reference(n, &join(path, key), collection, names).map(Some),
+            Some(n) => self
+                .reference(n, &join(path, key), collection, names)
+                .map(Some),
         }
     }
 
@@ -261,7 +293,11 @@ impl<'a> Mapper<'a> {
             Some(n) => match &n.value {
                 Value::Null => Ok(None),
                 Value::String(s) => Ok(Some(s.clone())),
-                _ => Err(self.err(n, &join(path, key), &format!("expected a string, found {}", n.kind()))),
+                _ => Err(self.err(
+                    n,
+                    &join(path, key),
+                    &format!("expected a string, found {}", n.kind()),
+                )),
             },
         }
     }
@@ -272,7 +308,11 @@ impl<'a> Mapper<'a> {
             Some(n) => match &n.value {
                 Value::Null => Ok(None),
                 Value::Int(i) => Ok(Some(*i)),
-                _ => Err(self.err(n, &join(path, key), &format!("expected an integer, found {}", n.kind()))),
+                _ => Err(self.err(
+                    n,
+                    &join(path, key),
+                    &format!("expected an integer, found {}", n.kind()),
+                )),
             },
         }
     }
@@ -283,7 +323,11 @@ impl<'a> Mapper<'a> {
             Some(n) => match &n.value {
                 Value::Null => Ok(None),
                 Value::Bool(b) => Ok(Some(*b)),
-                _ => Err(self.err(n, &join(path, key), &format!("expected true or false, found {}", n.kind()))),
+                _ => Err(self.err(
+                    n,
+                    &join(path, key),
+                    &format!("expected true or false, found {}", n.kind()),
+                )),
             },
         }
     }
@@ -296,9 +340,13 @@ impl<'a> Mapper<'a> {
             return Ok(Vec::new());
         }
         let p = join(path, key);
-        let items = n
-            .as_array()
-            .ok_or_else(|| self.err(n, &p, &format!("expected an array of strings, found {}", n.kind())))?;
+        let items = n.as_array().ok_or_else(|| {
+            self.err(
+                n,
+                &p,
+                &format!("expected an array of strings, found {}", n.kind()),
+            )
+        })?;
         items
             .iter()
             .enumerate()
@@ -395,11 +443,15 @@ impl<'a> Mapper<'a> {
                     "sslProfiles" | "trustedClientCertificates" => {
                         "client certificate authentication (mutual TLS) is not supported"
                     }
-                    "loadDistributionPolicies" => "load distribution policies are not supported (pools are round robin)",
+                    "loadDistributionPolicies" => {
+                        "load distribution policies are not supported (pools are round robin)"
+                    }
                     "authenticationCertificates" => {
                         "v1 backend authentication certificates are not supported; use trustedRootCertificates"
                     }
-                    _ => "TCP/TLS (layer 4) proxying is not supported; wasmgate serves HTTP listeners",
+                    _ => {
+                        "TCP/TLS (layer 4) proxying is not supported; wasmgate serves HTTP listeners"
+                    }
                 };
                 return Err(self.err(n, &join(&pp, key), why));
             }
@@ -414,9 +466,15 @@ impl<'a> Mapper<'a> {
         if props.get("frontendIPConfigurations").is_some_and(is_set) {
             let how = match self.binding.ports.is_empty() {
                 true => format!("listeners bind {} (--bind)", self.binding.address),
-                false => format!("listeners bind {} (--bind) or the --bind-port addresses", self.binding.address),
+                false => format!(
+                    "listeners bind {} (--bind) or the --bind-port addresses",
+                    self.binding.address
+                ),
             };
-            self.ignore(&join(&pp, "frontendIPConfigurations"), &format!("public and private frontend addresses belong to Azure; {how}"));
+            self.ignore(
+                &join(&pp, "frontendIPConfigurations"),
+                &format!("public and private frontend addresses belong to Azure; {how}"),
+            );
         }
 
         let ports = self.frontend_ports(props)?;
@@ -426,7 +484,14 @@ impl<'a> Mapper<'a> {
         let min_tls = self.ssl_policy(props)?;
 
         let mut sections = Vec::new();
-        let listeners = self.listeners(props, &ports, &port_names, &frontend_ips, &ssl_names, min_tls)?;
+        let listeners = self.listeners(
+            props,
+            &ports,
+            &port_names,
+            &frontend_ips,
+            &ssl_names,
+            min_tls,
+        )?;
         let listener_names: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();
         let probe_names = self.names(props, "probes")?;
         let pool_names = self.names(props, "backendAddressPools")?;
@@ -453,18 +518,30 @@ impl<'a> Mapper<'a> {
     }
 
     fn names(&self, props: &Node, key: &str) -> Result<Vec<String>, ArmError> {
-        Ok(self.items(props, key)?.into_iter().map(|i| i.name).collect())
+        Ok(self
+            .items(props, key)?
+            .into_iter()
+            .map(|i| i.name)
+            .collect())
     }
 
     fn frontend_ports(&mut self, props: &Node) -> Result<Vec<(String, u16)>, ArmError> {
         let mut out = Vec::new();
         for item in self.items(props, "frontendPorts")? {
             self.keys(item.props, &item.path, &["port"], &[])?;
-            let port = self
-                .int(item.props, "port", &item.path)?
-                .ok_or_else(|| self.err(item.props, &join(&item.path, "port"), "a frontend port needs \"port\""))?;
+            let port = self.int(item.props, "port", &item.path)?.ok_or_else(|| {
+                self.err(
+                    item.props,
+                    &join(&item.path, "port"),
+                    "a frontend port needs \"port\"",
+                )
+            })?;
             let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
-                self.err(item.props, &join(&item.path, "port"), &format!("{port} is not a port (1-65535)"))
+                self.err(
+                    item.props,
+                    &join(&item.path, "port"),
+                    &format!("{port} is not a port (1-65535)"),
+                )
             })?;
             out.push((item.name, port));
         }
@@ -477,7 +554,8 @@ impl<'a> Mapper<'a> {
             return Ok(None);
         };
         let path = join(&self.props_path, "sslPolicy");
-        const SUITES: &str = "cipher suites are rustls's defaults; only the minimum TLS version is configurable";
+        const SUITES: &str =
+            "cipher suites are rustls's defaults; only the minimum TLS version is configurable";
         self.keys(
             policy,
             &path,
@@ -489,7 +567,13 @@ impl<'a> Mapper<'a> {
                 ("disabledSslProtocols", "TLS 1.0 and 1.1 are never offered; the minimum is TLS 1.2 unless minProtocolVersion asks for 1.3"),
             ],
         )?;
-        let Some(min) = self.choice(policy, "minProtocolVersion", &path, &["TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"])? else {
+        let Some(min) = self.choice(
+            policy,
+            "minProtocolVersion",
+            &path,
+            &["TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"],
+        )?
+        else {
             return Ok(None);
         };
         Ok(match min {
@@ -543,11 +627,23 @@ impl<'a> Mapper<'a> {
                 return Err(self.err(n, &join(path, "sslProfile"), "SSL profiles (per-listener TLS policy, client certificate authentication) are not supported"));
             }
             if p.get("frontendIPConfiguration").is_some() {
-                self.opt_ref(p, "frontendIPConfiguration", path, "frontendIPConfigurations", frontend_ips)?;
+                self.opt_ref(
+                    p,
+                    "frontendIPConfiguration",
+                    path,
+                    "frontendIPConfigurations",
+                    frontend_ips,
+                )?;
             }
             let port_name = self
                 .opt_ref(p, "frontendPort", path, "frontendPorts", port_names)?
-                .ok_or_else(|| self.err(p, &join(path, "frontendPort"), "a listener needs \"frontendPort\""))?;
+                .ok_or_else(|| {
+                    self.err(
+                        p,
+                        &join(path, "frontendPort"),
+                        "a listener needs \"frontendPort\"",
+                    )
+                })?;
             let template_port = ports
                 .iter()
                 .find(|(n, _)| *n == port_name)
@@ -555,9 +651,18 @@ impl<'a> Mapper<'a> {
                 .unwrap_or_default();
             let protocol = self
                 .choice(p, "protocol", path, &["Http", "Https"])?
-                .ok_or_else(|| self.err(p, &join(path, "protocol"), "a listener needs \"protocol\" (Http or Https)"))?;
+                .ok_or_else(|| {
+                    self.err(
+                        p,
+                        &join(path, "protocol"),
+                        "a listener needs \"protocol\" (Http or Https)",
+                    )
+                })?;
             let (ip, port) = self.binding.resolve(template_port);
-            let mut s = Section::new("listeners", path.trim_end_matches(".properties").to_string());
+            let mut s = Section::new(
+                "listeners",
+                path.trim_end_matches(".properties").to_string(),
+            );
             s.notes.push(format!(
                 "frontend port '{port_name}' ({template_port}) -> {}",
                 super::show_addr(ip, port)
@@ -569,29 +674,48 @@ impl<'a> Mapper<'a> {
             let mut hosts = self.strings(p, "hostNames", path)?;
             if let Some(h) = self.string(p, "hostName", path)?.filter(|h| !h.is_empty()) {
                 if !hosts.is_empty() {
-                    return Err(self.err(p, &join(path, "hostName"), "give hostName or hostNames, not both"));
+                    return Err(self.err(
+                        p,
+                        &join(path, "hostName"),
+                        "give hostName or hostNames, not both",
+                    ));
                 }
                 hosts.push(h);
             }
             if !hosts.is_empty() {
-                s.set("host_names", Tv::Array(hosts.into_iter().map(Tv::Str).collect()));
+                s.set(
+                    "host_names",
+                    Tv::Array(hosts.into_iter().map(Tv::Str).collect()),
+                );
             }
             let cert = self.opt_ref(p, "sslCertificate", path, "sslCertificates", ssl_names)?;
             if protocol == "Https" {
                 let cert = cert.ok_or_else(|| {
-                    self.err(p, &join(path, "sslCertificate"), "an Https listener needs \"sslCertificate\"")
+                    self.err(
+                        p,
+                        &join(path, "sslCertificate"),
+                        "an Https listener needs \"sslCertificate\"",
+                    )
                 })?;
                 let (chain, key) = self.listener_certificate(props, &cert)?;
-                s.notes.push(format!("certificate '{cert}' from sslCertificates, written as PEM"));
+                s.notes.push(format!(
+                    "certificate '{cert}' from sslCertificates, written as PEM"
+                ));
                 s.set("certificate", Tv::Str(chain));
                 s.set("certificate_key", Tv::Str(key));
                 if let Some(v) = min_tls {
                     s.set("min_tls_version", Tv::str(v));
                 }
-                let require = self.bool(p, "requireServerNameIndication", path)?.unwrap_or(false);
+                let require = self
+                    .bool(p, "requireServerNameIndication", path)?
+                    .unwrap_or(false);
                 sni.entry(port_name.clone()).or_default().push(require);
             } else if cert.is_some() {
-                return Err(self.err(p, &join(path, "sslCertificate"), "an Http listener takes no certificate"));
+                return Err(self.err(
+                    p,
+                    &join(path, "sslCertificate"),
+                    "an Http listener takes no certificate",
+                ));
             }
             out.push((item.name.clone(), s, port_name, protocol));
         }
@@ -617,17 +741,33 @@ impl<'a> Mapper<'a> {
 
     /// Writes the PEM files of sslCertificates item `name`; returns their paths as the TOML
     /// refers to them.
-    fn listener_certificate(&mut self, props: &Node, name: &str) -> Result<(String, String), ArmError> {
+    fn listener_certificate(
+        &mut self,
+        props: &Node,
+        name: &str,
+    ) -> Result<(String, String), ArmError> {
         let items = self.items(props, "sslCertificates")?;
-        let item = items.iter().find(|i| i.name == name).expect("resolved reference");
+        let item = items
+            .iter()
+            .find(|i| i.name == name)
+            .expect("resolved reference");
         let (p, path) = (item.props, item.path.clone());
-        self.keys(p, &path, &["data", "password", "keyVaultSecretId", "publicCertData"], &[])?;
+        self.keys(
+            p,
+            &path,
+            &["data", "password", "keyVaultSecretId", "publicCertData"],
+            &[],
+        )?;
         if let Some(n) = p.get("keyVaultSecretId").filter(|n| is_set(n)) {
             return Err(self.err(n, &join(&path, "keyVaultSecretId"), "Key Vault certificates cannot be fetched outside Azure; put the PFX in \"data\" (base64) with \"password\""));
         }
-        let data_node = p
-            .get("data")
-            .ok_or_else(|| self.err(p, &join(&path, "data"), "the certificate needs \"data\": a base64 PFX (PKCS#12)"))?;
+        let data_node = p.get("data").ok_or_else(|| {
+            self.err(
+                p,
+                &join(&path, "data"),
+                "the certificate needs \"data\": a base64 PFX (PKCS#12)",
+            )
+        })?;
         let data = self.string(p, "data", &path)?.unwrap_or_default();
         let password = self.string(p, "password", &path)?.unwrap_or_default();
         self.certs
@@ -639,12 +779,25 @@ impl<'a> Mapper<'a> {
         let mut out = Vec::new();
         for item in self.items(props, "backendAddressPools")? {
             let (p, path) = (item.props, item.path.as_str());
-            self.keys(p, path, &["backendAddresses", "backendIPConfigurations", "loadBalancerBackendAddresses"], &[])?;
+            self.keys(
+                p,
+                path,
+                &[
+                    "backendAddresses",
+                    "backendIPConfigurations",
+                    "loadBalancerBackendAddresses",
+                ],
+                &[],
+            )?;
             if let Some(n) = p.get("backendIPConfigurations").filter(|n| is_set(n)) {
                 return Err(self.err(n, &join(path, "backendIPConfigurations"), "pool membership through network interfaces is not supported; list the servers in backendAddresses"));
             }
             if let Some(n) = p.get("loadBalancerBackendAddresses").filter(|n| is_set(n)) {
-                return Err(self.err(n, &join(path, "loadBalancerBackendAddresses"), "not supported; list the servers in backendAddresses"));
+                return Err(self.err(
+                    n,
+                    &join(path, "loadBalancerBackendAddresses"),
+                    "not supported; list the servers in backendAddresses",
+                ));
             }
             let mut addrs = Vec::new();
             if let Some(list) = p.get("backendAddresses").filter(|n| is_set(n)) {
@@ -666,12 +819,21 @@ impl<'a> Mapper<'a> {
                             }
                         }
                         (None, Some(f)) => f,
-                        _ => return Err(self.err(a, &ap, "a backend address needs one of ipAddress or fqdn")),
+                        _ => {
+                            return Err(self.err(
+                                a,
+                                &ap,
+                                "a backend address needs one of ipAddress or fqdn",
+                            ));
+                        }
                     };
                     addrs.push(Tv::Str(addr));
                 }
             }
-            let mut s = Section::new("backend_pools", path.trim_end_matches(".properties").to_string());
+            let mut s = Section::new(
+                "backend_pools",
+                path.trim_end_matches(".properties").to_string(),
+            );
             s.set("name", Tv::str(&item.name));
             s.set("addresses", Tv::Array(addrs));
             out.push(s);
@@ -679,7 +841,12 @@ impl<'a> Mapper<'a> {
         Ok(out)
     }
 
-    fn settings(&mut self, props: &Node, probes: &[String], roots: &[String]) -> Result<Vec<Section>, ArmError> {
+    fn settings(
+        &mut self,
+        props: &Node,
+        probes: &[String],
+        roots: &[String],
+    ) -> Result<Vec<Section>, ArmError> {
         let mut out = Vec::new();
         for item in self.items(props, "backendHttpSettingsCollection")? {
             let (p, path) = (item.props, item.path.as_str());
@@ -706,11 +873,14 @@ impl<'a> Mapper<'a> {
             if let Some(n) = p.get("authenticationCertificates").filter(|n| is_set(n)) {
                 return Err(self.err(n, &join(path, "authenticationCertificates"), "v1 backend authentication certificates are not supported; use trustedRootCertificates"));
             }
-            let mut s = Section::new("backend_settings", path.trim_end_matches(".properties").to_string());
+            let mut s = Section::new(
+                "backend_settings",
+                path.trim_end_matches(".properties").to_string(),
+            );
             s.set("name", Tv::str(&item.name));
-            let port = self
-                .int(p, "port", path)?
-                .ok_or_else(|| self.err(p, &join(path, "port"), "backend settings need \"port\""))?;
+            let port = self.int(p, "port", path)?.ok_or_else(|| {
+                self.err(p, &join(path, "port"), "backend settings need \"port\"")
+            })?;
             s.set("port", Tv::Int(port));
             if let Some(proto) = self.choice(p, "protocol", path, &["Http", "Https"])? {
                 s.set("protocol", Tv::str(proto.to_ascii_lowercase()));
@@ -727,16 +897,24 @@ impl<'a> Mapper<'a> {
             if let Some(path_override) = self.string(p, "path", path)?.filter(|h| !h.is_empty()) {
                 s.set("path", Tv::Str(path_override));
             }
-            if self.choice(p, "cookieBasedAffinity", path, &["Enabled", "Disabled"])? == Some("Enabled") {
+            if self.choice(p, "cookieBasedAffinity", path, &["Enabled", "Disabled"])?
+                == Some("Enabled")
+            {
                 s.set("cookie_based_affinity", Tv::Bool(true));
             }
-            if let Some(c) = self.string(p, "affinityCookieName", path)?.filter(|h| !h.is_empty()) {
+            if let Some(c) = self
+                .string(p, "affinityCookieName", path)?
+                .filter(|h| !h.is_empty())
+            {
                 s.set("affinity_cookie_name", Tv::Str(c));
             }
             if let Some(d) = p.get("connectionDraining").filter(|n| is_set(n)) {
                 let dp = join(path, "connectionDraining");
                 self.keys(d, &dp, &["enabled", "drainTimeoutInSec"], &[])?;
-                let mut members = vec![("enabled".to_string(), Tv::Bool(self.bool(d, "enabled", &dp)?.unwrap_or(false)))];
+                let mut members = vec![(
+                    "enabled".to_string(),
+                    Tv::Bool(self.bool(d, "enabled", &dp)?.unwrap_or(false)),
+                )];
                 if let Some(t) = self.int(d, "drainTimeoutInSec", &dp)? {
                     members.push(("timeout".to_string(), Tv::Int(t)));
                 }
@@ -744,19 +922,26 @@ impl<'a> Mapper<'a> {
             }
             let probe = self.opt_ref(p, "probe", path, "probes", probes)?;
             match (probe, self.bool(p, "probeEnabled", path)?) {
-                (Some(_), Some(false)) => self.ignore(&join(path, "probe"), "probeEnabled is false, so the default probe applies"),
+                (Some(_), Some(false)) => self.ignore(
+                    &join(path, "probe"),
+                    "probeEnabled is false, so the default probe applies",
+                ),
                 (Some(name), _) => s.set("probe", Tv::Str(name)),
                 (None, _) => {}
             }
             if let Some(list) = p.get("trustedRootCertificates").filter(|n| is_set(n)) {
                 let lp = join(path, "trustedRootCertificates");
-                let refs = list.as_array().ok_or_else(|| self.err(list, &lp, "expected an array"))?;
+                let refs = list
+                    .as_array()
+                    .ok_or_else(|| self.err(list, &lp, "expected an array"))?;
                 let mut files = Vec::new();
                 for (i, r) in refs.iter().enumerate() {
-                    let name = self.reference(r, &format!("{lp}[{i}]"), "trustedRootCertificates", roots)?;
+                    let name =
+                        self.reference(r, &format!("{lp}[{i}]"), "trustedRootCertificates", roots)?;
                     files.push(Tv::Str(self.trusted_root(props, &name)?));
                 }
-                s.notes.push("trusted root certificates written as PEM".into());
+                s.notes
+                    .push("trusted root certificates written as PEM".into());
                 s.set("trusted_root_certificates", Tv::Array(files));
             }
             out.push(s);
@@ -766,15 +951,22 @@ impl<'a> Mapper<'a> {
 
     fn trusted_root(&mut self, props: &Node, name: &str) -> Result<String, ArmError> {
         let items = self.items(props, "trustedRootCertificates")?;
-        let item = items.iter().find(|i| i.name == name).expect("resolved reference");
+        let item = items
+            .iter()
+            .find(|i| i.name == name)
+            .expect("resolved reference");
         let (p, path) = (item.props, item.path.clone());
         self.keys(p, &path, &["data", "keyVaultSecretId"], &[])?;
         if let Some(n) = p.get("keyVaultSecretId").filter(|n| is_set(n)) {
             return Err(self.err(n, &join(&path, "keyVaultSecretId"), "Key Vault certificates cannot be fetched outside Azure; put the certificate in \"data\" (base64)"));
         }
-        let node = p
-            .get("data")
-            .ok_or_else(|| self.err(p, &join(&path, "data"), "the certificate needs \"data\" (base64 .cer)"))?;
+        let node = p.get("data").ok_or_else(|| {
+            self.err(
+                p,
+                &join(&path, "data"),
+                "the certificate needs \"data\" (base64 .cer)",
+            )
+        })?;
         let data = self.string(p, "data", &path)?.unwrap_or_default();
         self.certs
             .trusted_root(&item.name, &data)
@@ -788,14 +980,34 @@ impl<'a> Mapper<'a> {
             self.keys(
                 p,
                 path,
-                &["protocol", "host", "path", "interval", "timeout", "unhealthyThreshold", "pickHostNameFromBackendHttpSettings", "minServers", "match", "port"],
-                &[("pickHostNameFromBackendSettings", "layer-4 backend settings are not supported")],
+                &[
+                    "protocol",
+                    "host",
+                    "path",
+                    "interval",
+                    "timeout",
+                    "unhealthyThreshold",
+                    "pickHostNameFromBackendHttpSettings",
+                    "minServers",
+                    "match",
+                    "port",
+                ],
+                &[(
+                    "pickHostNameFromBackendSettings",
+                    "layer-4 backend settings are not supported",
+                )],
             )?;
             let mut s = Section::new("probes", path.trim_end_matches(".properties").to_string());
             s.set("name", Tv::str(&item.name));
-            if let Some(proto) = self.choice(p, "protocol", path, &["Http", "Https", "Tcp", "Tls"])? {
+            if let Some(proto) =
+                self.choice(p, "protocol", path, &["Http", "Https", "Tcp", "Tls"])?
+            {
                 if matches!(proto, "Tcp" | "Tls") {
-                    return Err(self.err(p, &join(path, "protocol"), "TCP and TLS probes belong to layer-4 proxying, which is not supported"));
+                    return Err(self.err(
+                        p,
+                        &join(path, "protocol"),
+                        "TCP and TLS probes belong to layer-4 proxying, which is not supported",
+                    ));
                 }
                 s.set("protocol", Tv::str(proto.to_ascii_lowercase()));
             }
@@ -811,7 +1023,12 @@ impl<'a> Mapper<'a> {
             if let Some(v) = self.int(p, "port", path)? {
                 s.set("port", Tv::Int(v));
             }
-            for (arm, toml) in [("interval", "interval"), ("timeout", "timeout"), ("unhealthyThreshold", "unhealthy_threshold"), ("minServers", "min_servers")] {
+            for (arm, toml) in [
+                ("interval", "interval"),
+                ("timeout", "timeout"),
+                ("unhealthyThreshold", "unhealthy_threshold"),
+                ("minServers", "min_servers"),
+            ] {
                 if let Some(v) = self.int(p, arm, path)? {
                     s.set(toml, Tv::Int(v));
                 }
@@ -822,7 +1039,10 @@ impl<'a> Mapper<'a> {
                 let mut members = Vec::new();
                 let codes = self.strings(mt, "statusCodes", &mp)?;
                 if !codes.is_empty() {
-                    members.push(("status_codes".to_string(), Tv::Array(codes.into_iter().map(Tv::Str).collect())));
+                    members.push((
+                        "status_codes".to_string(),
+                        Tv::Array(codes.into_iter().map(Tv::Str).collect()),
+                    ));
                 }
                 if let Some(b) = self.string(mt, "body", &mp)?.filter(|b| !b.is_empty()) {
                     members.push(("body".to_string(), Tv::Str(b)));
@@ -868,25 +1088,51 @@ impl<'a> Mapper<'a> {
             self.keys(
                 p,
                 path,
-                &["defaultBackendAddressPool", "defaultBackendHttpSettings", "defaultRedirectConfiguration", "defaultRewriteRuleSet", "pathRules", "defaultLoadDistributionPolicy"],
+                &[
+                    "defaultBackendAddressPool",
+                    "defaultBackendHttpSettings",
+                    "defaultRedirectConfiguration",
+                    "defaultRewriteRuleSet",
+                    "pathRules",
+                    "defaultLoadDistributionPolicy",
+                ],
                 &[],
             )?;
             if let Some(n) = p.get("defaultLoadDistributionPolicy").filter(|n| is_set(n)) {
-                return Err(self.err(n, &join(path, "defaultLoadDistributionPolicy"), "load distribution policies are not supported (pools are round robin)"));
+                return Err(self.err(
+                    n,
+                    &join(path, "defaultLoadDistributionPolicy"),
+                    "load distribution policies are not supported (pools are round robin)",
+                ));
             }
-            let mut s = Section::new("url_path_maps", path.trim_end_matches(".properties").to_string());
+            let mut s = Section::new(
+                "url_path_maps",
+                path.trim_end_matches(".properties").to_string(),
+            );
             s.set("name", Tv::str(&item.name));
             self.target(
                 p,
                 path,
-                ["defaultBackendAddressPool", "defaultBackendHttpSettings", "defaultRedirectConfiguration", "defaultRewriteRuleSet"],
-                ["default_backend_pool", "default_backend_settings", "default_redirect", "default_rewrite_set"],
+                [
+                    "defaultBackendAddressPool",
+                    "defaultBackendHttpSettings",
+                    "defaultRedirectConfiguration",
+                    "defaultRewriteRuleSet",
+                ],
+                [
+                    "default_backend_pool",
+                    "default_backend_settings",
+                    "default_redirect",
+                    "default_rewrite_set",
+                ],
                 refs,
                 &mut s,
             )?;
             let rules_path = join(path, "pathRules");
             if let Some(list) = p.get("pathRules").filter(|n| is_set(n)) {
-                let rules = list.as_array().ok_or_else(|| self.err(list, &rules_path, "expected an array"))?;
+                let rules = list
+                    .as_array()
+                    .ok_or_else(|| self.err(list, &rules_path, "expected an array"))?;
                 for (i, r) in rules.iter().enumerate() {
                     let rp = format!("{rules_path}[{i}]");
                     let name = r
@@ -899,11 +1145,25 @@ impl<'a> Mapper<'a> {
                     self.keys(
                         rprops,
                         &pp,
-                        &["paths", "backendAddressPool", "backendHttpSettings", "redirectConfiguration", "rewriteRuleSet", "loadDistributionPolicy"],
-                        &[("firewallPolicy", "Web Application Firewall is not part of wasmgate")],
+                        &[
+                            "paths",
+                            "backendAddressPool",
+                            "backendHttpSettings",
+                            "redirectConfiguration",
+                            "rewriteRuleSet",
+                            "loadDistributionPolicy",
+                        ],
+                        &[(
+                            "firewallPolicy",
+                            "Web Application Firewall is not part of wasmgate",
+                        )],
                     )?;
                     if let Some(n) = rprops.get("loadDistributionPolicy").filter(|n| is_set(n)) {
-                        return Err(self.err(n, &join(&pp, "loadDistributionPolicy"), "load distribution policies are not supported (pools are round robin)"));
+                        return Err(self.err(
+                            n,
+                            &join(&pp, "loadDistributionPolicy"),
+                            "load distribution policies are not supported (pools are round robin)",
+                        ));
                     }
                     let mut rs = Section::new("path_rules", rp.clone());
                     rs.set("name", Tv::str(name));
@@ -912,8 +1172,18 @@ impl<'a> Mapper<'a> {
                     self.target(
                         rprops,
                         &pp,
-                        ["backendAddressPool", "backendHttpSettings", "redirectConfiguration", "rewriteRuleSet"],
-                        ["backend_pool", "backend_settings", "redirect", "rewrite_set"],
+                        [
+                            "backendAddressPool",
+                            "backendHttpSettings",
+                            "redirectConfiguration",
+                            "rewriteRuleSet",
+                        ],
+                        [
+                            "backend_pool",
+                            "backend_settings",
+                            "redirect",
+                            "rewrite_set",
+                        ],
                         refs,
                         &mut rs,
                     )?;
@@ -925,27 +1195,51 @@ impl<'a> Mapper<'a> {
         Ok(out)
     }
 
-    fn rules(&mut self, props: &Node, listeners: &[String], maps: &[String], refs: &Refs) -> Result<Vec<Section>, ArmError> {
+    fn rules(
+        &mut self,
+        props: &Node,
+        listeners: &[String],
+        maps: &[String],
+        refs: &Refs,
+    ) -> Result<Vec<Section>, ArmError> {
         let mut out = Vec::new();
         let items = self.items(props, "requestRoutingRules")?;
-        let without_priority = items.iter().filter(|i| i.props.get("priority").is_none()).count();
+        let without_priority = items
+            .iter()
+            .filter(|i| i.props.get("priority").is_none())
+            .count();
         for item in &items {
             let (p, path) = (item.props, item.path.as_str());
             self.keys(
                 p,
                 path,
-                &["ruleType", "priority", "httpListener", "backendAddressPool", "backendHttpSettings", "redirectConfiguration", "rewriteRuleSet", "urlPathMap", "loadDistributionPolicy"],
+                &[
+                    "ruleType",
+                    "priority",
+                    "httpListener",
+                    "backendAddressPool",
+                    "backendHttpSettings",
+                    "redirectConfiguration",
+                    "rewriteRuleSet",
+                    "urlPathMap",
+                    "loadDistributionPolicy",
+                ],
                 &[],
             )?;
             if let Some(n) = p.get("loadDistributionPolicy").filter(|n| is_set(n)) {
-                return Err(self.err(n, &join(path, "loadDistributionPolicy"), "load distribution policies are not supported (pools are round robin)"));
+                return Err(self.err(
+                    n,
+                    &join(path, "loadDistributionPolicy"),
+                    "load distribution policies are not supported (pools are round robin)",
+                ));
             }
             let mut s = Section::new("rules", path.trim_end_matches(".properties").to_string());
             s.set("name", Tv::str(&item.name));
             if let Some(prio) = self.int(p, "priority", path)? {
                 s.set("priority", Tv::Int(prio));
             } else if without_priority == items.len() {
-                s.notes.push("no priority (v1): rules are taken in template order".into());
+                s.notes
+                    .push("no priority (v1): rules are taken in template order".into());
             }
             match self.choice(p, "ruleType", path, &["Basic", "PathBasedRouting"])? {
                 Some("PathBasedRouting") => s.set("kind", Tv::str("path_based")),
@@ -954,13 +1248,29 @@ impl<'a> Mapper<'a> {
             }
             let listener = self
                 .opt_ref(p, "httpListener", path, "httpListeners", listeners)?
-                .ok_or_else(|| self.err(p, &join(path, "httpListener"), "a rule needs \"httpListener\""))?;
+                .ok_or_else(|| {
+                    self.err(
+                        p,
+                        &join(path, "httpListener"),
+                        "a rule needs \"httpListener\"",
+                    )
+                })?;
             s.set("listener", Tv::Str(listener));
             self.target(
                 p,
                 path,
-                ["backendAddressPool", "backendHttpSettings", "redirectConfiguration", "rewriteRuleSet"],
-                ["backend_pool", "backend_settings", "redirect", "rewrite_set"],
+                [
+                    "backendAddressPool",
+                    "backendHttpSettings",
+                    "redirectConfiguration",
+                    "rewriteRuleSet",
+                ],
+                [
+                    "backend_pool",
+                    "backend_settings",
+                    "redirect",
+                    "rewrite_set",
+                ],
                 refs,
                 &mut s,
             )?;
@@ -979,15 +1289,35 @@ impl<'a> Mapper<'a> {
             self.keys(
                 p,
                 path,
-                &["redirectType", "targetListener", "targetUrl", "includePath", "includeQueryString"],
+                &[
+                    "redirectType",
+                    "targetListener",
+                    "targetUrl",
+                    "includePath",
+                    "includeQueryString",
+                ],
                 &[],
             )?;
             // Back-references Azure reports (which rules use this redirect) configure nothing.
-            let mut s = Section::new("redirects", path.trim_end_matches(".properties").to_string());
+            let mut s = Section::new(
+                "redirects",
+                path.trim_end_matches(".properties").to_string(),
+            );
             s.set("name", Tv::str(&item.name));
             let kind = self
-                .choice(p, "redirectType", path, &["Permanent", "Found", "SeeOther", "Temporary"])?
-                .ok_or_else(|| self.err(p, &join(path, "redirectType"), "a redirect needs \"redirectType\""))?;
+                .choice(
+                    p,
+                    "redirectType",
+                    path,
+                    &["Permanent", "Found", "SeeOther", "Temporary"],
+                )?
+                .ok_or_else(|| {
+                    self.err(
+                        p,
+                        &join(path, "redirectType"),
+                        "a redirect needs \"redirectType\"",
+                    )
+                })?;
             let kind = match kind {
                 "Permanent" => "permanent",
                 "Found" => "found",
@@ -1002,8 +1332,14 @@ impl<'a> Mapper<'a> {
                 s.set("target_url", Tv::Str(u));
             }
             // Absent flags are false in Application Gateway (wasmgate's default is true).
-            s.set("include_path", Tv::Bool(self.bool(p, "includePath", path)?.unwrap_or(false)));
-            s.set("include_query_string", Tv::Bool(self.bool(p, "includeQueryString", path)?.unwrap_or(false)));
+            s.set(
+                "include_path",
+                Tv::Bool(self.bool(p, "includePath", path)?.unwrap_or(false)),
+            );
+            s.set(
+                "include_query_string",
+                Tv::Bool(self.bool(p, "includeQueryString", path)?.unwrap_or(false)),
+            );
             out.push(s);
         }
         Ok(out)
@@ -1014,12 +1350,17 @@ impl<'a> Mapper<'a> {
         for item in self.items(props, "rewriteRuleSets")? {
             let (p, path) = (item.props, item.path.as_str());
             self.keys(p, path, &["rewriteRules"], &[])?;
-            let mut s = Section::new("rewrite_sets", path.trim_end_matches(".properties").to_string());
+            let mut s = Section::new(
+                "rewrite_sets",
+                path.trim_end_matches(".properties").to_string(),
+            );
             s.set("name", Tv::str(&item.name));
             let rules_path = join(path, "rewriteRules");
             let mut rules: Vec<(i64, usize, &Node)> = Vec::new();
             if let Some(list) = p.get("rewriteRules").filter(|n| is_set(n)) {
-                let items = list.as_array().ok_or_else(|| self.err(list, &rules_path, "expected an array"))?;
+                let items = list
+                    .as_array()
+                    .ok_or_else(|| self.err(list, &rules_path, "expected an array"))?;
                 for (i, r) in items.iter().enumerate() {
                     let rp = format!("{rules_path}[{i}]");
                     // Application Gateway applies rules in ascending ruleSequence (default 100).
@@ -1032,7 +1373,12 @@ impl<'a> Mapper<'a> {
             let mut response = Vec::new();
             for (_, i, r) in rules {
                 let rp = format!("{rules_path}[{i}]");
-                self.keys(r, &rp, &["name", "ruleSequence", "conditions", "actionSet"], &[])?;
+                self.keys(
+                    r,
+                    &rp,
+                    &["name", "ruleSequence", "conditions", "actionSet"],
+                    &[],
+                )?;
                 if let Some(c) = r.get("conditions").filter(|n| is_set(n)) {
                     let first = c.as_array().and_then(|a| a.first()).unwrap_or(c);
                     let var = first.get("variable").and_then(Node::as_str).unwrap_or("?");
@@ -1046,25 +1392,52 @@ impl<'a> Mapper<'a> {
                     continue;
                 };
                 let ap = join(&rp, "actionSet");
-                self.keys(actions, &ap, &["requestHeaderConfigurations", "responseHeaderConfigurations", "urlConfiguration"], &[])?;
+                self.keys(
+                    actions,
+                    &ap,
+                    &[
+                        "requestHeaderConfigurations",
+                        "responseHeaderConfigurations",
+                        "urlConfiguration",
+                    ],
+                    &[],
+                )?;
                 if let Some(u) = actions.get("urlConfiguration").filter(|n| is_set(n)) {
                     return Err(self.err(u, &join(&ap, "urlConfiguration"), "URL rewrites are not supported (path overrides are: backend settings \"path\")"));
                 }
-                for (key, into) in [("requestHeaderConfigurations", &mut request), ("responseHeaderConfigurations", &mut response)] {
+                for (key, into) in [
+                    ("requestHeaderConfigurations", &mut request),
+                    ("responseHeaderConfigurations", &mut response),
+                ] {
                     let Some(list) = actions.get(key).filter(|n| is_set(n)) else {
                         continue;
                     };
                     let lp = join(&ap, key);
-                    let headers = list.as_array().ok_or_else(|| self.err(list, &lp, "expected an array"))?;
+                    let headers = list
+                        .as_array()
+                        .ok_or_else(|| self.err(list, &lp, "expected an array"))?;
                     for (j, h) in headers.iter().enumerate() {
                         let hp = format!("{lp}[{j}]");
-                        self.keys(h, &hp, &["headerName", "headerValue", "headerValueMatcher"], &[])?;
+                        self.keys(
+                            h,
+                            &hp,
+                            &["headerName", "headerValue", "headerValueMatcher"],
+                            &[],
+                        )?;
                         if let Some(n) = h.get("headerValueMatcher").filter(|n| is_set(n)) {
-                            return Err(self.err(n, &join(&hp, "headerValueMatcher"), "rewriting part of a header value by pattern is not supported"));
+                            return Err(self.err(
+                                n,
+                                &join(&hp, "headerValueMatcher"),
+                                "rewriting part of a header value by pattern is not supported",
+                            ));
                         }
-                        let name = self
-                            .string(h, "headerName", &hp)?
-                            .ok_or_else(|| self.err(h, &join(&hp, "headerName"), "a header configuration needs \"headerName\""))?;
+                        let name = self.string(h, "headerName", &hp)?.ok_or_else(|| {
+                            self.err(
+                                h,
+                                &join(&hp, "headerName"),
+                                "a header configuration needs \"headerName\"",
+                            )
+                        })?;
                         let value = self.string(h, "headerValue", &hp)?.unwrap_or_default();
                         if let Some(var) = server_variable(&value) {
                             return Err(self.err(
@@ -1087,7 +1460,10 @@ impl<'a> Mapper<'a> {
             if !response.is_empty() {
                 s.set("response_headers", Tv::Array(response));
             }
-            s.notes.push("rewrite rules flattened in ruleSequence order; an empty value deletes the header".into());
+            s.notes.push(
+                "rewrite rules flattened in ruleSequence order; an empty value deletes the header"
+                    .into(),
+            );
             out.push(s);
         }
         Ok(out)
@@ -1129,9 +1505,15 @@ mod tests {
 
     #[test]
     fn server_variables_are_found() {
-        assert_eq!(server_variable("x {var_client_ip} y"), Some("var_client_ip"));
+        assert_eq!(
+            server_variable("x {var_client_ip} y"),
+            Some("var_client_ip")
+        );
         assert_eq!(server_variable("{http_req_Host}"), Some("http_req_Host"));
-        assert_eq!(server_variable("{http_resp_Location}"), Some("http_resp_Location"));
+        assert_eq!(
+            server_variable("{http_resp_Location}"),
+            Some("http_resp_Location")
+        );
         assert_eq!(server_variable("{\"json\": 1}"), None);
         assert_eq!(server_variable("plain"), None);
     }

@@ -259,7 +259,10 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     if !opts.sets.is_empty() {
         let names: Vec<&str> = opts.sets.iter().map(|(n, _)| n.as_str()).collect();
         // Values stay out: a --set may carry a certificate password.
-        header.push(format!("Parameters set on the command line: {}.", names.join(", ")));
+        header.push(format!(
+            "Parameters set on the command line: {}.",
+            names.join(", ")
+        ));
     }
     if !warnings.is_empty() {
         header.push(String::new());
@@ -311,9 +314,10 @@ fn find_gateway<'t>(
             return Err(ArmError::at(file, value.pos, key, "not a template section"));
         }
     }
-    if let Some(f) = template.get("functions").filter(|f| {
-        f.as_array().is_some_and(|a| !a.is_empty())
-    }) {
+    if let Some(f) = template
+        .get("functions")
+        .filter(|f| f.as_array().is_some_and(|a| !a.is_empty()))
+    {
         return Err(ArmError::at(
             file,
             f.pos,
@@ -329,7 +333,12 @@ fn find_gateway<'t>(
         let _ = outputs;
     }
     let resources = template.get("resources").ok_or_else(|| {
-        ArmError::at(file, template.pos, "resources", "the template has no resources")
+        ArmError::at(
+            file,
+            template.pos,
+            "resources",
+            "the template has no resources",
+        )
     })?;
     let list = resources.as_array().ok_or_else(|| {
         ArmError::at(
@@ -344,7 +353,14 @@ fn find_gateway<'t>(
         let path = format!("resources[{i}]");
         let ty = match r.get("type") {
             Some(t) => ev.eval(t, &format!("{path}.type"))?,
-            None => return Err(ArmError::at(file, r.pos, &path, "a resource needs \"type\"")),
+            None => {
+                return Err(ArmError::at(
+                    file,
+                    r.pos,
+                    &path,
+                    "a resource needs \"type\"",
+                ));
+            }
         };
         let ty = ty.as_str().unwrap_or_default().to_string();
         if ty.eq_ignore_ascii_case("Microsoft.Network/applicationGateways") {
@@ -353,7 +369,9 @@ fn find_gateway<'t>(
                     file,
                     r.pos,
                     &path,
-                    &format!("a second application gateway (the first is resources[{first}]); import one gateway per configuration"),
+                    &format!(
+                        "a second application gateway (the first is resources[{first}]); import one gateway per configuration"
+                    ),
                 ));
             }
             found = Some((i, r));
@@ -378,7 +396,8 @@ fn find_gateway<'t>(
             .unwrap_or_default();
         warnings.push(Warning {
             path: format!("{path} ({ty}{name})"),
-            reason: "only the application gateway is imported; other resources belong to Azure".into(),
+            reason: "only the application gateway is imported; other resources belong to Azure"
+                .into(),
         });
     }
     found.ok_or_else(|| {
@@ -442,19 +461,43 @@ mod tests {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         assert_eq!(
             parse_bind_port("80=127.0.0.1:8080").unwrap(),
-            (80, PortBinding { ip: ip("127.0.0.1"), port: Some(8080) })
+            (
+                80,
+                PortBinding {
+                    ip: ip("127.0.0.1"),
+                    port: Some(8080)
+                }
+            )
         );
         assert_eq!(
             parse_bind_port("443=8443").unwrap(),
-            (443, PortBinding { ip: None, port: Some(8443) })
+            (
+                443,
+                PortBinding {
+                    ip: None,
+                    port: Some(8443)
+                }
+            )
         );
         assert_eq!(
             parse_bind_port("80=::1").unwrap(),
-            (80, PortBinding { ip: ip("::1"), port: None })
+            (
+                80,
+                PortBinding {
+                    ip: ip("::1"),
+                    port: None
+                }
+            )
         );
         assert_eq!(
             parse_bind_port("80=[::1]:0").unwrap(),
-            (80, PortBinding { ip: ip("::1"), port: Some(0) })
+            (
+                80,
+                PortBinding {
+                    ip: ip("::1"),
+                    port: Some(0)
+                }
+            )
         );
         for bad in ["80", "x=1", "80=host:1", "70000=1"] {
             assert!(parse_bind_port(bad).is_err(), "{bad}");
@@ -469,7 +512,12 @@ mod tests {
 
     #[test]
     fn error_display() {
-        let e = ArmError::at("t.json", Pos { line: 3, col: 9 }, "resources[0].name", "bad");
+        let e = ArmError::at(
+            "t.json",
+            Pos { line: 3, col: 9 },
+            "resources[0].name",
+            "bad",
+        );
         assert_eq!(e.to_string(), "t.json:3:9: resources[0].name: bad");
         let e = ArmError::at("command line", Pos::default(), "", "bad");
         assert_eq!(e.to_string(), "command line: bad");
@@ -478,16 +526,31 @@ mod tests {
     #[test]
     fn origins_of_config_paths() {
         let mut map = emit::Section::new("url_path_maps", "m0".into());
-        map.children.push(("path_rules", emit::Section::new("path_rules", "m0.r0".into())));
-        map.children.push(("path_rules", emit::Section::new("path_rules", "m0.r1".into())));
+        map.children.push((
+            "path_rules",
+            emit::Section::new("path_rules", "m0.r0".into()),
+        ));
+        map.children.push((
+            "path_rules",
+            emit::Section::new("path_rules", "m0.r1".into()),
+        ));
         let sections = vec![
             emit::Section::new("listeners", "l0".into()),
             map,
             emit::Section::new("listeners", "l1".into()),
         ];
-        assert_eq!(origin_of(&sections, "listeners[1].port").as_deref(), Some("l1"));
-        assert_eq!(origin_of(&sections, "url_path_maps[0].path_rules[1].paths").as_deref(), Some("m0.r1"));
-        assert_eq!(origin_of(&sections, "url_path_maps[0].name").as_deref(), Some("m0"));
+        assert_eq!(
+            origin_of(&sections, "listeners[1].port").as_deref(),
+            Some("l1")
+        );
+        assert_eq!(
+            origin_of(&sections, "url_path_maps[0].path_rules[1].paths").as_deref(),
+            Some("m0.r1")
+        );
+        assert_eq!(
+            origin_of(&sections, "url_path_maps[0].name").as_deref(),
+            Some("m0")
+        );
         assert_eq!(origin_of(&sections, "rules[0]"), None);
         assert_eq!(origin_of(&sections, "limits"), None);
     }

@@ -76,7 +76,10 @@ impl<'t> Evaluator<'t> {
                     ArmError::at(pfile, entry.pos, &path, "expected { \"value\": ... }")
                 })?;
                 check_type(decl, value, pfile, &format!("{path}.value"))?;
-                supplied.insert(name.to_ascii_lowercase(), (value.clone(), pfile.to_string()));
+                supplied.insert(
+                    name.to_ascii_lowercase(),
+                    (value.clone(), pfile.to_string()),
+                );
             }
         }
         for (name, text) in sets {
@@ -89,9 +92,8 @@ impl<'t> Evaluator<'t> {
                     "the template declares no parameter of this name",
                 )
             })?;
-            let value = coerce(decl, text).map_err(|m| {
-                ArmError::at("command line", Pos::default(), &path, &m)
-            })?;
+            let value = coerce(decl, text)
+                .map_err(|m| ArmError::at("command line", Pos::default(), &path, &m))?;
             check_type(decl, &value, "command line", &path)?;
             supplied.insert(
                 name.to_ascii_lowercase(),
@@ -114,11 +116,11 @@ impl<'t> Evaluator<'t> {
         if let Some(v) = self.params.borrow().get(&key) {
             return Ok(v.clone());
         }
-        let Some((decl_name, decl)) = self
-            .template
-            .get("parameters")
-            .and_then(|p| p.members().iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
-        else {
+        let Some((decl_name, decl)) = self.template.get("parameters").and_then(|p| {
+            p.members()
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        }) else {
             return Err(self.error(at, path, &format!("no parameter named '{name}'")));
         };
         let decl_path = format!("parameters.{decl_name}");
@@ -156,11 +158,11 @@ impl<'t> Evaluator<'t> {
         if let Some(v) = self.vars.borrow().get(&key) {
             return Ok(v.clone());
         }
-        let Some((decl_name, decl)) = self
-            .template
-            .get("variables")
-            .and_then(|p| p.members().iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
-        else {
+        let Some((decl_name, decl)) = self.template.get("variables").and_then(|p| {
+            p.members()
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        }) else {
             return Err(self.error(at, path, &format!("no variable named '{name}'")));
         };
         if decl_name.eq_ignore_ascii_case("copy") {
@@ -186,7 +188,11 @@ impl<'t> Evaluator<'t> {
     ) -> Result<Node, ArmError> {
         if self.in_progress.borrow().iter().any(|w| w == what) {
             let chain = self.in_progress.borrow().join(" -> ");
-            return Err(self.error(at, path, &format!("{what} refers to itself ({chain} -> {what})")));
+            return Err(self.error(
+                at,
+                path,
+                &format!("{what} refers to itself ({chain} -> {what})"),
+            ));
         }
         self.in_progress.borrow_mut().push(what.to_string());
         let r = f();
@@ -223,7 +229,9 @@ impl<'t> Evaluator<'t> {
     pub fn eval_expression(&self, code: &str, pos: Pos, path: &str) -> Result<Node, ArmError> {
         let tokens = lex(code).map_err(|(at, m)| self.expr_error(pos, path, at, &m))?;
         let mut p = ExprParser { tokens, at: 0 };
-        let ast = p.expr().map_err(|(at, m)| self.expr_error(pos, path, at, &m))?;
+        let ast = p
+            .expr()
+            .map_err(|(at, m)| self.expr_error(pos, path, at, &m))?;
         if p.at < p.tokens.len() {
             let at = p.tokens[p.at].1;
             return Err(self.expr_error(pos, path, at, "unexpected text after the expression"));
@@ -251,7 +259,12 @@ impl<'t> Evaluator<'t> {
                     .find(|(k, _)| k.eq_ignore_ascii_case(name))
                     .map(|(_, n)| n.value.clone())
                     .ok_or_else(|| {
-                        self.expr_error(pos, path, *at, &format!("the object has no property '{name}'"))
+                        self.expr_error(
+                            pos,
+                            path,
+                            *at,
+                            &format!("the object has no property '{name}'"),
+                        )
                     })
             }
             Ast::Index(base, index, at) => {
@@ -275,7 +288,12 @@ impl<'t> Evaluator<'t> {
                         .find(|(k, _)| k.eq_ignore_ascii_case(name))
                         .map(|(_, n)| n.value.clone())
                         .ok_or_else(|| {
-                            self.expr_error(pos, path, *at, &format!("the object has no property '{name}'"))
+                            self.expr_error(
+                                pos,
+                                path,
+                                *at,
+                                &format!("the object has no property '{name}'"),
+                            )
                         }),
                     _ => Err(self.expr_error(
                         pos,
@@ -502,18 +520,26 @@ fn resource_id(args: &[Value]) -> Result<Value, String> {
         .enumerate()
         .map(|(i, a)| match a {
             Value::String(s) => Ok(s.as_str()),
-            other => Err(format!("argument {} is {}, expected a string", i + 1, other.kind())),
+            other => Err(format!(
+                "argument {} is {}, expected a string",
+                i + 1,
+                other.kind()
+            )),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let Some(type_at) = strings.iter().position(|s| s.contains('/')) else {
         return Err("no resource type (such as 'Microsoft.Network/applicationGateways') among the arguments".into());
     };
-    let (subscription, group) = match &strings[..type_at] {
-        [] => (SUBSCRIPTION, RESOURCE_GROUP),
-        [group] => (SUBSCRIPTION, *group),
-        [sub, group] => (*sub, *group),
-        _ => return Err("at most a subscription id and a resource group name may precede the resource type".into()),
-    };
+    let (subscription, group) =
+        match &strings[..type_at] {
+            [] => (SUBSCRIPTION, RESOURCE_GROUP),
+            [group] => (SUBSCRIPTION, *group),
+            [sub, group] => (*sub, *group),
+            _ => return Err(
+                "at most a subscription id and a resource group name may precede the resource type"
+                    .into(),
+            ),
+        };
     let mut segments = strings[type_at].split('/');
     let namespace = segments.next().unwrap_or_default();
     let types: Vec<&str> = segments.collect();
@@ -529,7 +555,8 @@ fn resource_id(args: &[Value]) -> Result<Value, String> {
             names.len()
         ));
     }
-    let mut id = format!("/subscriptions/{subscription}/resourceGroups/{group}/providers/{namespace}");
+    let mut id =
+        format!("/subscriptions/{subscription}/resourceGroups/{group}/providers/{namespace}");
     for (t, n) in types.iter().zip(names) {
         id.push_str(&format!("/{t}/{n}"));
     }
@@ -604,7 +631,10 @@ fn lex(code: &str) -> Result<Vec<(Token, usize)>, (usize, String)> {
             }
             c if c.is_alphabetic() || c == '_' => {
                 let mut j = i + 1;
-                while chars.get(j).is_some_and(|c| c.is_alphanumeric() || *c == '_') {
+                while chars
+                    .get(j)
+                    .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+                {
                     j += 1;
                 }
                 let text: String = chars[i..j].iter().collect();
@@ -673,13 +703,23 @@ impl ExprParser {
                         match self.next() {
                             Some(Token::Comma) => {}
                             Some(Token::Close) => break,
-                            _ => return Err((here, format!("expected ',' or ')' in the call of '{name}'"))),
+                            _ => {
+                                return Err((
+                                    here,
+                                    format!("expected ',' or ')' in the call of '{name}'"),
+                                ));
+                            }
                         }
                     }
                 }
                 Ast::Call(name, args, at)
             }
-            _ => return Err((at, "expected a function call, a 'string' or a number".into())),
+            _ => {
+                return Err((
+                    at,
+                    "expected a function call, a 'string' or a number".into(),
+                ));
+            }
         };
         loop {
             let at = self.offset();
@@ -755,36 +795,67 @@ mod tests {
     #[test]
     fn literals_and_escapes() {
         assert_eq!(eval("plain").unwrap(), s("plain"));
-        assert_eq!(eval("[[not an expression]").unwrap(), s("[not an expression]"));
+        assert_eq!(
+            eval("[[not an expression]").unwrap(),
+            s("[not an expression]")
+        );
         assert_eq!(eval("['it''s']").unwrap(), s("it's"));
         assert_eq!(eval("[ concat( 'a' , 'b' ) ]").unwrap(), s("ab"));
     }
 
     #[test]
     fn parameters_defaults_and_case() {
-        assert_eq!(eval("[parameters('GATEWAYNAME')]").unwrap(), s("gw-wasmgate"));
+        assert_eq!(
+            eval("[parameters('GATEWAYNAME')]").unwrap(),
+            s("gw-wasmgate")
+        );
         assert_eq!(eval("[PARAMETERS('port')]").unwrap(), Value::Int(80));
         assert_eq!(eval("[parameters('backends')[0]]").unwrap(), s("10.0.0.4"));
-        assert_eq!(eval("[parameters('settings').timeout]").unwrap(), Value::Int(30));
-        assert_eq!(eval("[parameters('settings')['hosts'][1]]").unwrap(), s("b"));
+        assert_eq!(
+            eval("[parameters('settings').timeout]").unwrap(),
+            Value::Int(30)
+        );
+        assert_eq!(
+            eval("[parameters('settings')['hosts'][1]]").unwrap(),
+            s("b")
+        );
         assert_eq!(eval("[parameters('flag')]").unwrap(), Value::Bool(false));
     }
 
     #[test]
     fn command_line_values_take_the_declared_type() {
-        assert_eq!(eval_with("[parameters('port')]", &[("port", "8080")]).unwrap(), Value::Int(8080));
-        assert_eq!(eval_with("[parameters('flag')]", &[("flag", "true")]).unwrap(), Value::Bool(true));
         assert_eq!(
-            eval_with("[parameters('backends')[0]]", &[("backends", "[\"127.0.0.1\"]")]).unwrap(),
+            eval_with("[parameters('port')]", &[("port", "8080")]).unwrap(),
+            Value::Int(8080)
+        );
+        assert_eq!(
+            eval_with("[parameters('flag')]", &[("flag", "true")]).unwrap(),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            eval_with(
+                "[parameters('backends')[0]]",
+                &[("backends", "[\"127.0.0.1\"]")]
+            )
+            .unwrap(),
             s("127.0.0.1")
         );
-        assert_eq!(eval_with("[parameters('required')]", &[("required", "x")]).unwrap(), s("x"));
+        assert_eq!(
+            eval_with("[parameters('required')]", &[("required", "x")]).unwrap(),
+            s("x")
+        );
         let e = eval_with("[parameters('port')]", &[("port", "eighty")]).unwrap_err();
-        assert!(e.to_string().contains("--set port: expected an integer"), "{e}");
+        assert!(
+            e.to_string().contains("--set port: expected an integer"),
+            "{e}"
+        );
         let e = eval_with("[parameters('port')]", &[("nope", "1")]).unwrap_err();
         assert!(e.to_string().contains("declares no parameter"), "{e}");
         let e = eval_with("[parameters('backends')]", &[("backends", "{\"a\": 1}")]).unwrap_err();
-        assert!(e.to_string().contains("expected a value of type array"), "{e}");
+        assert!(
+            e.to_string().contains("expected a value of type array"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -797,22 +868,40 @@ mod tests {
         let sets = vec![("port".to_string(), "82".to_string())];
         let ev = Evaluator::new(&t, "t.json", Some((&p, "p.json")), &sets).unwrap();
         let at = Pos::default();
-        assert_eq!(ev.parameter("required", at, "x").unwrap().value, s("from-file"));
+        assert_eq!(
+            ev.parameter("required", at, "x").unwrap().value,
+            s("from-file")
+        );
         // The command line wins over the file.
         assert_eq!(ev.parameter("port", at, "x").unwrap().value, Value::Int(82));
 
         let bad = json::parse(r#"{"parameters": {"port": {"value": "80"}}}"#).unwrap();
-        let e = Evaluator::new(&t, "t.json", Some((&bad, "p.json")), &[]).err().unwrap();
+        let e = Evaluator::new(&t, "t.json", Some((&bad, "p.json")), &[])
+            .err()
+            .unwrap();
         assert!(e.to_string().starts_with("p.json:1:"), "{e}");
-        assert!(e.to_string().contains("parameters.port.value: expected a value of type int"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("parameters.port.value: expected a value of type int"),
+            "{e}"
+        );
 
-        let kv = json::parse(r#"{"parameters": {"required": {"reference": {"keyVault": {}}}}}"#).unwrap();
-        let e = Evaluator::new(&t, "t.json", Some((&kv, "p.json")), &[]).err().unwrap();
+        let kv = json::parse(r#"{"parameters": {"required": {"reference": {"keyVault": {}}}}}"#)
+            .unwrap();
+        let e = Evaluator::new(&t, "t.json", Some((&kv, "p.json")), &[])
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("Key Vault"), "{e}");
 
         let unknown = json::parse(r#"{"parameters": {"other": {"value": 1}}}"#).unwrap();
-        let e = Evaluator::new(&t, "t.json", Some((&unknown, "p.json")), &[]).err().unwrap();
-        assert!(e.to_string().contains("parameters.other: the template declares no parameter"), "{e}");
+        let e = Evaluator::new(&t, "t.json", Some((&unknown, "p.json")), &[])
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("parameters.other: the template declares no parameter"),
+            "{e}"
+        );
 
         let shapeless = json::parse(r#"{"port": {"value": 1}}"#).unwrap();
         assert!(Evaluator::new(&t, "t.json", Some((&shapeless, "p.json")), &[]).is_err());
@@ -821,12 +910,24 @@ mod tests {
     #[test]
     fn missing_and_disallowed_parameters() {
         let e = eval("[parameters('required')]").unwrap_err();
-        assert!(e.to_string().contains("parameters.required: no value"), "{e}");
+        assert!(
+            e.to_string().contains("parameters.required: no value"),
+            "{e}"
+        );
         let e = eval_with("[parameters('tier')]", &[("tier", "Basic")]).unwrap_err();
-        assert!(e.to_string().contains("not one of the allowedValues"), "{e}");
-        assert_eq!(eval_with("[parameters('tier')]", &[("tier", "waf_v2")]).unwrap(), s("waf_v2"));
+        assert!(
+            e.to_string().contains("not one of the allowedValues"),
+            "{e}"
+        );
+        assert_eq!(
+            eval_with("[parameters('tier')]", &[("tier", "waf_v2")]).unwrap(),
+            s("waf_v2")
+        );
         let e = eval("[parameters('nothing')]").unwrap_err();
-        assert!(e.to_string().contains("no parameter named 'nothing'"), "{e}");
+        assert!(
+            e.to_string().contains("no parameter named 'nothing'"),
+            "{e}"
+        );
         let e = eval("[parameters('loopA')]").unwrap_err();
         assert!(e.to_string().contains("refers to itself"), "{e}");
     }
@@ -835,9 +936,13 @@ mod tests {
     fn variables() {
         assert_eq!(
             eval("[variables('portId')]").unwrap(),
-            s("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wasmgate/providers/Microsoft.Network/applicationGateways/gw-wasmgate/frontendPorts/port_80")
+            s(
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wasmgate/providers/Microsoft.Network/applicationGateways/gw-wasmgate/frontendPorts/port_80"
+            )
         );
-        let Value::Object(m) = eval("[variables('nested')]").unwrap() else { panic!() };
+        let Value::Object(m) = eval("[variables('nested')]").unwrap() else {
+            panic!()
+        };
         let list = m[0].1.as_array().unwrap();
         assert_eq!(list[0].value, s("10.0.0.5"));
         assert_eq!(list[1].value, s("[literal]"));
@@ -849,8 +954,13 @@ mod tests {
 
     #[test]
     fn concat_forms() {
-        assert_eq!(eval("[concat('a', 1, parameters('flag'))]").unwrap(), s("a1false"));
-        let Value::Array(a) = eval("[concat(parameters('backends'), parameters('backends'))]").unwrap() else {
+        assert_eq!(
+            eval("[concat('a', 1, parameters('flag'))]").unwrap(),
+            s("a1false")
+        );
+        let Value::Array(a) =
+            eval("[concat(parameters('backends'), parameters('backends'))]").unwrap()
+        else {
             panic!()
         };
         assert_eq!(a.len(), 4);
@@ -867,10 +977,16 @@ mod tests {
         );
         assert_eq!(
             eval("[resourceId('sub', 'rg', 'Microsoft.Network/publicIPAddresses', 'ip')]").unwrap(),
-            s("/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses/ip")
+            s(
+                "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses/ip"
+            )
         );
-        let e = eval("[resourceId('Microsoft.Network/applicationGateways/probes', 'gw')]").unwrap_err();
-        assert!(e.to_string().contains("needs 2 resource name(s), 1 given"), "{e}");
+        let e =
+            eval("[resourceId('Microsoft.Network/applicationGateways/probes', 'gw')]").unwrap_err();
+        assert!(
+            e.to_string().contains("needs 2 resource name(s), 1 given"),
+            "{e}"
+        );
         let e = eval("[resourceId('gw', 'pool')]").unwrap_err();
         assert!(e.to_string().contains("no resource type"), "{e}");
         let e = eval("[resourceId(1, 'Microsoft.Network/x', 'y')]").unwrap_err();
@@ -894,16 +1010,38 @@ mod tests {
         assert!(text.contains("'uniqueString' is not supported"), "{text}");
         assert!(text.contains("character 2 of the expression"), "{text}");
         let e = eval("[concat('a', format('{0}', 'b'))]").unwrap_err();
-        assert!(e.to_string().contains("'format' is not supported (supported"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("'format' is not supported (supported"),
+            "{e}"
+        );
         assert!(e.to_string().contains("character 14"), "{e}");
-        for bad in ["[concat('a']", "[concat('a' 'b')]", "['open]", "[parameters('a').]", "[#]", "[concat('a'))]", "[parameters]"] {
+        for bad in [
+            "[concat('a']",
+            "[concat('a' 'b')]",
+            "['open]",
+            "[parameters('a').]",
+            "[#]",
+            "[concat('a'))]",
+            "[parameters]",
+        ] {
             assert!(eval(bad).is_err(), "{bad} should fail");
         }
         let e = eval("[parameters('backends')[5]]").unwrap_err();
-        assert!(e.to_string().contains("index 5 is outside the array of 2"), "{e}");
+        assert!(
+            e.to_string().contains("index 5 is outside the array of 2"),
+            "{e}"
+        );
         let e = eval("[parameters('port').x]").unwrap_err();
-        assert!(e.to_string().contains("needs an object, found a number"), "{e}");
+        assert!(
+            e.to_string().contains("needs an object, found a number"),
+            "{e}"
+        );
         let e = eval("[parameters(1)]").unwrap_err();
-        assert!(e.to_string().contains("parameters(): expects one string argument"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("parameters(): expects one string argument"),
+            "{e}"
+        );
     }
 }

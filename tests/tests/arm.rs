@@ -1,0 +1,771 @@
+//! Application Gateway ARM templates run as they are: each fixture in `tests/fixtures/arm/` (in
+//! the shape of Azure's quickstarts) is imported, the TOML it becomes is started on loopback in
+//! front of real backends, and requests are checked against Application Gateway's documented
+//! behaviour.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use wasmgate::arm::{self, Binding, ImportError, ImportOptions, Imported, PortBinding};
+use wasmgate_tests::tls::{HttpsBackend, Pki, client_config, https_get, presented, tls_connect};
+use wasmgate_tests::{
+    HttpBackend, ProbeAnswer, assert_routed, eventually, free_ports, get, get_with, listener_addr,
+    start_gateway,
+};
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/arm")
+        .join(path)
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh folder for one import's certificate files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "wasmgate-arm-{name}-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the scratch folder");
+    dir
+}
+
+/// Imports fixture folder `name` (with its parameters file when `params`), binding 127.0.0.1
+/// and mapping template ports as `ports` says. Certificates go to an absolute folder, so the
+/// TOML text stands alone.
+fn try_import(
+    name: &str,
+    params: bool,
+    sets: &[(&str, String)],
+    ports: &[(u16, u16)],
+) -> Result<Imported, ImportError> {
+    let dir = scratch(name);
+    arm::import(&ImportOptions {
+        template: fixture(&format!("{name}/azuredeploy.json")),
+        parameters: params.then(|| fixture(&format!("{name}/azuredeploy.parameters.json"))),
+        sets: sets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        binding: Binding {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: ports
+                .iter()
+                .map(|(from, to)| {
+                    (
+                        *from,
+                        PortBinding {
+                            ip: None,
+                            port: Some(*to),
+                        },
+                    )
+                })
+                .collect(),
+        },
+        base: dir.clone(),
+        cert_dir: dir.join("certs"),
+    })
+}
+
+fn import(name: &str, params: bool, sets: &[(&str, String)], ports: &[(u16, u16)]) -> Imported {
+    try_import(name, params, sets, ports)
+        .unwrap_or_else(|e| panic!("importing fixture {name} failed: {e}"))
+}
+
+/// Backends listening on one port at 127.0.0.2, 127.0.0.3, ...: Application Gateway pools list
+/// bare addresses and take the port from the backend settings, so servers of one pool (or of
+/// pools sharing settings) share a port.
+async fn shared_port_backends(names: &[&str]) -> (u16, Vec<HttpBackend>) {
+    let ip = |i: usize| Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+    for _ in 0..20 {
+        let first = StdTcpListener::bind((ip(0), 0)).expect("bind 127.0.0.2:0");
+        let port = first.local_addr().expect("local_addr").port();
+        let rest: Vec<_> = (1..names.len())
+            .map(|i| StdTcpListener::bind((ip(i), port)))
+            .collect();
+        if rest.iter().any(Result::is_err) {
+            continue;
+        }
+        drop((first, rest));
+        let mut backends = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            backends.push(
+                HttpBackend::builder(name)
+                    .bind(SocketAddr::from((ip(i), port)))
+                    .start()
+                    .await,
+            );
+        }
+        return (port, backends);
+    }
+    panic!("no port free on 127.0.0.2.. for {} backends", names.len());
+}
+
+fn fixture_cert(name: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_file(fixture(&format!("certs/{name}.pem"))).expect("fixture cert")
+}
+
+fn warned(imported: &Imported, path_part: &str) -> bool {
+    imported.warnings.iter().any(|w| w.path.contains(path_part))
+}
+
+#[tokio::test]
+async fn basic_rule_spreads_requests_over_the_pool() {
+    let (port, backends) = shared_port_backends(&["vm1", "vm2"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "basic",
+        true,
+        &[
+            ("backendIpAddress1", "127.0.0.2".into()),
+            ("backendIpAddress2", "127.0.0.3".into()),
+            ("backendPort", port.to_string()),
+        ],
+        &[(80, front)],
+    );
+    // Azure-only parts are listed, with the reason, in the output and as warnings.
+    for part in [
+        "properties.sku",
+        "gatewayIPConfigurations",
+        "autoscaleConfiguration",
+        "Microsoft.Network/virtualNetworks 'myVNet'",
+    ] {
+        assert!(
+            warned(&imported, part),
+            "{part} should be listed as ignored: {:?}",
+            imported.warnings
+        );
+    }
+    assert!(
+        imported
+            .toml
+            .contains("# - resources[2].properties.sku: instance size"),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        imported
+            .toml
+            .contains("# from resources[2].properties.httpListeners[0]\n"),
+        "{}",
+        imported.toml
+    );
+    // The reference spelled 'MYHTTPSETTING' resolves to 'myHTTPSetting' (ARM names are case-insensitive).
+    assert!(
+        imported
+            .toml
+            .contains("backend_settings = \"myHTTPSetting\""),
+        "{}",
+        imported.toml
+    );
+
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "myListener");
+    assert_eq!(addr.port(), front);
+    // Round robin over the two healthy servers: four requests, two each.
+    for _ in 0..4 {
+        let reply = get(addr, "contoso.com", "/").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(
+        (backends[0].hits(), backends[1].hits()),
+        (2, 2),
+        "a basic rule forwards to every server of its pool in turn"
+    );
+    // The listener is basic (no host name): any Host is accepted.
+    assert_eq!(get(addr, "anything.example", "/x").await.status, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn path_based_rule_sends_each_path_to_its_pool() {
+    let (port, _backends) = shared_port_backends(&["default", "images", "video"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "path-based",
+        false,
+        &[
+            ("defaultBackend", "127.0.0.2".into()),
+            ("imagesBackend", "127.0.0.3".into()),
+            ("videoBackend", "127.0.0.4".into()),
+            ("backendPort", port.to_string()),
+        ],
+        &[(80, front)],
+    );
+    // The quickstart's rule has no priority (v1): the rule keeps its template position.
+    assert!(!imported.toml.contains("priority ="), "{}", imported.toml);
+    assert!(
+        imported.toml.contains("kind = \"path_based\""),
+        "{}",
+        imported.toml
+    );
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "appGatewayHttpListener");
+    assert_routed(
+        addr,
+        "contoso.com",
+        "/images/cat.png",
+        "images",
+        "pathRule1 /images/*",
+    )
+    .await;
+    assert_routed(
+        addr,
+        "contoso.com",
+        "/video/intro.mp4",
+        "video",
+        "pathRule2 /video/*",
+    )
+    .await;
+    assert_routed(
+        addr,
+        "contoso.com",
+        "/IMAGES/Cat.png",
+        "images",
+        "paths match without regard to case",
+    )
+    .await;
+    assert_routed(
+        addr,
+        "contoso.com",
+        "/",
+        "default",
+        "the path map's default pool",
+    )
+    .await;
+    assert_routed(
+        addr,
+        "contoso.com",
+        "/imagesque/a",
+        "default",
+        "/images/* needs the slash",
+    )
+    .await;
+    assert_routed(
+        addr,
+        "contoso.com",
+        "/images/a?size=large",
+        "images",
+        "the query is not part of the path",
+    )
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn multi_site_https_presents_each_sites_certificate() {
+    let contoso = HttpBackend::start("contoso").await;
+    let pki = Pki::new("fabrikam backend CA");
+    let leaf = pki.issue(&["backend.fabrikam.internal"]);
+    let fabrikam = HttpsBackend::start("fabrikam", pki.server_config(&leaf)).await;
+    let root_b64 = base64::engine::general_purpose::STANDARD.encode(pki.ca_pem());
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "multi-site-https",
+        true,
+        &[
+            ("contosoBackend", "127.0.0.1".into()),
+            ("contosoBackendPort", contoso.addr.port().to_string()),
+            ("fabrikamBackend", "127.0.0.1".into()),
+            ("fabrikamBackendPort", fabrikam.addr.port().to_string()),
+            ("backendRootCertData", root_b64),
+        ],
+        &[(443, front)],
+    );
+    assert!(
+        imported.toml.contains("require_sni = true"),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        imported.toml.contains("min_tls_version = \"1.2\""),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        warned(&imported, "sslPolicy.policyName"),
+        "{:?}",
+        imported.warnings
+    );
+    // The private keys are written readable by their owner only.
+    let key = imported
+        .toml
+        .lines()
+        .find_map(|l| l.strip_prefix("certificate_key = "))
+        .expect("a key file")
+        .trim_matches('"')
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{key} must not be readable by others");
+
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "contosoListener");
+    assert_eq!(
+        addr,
+        listener_addr(&gw, "fabrikamListener"),
+        "both sites share port 443's socket"
+    );
+    let ca = fixture_cert("ca");
+    let client = client_config(&[ca], &["h2", "http/1.1"]);
+
+    // SNI picks the certificate; the Host header picks the site.
+    let stream = tls_connect(addr, "www.contoso.com", client.clone())
+        .await
+        .expect("TLS to contoso");
+    assert_eq!(
+        presented(&stream),
+        fixture_cert("contoso"),
+        "www.contoso.com gets contosoCert"
+    );
+    drop(stream);
+    let reply = https_get(
+        addr,
+        "www.contoso.com",
+        client.clone(),
+        "www.contoso.com",
+        "/",
+    )
+    .await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.backend()),
+        (200, Some("contoso")),
+        "{}",
+        reply.text()
+    );
+
+    let stream = tls_connect(addr, "fabrikam.com", client.clone())
+        .await
+        .expect("TLS to fabrikam");
+    assert_eq!(
+        presented(&stream),
+        fixture_cert("fabrikam"),
+        "fabrikam.com gets fabrikamCert"
+    );
+    drop(stream);
+    let reply = https_get(
+        addr,
+        "www.fabrikam.com",
+        client.clone(),
+        "www.fabrikam.com",
+        "/",
+    )
+    .await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.backend()),
+        (200, Some("fabrikam")),
+        "{}",
+        reply.text()
+    );
+    // End-to-end TLS: the backend was reached with the settings' host name as SNI and Host,
+    // and its certificate verified against the template's trusted root.
+    let seen = fabrikam.requests();
+    let last = seen.last().expect("the fabrikam backend saw the request");
+    assert_eq!(last.sni.as_deref(), Some("backend.fabrikam.internal"));
+    assert_eq!(last.host.as_deref(), Some("backend.fabrikam.internal"));
+
+    // requireServerNameIndication on every listener of the port: no SNI, no handshake.
+    let no_sni = tls_connect(addr, "127.0.0.1", client.clone()).await;
+    assert!(no_sni.is_err(), "a handshake without SNI must fail");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_probe_checks_its_path_and_takes_failing_servers_out() {
+    let (port, backends) = shared_port_backends(&["a", "b"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "probe",
+        false,
+        &[
+            ("backend1", "127.0.0.2".into()),
+            ("backend2", "127.0.0.3".into()),
+            ("backendPort", port.to_string()),
+        ],
+        &[(80, front)],
+    );
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "appListener");
+    for b in &backends {
+        let probe = b.probes().first().cloned().expect("probed before serving");
+        assert_eq!(probe.path(), "/healthz", "the custom probe's path");
+        // pickHostNameFromBackendHttpSettings: the settings' hostName.
+        assert_eq!(probe.header("host"), Some("app.contoso.com"));
+    }
+    // Requests carry the settings' host name too.
+    get(addr, "www.contoso.com", "/").await;
+    let seen = backends[0]
+        .requests()
+        .into_iter()
+        .chain(backends[1].requests())
+        .next()
+        .expect("a request");
+    assert_eq!(seen.header("host"), Some("app.contoso.com"));
+
+    // One failed probe (unhealthyThreshold 1, every second) takes server b out of rotation.
+    backends[1].set_probe_answer(ProbeAnswer::Status(503)).await;
+    eventually(
+        "server b leaves the rotation after failing its probe",
+        || async {
+            let before = backends[1].hits();
+            for _ in 0..4 {
+                get(addr, "www.contoso.com", "/").await;
+            }
+            (backends[1].hits() == before).then_some(())
+        },
+    )
+    .await;
+    let before = backends[0].hits();
+    for _ in 0..4 {
+        assert_eq!(get(addr, "www.contoso.com", "/").await.backend(), Some("a"));
+    }
+    assert_eq!(backends[0].hits(), before + 4);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn redirects_answer_with_their_type_and_target() {
+    let site = HttpBackend::start("site").await;
+    let [http_port, https_port] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "redirects",
+        true,
+        &[
+            ("backend", "127.0.0.1".into()),
+            ("backendPort", site.addr.port().to_string()),
+        ],
+        &[(80, http_port), (443, https_port)],
+    );
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "httpListener");
+    let cases = [
+        // (path and query, status, Location)
+        (
+            "/account/settings?tab=2",
+            301,
+            format!("https://www.contoso.com:{https_port}/account/settings?tab=2"),
+        ),
+        (
+            "/old/blog/post?utm=x",
+            301,
+            "https://new.contoso.com/old/blog/post".to_string(),
+        ),
+        (
+            "/found/a?b=c",
+            302,
+            "https://www.contoso.com/landing".to_string(),
+        ),
+        (
+            "/submit?id=7",
+            303,
+            "http://status.contoso.com/report?id=7".to_string(),
+        ),
+        // includePath and includeQueryString absent: both false in Application Gateway.
+        (
+            "/temporary/page?q=1",
+            307,
+            "https://maintenance.contoso.com/".to_string(),
+        ),
+    ];
+    for (target, status, location) in cases {
+        let reply = get(addr, "www.contoso.com", target).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.header("location")),
+            (status, Some(location.as_str())),
+            "GET {target}"
+        );
+    }
+    assert_eq!(site.hits(), 0, "redirects never reach the backend");
+    // The redirect's target listener serves the site.
+    let client = client_config(&[fixture_cert("ca")], &["http/1.1"]);
+    let https = listener_addr(&gw, "httpsListener");
+    let reply = https_get(
+        https,
+        "www.contoso.com",
+        client,
+        "www.contoso.com",
+        "/account/settings",
+    )
+    .await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.backend()),
+        (200, Some("site"))
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn header_rewrites_apply_in_rule_sequence() {
+    let app = HttpBackend::builder("app")
+        .header("server", "backend/1.0")
+        .header("x-powered-by", "php")
+        .start()
+        .await;
+    let imported = import(
+        "rewrite",
+        false,
+        &[
+            ("backend", "127.0.0.1".into()),
+            ("backendPort", app.addr.port().to_string()),
+        ],
+        &[(80, 0)],
+    );
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "appListener");
+    let reply = get_with(
+        addr,
+        "www.contoso.com",
+        "/",
+        &[("x-internal-token", "secret")],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = app.last();
+    assert_eq!(seen.header("x-gateway"), Some("wasmgate"));
+    assert_eq!(seen.header("accept-charset"), Some("utf-8"));
+    assert_eq!(
+        seen.header("x-internal-token"),
+        None,
+        "an empty value removes the header"
+    );
+    assert_eq!(
+        reply.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    assert_eq!(reply.header("x-powered-by"), None);
+    assert_eq!(
+        reply.header("server"),
+        None,
+        "hideServer (ruleSequence 50) removes Server"
+    );
+    gw.shutdown().await;
+}
+
+#[test]
+fn rewrite_conditions_are_refused_with_their_path() {
+    let e = try_import("rewrite-conditions", false, &[], &[])
+        .expect_err("conditions cannot be expressed");
+    let text = e.to_string();
+    assert!(
+        text.contains("rewrite-conditions/azuredeploy.json:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "resources[1].properties.rewriteRuleSets[0].properties.rewriteRules[0].conditions"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("http_req_User-Agent"), "{text}");
+}
+
+#[tokio::test]
+async fn path_override_and_host_name_reach_the_backend() {
+    let (port, backends) = shared_port_backends(&["api", "web"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "path-override",
+        false,
+        &[
+            ("apiBackend", "127.0.0.2".into()),
+            ("webBackend", "127.0.0.3".into()),
+            ("backendPort", port.to_string()),
+        ],
+        &[(80, front)],
+    );
+    let settings = |name: &str| {
+        imported
+            .config
+            .backend_settings
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("settings {name}"))
+            .clone()
+    };
+    assert_eq!(
+        settings("apiSettings").request_timeout,
+        Duration::from_secs(45)
+    );
+    let draining = settings("webSettings").draining;
+    assert!(draining.enabled);
+    assert_eq!(draining.timeout, Duration::from_secs(60));
+
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "siteListener");
+    assert_routed(
+        addr,
+        "www.contoso.com",
+        "/api/users?active=1",
+        "api",
+        "the /api/* path rule",
+    )
+    .await;
+    let seen = backends[0].last();
+    // Application Gateway replaces the matched path rule's prefix with the override.
+    assert_eq!(seen.uri, "/v2/users?active=1");
+    assert_eq!(seen.header("host"), Some("api.internal"));
+    assert_eq!(seen.header("x-original-host"), Some("www.contoso.com"));
+
+    let reply = assert_routed(
+        addr,
+        "www.contoso.com",
+        "/index.html",
+        "web",
+        "the default pool",
+    )
+    .await;
+    assert_eq!(
+        backends[1].last().header("host"),
+        Some("127.0.0.3"),
+        "pickHostNameFromBackendAddress"
+    );
+    assert!(
+        reply.set_cookie("contosoAffinity").is_some(),
+        "cookie affinity with affinityCookieName"
+    );
+    // The listener's host name: other hosts find no listener.
+    assert_eq!(get(addr, "www.fabrikam.com", "/").await.status, 404);
+    gw.shutdown().await;
+}
+
+/// Writes a variant of fixture `name` (its text with `from` replaced by `to`) and imports it.
+/// The fixture's parameters file goes with it when it has one.
+fn import_variant(name: &str, from: &str, to: &str) -> Result<Imported, ImportError> {
+    let text =
+        std::fs::read_to_string(fixture(&format!("{name}/azuredeploy.json"))).expect("fixture");
+    assert!(text.contains(from), "{name} has no {from:?}");
+    let dir = scratch(&format!("{name}-variant"));
+    let template = dir.join("azuredeploy.json");
+    std::fs::write(&template, text.replacen(from, to, 1)).expect("write the variant");
+    arm::import(&ImportOptions {
+        template,
+        parameters: Some(fixture(&format!("{name}/azuredeploy.parameters.json")))
+            .filter(|p| p.is_file()),
+        sets: vec![],
+        binding: Binding::default(),
+        base: dir.clone(),
+        cert_dir: dir.join("certs"),
+    })
+}
+
+#[test]
+fn unsupported_parts_are_errors_naming_the_json_path() {
+    let cases = [
+        (
+            "rewrite",
+            "\"headerValue\": \"wasmgate\"",
+            "\"headerValue\": \"{var_client_ip}\"",
+            "rewriteRules[0].actionSet.requestHeaderConfigurations[0].headerValue: the value uses server variable '{var_client_ip}'",
+        ),
+        (
+            "basic",
+            "\"[parameters('applicationGatewayName')]\",\n      \"location\"",
+            "\"[concat('gw-', uniqueString(resourceGroup().id))]\",\n      \"location\"",
+            "resources[2].name: the template function 'uniqueString' is not supported",
+        ),
+        (
+            "basic",
+            "'myListener')]\"",
+            "'yourListener')]\"",
+            "requestRoutingRules[0].properties.httpListener.id: there is no httpListeners item named 'yourListener'",
+        ),
+        (
+            "basic",
+            "\"requireServerNameIndication\": false",
+            "\"sslProfile\": { \"id\": \"x\" }",
+            "httpListeners[0].properties.sslProfile: SSL profiles",
+        ),
+        (
+            "basic",
+            "\"pickHostNameFromBackendAddress\": false,",
+            "\"pickHostNameFromBackendAddress\": false, \"routingMagic\": true,",
+            "backendHttpSettingsCollection[0].properties.routingMagic: not supported by wasmgate",
+        ),
+        (
+            "path-based",
+            "\"/images/*\"\n                    ],",
+            "\"/images/*\"], \"loadDistributionPolicy\": { \"id\": \"x\" },",
+            "pathRules[0].properties.loadDistributionPolicy: load distribution policies are not supported",
+        ),
+    ];
+    for (name, from, to, expected) in cases {
+        let e = import_variant(name, from, to).expect_err(expected);
+        let text = e.to_string();
+        assert!(text.contains(expected), "expected {expected:?} in: {text}");
+        // File, line and column come first.
+        let position = text.split(": ").next().unwrap_or_default();
+        assert!(
+            position.ends_with(|c: char| c.is_ascii_digit())
+                && position.contains("azuredeploy.json:"),
+            "no position in: {text}"
+        );
+    }
+    // uniqueString is named as unsupported.
+    let e = import_variant(
+        "basic",
+        "\"[parameters('applicationGatewayName')]\",\n      \"location\"",
+        "\"[uniqueString(resourceGroup().id)]\",\n      \"location\"",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("'uniqueString' is not supported"),
+        "{e}"
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_template_item_they_came_from() {
+    // Two rules on one listener: valid JSON, refused by wasmgate's validation, traced back.
+    let e = import_variant(
+        "redirects",
+        "\"httpListener\": {\n                \"id\": \"[resourceId('Microsoft.Network/applicationGateways/httpListeners', parameters('applicationGatewayName'), 'httpsListener')]\"",
+        "\"httpListener\": {\n                \"id\": \"[resourceId('Microsoft.Network/applicationGateways/httpListeners', parameters('applicationGatewayName'), 'httpListener')]\"",
+    )
+    .expect_err("two rules on one listener");
+    let text = e.to_string();
+    assert!(matches!(e, ImportError::Config { .. }), "{text}");
+    assert!(
+        text.contains("(from resources[1].properties.requestRoutingRules[1])"),
+        "{text}"
+    );
+}
+
+#[test]
+fn backend_pool_membership_through_network_interfaces_is_refused() {
+    let e = import_variant(
+        "basic",
+        "\"type\": \"Microsoft.Network/virtualNetworks\",",
+        "\"type\": \"Microsoft.Network/networkInterfaces\", \"x\": { \"ipConfigurations\": [ { \"properties\": { \"applicationGatewayBackendAddressPools\": [ { \"id\": \"p\" } ] } } ] },",
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "resources[1].x.ipConfigurations[0].properties.applicationGatewayBackendAddressPools"
+        ),
+        "{text}"
+    );
+}
