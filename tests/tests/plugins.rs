@@ -568,6 +568,119 @@ async fn json_health_probe_plugin_judges_degraded_and_accepts_401() {
     }
 }
 
+/// The Python probe evaluator (componentize-py) judging real probes of real backends: status,
+/// latency and a maintenance page served with 200, with the probe's path shaped by the plugin;
+/// a server that recovers is judged healthy again, and traffic follows the verdicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_probe_plugin_judges_status_latency_and_maintenance_pages() {
+    let ok = HttpBackend::start("ok").await;
+    let maintenance = HttpBackend::start("maintenance").await;
+    let failing = HttpBackend::start("failing").await;
+    let slow = HttpBackend::start("slow").await;
+    maintenance
+        .set_probe_answer(ProbeAnswer::Body("<h1>Down for MAINTENANCE</h1>".into()))
+        .await;
+    failing.set_probe_answer(ProbeAnswer::Status(503)).await;
+    slow.set_probe_answer(ProbeAnswer::Slow(Duration::from_millis(1200)))
+        .await;
+    let servers = [ok.addr, maintenance.addr, failing.addr, slow.addr];
+    let mut toml = plugin_engine_section();
+    toml += &listener("web", 0, &[]);
+    toml += &pool("pool", &servers);
+    toml += &settings("web", "probe_plugin = \"py-health\"\nprobe = \"health\"");
+    toml += &basic_rule("rule", "web", "pool", "web", "");
+    toml +=
+        "[[probes]]\nname = \"health\"\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = 5\n\n";
+    toml += &plugin_section(
+        "py-health",
+        "example-python-probe",
+        "probe",
+        r#"config = '{"max_latency_ms": 300, "maintenance_marker": "maintenance", "path": "/ready"}'"#,
+    );
+    let gw = start_with_plugins(&toml).await;
+
+    use wasmgate::probe::Status;
+    let health = |addr: std::net::SocketAddr| {
+        let snapshot = gw.snapshot();
+        let t = snapshot
+            .targets
+            .iter()
+            .find(|t| {
+                snapshot.pools[t.pool.0].servers[t.server]
+                    .address
+                    .to_string()
+                    == addr.to_string()
+            })
+            .expect("target");
+        (
+            t.health.status(),
+            t.health.detail().reason.unwrap_or_default(),
+        )
+    };
+    eventually("the Python plugin's verdicts are published", || async {
+        let states: Vec<Status> = servers.iter().map(|a| health(*a).0).collect();
+        (states
+            == [
+                Status::Healthy,
+                Status::Unhealthy,
+                Status::Unhealthy,
+                Status::Unhealthy,
+            ])
+        .then_some(())
+    })
+    .await;
+    let reason = |addr| health(addr).1;
+    assert!(
+        reason(ok.addr).starts_with("status 200 in "),
+        "{}",
+        reason(ok.addr)
+    );
+    assert_eq!(reason(maintenance.addr), "in maintenance");
+    assert_eq!(reason(failing.addr), "status 503");
+    assert!(
+        reason(slow.addr).starts_with("slow: ") && reason(slow.addr).ends_with("(limit 300 ms)"),
+        "{}",
+        reason(slow.addr)
+    );
+    let probe = ok
+        .probes()
+        .last()
+        .cloned()
+        .expect("a probe reached the server");
+    assert_eq!(probe.uri, "/ready", "the plugin shaped the probe's path");
+
+    // Traffic goes to the one healthy server only.
+    let addr = listener_addr(&gw, "web");
+    for _ in 0..6 {
+        let r = get(addr, "app", "/").await;
+        assert_eq!(r.backend(), Some("ok"), "{}", r.text());
+    }
+
+    // The maintenance ends: the plugin judges the server healthy again and it takes traffic.
+    maintenance.set_probe_answer(ProbeAnswer::Healthy).await;
+    eventually("the recovered server is healthy again", || async {
+        (health(maintenance.addr).0 == Status::Healthy).then_some(())
+    })
+    .await;
+    let mut seen = HashSet::new();
+    for _ in 0..8 {
+        seen.insert(
+            get(addr, "app", "/")
+                .await
+                .backend()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        seen,
+        HashSet::from(["ok".to_owned(), "maintenance".to_owned()]),
+        "round robin over the healthy servers"
+    );
+    let stats = gw.plugins()[0].stats();
+    assert!(stats.calls > 8 && stats.failures == 0, "{stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn builtin_router_routes_like_the_native_rules() {
     let b = [
