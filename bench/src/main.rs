@@ -17,6 +17,7 @@ mod net;
 mod peers;
 mod probing;
 mod report;
+mod scale;
 mod tls;
 
 use std::net::SocketAddr;
@@ -166,6 +167,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // The scale run and its helper processes are subcommands of the same binary.
+    let helper = match std::env::args().nth(1).as_deref() {
+        Some("scale") => Some(scale::scale_main(scale::ScaleArgs::parse_from(
+            std::env::args().skip(1),
+        ))),
+        Some("scale-backend") => Some(scale::backend_main()),
+        Some("scale-client") => Some(scale::client_main(scale::ClientArgs::parse_from(
+            std::env::args().skip(1),
+        ))),
+        _ => None,
+    };
+    if let Some(result) = helper {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     if args.duration < Duration::from_millis(100) {
         eprintln!("error: --duration must be at least 100ms");

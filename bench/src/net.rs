@@ -42,6 +42,16 @@ impl SourceAddrs {
         }
     }
 
+    /// 127.0.0.(first) ..= 127.0.0.(first + count - 1).
+    pub fn range(first: u8, count: u8) -> Self {
+        let addrs: Vec<Ipv4Addr> = (0..count.max(1))
+            .map(|i| Ipv4Addr::new(127, 0, 0, first.saturating_add(i)))
+            .collect();
+        Self {
+            addrs: addrs.into(),
+        }
+    }
+
     fn single() -> Self {
         Self {
             addrs: Arc::from([Ipv4Addr::LOCALHOST]),
