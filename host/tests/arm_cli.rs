@@ -1,0 +1,214 @@
+//! The `wasmgate` binary with Application Gateway templates: `import`, `check --config x.json`
+//! and `run --config x.json`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/arm")
+        .join(path)
+}
+
+fn wasmgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmgate-arm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+/// A backend answering every request (probes included) with 200 and `name`, on a thread.
+fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// One GET over a fresh connection; the whole response as text, or why not.
+fn get(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: www.contoso.com\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[test]
+fn import_writes_commented_toml_and_pem_files() {
+    let dir = scratch("import");
+    let out = dir.join("gateway.toml");
+    let root = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(fixture("certs/ca.pem")).expect("the fixture CA"));
+    let result = wasmgate()
+        .args(["import", "--template"])
+        .arg(fixture("multi-site-https/azuredeploy.json"))
+        .arg("--parameters")
+        .arg(fixture("multi-site-https/azuredeploy.parameters.json"))
+        .arg("--set")
+        .arg(format!("backendRootCertData={root}"))
+        .args(["--bind", "127.0.0.1", "--bind-port", "443=0", "-o"])
+        .arg(&out)
+        .output()
+        .expect("run wasmgate import");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "import failed: {stderr}");
+    assert!(
+        stderr.contains("warning: ignored resources[1].properties.sku"),
+        "{stderr}"
+    );
+    let toml = std::fs::read_to_string(&out).expect("the output file");
+    assert!(
+        toml.contains("# from resources[1].properties.httpListeners[1]"),
+        "{toml}"
+    );
+    // Paths relative to the output file, so the folder can move as a whole.
+    assert!(
+        toml.contains("certificate = \"gateway.certs/contosocert.crt.pem\""),
+        "{toml}"
+    );
+    for file in [
+        "contosocert.crt.pem",
+        "contosocert.key.pem",
+        "fabrikamcert.crt.pem",
+        "fabrikambackendroot.root.pem",
+    ] {
+        assert!(
+            dir.join("gateway.certs").join(file).is_file(),
+            "{file} missing"
+        );
+    }
+    // The written configuration is an ordinary configuration file.
+    let check = wasmgate()
+        .args(["check", "--config"])
+        .arg(&out)
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn check_reports_template_errors_with_position_and_path() {
+    let result = wasmgate()
+        .args(["check", "--config"])
+        .arg(fixture("rewrite-conditions/azuredeploy.json"))
+        .output()
+        .expect("run wasmgate check");
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("rewrite-conditions/azuredeploy.json:")
+            && stderr.contains(".rewriteRules[0].conditions: rewrite conditions"),
+        "{stderr}"
+    );
+    // One line: the error is not repeated by its source chain.
+    assert_eq!(stderr.matches("rewrite conditions").count(), 1, "{stderr}");
+}
+
+#[test]
+fn run_serves_a_template_directly() {
+    let pool = backend("vm");
+    let port = free_port();
+    let mut child = wasmgate()
+        .args(["run", "--config"])
+        .arg(fixture("basic/azuredeploy.json"))
+        .args(["--bind", "127.0.0.1", "--bind-port", &format!("80={port}")])
+        .args([
+            "--set",
+            "backendIpAddress1=127.0.0.1",
+            "--set",
+            "backendIpAddress2=127.0.0.2",
+        ])
+        .args(["--set", &format!("backendPort={}", pool.port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wasmgate run");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answer = loop {
+        match get(port) {
+            Ok(text) if text.starts_with("HTTP/1.1 200") => break Ok(text),
+            other if Instant::now() > deadline => break Err(other),
+            // Exited (a refused configuration): no point waiting.
+            other if child.try_wait().ok().flatten().is_some() => break Err(other),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    // SIGTERM: a clean stop, which removes the imported configuration's private folder.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let mut stderr = String::new();
+    let waited = Instant::now();
+    while child.try_wait().expect("wait").is_none() && waited.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().expect("wait").is_none() {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("exit status");
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    let text = answer
+        .unwrap_or_else(|e| panic!("no 200 through the template's listener: {e:?}\n{stderr}"));
+    assert!(text.ends_with("vm"), "{text}");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("warning: ignored resources[2].properties.sku"),
+        "{stderr}"
+    );
+    let folder = std::env::temp_dir().join(format!("wasmgate-azuredeploy-{}", child.id()));
+    assert!(
+        !folder.exists(),
+        "{} should be removed at exit",
+        folder.display()
+    );
+}
