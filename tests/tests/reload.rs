@@ -262,7 +262,11 @@ async fn a_removed_server_drains_then_its_sessions_close_with_1001() {
         .map(|s| (s.address.clone(), s.health, s.in_rotation))
         .collect();
     assert!(
-        servers.contains(&(ws1.addr.to_string(), wasmgate::probe::Status::Draining, false)),
+        servers.contains(&(
+            ws1.addr.to_string(),
+            wasmgate::probe::Status::Draining,
+            false
+        )),
         "the health view shows the removed server draining: {servers:?}"
     );
     // Within the draining time the session goes on.
@@ -491,4 +495,35 @@ async fn fifty_reloads_under_load_fail_nothing() {
         Ok(gw) => gw.shutdown_within(Duration::from_secs(5)).await,
         Err(_) => panic!("the gateway is still shared"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_that_stay_keep_their_probe_schedule() {
+    let a = HttpBackend::start("a").await;
+    let gw = start_gateway(&one_route(&[a.addr], "")).await;
+    let web = listener_addr(&gw, "web");
+    let probes = a.probe_hits();
+    assert!(probes >= 1);
+    for i in 0..10 {
+        reload(
+            &gw,
+            &one_route(&[a.addr], &format!("request_timeout = {}", 20 + i)),
+        )
+        .await;
+    }
+    probed(&gw).await;
+    assert_routed(
+        web,
+        "example.com",
+        "/",
+        "a",
+        "the kept server stays in rotation",
+    )
+    .await;
+    assert_eq!(
+        a.probe_hits(),
+        probes,
+        "ten reloads must not probe a kept server again before its interval (30 s)"
+    );
+    gw.shutdown_within(Duration::from_secs(5)).await;
 }

@@ -201,6 +201,19 @@ fn plan(
 async fn watch(plan: Plan, health: Arc<Health>, group: Arc<Group>, first: Arc<FirstRound>) {
     let mut conn = None;
     let mut first_round = true;
+    // A target kept by a configuration reload has been probed already: it keeps its state and
+    // its schedule (the next probe one interval after the last), so frequent reloads never
+    // turn into bursts of probes.
+    if let Some(last) = health.detail().last_probe {
+        first.one_done();
+        first_round = false;
+        let since = last.elapsed().unwrap_or_default();
+        let wait = plan
+            .interval
+            .mul_f64(0.9 + 0.2 * fastrand::f64())
+            .saturating_sub(since);
+        tokio::time::sleep(wait).await;
+    }
     loop {
         let started = tokio::time::Instant::now();
         let result = plan.check.run(&mut conn).await;
