@@ -193,6 +193,8 @@ pub struct PluginConfig {
     pub fail_policy: crate::plugin::FailPolicy,
     /// Requests with expected decisions that every new version must pass before it serves.
     pub samples: Vec<crate::plugin::Sample>,
+    /// The request headers a router plugin is given (`request_headers`); `None` gives all.
+    pub request_headers: Option<Vec<http::HeaderName>>,
 }
 
 fn line_col(text: &str, offset: usize) -> String {

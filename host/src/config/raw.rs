@@ -313,6 +313,9 @@ pub struct RawPlugin {
     /// (`[[plugins.samples]]`).
     #[serde(default)]
     pub samples: Vec<crate::plugin::RawSample>,
+    /// The request headers a router is given (default: all).
+    #[serde(default)]
+    pub request_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -264,6 +264,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
             limits: crate::plugin::PluginLimits::default(),
             fail_policy: crate::plugin::FailPolicy::FailClosed,
             samples: Vec::new(),
+            // The basic rules read the host and the path, never a header.
+            request_headers: Some(Vec::new()),
         });
     }
     Ok(config)
@@ -1512,6 +1514,30 @@ fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
                 .map_err(|(field, why)| ConfigError::new(format!("{path}.samples[{i}].{field}"), why))
         })
         .collect::<Result<Vec<_>>>()?;
+    if kind != PluginKind::Router && raw.request_headers.is_some() {
+        return Err(ConfigError::new(
+            format!("{path}.request_headers"),
+            "only router plugins are given request headers",
+        ));
+    }
+    let request_headers = raw
+        .request_headers
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                        ConfigError::new(
+                            format!("{path}.request_headers[{i}]"),
+                            format!("{n:?} is not a valid header name"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
     let mut limits = crate::plugin::PluginLimits::default();
     if let Some(l) = &raw.limits {
         limits.call_timeout = opt_duration(
@@ -1547,5 +1573,6 @@ fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
         limits,
         fail_policy,
         samples,
+        request_headers,
     })
 }

@@ -194,7 +194,9 @@ fn plugin_call_costs() {
             .await
             .ok()
             .unwrap();
-            let call = Call::Route(&request);
+            let mut headers = Vec::new();
+            let borrowed = RequestHeadRef::of(&request, &mut headers);
+            let call = Call::Route(&borrowed);
             let raw = Sample::measure_async(case.calls, async || {
                 assert!(instance.invoke(&call, limits.call_timeout).await.is_ok());
             })
@@ -304,5 +306,190 @@ fn plugin_call_costs() {
     println!("|---|---:|---:|---:|---:|");
     for row in loads {
         println!("{row}");
+    }
+}
+
+/// How the proxy hands a request to a router, per call: what the gateway did before borrowed
+/// heads (every field and header copied into owned strings, then lowered), a head borrowing the
+/// request, and a borrowed head carrying only the header the router reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handoff {
+    Owned,
+    Borrowed,
+    Filtered,
+}
+
+impl Handoff {
+    const ALL: [Handoff; 3] = [Handoff::Owned, Handoff::Borrowed, Handoff::Filtered];
+
+    fn label(self) -> &'static str {
+        match self {
+            Handoff::Owned => "owned head (every string copied on the host), 8 headers",
+            Handoff::Borrowed => "borrowed head, 8 headers",
+            Handoff::Filtered => "borrowed head, `request_headers = [\"cookie\"]` (1 header)",
+        }
+    }
+}
+
+/// The typical request as hyper hands it to the proxy.
+fn typical_http_request() -> http::Request<()> {
+    let head = typical_request();
+    let mut req = http::Request::get("/api/orders/42?expand=items");
+    for h in &head.headers {
+        req = req.header(&h.name, &h.value[..]);
+    }
+    req.body(()).unwrap()
+}
+
+/// One router call the way the proxy makes it with `handoff`.
+async fn proxy_call(plugin: &Plugin, req: &http::Request<()>, handoff: Handoff) -> Decision {
+    let client: std::net::SocketAddr = "198.51.100.23:51234".parse().unwrap();
+    match handoff {
+        Handoff::Owned => {
+            let head = RequestHead {
+                method: req.method().as_str().to_owned(),
+                scheme: "https".to_owned(),
+                authority: "www.example.com".to_owned(),
+                path: req.uri().path().to_owned(),
+                query: req.uri().query().map(str::to_owned),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| Header {
+                        name: n.as_str().to_owned(),
+                        value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                client_address: client.to_string(),
+                listener: "https".to_owned(),
+                websocket: false,
+                tls_sni: Some("www.example.com".to_owned()),
+            };
+            plugin.route(&head).await.unwrap()
+        }
+        Handoff::Borrowed | Handoff::Filtered => {
+            let mut address = [0u8; 64];
+            let wanted = plugin.request_headers();
+            let headers: Vec<HeaderRef> = req
+                .headers()
+                .iter()
+                .filter(|(n, _)| wanted.is_none_or(|w| w.contains(n)))
+                .map(|(n, v)| HeaderRef {
+                    name: n.as_str(),
+                    value: v.as_bytes(),
+                })
+                .collect();
+            let head = RequestHeadRef {
+                method: req.method().as_str(),
+                scheme: "https",
+                authority: "www.example.com",
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: &headers,
+                client_address: format_addr(client, &mut address),
+                listener: "https",
+                websocket: false,
+                tls_sni: Some("www.example.com"),
+            };
+            plugin.route_borrowed(&head).await.unwrap()
+        }
+    }
+}
+
+async fn load_for(engine: &PluginEngine, handoff: Handoff) -> Plugin {
+    let case = &CASES[0];
+    let mut spec = PluginSpec::new(
+        case.component,
+        super::tests::component(case.component),
+        case.config,
+    );
+    if handoff == Handoff::Filtered {
+        spec.request_headers = Some(Arc::from([http::header::COOKIE]));
+    }
+    engine.load(spec, Arc::new(NoPools)).await.unwrap().0
+}
+
+fn small_engine() -> PluginEngine {
+    PluginEngine::new(EngineConfig {
+        cache_dir: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"),
+        ),
+        total_component_instances: 20,
+        total_memories: 20,
+        total_tables: 40,
+        total_stacks: 20,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+#[ignore = "a benchmark: run in release mode with --ignored --nocapture"]
+fn proxy_handoff_costs() {
+    let engine = small_engine();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let req = typical_http_request();
+    runtime.block_on(async {
+        let mut plugins = Vec::new();
+        for h in Handoff::ALL {
+            plugins.push((h, load_for(&engine, h).await));
+        }
+        // Interleaved rounds, so that a burst of load on the machine hits every variant alike.
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); Handoff::ALL.len()];
+        for _round in 0..5 {
+            for (i, (h, plugin)) in plugins.iter().enumerate() {
+                let s = Sample::measure_async(20_000, async || {
+                    std::hint::black_box(proxy_call(plugin, &req, *h).await);
+                })
+                .await;
+                samples[i].extend(s.0);
+            }
+        }
+        println!("\n| Rust canary router, per call | µs p50 · p99 |\n|---|---:|");
+        for ((h, _), s) in plugins.iter().zip(samples) {
+            println!("| {} | {} |", h.label(), Sample(s).cell());
+        }
+    });
+}
+
+/// A loop of proxy-path calls for a profiler: `WASMGATE_PROFILE_CALLS` (default 20,000) calls
+/// on the Rust canary router, with the hand-off `WASMGATE_PROFILE_HANDOFF` (`owned`,
+/// `borrowed` or `filtered`; default `borrowed`), e.g.
+///
+/// ```sh
+/// valgrind --tool=callgrind --toggle-collect='*route_loop*' \
+///     target/release/deps/wasmgate-* --ignored --exact plugin::bench::route_loop_for_profiling
+/// ```
+#[test]
+#[ignore = "a profiling loop: run in release mode under a profiler"]
+fn route_loop_for_profiling() {
+    let calls: usize = std::env::var("WASMGATE_PROFILE_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let handoff = match std::env::var("WASMGATE_PROFILE_HANDOFF").as_deref() {
+        Ok("owned") => Handoff::Owned,
+        Ok("filtered") => Handoff::Filtered,
+        _ => Handoff::Borrowed,
+    };
+    let engine = small_engine();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let req = typical_http_request();
+    runtime.block_on(async {
+        let plugin = load_for(&engine, handoff).await;
+        route_loop(&plugin, &req, handoff, calls).await;
+    });
+}
+
+#[inline(never)]
+async fn route_loop(plugin: &Plugin, req: &http::Request<()>, handoff: Handoff, calls: usize) {
+    for _ in 0..calls {
+        std::hint::black_box(proxy_call(plugin, req, handoff).await);
     }
 }

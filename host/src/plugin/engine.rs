@@ -68,6 +68,10 @@ pub struct PluginSpec {
     pub limits: PluginLimits,
     pub fail_policy: FailPolicy,
     pub breaker: BreakerConfig,
+    /// The request headers the plugin is given (lower-case names); `None` gives it every header.
+    /// Each header given is copied into the guest's memory on every call, so a plugin that
+    /// reads one cookie should not pay for the whole head.
+    pub request_headers: Option<Arc<[http::HeaderName]>>,
     /// The role the component must play: checked before its first instance runs `init`, so a
     /// component of the wrong kind is refused as such (not for rejecting a config meant for
     /// another kind). `None` takes either.
@@ -113,6 +117,7 @@ impl PluginSpec {
             limits: PluginLimits::default(),
             fail_policy: FailPolicy::default(),
             breaker: BreakerConfig::default(),
+            request_headers: None,
             role: None,
         }
     }

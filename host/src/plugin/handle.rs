@@ -17,6 +17,7 @@ use super::engine::{PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
 use super::instance::{Answer, Call, Exports, Failure, Instance, StoreState};
 use super::limits::{FailPolicy, PluginLimits};
+use super::lowering::RequestHeadRef;
 use super::stats::{Counters, PluginStats};
 
 /// Largest body of a direct response (the WIT contract's limit).
@@ -40,6 +41,7 @@ struct PluginInner {
     config: String,
     limits: PluginLimits,
     fail_policy: FailPolicy,
+    request_headers: Option<Arc<[http::HeaderName]>>,
     host: Arc<dyn HostView>,
     /// Warm instances waiting for a call.
     idle: ArrayQueue<Box<Instance>>,
@@ -83,6 +85,7 @@ impl Plugin {
                 config: spec.config,
                 limits: spec.limits,
                 fail_policy: spec.fail_policy,
+                request_headers: spec.request_headers,
                 host,
                 idle: ArrayQueue::new(concurrency),
                 permits: Semaphore::new(concurrency),
@@ -121,6 +124,11 @@ impl Plugin {
         self.inner.fail_policy
     }
 
+    /// The request headers a router is given; `None`: all of them.
+    pub fn request_headers(&self) -> Option<&[http::HeaderName]> {
+        self.inner.request_headers.as_deref()
+    }
+
     pub fn limits(&self) -> &PluginLimits {
         &self.inner.limits
     }
@@ -143,6 +151,17 @@ impl Plugin {
     /// the caller to check against its configuration, reporting a failure with
     /// [`report_invalid_decision`](Self::report_invalid_decision).
     pub async fn route(&self, request: &RequestHead) -> Result<Decision, PluginError> {
+        let mut headers = Vec::new();
+        self.route_borrowed(&RequestHeadRef::of(request, &mut headers))
+            .await
+    }
+
+    /// [`route`](Self::route) with a borrowed request head (what the proxy builds, without
+    /// copying the request's strings on the host).
+    pub async fn route_borrowed(
+        &self,
+        request: &RequestHeadRef<'_>,
+    ) -> Result<Decision, PluginError> {
         self.require(self.is_router(), "wasmgate:plugin/router@0.1.0")?;
         let Answer::Decision(decision) = self.call(Call::Route(request)).await? else {
             unreachable!("route answers with a decision")

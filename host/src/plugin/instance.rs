@@ -4,18 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::component::{Func, InstancePre, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::exports::wasmgate::plugin::{lifecycle, probe_evaluator, router};
 use super::bindings::wasmgate::plugin::types::{
-    Decision, LogLevel, ProbeRequest, ProbeResponse, RequestHead, ServerState, Verdict,
+    Decision, LogLevel, ProbeRequest, ProbeResponse, ServerState, Verdict,
 };
 use super::bindings::wasmgate::plugin::{host, types};
 use super::engine::EngineInner;
 use super::host_view::HostView;
 use super::limits::PluginLimits;
+use super::lowering::RequestHeadRef;
 use super::output::{GuestOutput, Stream};
 
 /// Everything a plugin's `Store` holds.
@@ -191,7 +192,7 @@ pub(crate) enum Failure {
 
 /// What a call asks.
 pub(crate) enum Call<'a> {
-    Route(&'a RequestHead),
+    Route(&'a RequestHeadRef<'a>),
     Evaluate(&'a ProbeResponse),
     ShapeRequest {
         pool: &'a str,
@@ -218,7 +219,8 @@ pub(crate) enum Answer {
 
 pub(crate) struct Instance {
     store: Store<StoreState>,
-    router: Option<router::Guest>,
+    /// `route`, type-checked against [`RequestHeadRef`] (see [`Instance::route`]).
+    route: Option<Func>,
     probe: Option<probe_evaluator::Guest>,
     stderr: GuestOutput,
     tick: Duration,
@@ -253,7 +255,7 @@ impl Instance {
         });
         let mut instance = Instance {
             store,
-            router: None,
+            route: None,
             probe: None,
             stderr,
             tick: engine.epoch_tick,
@@ -263,11 +265,13 @@ impl Instance {
         let init = async {
             let wasm = pre.instantiate_async(&mut instance.store).await?;
             let lifecycle = exports.lifecycle.load(&mut instance.store, &wasm)?;
-            instance.router = exports
-                .router
-                .as_ref()
-                .map(|r| r.load(&mut instance.store, &wasm))
-                .transpose()?;
+            if let Some(r) = &exports.router {
+                let route = *r.load(&mut instance.store, &wasm)?.func_route().func();
+                // The borrowed head must have the WIT type of `request-head`: checked here,
+                // once, so that each call can skip the check.
+                route.typed::<(RequestHeadRef<'static>,), (Decision,)>(&instance.store)?;
+                instance.route = Some(route);
+            }
             instance.probe = exports
                 .probe
                 .as_ref()
@@ -303,13 +307,7 @@ impl Instance {
     ) -> Result<Answer, Failure> {
         self.arm(timeout);
         let result = match *call {
-            Call::Route(request) => {
-                let router = self.router.as_ref().expect("checked by the caller");
-                router
-                    .call_route(&mut self.store, request)
-                    .await
-                    .map(Answer::Decision)
-            }
+            Call::Route(request) => self.route(request).await.map(Answer::Decision),
             Call::Evaluate(response) => {
                 let probe = self.probe.as_ref().expect("checked by the caller");
                 probe
@@ -331,6 +329,20 @@ impl Instance {
         };
         self.calls += 1;
         result.map_err(|e| self.classify(e))
+    }
+
+    /// Calls `route` with the borrowed head, the way the generated bindings call it with an
+    /// owned one.
+    #[allow(unsafe_code)]
+    async fn route(&mut self, request: &RequestHeadRef<'_>) -> wasmtime::Result<Decision> {
+        let func = self.route.expect("checked by the caller");
+        // SAFETY: `new_unchecked` requires the function to have this type; `Instance::new`
+        // checked it with `Func::typed` for the same parameter and result types (only the
+        // borrow's lifetime differs, which does not change the WIT type).
+        let callee =
+            unsafe { TypedFunc::<(RequestHeadRef<'_>,), (Decision,)>::new_unchecked(func) };
+        let (decision,) = callee.call_async(&mut self.store, (*request,)).await?;
+        Ok(decision)
     }
 
     fn classify(&mut self, error: wasmtime::Error) -> Failure {

@@ -78,6 +78,7 @@ mod handle;
 mod host_view;
 mod instance;
 mod limits;
+mod lowering;
 mod output;
 mod registry;
 mod samples;
@@ -100,6 +101,7 @@ pub use error::PluginError;
 pub use handle::{MAX_DIRECT_BODY, MAX_HEADERS, MAX_REASON, Plugin, check_decision};
 pub use host_view::{HostView, NoPools, StaticPools};
 pub use limits::{BreakerConfig, FailPolicy, PluginLimits};
+pub use lowering::{HeaderRef, RequestHeadRef, format_addr};
 pub use registry::{
     ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PluginSlot, PluginVersion,
     PreparedPlugins, VersionRequest, VersionSettings, content_hash,

@@ -87,6 +87,8 @@ pub struct VersionSettings {
     pub limits: PluginLimits,
     pub fail_policy: FailPolicy,
     pub samples: Arc<[Sample]>,
+    /// The request headers a router is given; `None`: all.
+    pub request_headers: Option<Arc<[http::HeaderName]>>,
 }
 
 impl Default for VersionSettings {
@@ -96,6 +98,7 @@ impl Default for VersionSettings {
             limits: PluginLimits::default(),
             fail_policy: FailPolicy::default(),
             samples: Arc::new([]),
+            request_headers: None,
         }
     }
 }
@@ -437,6 +440,7 @@ impl PluginRegistry {
                     limits: p.limits.clone(),
                     fail_policy: p.fail_policy,
                     samples: p.samples.clone().into(),
+                    request_headers: p.request_headers.clone().map(Into::into),
                 },
             };
             let existing = self.by_name(&p.name).filter(|s| s.kind == p.kind);
@@ -719,6 +723,7 @@ impl PluginRegistry {
         let mut spec = PluginSpec::new(name, wasm, settings.config.clone());
         spec.limits = settings.limits.clone();
         spec.fail_policy = settings.fail_policy;
+        spec.request_headers = settings.request_headers.clone();
         spec.role = Some(match kind {
             PluginKind::Router => PluginRole::Router,
             PluginKind::Probe => PluginRole::ProbeEvaluator,

@@ -965,8 +965,7 @@ mod registry {
                 },
             )
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         let text = refused.to_string();
         assert!(
             matches!(

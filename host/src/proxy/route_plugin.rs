@@ -14,12 +14,12 @@ use http::{Request, Response, StatusCode};
 
 use super::Connection;
 use super::body::ResponseBody;
+use crate::config::PluginId;
 use crate::error::ProxyError;
 use crate::gateway::Shared;
-use crate::config::PluginId;
 use crate::plugin::{
-    Decision, FailPolicy, Header, HeaderEdit, Health, HostView, Plugin, PluginError, RequestHead,
-    ServerState,
+    Decision, FailPolicy, Header, HeaderEdit, HeaderRef, Health, HostView, Plugin, PluginError,
+    RequestHeadRef, ServerState, format_addr,
 };
 use crate::probe::Status;
 use crate::snapshot::{ForwardTarget, Snapshot};
@@ -77,10 +77,36 @@ impl Connection {
             return fail_with(policy, PluginError::NotLoaded { plugin: name });
         };
         let plugin = &version.plugin;
-        let head = self.request_head(req, authority, listener);
-        let result = plugin.route(&head).await;
+        // The head borrows the request: the only copy of its strings is the one into the guest.
+        let mut address = [0u8; 64];
+        let client_address = format_addr(self.client, &mut address);
+        let websocket = websocket::detect_extended_connect(req).unwrap_or(false)
+            || websocket::detect(req).unwrap_or(false);
+        let headers = request_headers(req, plugin.request_headers());
+        let head = RequestHeadRef {
+            method: req.method().as_str(),
+            scheme: self.scheme.as_str(),
+            authority,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: &headers,
+            client_address,
+            listener,
+            // A malformed upgrade is refused later on the native path; here it is just "not one".
+            websocket,
+            tls_sni: self.sni.get().map(|s| &**s),
+        };
+        let result = plugin.route_borrowed(&head).await;
         if let Some(shadow) = slot.as_ref().and_then(|s| s.shadow_for_request()) {
-            shadow.observe(head, result.as_ref().ok().cloned());
+            // The candidate gets the headers it asks for, in a head of its own: it runs after
+            // this request has moved on.
+            let headers = request_headers(req, shadow.candidate().plugin.request_headers());
+            let owned = RequestHeadRef {
+                headers: &headers,
+                ..head
+            }
+            .to_owned_head();
+            shadow.observe(owned, result.as_ref().ok().cloned());
         }
         let decision = match result {
             Ok(d) => d,
@@ -143,31 +169,21 @@ impl Connection {
             }
         }
     }
+}
 
-    fn request_head<B>(&self, req: &Request<B>, authority: &str, listener: &str) -> RequestHead {
-        // A malformed upgrade is refused later on the native path; here it is just "not one".
-        let websocket = websocket::detect_extended_connect(req).unwrap_or(false)
-            || websocket::detect(req).unwrap_or(false);
-        RequestHead {
-            method: req.method().as_str().to_owned(),
-            scheme: self.scheme.as_str().to_owned(),
-            authority: authority.to_owned(),
-            path: req.uri().path().to_owned(),
-            query: req.uri().query().map(str::to_owned),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(n, v)| Header {
-                    name: n.as_str().to_owned(),
-                    value: v.as_bytes().to_vec(),
-                })
-                .collect(),
-            client_address: self.client.to_string(),
-            listener: listener.to_owned(),
-            websocket,
-            tls_sni: self.sni.get().map(|s| s.to_string()),
-        }
-    }
+/// The request's headers a router asked for (`None`: all), borrowed.
+fn request_headers<'r, B>(
+    req: &'r Request<B>,
+    wanted: Option<&[HeaderName]>,
+) -> Vec<HeaderRef<'r>> {
+    req.headers()
+        .iter()
+        .filter(|(n, _)| wanted.is_none_or(|w| w.contains(n)))
+        .map(|(n, v)| HeaderRef {
+            name: n.as_str(),
+            value: v.as_bytes(),
+        })
+        .collect()
 }
 
 /// The plugin's fail policy applied to a failure (already logged and counted by the plugin).
