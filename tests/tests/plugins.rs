@@ -53,7 +53,8 @@ async fn canary_router_splits_users_stickily_and_honours_the_override_header() {
         "canary",
         "example-canary-router",
         "router",
-        r#"config = '{"variants": [{"name": "stable", "pool": "stable", "settings": "web", "weight": 50}, {"name": "canary", "pool": "canary", "settings": "web", "weight": 50}], "sticky_key": ["cookie:session", "header:x-user-id"], "override_header": "x-variant"}'"#,
+        r#"config = '{"variants": [{"name": "stable", "pool": "stable", "settings": "web", "weight": 50}, {"name": "canary", "pool": "canary", "settings": "web", "weight": 50}], "sticky_key": ["cookie:session", "header:x-user-id"], "override_header": "x-variant"}'
+request_headers = ["cookie", "x-user-id", "x-variant"]"#,
     );
     let gw = start_with_plugins(&toml).await;
     let addr = listener_addr(&gw, "web");
@@ -473,6 +474,15 @@ fn plugin_configuration_errors_name_the_field() {
     ))
     .unwrap_err();
     assert_eq!(err.path, "plugin_engine.max_instances");
+
+    let router = plugin_section(
+        "r",
+        "example-canary-router",
+        "router",
+        "request_headers = [\"cookie\", \"bad header\"]",
+    );
+    let err = Config::from_toml(&format!("{base}{}{router}", rule(""))).unwrap_err();
+    assert_eq!(err.path, "plugins[0].request_headers[1]");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
