@@ -562,6 +562,9 @@ struct Session<C, B> {
     linger_until: Option<Instant>,
     /// Set once the gateway starts ending the session (timeout, shutdown).
     closing: Option<Closing>,
+    /// Writing to the backend failed while what it sent before closing may still be
+    /// unread: reported once the client has been given it.
+    deferred: Option<(Side, io::ErrorKind)>,
 }
 
 struct Closing {
@@ -590,6 +593,7 @@ where
             first_eof: None,
             linger_until: None,
             closing: None,
+            deferred: None,
         }
     }
 
@@ -643,10 +647,17 @@ where
                     self.c2b
                         .poll_forward(cx, &mut self.client, &mut self.backend, &mut activity);
                 if let Poll::Ready(Err(f)) = r {
-                    return Poll::Ready(self.outcome(RelayEnd::Error {
-                        side: f.side,
-                        kind: f.kind,
-                    }));
+                    if f.side == Side::Backend && !self.b2c.done {
+                        // A backend that closed (or reset) after answering: its last bytes
+                        // are still delivered to the client, as on a direct connection.
+                        self.c2b.done = true;
+                        self.deferred = Some((f.side, f.kind));
+                    } else {
+                        return Poll::Ready(self.outcome(RelayEnd::Error {
+                            side: f.side,
+                            kind: f.kind,
+                        }));
+                    }
                 }
             }
             if !self.b2c.done {
@@ -675,7 +686,11 @@ where
                 }
             }
             if self.c2b.done && self.b2c.done {
-                return Poll::Ready(self.outcome(self.peer_end()));
+                let end = match self.deferred {
+                    Some((side, kind)) => RelayEnd::Error { side, kind },
+                    None => self.peer_end(),
+                };
+                return Poll::Ready(self.outcome(end));
             }
 
             if activity && self.cfg.mode == TimeoutMode::Idle {
