@@ -135,18 +135,35 @@ fn import_writes_commented_toml_and_pem_files() {
 fn check_reports_template_errors_with_position_and_path() {
     let result = wasmgate()
         .args(["check", "--config"])
-        .arg(fixture("rewrite-conditions/azuredeploy.json"))
+        .arg(fixture("basic/azuredeploy.json"))
+        .args(["--set", "skuName=Basic"])
         .output()
         .expect("run wasmgate check");
     assert!(!result.status.success());
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
-        stderr.contains("rewrite-conditions/azuredeploy.json:")
-            && stderr.contains(".rewriteRules[0].conditions: rewrite conditions"),
+        stderr.contains("basic/azuredeploy.json:")
+            && stderr.contains(": parameters.skuName: 'Basic' is not one of the allowedValues"),
         "{stderr}"
     );
     // One line: the error is not repeated by its source chain.
-    assert_eq!(stderr.matches("rewrite conditions").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("allowedValues").count(), 1, "{stderr}");
+
+    let ok = wasmgate()
+        .args(["check", "--config"])
+        .arg(fixture("rewrite-conditions/azuredeploy.json"))
+        .output()
+        .expect("run wasmgate check");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("rewrite-conditions/azuredeploy.json: valid"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -98,10 +98,28 @@ fn section(out: &mut String, table: &str, s: &Section) {
     }
     let _ = writeln!(out, "[[{table}]]");
     for (k, v) in &s.fields {
-        let _ = writeln!(out, "{k} = {}", value(v));
+        let _ = writeln!(out, "{k} = {}", field_value(v));
     }
     for (child_table, child) in &s.children {
         section(out, &format!("{table}.{child_table}"), child);
+    }
+}
+
+/// A field's value: a long array of tables is written one item per line.
+fn field_value(v: &Tv) -> String {
+    let one_line = value(v);
+    match v {
+        Tv::Array(items)
+            if one_line.len() > 80 && items.iter().all(|i| matches!(i, Tv::Inline(_))) =>
+        {
+            let mut out = String::from("[\n");
+            for item in items {
+                let _ = writeln!(out, "    {},", value(item));
+            }
+            out.push(']');
+            out
+        }
+        _ => one_line,
     }
 }
 
@@ -180,6 +198,13 @@ mod tests {
         );
         rule.set("name", Tv::str("r"));
         map.children.push(("path_rules", rule));
+        let long = |n: &str| {
+            Tv::Inline(vec![
+                ("name".into(), Tv::str(n)),
+                ("value".into(), Tv::str("x".repeat(40))),
+            ])
+        };
+        map.set("headers", Tv::Array(vec![long("a"), long("b")]));
         let doc = Doc {
             header: vec!["imported".into(), "".into(), "two\nlines".into()],
             sections: vec![listener, map],
@@ -200,6 +225,11 @@ mod tests {
         assert_eq!(l["port"].as_integer(), Some(8080));
         let m = &parsed["url_path_maps"].as_array().unwrap()[0];
         assert_eq!(m["draining"]["timeout"].as_integer(), Some(30));
+        assert!(text.contains("headers = [\n    { name = \"a\", "), "{text}");
+        assert_eq!(
+            m["headers"].as_array().unwrap()[1]["name"].as_str(),
+            Some("b")
+        );
         assert_eq!(
             m["path_rules"].as_array().unwrap()[0]["name"].as_str(),
             Some("r")

@@ -1381,14 +1381,34 @@ impl<'a> Mapper<'a> {
                     &["name", "ruleSequence", "conditions", "actionSet"],
                     &[],
                 )?;
-                if let Some(c) = r.get("conditions").filter(|n| is_set(n)) {
-                    let first = c.as_array().and_then(|a| a.first()).unwrap_or(c);
-                    let var = first.get("variable").and_then(Node::as_str).unwrap_or("?");
-                    return Err(self.err(
-                        c,
-                        &join(&rp, "conditions"),
-                        &format!("rewrite conditions (here on server variable '{var}') cannot be expressed: wasmgate's rewrite sets apply their headers unconditionally"),
-                    ));
+                // A rule's conditions (all must hold) go with each of its header rewrites.
+                let mut conditions = Vec::new();
+                if let Some(list) = r.get("conditions").filter(|n| is_set(n)) {
+                    let cp = join(&rp, "conditions");
+                    let items = list
+                        .as_array()
+                        .ok_or_else(|| self.err(list, &cp, "expected an array"))?;
+                    for (k, c) in items.iter().enumerate() {
+                        let p = format!("{cp}[{k}]");
+                        self.keys(c, &p, &["variable", "pattern", "ignoreCase", "negate"], &[])?;
+                        let variable = self.string(c, "variable", &p)?.ok_or_else(|| {
+                            self.err(c, &join(&p, "variable"), "a condition needs \"variable\"")
+                        })?;
+                        let pattern = self.string(c, "pattern", &p)?.ok_or_else(|| {
+                            self.err(c, &join(&p, "pattern"), "a condition needs \"pattern\"")
+                        })?;
+                        let mut members = vec![
+                            ("variable".to_string(), Tv::Str(variable)),
+                            ("pattern".to_string(), Tv::Str(pattern)),
+                        ];
+                        // Application Gateway's default is a case-insensitive match.
+                        let ignore_case = self.bool(c, "ignoreCase", &p)?.unwrap_or(true);
+                        members.push(("ignore_case".to_string(), Tv::Bool(ignore_case)));
+                        if self.bool(c, "negate", &p)? == Some(true) {
+                            members.push(("negate".to_string(), Tv::Bool(true)));
+                        }
+                        conditions.push(Tv::Inline(members));
+                    }
                 }
                 let Some(actions) = r.get("actionSet").filter(|n| is_set(n)) else {
                     continue;
@@ -1445,12 +1465,15 @@ impl<'a> Mapper<'a> {
                             return Err(self.err(
                                 h,
                                 &join(&hp, "headerValue"),
-                                &format!("the value uses server variable '{{{var}}}', which cannot be expressed: wasmgate's rewrite sets set fixed values"),
+                                &format!("the value uses server variable '{{{var}}}', which cannot be expressed: wasmgate's rewrite sets set fixed values (conditions may test variables)"),
                             ));
                         }
                         let mut members = vec![("name".to_string(), Tv::Str(name))];
                         if !value.is_empty() {
                             members.push(("value".to_string(), Tv::Str(value)));
+                        }
+                        if !conditions.is_empty() {
+                            members.push(("conditions".to_string(), Tv::Array(conditions.clone())));
                         }
                         into.push(Tv::Inline(members));
                     }
@@ -1778,6 +1801,7 @@ mod tests {
                 "\"frontendPorts\"",
                 "\"redirectConfigurations\": [ { \"name\": \"toSite\", \"properties\": { \"redirectType\": \"SeeOther\", \"targetUrl\": \"https://site\", \"includePath\": true, \"requestRoutingRules\": [ { \"id\": \"x\" } ] } } ],
     \"rewriteRuleSets\": [ { \"name\": \"rw\", \"properties\": { \"rewriteRules\": [
+      { \"name\": \"cond\", \"ruleSequence\": 300, \"conditions\": [ { \"variable\": \"http_req_Accept\", \"pattern\": \"json\", \"ignoreCase\": false, \"negate\": true } ], \"actionSet\": { \"requestHeaderConfigurations\": [ { \"headerName\": \"X-C\", \"headerValue\": \"3\" } ] } },
       { \"name\": \"second\", \"ruleSequence\": 200, \"actionSet\": { \"requestHeaderConfigurations\": [ { \"headerName\": \"X-B\", \"headerValue\": \"2\" } ] } },
       { \"name\": \"first\", \"actionSet\": { \"requestHeaderConfigurations\": [ { \"headerName\": \"X-A\", \"headerValue\": \"1\" } ], \"responseHeaderConfigurations\": [ { \"headerName\": \"Server\" } ] } } ] } } ], \"frontendPorts\"",
                 1,
@@ -1790,7 +1814,21 @@ mod tests {
             "{toml}"
         );
         // ruleSequence 100 (the default) before 200.
-        assert!(toml.contains("request_headers = [{ name = \"X-A\", value = \"1\" }, { name = \"X-B\", value = \"2\" }]"), "{toml}");
+        let parsed: toml::Table = toml::from_str(&toml).unwrap();
+        let request = parsed["rewrite_sets"][0]["request_headers"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = request
+            .iter()
+            .map(|h| h["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["X-A", "X-B", "X-C"], "{toml}");
+        // The rule's conditions go with its header rewrite.
+        let c = &request[2]["conditions"][0];
+        assert_eq!(c["variable"].as_str(), Some("http_req_Accept"));
+        assert_eq!(c["ignore_case"].as_bool(), Some(false));
+        assert_eq!(c["negate"].as_bool(), Some(true));
+        assert!(request[0].get("conditions").is_none());
         assert!(
             toml.contains("response_headers = [{ name = \"Server\" }]"),
             "{toml}"
@@ -1816,8 +1854,12 @@ mod tests {
                 "headerValueMatcher: rewriting part of a header value",
             ),
             (
-                "{ \"name\": \"c\", \"conditions\": [ { \"variable\": \"var_uri_path\", \"pattern\": \"/a\" } ], \"actionSet\": {} }",
-                "conditions: rewrite conditions (here on server variable 'var_uri_path')",
+                "{ \"name\": \"c\", \"conditions\": [ { \"variable\": \"var_uri_path\" } ], \"actionSet\": {} }",
+                "conditions[0].pattern: a condition needs \"pattern\"",
+            ),
+            (
+                "{ \"name\": \"c\", \"conditions\": [ { \"variable\": \"var_uri_path\", \"pattern\": \"a\", \"matchAll\": true } ], \"actionSet\": {} }",
+                "conditions[0].matchAll: not supported",
             ),
             (
                 "{ \"name\": \"v\", \"actionSet\": { \"responseHeaderConfigurations\": [ { \"headerName\": \"X\", \"headerValue\": \"{http_resp_Location}\" } ] } }",

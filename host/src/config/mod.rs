@@ -400,6 +400,47 @@ pub struct HeaderRewrite {
     pub name: HeaderName,
     /// `None` deletes the header.
     pub value: Option<HeaderValue>,
+    /// The rewrite applies only when all of these hold (none: always).
+    pub conditions: Vec<RewriteCondition>,
+}
+
+/// A condition of a header rewrite, as Application Gateway's rewrite rules write them: a server
+/// variable, a regular expression searched for in its value, and whether to negate the result.
+/// A variable without a value (an absent header) matches nothing.
+#[derive(Debug, Clone)]
+pub struct RewriteCondition {
+    pub variable: ServerVariable,
+    pub pattern: regex_automata::meta::Regex,
+    pub negate: bool,
+}
+
+/// The server variables rewrite conditions can test (Application Gateway's names in brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerVariable {
+    /// A request header (`http_req_<name>`).
+    RequestHeader(HeaderName),
+    /// A response header (`http_resp_<name>`); response rewrites only.
+    ResponseHeader(HeaderName),
+    /// `var_client_ip`
+    ClientIp,
+    /// `var_client_port`
+    ClientPort,
+    /// `var_host`: the request's host, without a port.
+    Host,
+    /// `var_http_method`
+    Method,
+    /// `var_uri_path`: the path as the client sent it.
+    UriPath,
+    /// `var_query_string`: the query, without `?`.
+    QueryString,
+    /// `var_request_uri`: path and query as the client sent them.
+    RequestUri,
+    /// `var_request_scheme`: `http` or `https`.
+    Scheme,
+    /// `var_server_port`: the listener's port.
+    ServerPort,
+    /// `var_http_status`: the response status; response rewrites only.
+    Status,
 }
 
 #[derive(Debug, Clone)]

@@ -205,6 +205,22 @@ pub struct RawHeaderRewrite {
     /// Absent or empty: the header is deleted (Application Gateway's convention).
     #[serde(default)]
     pub value: Option<String>,
+    /// The rewrite applies only when all of these hold.
+    #[serde(default)]
+    pub conditions: Vec<RawRewriteCondition>,
+}
+
+/// A rewrite condition: a server variable matched against a regular expression.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewriteCondition {
+    pub variable: String,
+    pub pattern: String,
+    /// Default true, as Application Gateway's portal sets it.
+    #[serde(default)]
+    pub ignore_case: Option<bool>,
+    #[serde(default)]
+    pub negate: bool,
 }
 
 #[derive(Debug, Deserialize)]

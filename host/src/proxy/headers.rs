@@ -3,7 +3,12 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::HeaderRewrite;
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use http::StatusCode;
+
+use crate::config::{HeaderRewrite, RewriteCondition, ServerVariable};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -85,6 +90,100 @@ pub fn apply_rewrites(headers: &mut HeaderMap, rewrites: &[HeaderRewrite]) {
                 headers.remove(&r.name);
             }
         }
+    }
+}
+
+/// What rewrite conditions can test about a request, as the client sent it.
+pub struct RequestFacts<'a> {
+    pub headers: &'a HeaderMap,
+    pub client: SocketAddr,
+    /// The host, without a port.
+    pub host: &'a str,
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub scheme: &'a str,
+    /// The listener's port.
+    pub server_port: u16,
+}
+
+/// For each rewrite, whether its conditions on the request hold (conditions on the response
+/// are left for [`apply_rewrites_if`]). Empty, without allocating, when no rewrite has
+/// conditions: then every rewrite applies.
+pub fn request_conditions(rewrites: &[HeaderRewrite], facts: &RequestFacts<'_>) -> Vec<bool> {
+    if rewrites.iter().all(|r| r.conditions.is_empty()) {
+        return Vec::new();
+    }
+    rewrites
+        .iter()
+        .map(|r| {
+            r.conditions.iter().all(|c| match request_value(&c.variable, facts) {
+                Some(value) => holds(c, value.as_deref()),
+                // A response variable: decided when the response arrives.
+                None => true,
+            })
+        })
+        .collect()
+}
+
+/// The value of a request-side variable (`Some(None)`: it has none, as an absent header);
+/// `None` for the response's variables.
+fn request_value<'a>(v: &ServerVariable, f: &RequestFacts<'a>) -> Option<Option<Cow<'a, str>>> {
+    let (path, query) = match f.path_and_query.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (f.path_and_query, ""),
+    };
+    Some(match v {
+        ServerVariable::RequestHeader(name) => f
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(Cow::Borrowed),
+        ServerVariable::ClientIp => Some(Cow::Owned(f.client.ip().to_string())),
+        ServerVariable::ClientPort => Some(Cow::Owned(f.client.port().to_string())),
+        ServerVariable::Host => Some(Cow::Borrowed(f.host)),
+        ServerVariable::Method => Some(Cow::Borrowed(f.method)),
+        ServerVariable::UriPath => Some(Cow::Borrowed(path)),
+        ServerVariable::QueryString => Some(Cow::Borrowed(query)),
+        ServerVariable::RequestUri => Some(Cow::Borrowed(f.path_and_query)),
+        ServerVariable::Scheme => Some(Cow::Borrowed(f.scheme)),
+        ServerVariable::ServerPort => Some(Cow::Owned(f.server_port.to_string())),
+        ServerVariable::ResponseHeader(_) | ServerVariable::Status => return None,
+    })
+}
+
+/// A condition's verdict on a value: the pattern is searched for (not anchored), a missing
+/// value matches nothing, and `negate` turns the result around.
+fn holds(c: &RewriteCondition, value: Option<&str>) -> bool {
+    value.is_some_and(|v| c.pattern.is_match(v)) != c.negate
+}
+
+/// Applies the rewrites whose conditions hold: `passed` is [`request_conditions`]' answer
+/// (empty: all passed), and on a response (`status` given) the conditions on its headers and
+/// status are checked against the response as it arrived, before any rewrite of the set.
+pub fn apply_rewrites_if(
+    headers: &mut HeaderMap,
+    rewrites: &[HeaderRewrite],
+    passed: &[bool],
+    status: Option<StatusCode>,
+) {
+    if passed.is_empty() {
+        return apply_rewrites(headers, rewrites);
+    }
+    let applies: Vec<bool> = rewrites
+        .iter()
+        .zip(passed)
+        .map(|(r, ok)| {
+            *ok && r.conditions.iter().all(|c| match (&c.variable, status) {
+                (ServerVariable::ResponseHeader(name), Some(_)) => {
+                    holds(c, headers.get(name).and_then(|v| v.to_str().ok()))
+                }
+                (ServerVariable::Status, Some(s)) => holds(c, Some(s.as_str())),
+                _ => true,
+            })
+        })
+        .collect();
+    for (r, _) in rewrites.iter().zip(applies).filter(|(_, a)| *a) {
+        apply_rewrites(headers, std::slice::from_ref(r));
     }
 }
 

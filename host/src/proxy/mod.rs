@@ -210,11 +210,23 @@ impl Connection {
             &authority,
             original.as_str(),
         );
+        // Rewrite conditions see the request as the client sent it; those of response rewrites
+        // on the request are decided now, while its headers are at hand.
+        let mut response_rewrites_passed = Vec::new();
         if let Some(set) = forward.rewrite_set {
-            apply_rewrites(
+            let set = &snapshot.config.rewrite_sets[set.0];
+            let facts = RequestFacts {
                 headers,
-                &snapshot.config.rewrite_sets[set.0].request_headers,
-            );
+                client: self.client,
+                host: host_without_port(&authority),
+                method: parts.method.as_str(),
+                path_and_query: original.as_str(),
+                scheme: self.scheme.as_str(),
+                server_port: self.local_port,
+            };
+            let passed = request_conditions(&set.request_headers, &facts);
+            response_rewrites_passed = request_conditions(&set.response_headers, &facts);
+            apply_rewrites_if(headers, &set.request_headers, &passed, None);
         }
         if let Some(f) = &by_plugin {
             route_plugin::apply_header_edits(headers, &f.header_edits);
@@ -281,6 +293,7 @@ impl Connection {
             // RFC 8441 §5: the HTTP/2 client learns of the upgrade by a 200.
             *res.status_mut() = StatusCode::OK;
         }
+        let status = res.status();
         let headers = res.headers_mut();
         remove_hop_by_hop(headers);
         if upgraded && !extended_connect {
@@ -288,9 +301,11 @@ impl Connection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
         if let Some(set) = forward.rewrite_set {
-            apply_rewrites(
+            apply_rewrites_if(
                 headers,
                 &snapshot.config.rewrite_sets[set.0].response_headers,
+                &response_rewrites_passed,
+                Some(status),
             );
         }
         if let Some(name) = affinity_cookie
