@@ -485,7 +485,7 @@ pub async fn worker(
     let mut stats = WorkerStats::new();
     let run = async {
         match scenario {
-            Scenario::Http | Scenario::HttpRouter | Scenario::Tls => {
+            Scenario::Http | Scenario::HttpRouter | Scenario::HttpReload | Scenario::Tls => {
                 http_keepalive(&target, id, window, &mut stats).await
             }
             Scenario::Newconn | Scenario::Tlsnew => {

@@ -141,6 +141,10 @@ struct Args {
     /// Probe interval of those targets.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     probe_interval: Duration,
+
+    /// How often the http-reload scenario sends the gateway SIGHUP (a full configuration reload).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    reload_every: Duration,
 }
 
 /// Accepts "10s", "1.5s", "500ms", "2m" or a bare number of seconds, up to an hour.
@@ -379,6 +383,7 @@ async fn run(args: &Args) -> Result<Report> {
         gateway: args.gateway.as_ref().map(|p| p.display().to_string()),
         proxies,
         scenarios,
+        reload_every: args.reload_every,
     };
     let mut report = Report {
         settings,
@@ -462,8 +467,12 @@ async fn run(args: &Args) -> Result<Report> {
                             .context("the gateway has no router listener")?;
                         Target::new(addr, sources.clone())
                     }
-                    // The router scenario is wasmgate's own.
-                    (_, Some(Proxy::Peer(_))) if scenario == Scenario::HttpRouter => continue,
+                    // The router and reload scenarios are wasmgate's own.
+                    (_, Some(Proxy::Peer(_)))
+                        if matches!(scenario, Scenario::HttpRouter | Scenario::HttpReload) =>
+                    {
+                        continue;
+                    }
                     (_, Some(p)) => Target::new(p.addr(), sources.clone()),
                 };
                 let pid = proxy.map(Proxy::pid);
@@ -569,8 +578,21 @@ async fn run_load(
     let workers_done = load::run_workers(workers, |id| {
         load::worker(scenario, target.clone(), payload.clone(), id, window)
     });
-    let (stats, cpu) = tokio::join!(workers_done, sample_cpu(window, gateway_pid));
+    let reloads = async {
+        match (scenario, via, gateway_pid) {
+            (Scenario::HttpReload, Via::Wasmgate, Some(pid)) => {
+                reload_repeatedly(pid, args.reload_every, window).await
+            }
+            _ => Ok(0),
+        }
+    };
+    let (stats, cpu, reloads) =
+        tokio::join!(workers_done, sample_cpu(window, gateway_pid), reloads);
     let stats = stats?;
+    let reloads = reloads?;
+    if reloads > 0 {
+        eprintln!("    {reloads} configuration reloads (SIGHUP) during the run");
+    }
 
     let measured_s = (window.end - window.measure_start).as_secs_f64();
     let quantile_us = |q: f64| stats.hist.value_at_quantile(q) as f64 / 1000.0;
@@ -598,6 +620,33 @@ async fn run_load(
             .harness_us
             .map_or(f64::NAN, |us| us as f64 / (measured_s * 1e4)),
     })
+}
+
+/// Sends the gateway SIGHUP every `every` from the start of the measured window to its end;
+/// each makes it read, validate and apply its configuration file again. Returns how many.
+async fn reload_repeatedly(pid: u32, every: Duration, window: Window) -> Result<u64> {
+    sleep_until(window.measure_start).await;
+    let mut tick = tokio::time::interval(every);
+    let mut sent = 0;
+    loop {
+        tick.tick().await;
+        if Instant::now() >= window.end {
+            return Ok(sent);
+        }
+        // Off the load generator's thread: a fork and exec per reload.
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+        })
+        .await
+        .context("sending SIGHUP")?
+        .context("sending SIGHUP")?;
+        if !status.success() {
+            bail!("kill -HUP {pid} failed: {status}");
+        }
+        sent += 1;
+    }
 }
 
 struct CpuUse {

@@ -14,6 +14,10 @@ pub enum Scenario {
     /// basic-rules router plugin (`router = "builtin"`); direct is the same plain keep-alive.
     #[value(name = "http-router")]
     HttpRouter,
+    /// HTTP/1.1 keep-alive while the gateway reloads its configuration file (SIGHUP) every
+    /// `--reload-every` (wasmgate only); direct is the same plain keep-alive.
+    #[value(name = "http-reload")]
+    HttpReload,
     /// A new TCP connection (and `Connection: close`) per request.
     Newconn,
     /// WebSocket echo, closed loop.
@@ -31,6 +35,7 @@ impl Scenario {
         match self {
             Self::Http => "http",
             Self::HttpRouter => "http-router",
+            Self::HttpReload => "http-reload",
             Self::Newconn => "newconn",
             Self::Ws => "ws",
             Self::Tls => "tls",
@@ -129,6 +134,8 @@ pub struct Settings {
     /// The proxies measured, in column order, with their versions.
     pub proxies: Vec<(Via, String)>,
     pub scenarios: Vec<Scenario>,
+    /// How often the http-reload scenario reloads the gateway's configuration.
+    pub reload_every: std::time::Duration,
 }
 
 pub struct Report {
@@ -263,6 +270,10 @@ impl Report {
             Scenario::HttpRouter => format!(
                 "HTTP/1.1 keep-alive routed by the built-in router plugin (wasmgate only), {} connections",
                 s.connections
+            ),
+            Scenario::HttpReload => format!(
+                "HTTP/1.1 keep-alive while wasmgate reloads its configuration (SIGHUP every {:?}; wasmgate only), {} connections",
+                s.reload_every, s.connections
             ),
             Scenario::Newconn => format!("new connection per request, {} clients", s.connections),
             Scenario::Tls => format!(
