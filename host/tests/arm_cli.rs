@@ -229,3 +229,71 @@ fn run_serves_a_template_directly() {
         folder.display()
     );
 }
+
+#[test]
+fn run_imports_a_changed_template_again() {
+    let (first, second) = (backend("first"), backend("second"));
+    let dir = scratch("reimport");
+    let template = dir.join("azuredeploy.json");
+    let original = std::fs::read_to_string(fixture("basic/azuredeploy.json")).expect("fixture");
+    let with_port = |port: u16| {
+        original.replacen(
+            "\"defaultValue\": 80",
+            &format!("\"defaultValue\": {port}"),
+            1,
+        )
+    };
+    std::fs::write(&template, with_port(first.port())).expect("write the template");
+    let port = free_port();
+    let mut child = wasmgate()
+        .args(["run", "--config"])
+        .arg(&template)
+        .args(["--bind", "127.0.0.1", "--bind-port", &format!("80={port}")])
+        .args(["--set", "backendIpAddress1=127.0.0.1"])
+        .args(["--set", "backendIpAddress2=127.0.0.2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wasmgate run");
+    // Waits (bounded) until the gateway answers with `name`'s body.
+    let answered_by = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match get(port) {
+                Ok(text) if text.starts_with("HTTP/1.1 200") && text.ends_with(name) => {
+                    return true;
+                }
+                _ if Instant::now() > deadline => return false,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    };
+    let before = answered_by("first");
+    // The template now points the settings at the second backend's port.
+    std::fs::write(&template, with_port(second.port())).expect("rewrite the template");
+    let after = before && answered_by("second");
+    // SIGTERM, so the gateway removes its imported folder; SIGKILL only if it does not stop.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let waited = Instant::now();
+    while child.try_wait().expect("wait").is_none() && waited.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    assert!(before, "the first template was not served\n{stderr}");
+    assert!(after, "the changed template was not applied\n{stderr}");
+    assert!(
+        stderr.contains("the template changed: imported again"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

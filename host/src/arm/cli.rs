@@ -3,6 +3,9 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use super::{Binding, ImportError, ImportOptions, Imported, PortBinding};
 
@@ -98,17 +101,50 @@ fn stem_of(path: &Path) -> String {
 }
 
 /// A template imported into a private temporary folder for `run` and `check`: the generated
-/// configuration file and its certificates. The folder is removed when this is dropped.
+/// configuration file and its certificates. While it lives, a change of the template or its
+/// parameters file imports them again into the same file (which the gateway's own file watch
+/// and SIGHUP then apply); an import that fails is logged and the previous file stays. The
+/// folder is removed when this is dropped.
 #[derive(Debug)]
 pub struct Materialized {
     pub config_path: PathBuf,
     dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    watcher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Materialized {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// How often the template and parameters files are checked for changes (as the gateway checks
+/// its configuration file).
+const TEMPLATE_WATCH: Duration = Duration::from_secs(2);
+
+/// What identifies a version of each watched file: modification time and length.
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a reader sees the old
+/// file or the new one, never half of one.
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// When `path` is a template (`.json`), imports it into a fresh temporary folder and returns
@@ -129,16 +165,55 @@ pub fn materialize(path: &Path, args: &TemplateArgs) -> Result<Option<Materializ
             file: dir.display().to_string(),
             reason: format!("cannot create: {e}"),
         })?;
-    let guard = Materialized {
+    let mut guard = Materialized {
         config_path: dir.join("config.toml"),
         dir: dir.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        watcher: None,
     };
-    let imported = super::import(&args.options(path, dir.clone(), PathBuf::from("certs")))?;
+    let options = args.options(path, dir.clone(), PathBuf::from("certs"));
+    let mut watched = vec![path.to_path_buf()];
+    watched.extend(args.parameters.clone());
+    let mut seen = stamps(&watched);
+    let imported = super::import(&options)?;
     warn(&imported);
-    std::fs::write(&guard.config_path, &imported.toml).map_err(|e| ImportError::Read {
+    replace_file(&guard.config_path, &imported.toml).map_err(|e| ImportError::Read {
         file: guard.config_path.display().to_string(),
         reason: format!("cannot write: {e}"),
     })?;
+    let (stop, config_path) = (guard.stop.clone(), guard.config_path.clone());
+    guard.watcher = Some(std::thread::spawn(move || {
+        const STEP: Duration = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(STEP);
+            waited += STEP;
+            if waited < TEMPLATE_WATCH {
+                continue;
+            }
+            waited = Duration::ZERO;
+            let now = stamps(&watched);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match super::import(&options) {
+                Ok(imported) => match replace_file(&config_path, &imported.toml) {
+                    Ok(()) => tracing::info!(
+                        template = %options.template.display(),
+                        "the template changed: imported again"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write the imported configuration")
+                    }
+                },
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "the changed template was not imported; the previous configuration stays"
+                ),
+            }
+        }
+    }));
     Ok(Some(guard))
 }
 
