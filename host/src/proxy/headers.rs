@@ -116,11 +116,13 @@ pub fn request_conditions(rewrites: &[HeaderRewrite], facts: &RequestFacts<'_>) 
     rewrites
         .iter()
         .map(|r| {
-            r.conditions.iter().all(|c| match request_value(&c.variable, facts) {
-                Some(value) => holds(c, value.as_deref()),
-                // A response variable: decided when the response arrives.
-                None => true,
-            })
+            r.conditions
+                .iter()
+                .all(|c| match request_value(&c.variable, facts) {
+                    Some(value) => holds(c, value.as_deref()),
+                    // A response variable: decided when the response arrives.
+                    None => true,
+                })
         })
         .collect()
 }
@@ -201,6 +203,162 @@ pub fn trace_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn condition(variable: ServerVariable, pattern: &str, negate: bool) -> RewriteCondition {
+        RewriteCondition {
+            variable,
+            pattern: regex_automata::meta::Regex::new(pattern).unwrap(),
+            negate,
+        }
+    }
+
+    fn rewrite(name: &'static str, conditions: Vec<RewriteCondition>) -> HeaderRewrite {
+        HeaderRewrite {
+            name: HeaderName::from_static(name),
+            value: Some(HeaderValue::from_static("yes")),
+            conditions,
+        }
+    }
+
+    #[test]
+    fn rewrite_conditions_on_request_and_response() {
+        let mut request = HeaderMap::new();
+        request.insert("x-tenant", "blue".parse().unwrap());
+        let facts = RequestFacts {
+            headers: &request,
+            client: "192.0.2.7:50000".parse().unwrap(),
+            host: "www.contoso.com",
+            method: "POST",
+            path_and_query: "/api/v1/items?limit=5",
+            scheme: "https",
+            server_port: 443,
+        };
+        let set = vec![
+            rewrite(
+                "a-ip",
+                vec![condition(ServerVariable::ClientIp, r"^192\.0\.2\.", false)],
+            ),
+            rewrite(
+                "b-path",
+                vec![condition(
+                    ServerVariable::UriPath,
+                    r"^/api/v1/items$",
+                    false,
+                )],
+            ),
+            rewrite(
+                "c-query",
+                vec![condition(ServerVariable::QueryString, "^limit=5$", false)],
+            ),
+            rewrite(
+                "d-absent",
+                vec![condition(
+                    ServerVariable::RequestHeader(HeaderName::from_static("x-none")),
+                    "",
+                    false,
+                )],
+            ),
+            rewrite(
+                "e-absent-negated",
+                vec![condition(
+                    ServerVariable::RequestHeader(HeaderName::from_static("x-none")),
+                    "",
+                    true,
+                )],
+            ),
+            rewrite(
+                "f-all",
+                vec![
+                    condition(
+                        ServerVariable::RequestHeader(HeaderName::from_static("x-tenant")),
+                        "^blue$",
+                        false,
+                    ),
+                    condition(ServerVariable::Method, "^GET$", false),
+                ],
+            ),
+            rewrite(
+                "g-misc",
+                vec![
+                    condition(ServerVariable::Scheme, "^https$", false),
+                    condition(ServerVariable::ServerPort, "^443$", false),
+                    condition(ServerVariable::Host, "contoso", false),
+                    condition(ServerVariable::RequestUri, r"\?limit=", false),
+                    condition(ServerVariable::ClientPort, "^50000$", false),
+                ],
+            ),
+        ];
+        let passed = request_conditions(&set, &facts);
+        let mut headers = HeaderMap::new();
+        apply_rewrites_if(&mut headers, &set, &passed, None);
+        let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["a-ip", "b-path", "c-query", "e-absent-negated", "g-misc"]
+        );
+
+        // Response conditions: the status and the response headers as the backend sent them.
+        let response_set = vec![
+            rewrite(
+                "h-status",
+                vec![condition(ServerVariable::Status, "^5", false)],
+            ),
+            rewrite(
+                "i-header",
+                vec![condition(
+                    ServerVariable::ResponseHeader(HeaderName::from_static("content-type")),
+                    "html",
+                    false,
+                )],
+            ),
+            rewrite(
+                "j-both",
+                vec![
+                    condition(ServerVariable::UriPath, "^/api/", false),
+                    condition(ServerVariable::Status, "^503$", false),
+                ],
+            ),
+        ];
+        let passed = request_conditions(&response_set, &facts);
+        let mut response = HeaderMap::new();
+        response.insert("content-type", "application/json".parse().unwrap());
+        apply_rewrites_if(
+            &mut response,
+            &response_set,
+            &passed,
+            Some(StatusCode::SERVICE_UNAVAILABLE),
+        );
+        assert!(response.contains_key("h-status") && response.contains_key("j-both"));
+        assert!(!response.contains_key("i-header"));
+        let mut ok = HeaderMap::new();
+        apply_rewrites_if(&mut ok, &response_set, &passed, Some(StatusCode::OK));
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn rewrites_without_conditions_need_no_evaluation() {
+        let set = vec![HeaderRewrite {
+            name: HeaderName::from_static("x-a"),
+            value: None,
+            conditions: vec![],
+        }];
+        let request = HeaderMap::new();
+        let facts = RequestFacts {
+            headers: &request,
+            client: "127.0.0.1:1".parse().unwrap(),
+            host: "h",
+            method: "GET",
+            path_and_query: "/",
+            scheme: "http",
+            server_port: 80,
+        };
+        assert!(request_conditions(&set, &facts).is_empty());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", "1".parse().unwrap());
+        apply_rewrites_if(&mut headers, &set, &[], None);
+        assert!(headers.is_empty());
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named() {
