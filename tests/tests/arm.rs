@@ -872,3 +872,107 @@ fn backend_pool_membership_through_network_interfaces_is_refused() {
         "{text}"
     );
 }
+
+/// Two multi-site listeners on one port whose host names overlap, each with a rule: `www` listed
+/// after the wildcard. `priorities` gives the rules' priorities (wildcard, www), if any.
+fn overlapping_sites(pool_port: u16, front: u16, priorities: Option<(i64, i64)>) -> Imported {
+    let gw =
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/applicationGateways/sites";
+    let rule = |name: &str, listener: &str, pool: &str, priority: Option<i64>| {
+        let priority = priority
+            .map(|p| format!("\"priority\": {p}, "))
+            .unwrap_or_default();
+        format!(
+            r#"{{ "name": "{name}", "properties": {{ "ruleType": "Basic", {priority}"httpListener": {{ "id": "{gw}/httpListeners/{listener}" }}, "backendAddressPool": {{ "id": "{gw}/backendAddressPools/{pool}" }}, "backendHttpSettings": {{ "id": "{gw}/backendHttpSettingsCollection/settings" }} }} }}"#
+        )
+    };
+    let template = format!(
+        r#"{{
+  "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+  "contentVersion": "1.0.0.0",
+  "resources": [ {{
+    "type": "Microsoft.Network/applicationGateways", "apiVersion": "2023-09-01", "name": "sites",
+    "properties": {{
+      "frontendPorts": [ {{ "name": "p80", "properties": {{ "port": 80 }} }} ],
+      "httpListeners": [
+        {{ "name": "wildcard", "properties": {{ "frontendPort": {{ "id": "{gw}/frontendPorts/p80" }}, "protocol": "Http", "hostNames": ["*.contoso.com"] }} }},
+        {{ "name": "www", "properties": {{ "frontendPort": {{ "id": "{gw}/frontendPorts/p80" }}, "protocol": "Http", "hostName": "www.contoso.com" }} }}
+      ],
+      "backendAddressPools": [
+        {{ "name": "tenants", "properties": {{ "backendAddresses": [ {{ "ipAddress": "127.0.0.2" }} ] }} }},
+        {{ "name": "site", "properties": {{ "backendAddresses": [ {{ "ipAddress": "127.0.0.3" }} ] }} }}
+      ],
+      "backendHttpSettingsCollection": [ {{ "name": "settings", "properties": {{ "port": {pool_port}, "protocol": "Http" }} }} ],
+      "requestRoutingRules": [ {}, {} ]
+    }}
+  }} ]
+}}"#,
+        rule(
+            "tenantsRule",
+            "wildcard",
+            "tenants",
+            priorities.map(|p| p.0)
+        ),
+        rule("siteRule", "www", "site", priorities.map(|p| p.1)),
+    );
+    let dir = scratch("sites");
+    let path = dir.join("azuredeploy.json");
+    std::fs::write(&path, template).expect("write the template");
+    arm::import(&ImportOptions {
+        template: path,
+        parameters: None,
+        sets: vec![],
+        binding: Binding {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: vec![(
+                80,
+                PortBinding {
+                    ip: None,
+                    port: Some(front),
+                },
+            )],
+        },
+        base: dir.clone(),
+        cert_dir: dir.join("certs"),
+    })
+    .unwrap_or_else(|e| panic!("import: {e}"))
+}
+
+#[tokio::test]
+async fn rules_without_priority_keep_the_template_order() {
+    let (port, _backends) = shared_port_backends(&["tenants", "site"]).await;
+    let [front_v1, front_v2] = free_ports(2)[..] else {
+        unreachable!()
+    };
+
+    // v1 (no priorities): the rules are evaluated as listed, so the wildcard listener, listed
+    // first, takes www.contoso.com too.
+    let v1 = overlapping_sites(port, front_v1, None);
+    let gw = start_gateway(&v1.toml).await;
+    let addr = listener_addr(&gw, "www");
+    assert_routed(
+        addr,
+        "www.contoso.com",
+        "/",
+        "tenants",
+        "v1: the first listed rule wins",
+    )
+    .await;
+    assert_routed(addr, "blue.contoso.com", "/", "tenants", "the wildcard").await;
+    gw.shutdown().await;
+
+    // v2: priorities decide (1 first), whatever the order.
+    let v2 = overlapping_sites(port, front_v2, Some((20, 10)));
+    let gw = start_gateway(&v2.toml).await;
+    let addr = listener_addr(&gw, "www");
+    assert_routed(
+        addr,
+        "www.contoso.com",
+        "/",
+        "site",
+        "v2: priority 10 before 20",
+    )
+    .await;
+    assert_routed(addr, "blue.contoso.com", "/", "tenants", "the wildcard").await;
+    gw.shutdown().await;
+}
