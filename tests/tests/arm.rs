@@ -976,3 +976,28 @@ async fn rules_without_priority_keep_the_template_order() {
     assert_routed(addr, "blue.contoso.com", "/", "tenants", "the wildcard").await;
     gw.shutdown().await;
 }
+
+#[test]
+fn a_gateway_whose_condition_is_false_is_not_deployed() {
+    let e = import_variant(
+        "basic",
+        "\"type\": \"Microsoft.Network/applicationGateways\",",
+        "\"type\": \"Microsoft.Network/applicationGateways\", \"condition\": \"[parameters('deployGateway')]\",",
+    )
+    .expect_err("an undeclared parameter");
+    assert!(
+        e.to_string().contains("no parameter named 'deployGateway'"),
+        "{e}"
+    );
+    let e = import_variant(
+        "basic",
+        "\"type\": \"Microsoft.Network/applicationGateways\",",
+        "\"type\": \"Microsoft.Network/applicationGateways\", \"condition\": false,",
+    )
+    .expect_err("condition false");
+    assert!(
+        e.to_string()
+            .contains("resources[2].condition: the gateway's condition is not true"),
+        "{e}"
+    );
+}

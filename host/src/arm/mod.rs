@@ -325,12 +325,14 @@ fn find_gateway<'t>(
             "user-defined functions are not supported",
         ));
     }
-    if let Some(outputs) = template.get("outputs").filter(|o| !o.members().is_empty()) {
+    if template
+        .get("outputs")
+        .is_some_and(|o| !o.members().is_empty())
+    {
         warnings.push(Warning {
             path: "outputs".into(),
             reason: "deployment outputs describe the Azure deployment".into(),
         });
-        let _ = outputs;
     }
     let resources = template.get("resources").ok_or_else(|| {
         ArmError::at(
@@ -405,7 +407,7 @@ fn find_gateway<'t>(
             file,
             resources.pos,
             "resources",
-            "no Microsoft.Network/applicationGateways resource in the template",
+            "no Microsoft.Network/applicationGateways resource among the template's resources (nested and linked deployments are not searched)",
         )
     })
 }
@@ -508,6 +510,67 @@ mod tests {
         };
         assert_eq!(b.resolve(443), ("127.0.0.1".parse().unwrap(), 8443));
         assert_eq!(b.resolve(80), ("127.0.0.1".parse().unwrap(), 80));
+    }
+
+    fn find(text: &str) -> Result<(usize, Vec<Warning>), ArmError> {
+        let t = json::parse(text).unwrap();
+        let ev = template::Evaluator::new(&t, "t.json", None, &[])?;
+        let mut warnings = Vec::new();
+        find_gateway(&t, &ev, "t.json", &mut warnings).map(|(i, _)| (i, warnings))
+    }
+
+    #[test]
+    fn the_gateway_among_the_resources() {
+        let gw = r#"{ "type": "Microsoft.Network/applicationGateways", "name": "gw" }"#;
+        let vnet = r#"{ "type": "[concat('Microsoft.Network/', 'virtualNetworks')]", "name": "[concat('v', 'net')]" }"#;
+        let (i, w) = find(&format!(
+            r#"{{ "resources": [{vnet}, {gw}], "outputs": {{ "x": {{}} }} }}"#
+        ))
+        .unwrap();
+        assert_eq!(i, 1);
+        let paths: Vec<&str> = w.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "outputs",
+                "resources[0] (Microsoft.Network/virtualNetworks 'vnet')"
+            ]
+        );
+
+        let e = find(&format!(r#"{{ "resources": [{vnet}] }}"#)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no Microsoft.Network/applicationGateways resource"),
+            "{e}"
+        );
+        let e = find(&format!(r#"{{ "resources": [{gw}, {gw}] }}"#)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("resources[1]: a second application gateway (the first is resources[0])"),
+            "{e}"
+        );
+        let e = find(r#"{ "resources": { "gw": {} } }"#).unwrap_err();
+        assert!(e.to_string().contains("languageVersion 2.0"), "{e}");
+        let e = find(&format!(
+            r#"{{ "functions": [ {{ "namespace": "x" }} ], "resources": [{gw}] }}"#
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("functions: user-defined functions are not supported"),
+            "{e}"
+        );
+        let e = find(&format!(r#"{{ "resourcez": [], "resources": [{gw}] }}"#)).unwrap_err();
+        assert!(
+            e.to_string().contains("resourcez: not a template section"),
+            "{e}"
+        );
+        let e = find(r#"{ "resources": [ { "name": "x" } ] }"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("resources[0]: a resource needs \"type\""),
+            "{e}"
+        );
     }
 
     #[test]
