@@ -421,8 +421,18 @@ async fn custom_probe_checks_its_path_and_takes_failing_servers_out() {
         .expect("a request");
     assert_eq!(seen.header("host"), Some("app.contoso.com"));
 
+    // Both servers serve while healthy (each is in rotation once its first probe passed).
+    eventually("both servers in rotation", || async {
+        let before = backends[1].hits();
+        for _ in 0..4 {
+            get(addr, "www.contoso.com", "/").await;
+        }
+        (backends[1].hits() > before && backends[0].hits() > 0).then_some(())
+    })
+    .await;
     // One failed probe (unhealthyThreshold 1, every second) takes server b out of rotation.
     backends[1].set_probe_answer(ProbeAnswer::Status(503)).await;
+    let probes_before = backends[1].probe_hits();
     eventually(
         "server b leaves the rotation after failing its probe",
         || async {
@@ -434,6 +444,10 @@ async fn custom_probe_checks_its_path_and_takes_failing_servers_out() {
         },
     )
     .await;
+    assert!(
+        backends[1].probe_hits() > probes_before,
+        "server b left the rotation only after a probe saw it fail"
+    );
     let before = backends[0].hits();
     for _ in 0..4 {
         assert_eq!(get(addr, "www.contoso.com", "/").await.backend(), Some("a"));
