@@ -409,15 +409,19 @@ async fn load_for(engine: &PluginEngine, handoff: Handoff) -> Plugin {
     engine.load(spec, Arc::new(NoPools)).await.unwrap().0
 }
 
-fn small_engine() -> PluginEngine {
+/// An engine for `plugins` plugins of one instance each: small enough for valgrind, whose
+/// address space cannot hold the pooling allocator's usual reservation (4 GiB and a guard per
+/// memory).
+fn small_engine(plugins: u32) -> PluginEngine {
     PluginEngine::new(EngineConfig {
         cache_dir: Some(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"),
         ),
-        total_component_instances: 20,
-        total_memories: 20,
-        total_tables: 40,
-        total_stacks: 20,
+        total_component_instances: plugins + 1,
+        total_core_instances: (plugins + 1) * 4,
+        total_memories: plugins + 1,
+        total_tables: (plugins + 1) * 4,
+        total_stacks: plugins + 1,
         ..EngineConfig::default()
     })
     .unwrap()
@@ -426,7 +430,7 @@ fn small_engine() -> PluginEngine {
 #[test]
 #[ignore = "a benchmark: run in release mode with --ignored --nocapture"]
 fn proxy_handoff_costs() {
-    let engine = small_engine();
+    let engine = small_engine(Handoff::ALL.len() as u32);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -475,7 +479,7 @@ fn route_loop_for_profiling() {
         Ok("filtered") => Handoff::Filtered,
         _ => Handoff::Borrowed,
     };
-    let engine = small_engine();
+    let engine = small_engine(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
