@@ -56,6 +56,19 @@ pub async fn call(
     token: Option<&str>,
     body: Bytes,
 ) -> Result<(String, Bytes), ClientError> {
+    call_within(TIMEOUT, admin, method, path_and_query, token, body).await
+}
+
+/// [`call`] with its own bound on the whole exchange (a plugin upload waits for the component
+/// to compile, which takes seconds for Python or JavaScript).
+pub async fn call_within(
+    limit: Duration,
+    admin: &str,
+    method: Method,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Result<(String, Bytes), ClientError> {
     let base = admin.trim_end_matches('/');
     let uri: Uri = format!("{base}{path_and_query}")
         .parse()
@@ -107,9 +120,9 @@ pub async fn call(
             .to_bytes();
         Ok::<_, ClientError>((status, body))
     };
-    let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+    let (status, body) = tokio::time::timeout(limit, exchange)
         .await
-        .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))??;
+        .map_err(|_| unreachable(format!("no answer within {} s", limit.as_secs())))??;
     match status {
         s if s.is_success() => Ok((url, body)),
         StatusCode::UNAUTHORIZED => Err(ClientError::Unauthorized { url }),

@@ -8,8 +8,11 @@ use bytes::Bytes;
 use http::Method;
 
 use super::PLUGINS_PATH;
-use super::client::{ClientError, call};
+use super::client::{ClientError, call, call_within};
 use super::plugins::{PREFIX, percent_encode};
+
+/// How long a plugin command waits for the admin API's answer.
+pub const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What to do with a running gateway's plugins.
 #[derive(Debug, clap::Subcommand)]
@@ -143,7 +146,8 @@ impl PluginCommand {
                 }
             }
         };
-        let (_, body) = call(admin, method, &path, token, body).await?;
+        // A new version answers once compiled and checked: seconds for Python or JavaScript.
+        let (_, body) = call_within(PLUGIN_TIMEOUT, admin, method, &path, token, body).await?;
         let view: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| PluginCommandError::BadBody(e.to_string()))?;
         Ok(serde_json::to_string_pretty(&view).unwrap_or_default() + "\n")
