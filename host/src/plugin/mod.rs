@@ -30,6 +30,13 @@
 //!   by the caller, which reports a bad one with [`Plugin::report_invalid_decision`].
 //! - [`PluginStats`]: calls, failures by kind, breaker refusals, instances created and discarded,
 //!   call-time p50/p99 from a lock-free log-linear histogram.
+//! - [`PluginRegistry`] (`registry.rs`): the gateway's plugins while it runs — one slot per name
+//!   holding the active version behind an `ArcSwap` (read once per request, no lock), an optional
+//!   [`Shadow`] candidate, `prepare`/`commit` for a new configuration, and the admin operations
+//!   (load, replace, unload, shadow, promote), each new version checked against the plugin's
+//!   [`Sample`]s before it serves.
+//! - The proxy lowers a [`RequestHeadRef`] (`lowering.rs`): the request head borrowed from the
+//!   hyper request, with only the headers the plugin's `request_headers` names.
 //!
 //! # One instance per request, or reused instances? Measured
 //!
