@@ -800,8 +800,8 @@ fn unsupported_parts_are_errors_naming_the_json_path() {
         (
             "basic",
             "\"[parameters('applicationGatewayName')]\",\n      \"location\"",
-            "\"[concat('gw-', uniqueString(resourceGroup().id))]\",\n      \"location\"",
-            "resources[2].name: the template function 'uniqueString' is not supported",
+            "\"[concat('gw-', reference('gw-name').name)]\",\n      \"location\"",
+            "resources[2].name: the template function 'reference' cannot be evaluated: it reads deployed resources",
         ),
         (
             "basic",
@@ -840,15 +840,16 @@ fn unsupported_parts_are_errors_naming_the_json_path() {
             "no position in: {text}"
         );
     }
-    // uniqueString is named as unsupported.
+    // A function wasmgate does not have is named as unsupported.
     let e = import_variant(
         "basic",
         "\"[parameters('applicationGatewayName')]\",\n      \"location\"",
-        "\"[uniqueString(resourceGroup().id)]\",\n      \"location\"",
+        "\"[dataUri(resourceGroup().id)]\",\n      \"location\"",
     )
     .unwrap_err();
     assert!(
-        e.to_string().contains("'uniqueString' is not supported"),
+        e.to_string()
+            .contains("'dataUri' cannot be evaluated: not supported (supported: parameters"),
         "{e}"
     );
 }

@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod cli;
 pub mod emit;
+pub mod functions;
 pub mod json;
 pub mod map;
 pub mod template;
@@ -232,7 +233,26 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
             .into());
         }
     }
-    let evaluated = ev.eval(resource, &path)?;
+    // `dependsOn` orders the deployment in Azure and is never read, so it is not evaluated.
+    let without_deps = match &resource.value {
+        Value::Object(members) => Node::new(
+            Value::Object(
+                members
+                    .iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("dependsOn"))
+                    .cloned()
+                    .collect(),
+            ),
+            resource.pos,
+        ),
+        _ => resource.clone(),
+    };
+    // The gateway's name is in every reference, so it must evaluate.
+    if let Some(name) = resource.get("name") {
+        ev.eval(name, &format!("{path}.name"))?;
+    }
+    let mut failed = Vec::new();
+    let evaluated = ev.eval_deferred(&without_deps, &path, &mut failed);
     let shown_dir = opts.cert_dir.clone();
     let real_dir = if opts.cert_dir.is_absolute() {
         opts.cert_dir.clone()
@@ -240,7 +260,10 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         opts.base.join(&opts.cert_dir)
     };
     let mut certs = certs::CertWriter::new(real_dir, shown_dir);
-    let mapped = map::map_gateway(file, &evaluated, &path, &opts.binding, &mut certs)?;
+    let mapped = settle_deferred(
+        map::map_gateway(file, &evaluated, &path, &opts.binding, &mut certs),
+        failed,
+    )?;
     warnings.extend(mapped.warnings);
 
     let mut header = vec![
@@ -286,6 +309,45 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         config,
         cert_dir: certs.wrote_any().then(|| certs.dir().to_path_buf()),
     })
+}
+
+/// Decides about the expressions that could not be evaluated: harmless where they lie in parts
+/// the import lists as ignored; otherwise the import fails with the evaluation error (joined
+/// to the mapping error when that is where the mapping failed).
+fn settle_deferred(
+    mapped: Result<map::Mapped, ArmError>,
+    failed: Vec<ArmError>,
+) -> Result<map::Mapped, ArmError> {
+    let under = |inner: &str, outer: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    };
+    match mapped {
+        Ok(m) => {
+            match failed
+                .into_iter()
+                .find(|f| !m.warnings.iter().any(|w| under(&f.path, &w.path)))
+            {
+                Some(f) => Err(f),
+                None => Ok(m),
+            }
+        }
+        Err(e) => match failed
+            .into_iter()
+            .find(|f| under(&e.path, &f.path) || under(&f.path, &e.path))
+        {
+            Some(f) => Err(ArmError {
+                message: format!(
+                    "{}; and the value cannot be evaluated: {}",
+                    e.message, f.message
+                ),
+                ..e
+            }),
+            None => Err(e),
+        },
+    }
 }
 
 /// Finds the one application gateway among the template's resources; every other resource is

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::functions;
 use super::json::{self, Node, Pos, Value};
 use super::{ArmError, Source};
 
@@ -202,24 +203,56 @@ impl<'t> Evaluator<'t> {
 
     /// Evaluates every expression inside `node`; `path` names `node` in errors.
     pub fn eval(&self, node: &Node, path: &str) -> Result<Node, ArmError> {
+        self.eval_in(node, path, None)
+    }
+
+    /// Like [`Evaluator::eval`], but an expression that fails keeps its text and its error is
+    /// added to `failed`: the caller decides whether the value mattered (a failing expression
+    /// in a part that is not imported, such as `reference()` in a WAF policy id, does not).
+    pub fn eval_deferred(&self, node: &Node, path: &str, failed: &mut Vec<ArmError>) -> Node {
+        match self.eval_in(node, path, Some(failed)) {
+            Ok(n) => n,
+            // eval_in only fails without a list to defer to.
+            Err(e) => unreachable!("{e}"),
+        }
+    }
+
+    fn eval_in(
+        &self,
+        node: &Node,
+        path: &str,
+        mut failed: Option<&mut Vec<ArmError>>,
+    ) -> Result<Node, ArmError> {
         let value = match &node.value {
             Value::String(s) => match expression_text(s) {
                 Expr::Literal(lit) => Value::String(lit),
-                Expr::Code(code) => return self.eval_expression(code, node.pos, path),
+                Expr::Code(code) => {
+                    return match (self.eval_expression(code, node.pos, path), failed) {
+                        (Err(e), Some(list)) => {
+                            list.push(e);
+                            Ok(node.clone())
+                        }
+                        (r, _) => r,
+                    };
+                }
             },
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| self.eval(n, &format!("{path}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(members) => Value::Object(
-                members
-                    .iter()
-                    .map(|(k, n)| Ok((k.clone(), self.eval(n, &join(path, k))?)))
-                    .collect::<Result<_, ArmError>>()?,
-            ),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, n) in items.iter().enumerate() {
+                    out.push(self.eval_in(n, &format!("{path}[{i}]"), failed.as_deref_mut())?);
+                }
+                Value::Array(out)
+            }
+            Value::Object(members) => {
+                let mut out = Vec::with_capacity(members.len());
+                for (k, n) in members {
+                    out.push((
+                        k.clone(),
+                        self.eval_in(n, &join(path, k), failed.as_deref_mut())?,
+                    ));
+                }
+                Value::Object(out)
+            }
             other => other.clone(),
         };
         Ok(Node::new(value, node.pos))
@@ -244,6 +277,8 @@ impl<'t> Evaluator<'t> {
         match ast {
             Ast::Str(s) => Ok(Value::String(s.clone())),
             Ast::Int(i) => Ok(Value::Int(*i)),
+            Ast::Bool(b) => Ok(Value::Bool(*b)),
+            Ast::Null => Ok(Value::Null),
             Ast::Property(base, name, at) => {
                 let v = self.run(base, pos, path)?;
                 let Value::Object(members) = &v else {
@@ -303,6 +338,31 @@ impl<'t> Evaluator<'t> {
                     )),
                 }
             }
+            // `if` evaluates only the branch it takes, so the other may use what cannot be
+            // evaluated here (such as `reference()` behind a condition that is false).
+            Ast::Call(name, args, at) if name.eq_ignore_ascii_case("if") => {
+                let [cond, yes, no] = &args[..] else {
+                    return Err(self.expr_error(
+                        pos,
+                        path,
+                        *at,
+                        "if(): expects a condition and two values",
+                    ));
+                };
+                match self.run(cond, pos, path)? {
+                    Value::Bool(true) => self.run(yes, pos, path),
+                    Value::Bool(false) => self.run(no, pos, path),
+                    other => Err(self.expr_error(
+                        pos,
+                        path,
+                        *at,
+                        &format!(
+                            "if(): the condition is {}, expected a boolean",
+                            other.kind()
+                        ),
+                    )),
+                }
+            }
             Ast::Call(name, args, at) => {
                 let values = args
                     .iter()
@@ -352,14 +412,34 @@ impl<'t> Evaluator<'t> {
                     ("location".into(), s(LOCATION)),
                 ]))
             }
-            _ => Err(self.expr_error(
-                pos,
-                path,
-                at,
-                &format!(
-                    "the template function '{name}' is not supported (supported: parameters, variables, concat, resourceId, resourceGroup)"
-                ),
-            )),
+            "subscription" => {
+                if !args.is_empty() {
+                    return Err(fail("takes no arguments"));
+                }
+                let s = |v: &str| Node::new(Value::String(v.to_string()), pos);
+                Ok(Value::Object(vec![
+                    ("id".into(), s(&format!("/subscriptions/{SUBSCRIPTION}"))),
+                    ("subscriptionId".into(), s(SUBSCRIPTION)),
+                    ("tenantId".into(), s(SUBSCRIPTION)),
+                    ("displayName".into(), s(RESOURCE_GROUP)),
+                ]))
+            }
+            other => functions::call(other, args).map_err(|e| match e {
+                functions::Error::Args(m) => fail(&m),
+                functions::Error::Unknown => {
+                    let why = if functions::needs_azure(other) {
+                        "it reads deployed resources or the deployment's time, which exist only in Azure".to_string()
+                    } else {
+                        format!("not supported (supported: {})", functions::SUPPORTED)
+                    };
+                    self.expr_error(
+                        pos,
+                        path,
+                        at,
+                        &format!("the template function '{name}' cannot be evaluated: {why}"),
+                    )
+                }
+            }),
         }
     }
 
@@ -527,6 +607,20 @@ fn resource_id(args: &[Value]) -> Result<Value, String> {
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // `resourceId(<id of the gateway>, '/sslCertificates/cert')`, which templates written for
+    // the 2017 API use: Azure appends the names to the id given.
+    if let Some(first) = strings.first()
+        && first.starts_with("/subscriptions/")
+    {
+        let mut id = first.trim_end_matches('/').to_string();
+        for n in &strings[1..] {
+            for seg in n.split('/').filter(|s| !s.is_empty()) {
+                id.push('/');
+                id.push_str(seg);
+            }
+        }
+        return Ok(Value::String(id));
+    }
     let Some(type_at) = strings.iter().position(|s| s.contains('/')) else {
         return Err("no resource type (such as 'Microsoft.Network/applicationGateways') among the arguments".into());
     };
@@ -540,7 +634,8 @@ fn resource_id(args: &[Value]) -> Result<Value, String> {
                     .into(),
             ),
         };
-    let mut segments = strings[type_at].split('/');
+    // Azure accepts a type written with a trailing slash ('Microsoft.Network/virtualNetworks/').
+    let mut segments = strings[type_at].trim_end_matches('/').split('/');
     let namespace = segments.next().unwrap_or_default();
     let types: Vec<&str> = segments.collect();
     let names = &strings[type_at + 1..];
@@ -653,6 +748,8 @@ fn lex(code: &str) -> Result<Vec<(Token, usize)>, (usize, String)> {
 enum Ast {
     Str(String),
     Int(i64),
+    Bool(bool),
+    Null,
     Call(String, Vec<Ast>, usize),
     Property(Box<Ast>, String, usize),
     Index(Box<Ast>, Box<Ast>, usize),
@@ -691,6 +788,16 @@ impl ExprParser {
         let mut ast = match self.next() {
             Some(Token::Str(s)) => Ast::Str(s),
             Some(Token::Int(i)) => Ast::Int(i),
+            Some(Token::Ident(name))
+                if ["true", "false", "null"].contains(&name.as_str())
+                    && self.tokens.get(self.at).map(|t| &t.0) != Some(&Token::Open) =>
+            {
+                match name.as_str() {
+                    "true" => Ast::Bool(true),
+                    "false" => Ast::Bool(false),
+                    _ => Ast::Null,
+                }
+            }
             Some(Token::Ident(name)) => {
                 self.expect(Token::Open, &format!("'(' after '{name}'"))?;
                 let mut args = Vec::new();
@@ -994,6 +1101,54 @@ mod tests {
     }
 
     #[test]
+    fn functions_real_templates_use() {
+        assert_eq!(
+            eval("[format('{0}-pip', parameters('gatewayName'))]").unwrap(),
+            s("gw-wasmgate-pip")
+        );
+        assert_eq!(
+            eval("[if(equals(parameters('port'), 80), 'http', reference('x').y)]").unwrap(),
+            s("http"),
+            "the branch not taken is not evaluated"
+        );
+        assert!(eval("[if(true, reference('x'), 'b')]").is_err());
+        assert!(eval("[if('yes', 'a', 'b')]").is_err());
+        assert_eq!(eval("[if(false, 'a', 'b')]").unwrap(), s("b"));
+        assert_eq!(
+            eval("[toLower(concat('A', string(parameters('port'))))]").unwrap(),
+            s("a80")
+        );
+        assert_eq!(
+            eval("[subscription().subscriptionId]").unwrap(),
+            s(SUBSCRIPTION)
+        );
+        let Value::String(u) = eval("[uniqueString(resourceGroup().id)]").unwrap() else {
+            panic!()
+        };
+        assert_eq!(u.len(), 13);
+    }
+
+    #[test]
+    fn resource_ids_written_the_older_ways() {
+        // A trailing slash after the type, as many quickstarts write it.
+        assert_eq!(
+            eval(
+                "[resourceId('Microsoft.Network/applicationGateways/httpListeners/', 'gw', 'l1')]"
+            )
+            .unwrap(),
+            s(&format!(
+                "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/applicationGateways/gw/httpListeners/l1"
+            ))
+        );
+        // The gateway's own id first, then the child's path (2017-era templates).
+        assert_eq!(
+            eval("[resourceId(resourceId('Microsoft.Network/applicationGateways', 'gw'), '/sslCertificates/c1')]")
+                .unwrap(),
+            s(&format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/applicationGateways/gw/sslCertificates/c1"))
+        );
+    }
+
+    #[test]
     fn resource_group() {
         assert_eq!(eval("[resourceGroup().location]").unwrap(), s("local"));
         assert_eq!(eval("[resourceGroup()['name']]").unwrap(), s("wasmgate"));
@@ -1004,15 +1159,18 @@ mod tests {
 
     #[test]
     fn unsupported_functions_and_syntax_errors_name_the_position() {
-        let e = eval("[uniqueString(resourceGroup().id)]").unwrap_err();
+        let e = eval("[reference(resourceGroup().id).vaultUri]").unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with("t.json:7:3: x: "), "{text}");
-        assert!(text.contains("'uniqueString' is not supported"), "{text}");
+        assert!(
+            text.contains("'reference' cannot be evaluated: it reads deployed resources"),
+            "{text}"
+        );
         assert!(text.contains("character 2 of the expression"), "{text}");
-        let e = eval("[concat('a', format('{0}', 'b'))]").unwrap_err();
+        let e = eval("[concat('a', substring('{0}', 'b'))]").unwrap_err();
         assert!(
             e.to_string()
-                .contains("'format' is not supported (supported"),
+                .contains("'substring' cannot be evaluated: not supported (supported"),
             "{e}"
         );
         assert!(e.to_string().contains("character 14"), "{e}");
