@@ -203,6 +203,7 @@ async fn serve(
         client,
         local_port,
         scheme,
+        forwarded: crate::proxy::Forwarded::new(client, local_port),
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
     });

@@ -40,10 +40,33 @@ pub struct Connection {
     pub client: SocketAddr,
     pub local_port: u16,
     pub scheme: Protocol,
+    /// X-Forwarded-For and X-Forwarded-Port as this connection's requests carry them.
+    pub forwarded: Forwarded,
     /// Set when hyper gave up waiting for a request head, so the stream answers 408.
     pub head_timed_out: std::sync::atomic::AtomicBool,
     /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
     pub sni: std::sync::OnceLock<Box<str>>,
+}
+
+/// The forwarding header values that depend only on the connection, formatted once when it is
+/// accepted rather than for every request on it.
+pub struct Forwarded {
+    /// The client's address and port (Application Gateway's X-Forwarded-For form).
+    client: HeaderValue,
+    /// The listener's port.
+    port: HeaderValue,
+}
+
+impl Forwarded {
+    pub fn new(client: SocketAddr, local_port: u16) -> Self {
+        Self {
+            // A socket address formats as digits, dots, colons, brackets and a `%` scope id,
+            // all valid in a header value.
+            client: HeaderValue::from_str(&client.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            port: HeaderValue::from(local_port),
+        }
+    }
 }
 
 impl Connection {
@@ -508,21 +531,27 @@ impl Connection {
         authority: &str,
         original_url: &str,
     ) {
-        use std::fmt::Write;
-        let mut xff = String::with_capacity(64);
-        if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            xff.push_str(prior);
-            xff.push_str(", ");
-        }
-        let _ = write!(xff, "{}", self.client);
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+        // The client is appended to what earlier proxies recorded; without them the value is
+        // the connection's, copied by reference count.
+        let appended = headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(|prior| format!("{prior}, {}", self.client));
+        match appended {
+            Some(xff) => {
+                if let Ok(v) = HeaderValue::from_str(&xff) {
+                    headers.insert(X_FORWARDED_FOR.clone(), v);
+                }
+            }
+            None => {
+                headers.insert(X_FORWARDED_FOR.clone(), self.forwarded.client.clone());
+            }
         }
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(self.scheme.as_str()),
         );
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(self.local_port));
+        headers.insert(X_FORWARDED_PORT.clone(), self.forwarded.port.clone());
         let host = match original_host {
             Some(h) => Some(h.clone()),
             None => HeaderValue::from_str(authority).ok(),
