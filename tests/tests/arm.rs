@@ -1016,3 +1016,84 @@ fn a_gateway_whose_condition_is_false_is_not_deployed() {
         "{e}"
     );
 }
+
+/// The shapes templates written for the 2017 API still have: references built as
+/// `resourceId(<gateway id>, '/httpListeners/name')` or with `concat`, resource types with a
+/// trailing slash, `format()` / `toLower()` / `if()` / `json()` / `int()` in values, backend
+/// addresses and ports from array and int parameters, and a tag that reads a deployed resource
+/// with `reference()` (not imported, so it does not matter that it cannot be evaluated here).
+#[tokio::test]
+async fn v1_resource_ids_and_template_functions_route_by_host_name() {
+    let (port, backends) = shared_port_backends(&["www1", "www2", "api"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "v1-resource-ids",
+        false,
+        &[
+            (
+                "wwwAddresses",
+                r#"[{"IpAddress": "127.0.0.2"}, {"IpAddress": "127.0.0.3"}]"#.into(),
+            ),
+            ("apiAddresses", r#"[{"ipAddress": "127.0.0.4"}]"#.into()),
+            ("backendPort", port.to_string()),
+        ],
+        &[(80, front)],
+    );
+    assert!(
+        warned(&imported, "resources[1].tags"),
+        "{:?}",
+        imported.warnings
+    );
+    assert!(
+        imported.toml.contains("request_timeout = 30"),
+        "{}",
+        imported.toml
+    );
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "wwwListener");
+    assert_eq!(addr, listener_addr(&gw, "apiListener"));
+    for _ in 0..4 {
+        assert_eq!(get(addr, "www.contoso.com", "/").await.status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(addr, "api.contoso.com", "/v1").await.status, 200);
+    }
+    assert_eq!(
+        (backends[0].hits(), backends[1].hits(), backends[2].hits()),
+        (2, 2, 3),
+        "each host name reaches its own pool"
+    );
+    gw.shutdown().await;
+}
+
+#[test]
+fn expressions_that_need_azure_fail_only_where_their_value_is_imported() {
+    // A Key Vault certificate whose URI comes from reference(): refused at the certificate.
+    let e = import_variant(
+        "v1-resource-ids",
+        "\"frontendPorts\": [",
+        "\"sslCertificates\": [ { \"name\": \"kv\", \"properties\": { \"keyVaultSecretId\": \"[concat(reference('kv').vaultUri, 'secrets/site')]\" } } ], \"frontendPorts\": [",
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    for part in [
+        "sslCertificates[0].properties.keyVaultSecretId: the template function 'reference' cannot be evaluated: it reads deployed resources",
+    ] {
+        assert!(text.contains(part), "expected {part:?} in: {text}");
+    }
+    // A listener's host name from reference(): refused at the host name, not silently dropped.
+    let e = import_variant(
+        "v1-resource-ids",
+        "\"HostName\": \"[parameters('hostName2')]\"",
+        "\"HostName\": \"[reference('api-ip').dnsSettings.fqdn]\"",
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("httpListeners[1].properties.HostName")
+            && text.contains("'reference' cannot be evaluated"),
+        "{text}"
+    );
+}
