@@ -1,13 +1,15 @@
 //! The `wasmgate` binary with Application Gateway templates: `import`, `check --config x.json`
 //! and `run --config x.json`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+
+mod support;
+use support::{backend, free_port, get, wasmgate};
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,62 +17,11 @@ fn fixture(path: &str) -> PathBuf {
         .join(path)
 }
 
-fn wasmgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasmgate-arm-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch folder");
     dir
-}
-
-/// A backend answering every request (probes included) with 200 and `name`, on a thread.
-fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-            });
-        }
-    });
-    addr
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// One GET over a fresh connection; the whole response as text, or why not.
-fn get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: www.contoso.com\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 #[test]
@@ -187,7 +138,7 @@ fn run_serves_a_template_directly() {
         .expect("start wasmgate run");
     let deadline = Instant::now() + Duration::from_secs(15);
     let answer = loop {
-        match get(port) {
+        match get(port, "www.contoso.com") {
             Ok(text) if text.starts_with("HTTP/1.1 200") => break Ok(text),
             other if Instant::now() > deadline => break Err(other),
             // Exited (a refused configuration): no point waiting.
@@ -259,7 +210,7 @@ fn run_imports_a_changed_template_again() {
     let answered_by = |name: &str| {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match get(port) {
+            match get(port, "www.contoso.com") {
                 Ok(text) if text.starts_with("HTTP/1.1 200") && text.ends_with(name) => {
                     return true;
                 }

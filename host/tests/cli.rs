@@ -1,48 +1,14 @@
 //! The `wasmgate` binary as an operator runs it: `run`, SIGHUP, `reload`, SIGTERM.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{backend, free_port, get, wasmgate};
+
 const TOKEN: &str = "cli-test-admin-token-0123";
-
-/// A backend answering every request (probes included) with 200 and its name, on a thread.
-fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                // One request per connection; the answer closes it.
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-            });
-        }
-    });
-    addr
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn config(port: u16, admin: u16, pool: SocketAddr) -> String {
     format!(
@@ -73,14 +39,8 @@ token = "{TOKEN}"
 }
 
 /// The body of `GET /` on `port`, or `None` if the gateway does not answer 200.
-fn get(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
+fn body(port: u16) -> Option<String> {
+    let text = get(port, "example.com").ok()?;
     if !text.starts_with("HTTP/1.1 200") {
         return None;
     }
@@ -105,10 +65,6 @@ fn signal(child: &Child, name: &str) {
         .status()
         .expect("kill");
     assert!(status.success(), "kill -{name} failed");
-}
-
-fn wasmgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wasmgate"))
 }
 
 fn log_text(path: &Path) -> String {
@@ -147,13 +103,15 @@ fn sighup_and_reload_apply_the_file_and_refuse_an_invalid_one() {
         .expect("start wasmgate");
     let mut gw = Running { child, log };
     eventually("the gateway to route to a", || {
-        get(port).as_deref() == Some("a")
+        body(port).as_deref() == Some("a")
     });
 
     // SIGHUP applies the changed file.
     std::fs::write(&file, config(port, admin, b)).expect("write");
     signal(&gw.child, "HUP");
-    eventually("SIGHUP to route to b", || get(port).as_deref() == Some("b"));
+    eventually("SIGHUP to route to b", || {
+        body(port).as_deref() == Some("b")
+    });
 
     // An invalid file is refused with the field named; the running configuration stays.
     let invalid =
@@ -163,7 +121,7 @@ fn sighup_and_reload_apply_the_file_and_refuse_an_invalid_one() {
     eventually("the refusal in the log", || {
         log_text(&gw.log).contains("rules[0].backend_pool")
     });
-    assert_eq!(get(port).as_deref(), Some("b"));
+    assert_eq!(body(port).as_deref(), Some("b"));
     let out = wasmgate()
         .args(["reload", "--admin", &format!("http://127.0.0.1:{admin}")])
         .args(["--token", TOKEN])
@@ -175,7 +133,7 @@ fn sighup_and_reload_apply_the_file_and_refuse_an_invalid_one() {
         stderr.contains("rules[0].backend_pool") && stderr.contains("missing"),
         "the error names the field: {stderr}"
     );
-    assert_eq!(get(port).as_deref(), Some("b"));
+    assert_eq!(body(port).as_deref(), Some("b"));
 
     // `wasmgate reload` applies a valid file and prints what it did.
     std::fs::write(&file, config(port, admin, a)).expect("write");
@@ -190,7 +148,9 @@ fn sighup_and_reload_apply_the_file_and_refuse_an_invalid_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"listeners\": 1"));
-    eventually("reload to route to a", || get(port).as_deref() == Some("a"));
+    eventually("reload to route to a", || {
+        body(port).as_deref() == Some("a")
+    });
 
     // SIGTERM stops it.
     signal(&gw.child, "TERM");
