@@ -111,6 +111,11 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         line: 1,
         line_start: 0,
     };
+    // Templates saved by Visual Studio start with a UTF-8 byte order mark, which Azure accepts.
+    if text.starts_with('\u{feff}') {
+        p.at = '\u{feff}'.len_utf8();
+        p.line_start = p.at;
+    }
     p.skip_space()?;
     let node = p.value(0)?;
     p.skip_space()?;
@@ -395,6 +400,16 @@ mod tests {
     fn accepts_comments() {
         let n = parse("// top\n{ /* inner */ \"a\": 1 // after\n}").unwrap();
         assert_eq!(n.get("a").unwrap().value, Value::Int(1));
+    }
+
+    #[test]
+    fn skips_a_byte_order_mark() {
+        let n = parse("\u{feff}{\n  \"a\": 1 }").unwrap();
+        assert_eq!(n.get("a").unwrap().value, Value::Int(1));
+        let e = parse("\u{feff}{ x }").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 1, col: 3 });
+        // Only at the start.
+        assert!(parse("{ \"a\": \u{feff}1 }").is_err());
     }
 
     #[test]

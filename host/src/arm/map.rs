@@ -437,7 +437,6 @@ impl<'a> Mapper<'a> {
             "sslProfiles",
             "trustedClientCertificates",
             "loadDistributionPolicies",
-            "authenticationCertificates",
         ] {
             if let Some(n) = props.get(key).filter(|n| is_set(n)) {
                 let why = match key {
@@ -447,15 +446,21 @@ impl<'a> Mapper<'a> {
                     "loadDistributionPolicies" => {
                         "load distribution policies are not supported (pools are round robin)"
                     }
-                    "authenticationCertificates" => {
-                        "v1 backend authentication certificates are not supported; use trustedRootCertificates"
-                    }
                     _ => {
                         "TCP/TLS (layer 4) proxying is not supported; wasmgate serves HTTP listeners"
                     }
                 };
                 return Err(self.err(n, &join(&pp, key), why));
             }
+        }
+
+        // v1 templates often carry the backend's certificate while every setting is HTTP; a
+        // setting that uses one is refused in `settings`.
+        if props.get("authenticationCertificates").is_some_and(is_set) {
+            self.ignore(
+                &join(&pp, "authenticationCertificates"),
+                "no backend settings use these v1 backend authentication certificates",
+            );
         }
 
         // Frontend IP configurations only have to exist: --bind decides the address.
@@ -872,7 +877,7 @@ impl<'a> Mapper<'a> {
                 &[],
             )?;
             if let Some(n) = p.get("authenticationCertificates").filter(|n| is_set(n)) {
-                return Err(self.err(n, &join(path, "authenticationCertificates"), "v1 backend authentication certificates are not supported; use trustedRootCertificates"));
+                return Err(self.err(n, &join(path, "authenticationCertificates"), "v1 backend authentication certificates (trusting exactly the backend's own certificate) are not supported; give the certificate authority of the backend's certificate in trustedRootCertificates"));
             }
             let mut s = Section::new(
                 "backend_settings",
@@ -1625,6 +1630,29 @@ mod tests {
         }
         let parsed: toml::Table = toml::from_str(&toml).unwrap();
         assert_eq!(parsed["rules"][0]["kind"].as_str(), Some("basic"));
+    }
+
+    #[test]
+    fn v1_authentication_certificates_only_matter_where_a_setting_uses_them() {
+        // Carried along while every setting is HTTP: listed, not refused.
+        let (_, warnings) = patched(
+            "\"frontendPorts\"",
+            "\"authenticationCertificates\": [ { \"name\": \"ase\", \"properties\": { \"data\": \"TUlJ\" } } ], \"frontendPorts\"",
+        )
+        .unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.path == "resources[0].properties.authenticationCertificates"),
+            "{warnings:?}"
+        );
+        refused(
+            "\"port\": 8080, \"protocol\": \"Http\"",
+            &format!(
+                "\"port\": 443, \"protocol\": \"Https\", \"authenticationCertificates\": [ {{ \"id\": \"{GW}/authenticationCertificates/ase\" }} ]"
+            ),
+            "backendHttpSettingsCollection[0].properties.authenticationCertificates: v1 backend authentication certificates (trusting exactly the backend's own certificate) are not supported",
+        );
     }
 
     #[test]
