@@ -120,6 +120,49 @@ request_headers = ["cookie", "x-user-id", "x-variant"]"#,
     );
 }
 
+/// `request_headers` limits what a router sees: a header left out cannot steer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_router_sees_only_the_request_headers_it_is_given() {
+    let native = HttpBackend::start("native").await;
+    let stable = HttpBackend::start("stable").await;
+    let canary = HttpBackend::start("canary").await;
+    let config = r#"config = '{"variants": [{"name": "stable", "pool": "stable", "settings": "web", "weight": 1}, {"name": "canary", "pool": "canary", "settings": "web", "weight": 0}], "override_header": "x-variant"}'"#;
+    let mut toml = native_route(&native, "router = \"canary\"");
+    toml += &listener("all", 0, &[]);
+    toml += &basic_rule(
+        "all-rule",
+        "all",
+        "native",
+        "web",
+        "router = \"canary-all\"",
+    );
+    toml += &pool("stable", &[stable.addr]);
+    toml += &pool("canary", &[canary.addr]);
+    toml += &plugin_section(
+        "canary",
+        "example-canary-router",
+        "router",
+        &format!("{config}\nrequest_headers = [\"cookie\"]"),
+    );
+    toml += &plugin_section("canary-all", "example-canary-router", "router", config);
+    let gw = start_with_plugins(&toml).await;
+    let forced = [("x-variant", "canary")];
+    let limited = get_with(listener_addr(&gw, "web"), "app", "/", &forced).await;
+    assert_eq!(
+        limited.backend(),
+        Some("stable"),
+        "x-variant is not among the plugin's request_headers, so it cannot pick the variant"
+    );
+    let all = get_with(listener_addr(&gw, "all"), "app", "/", &forced).await;
+    assert_eq!(
+        all.backend(),
+        Some("canary"),
+        "without request_headers it can"
+    );
+    // The filter is what the plugin sees, not what it may edit: its header edit still applies.
+    assert_eq!(stable.last().header("x-variant"), Some("stable"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tenant_router_picks_the_pool_by_subdomain_and_answers_unknown_tenants() {
     let native = HttpBackend::start("native").await;
