@@ -658,3 +658,123 @@ async fn eventually_json(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The whole hot-loading story at once: under continuous HTTP requests (decided by the router
+/// plugin) and WebSocket sessions (on a second listener), 100 plugin replacements and 50
+/// configuration reloads interleaved: no request fails, no session drops, and a reload that
+/// leaves the plugin's entry alone keeps the version the admin API installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replacements_and_reloads_under_http_and_websocket_load() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let native = HttpBackend::start("native").await;
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let ws = WsBackend::start("ws").await;
+    let config = |variant: usize| {
+        let mut extra = listener("chat", 0, &[]);
+        extra += &pool("ws", &[ws.addr]);
+        extra += &settings("ws", &format!("request_timeout = {}", 60 + variant % 2));
+        extra += &basic_rule("chat-rule", "chat", "ws", "ws", "");
+        if variant % 2 == 1 {
+            extra += &listener("extra", 0, &[]);
+            extra += &basic_rule("extra-rule", "extra", "native", "web", "");
+        }
+        gateway_toml(&native, &a, &b, &extra)
+    };
+    let gw = start(&config(0)).await;
+    let web = listener_addr(&gw, "web");
+    let chat = listener_addr(&gw, "chat");
+    let wasm = canary_wasm();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapping = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(client_loop(web, stop.clone(), swapping.clone())))
+        .collect();
+    let sessions: Vec<_> = (0..8)
+        .map(|s| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut session = wasmgate_tests::ws::ws_open(chat, "example.com", "/chat").await;
+                let mut echoed = 0usize;
+                // Bounded by `stop`, set once the (bounded) changes are done.
+                while !stop.load(Ordering::Relaxed) {
+                    let text = format!("session {s} message {echoed}");
+                    let round = tokio::time::timeout(WAIT, async {
+                        session.send(Message::text(text.clone())).await.ok()?;
+                        match session.next().await {
+                            Some(Ok(Message::Text(t))) if t.as_str() == text => Some(()),
+                            _ => None,
+                        }
+                    })
+                    .await;
+                    if !matches!(round, Ok(Some(()))) {
+                        return Err(format!("session {s} broke after {echoed} messages"));
+                    }
+                    echoed += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                session.close(None).await.map_err(|e| e.to_string())?;
+                Ok(echoed)
+            })
+        })
+        .collect();
+
+    for i in 0..100 {
+        let to = if i % 2 == 0 { "b" } else { "a" };
+        api(
+            &gw,
+            Method::POST,
+            &with_config("replace", &all_to(to)),
+            wasm.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("replacement {i}: {e:?}"));
+        // Reloads follow the replacements to "b", which the file's entry (to "a") does not say.
+        if i % 2 == 0 {
+            gw.reload(Config::from_toml(&config(i / 2 + 1)).expect("config"))
+                .await
+                .unwrap_or_else(|e| panic!("reload {}: {e}", i / 2 + 1));
+        }
+        // The reload kept the replaced version: new requests go where it says.
+        let check = get(web, "app", "/check").await;
+        assert_eq!(
+            (check.status.as_u16(), check.backend()),
+            (200, Some(to)),
+            "after change {i}: {}",
+            check.text()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = LoadResult::default();
+    for c in clients {
+        let r = within("client task", c).await.expect("client task");
+        total.ok += r.ok;
+        total.failures.extend(r.failures);
+    }
+    assert!(
+        total.failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        total.failures.len(),
+        total.ok + total.failures.len(),
+        &total.failures[..total.failures.len().min(10)]
+    );
+    assert!(total.ok > 100, "only {} requests were made", total.ok);
+    for s in sessions {
+        let echoed = within("a WebSocket session to stop", s)
+            .await
+            .expect("session task")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(echoed > 10, "a session echoed only {echoed} messages");
+    }
+    assert!(
+        ws.close_codes().iter().all(|c| *c != Some(1001)),
+        "the gateway closed no session: {:?}",
+        ws.close_codes()
+    );
+    variants_consistent(&a, "a");
+    variants_consistent(&b, "b");
+    gw.shutdown().await;
+}
