@@ -1078,11 +1078,8 @@ fn expressions_that_need_azure_fail_only_where_their_value_is_imported() {
     )
     .unwrap_err();
     let text = e.to_string();
-    for part in [
-        "sslCertificates[0].properties.keyVaultSecretId: the template function 'reference' cannot be evaluated: it reads deployed resources",
-    ] {
-        assert!(text.contains(part), "expected {part:?} in: {text}");
-    }
+    let part = "sslCertificates[0].properties.keyVaultSecretId: the template function 'reference' cannot be evaluated: it reads deployed resources";
+    assert!(text.contains(part), "expected {part:?} in: {text}");
     // A listener's host name from reference(): refused at the host name, not silently dropped.
     let e = import_variant(
         "v1-resource-ids",
@@ -1096,4 +1093,73 @@ fn expressions_that_need_azure_fail_only_where_their_value_is_imported() {
             && text.contains("'reference' cannot be evaluated"),
         "{text}"
     );
+}
+
+/// What Bicep writes for `[for ...]`: property copy loops (nested, for the pools' addresses), a
+/// variable copy loop, `copyIndex('name')`, `add`/`mul` for priorities, `json(format(...))`
+/// references, `createObject`/`null()` and `if` for optional parts. Each site's listener, pool
+/// and settings come out of the loops and route its host names.
+#[tokio::test]
+async fn bicep_copy_loops_expand_into_one_site_per_item() {
+    let (port, backends) = shared_port_backends(&["contoso", "fabrikam1", "fabrikam2"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let sites = r#"[
+        { "name": "contoso", "hostNames": ["contoso.com", "www.contoso.com"], "addresses": ["127.0.0.2"] },
+        { "name": "fabrikam", "hostNames": ["fabrikam.com"], "addresses": ["127.0.0.3", "127.0.0.4"],
+          "affinityCookieName": "FabrikamAffinity" } ]"#;
+    let imported = import(
+        "bicep-loops",
+        false,
+        &[("sites", sites.into()), ("backendPort", port.to_string())],
+        &[(80, front)],
+    );
+    for line in [
+        "priority = 100",
+        "priority = 110",
+        "name = \"fabrikam-pool\"",
+    ] {
+        assert!(imported.toml.contains(line), "{line}: {}", imported.toml);
+    }
+    for part in [
+        "httpListeners[1].properties.firewallPolicy",
+        "properties.firewallPolicy",
+    ] {
+        assert!(warned(&imported, part), "{part}: {:?}", imported.warnings);
+    }
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "contoso-listener");
+    for host in ["contoso.com", "www.contoso.com"] {
+        assert_eq!(get(addr, host, "/").await.status, 200);
+    }
+    assert_eq!(
+        backends[0].hits(),
+        2,
+        "both contoso host names reach its pool"
+    );
+    // Fabrikam's settings have cookie affinity with the template's cookie name.
+    let first = get(addr, "fabrikam.com", "/").await;
+    assert_eq!(first.status, 200);
+    let cookie = first
+        .header_all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("FabrikamAffinity="))
+        .unwrap_or_else(|| panic!("no FabrikamAffinity cookie: {:?}", first.headers))
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for _ in 0..3 {
+        let r = get_with(addr, "fabrikam.com", "/", &[("cookie", cookie.as_str())]).await;
+        assert_eq!(r.status, 200);
+    }
+    let (f1, f2) = (backends[1].hits(), backends[2].hits());
+    assert_eq!(f1 + f2, 4, "fabrikam requests stay in its pool");
+    assert!(
+        f1 == 4 || f2 == 4,
+        "the affinity cookie keeps one server: {f1} and {f2}"
+    );
+    assert_eq!(backends[0].hits(), 2);
+    gw.shutdown().await;
 }

@@ -11,7 +11,8 @@ use super::json::{self, Node, Pos, Value};
 /// The functions an error message lists as available.
 pub const SUPPORTED: &str = "parameters, variables, concat, resourceId, resourceGroup, subscription, if, \
 equals, not, and, or, bool, int, string, json, format, toLower, toUpper, replace, trim, contains, \
-startsWith, endsWith, empty, length, coalesce, createArray, first, last, split, uniqueString, true, false";
+startsWith, endsWith, empty, length, coalesce, createArray, createObject, first, last, split, uniqueString, \
+copyIndex, add, sub, mul, div, mod, min, max, true, false, null";
 
 pub enum Error {
     /// No such function here.
@@ -207,6 +208,58 @@ pub fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
             .find(|a| !matches!(a, Value::Null))
             .unwrap_or(Value::Null)),
         "createarray" => Ok(Value::Array(args.into_iter().map(node).collect())),
+        "null" => want(0).map(|_| Value::Null),
+        "add" | "sub" | "mul" | "div" | "mod" => {
+            want(2)?;
+            let (Value::Int(a), Value::Int(b)) = (&args[0], &args[1]) else {
+                return args_err("expects two integers");
+            };
+            let r = match name {
+                "add" => a.checked_add(*b),
+                "sub" => a.checked_sub(*b),
+                "mul" => a.checked_mul(*b),
+                // ARM's div and mod truncate toward zero, as i64 does.
+                "div" => a.checked_div(*b),
+                _ => a.checked_rem(*b),
+            };
+            r.map(Value::Int)
+                .ok_or_else(|| Error::Args(format!("overflow or division by zero ({a}, {b})")))
+        }
+        "min" | "max" => {
+            let mut ints = Vec::new();
+            for a in &args {
+                match a {
+                    Value::Int(i) => ints.push(*i),
+                    Value::Array(items) => {
+                        for i in items {
+                            match i.value {
+                                Value::Int(x) => ints.push(x),
+                                _ => return args_err("expects integers"),
+                            }
+                        }
+                    }
+                    _ => return args_err("expects integers"),
+                }
+            }
+            let r = if name == "min" {
+                ints.iter().min()
+            } else {
+                ints.iter().max()
+            };
+            r.map(|i| Value::Int(*i))
+                .ok_or_else(|| Error::Args("expects at least one integer".into()))
+        }
+        "createobject" => {
+            if !n.is_multiple_of(2) {
+                return args_err("expects pairs of a key and a value");
+            }
+            let mut members = Vec::new();
+            let mut it = args.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                members.push((text(&k, "a key")?, node(v)));
+            }
+            Ok(Value::Object(members))
+        }
         "first" | "last" => {
             want(1)?;
             match &args[0] {
@@ -434,6 +487,22 @@ mod tests {
         assert_eq!(ok("int", vec![s(" 443")]), Value::Int(443));
         assert_eq!(ok("string", vec![Value::Int(8080)]), s("8080"));
         assert_eq!(ok("string", vec![Value::Bool(true)]), s("True"));
+    }
+
+    #[test]
+    fn numbers() {
+        let i = Value::Int;
+        assert_eq!(ok("add", vec![i(100), i(2)]), i(102));
+        assert_eq!(ok("sub", vec![i(1), i(2)]), i(-1));
+        assert_eq!(ok("mul", vec![i(3), i(4)]), i(12));
+        assert_eq!(ok("div", vec![i(-7), i(2)]), i(-3));
+        assert_eq!(ok("mod", vec![i(7), i(3)]), i(1));
+        assert_eq!(ok("max", vec![i(7), i(30), i(3)]), i(30));
+        assert!(matches!(call("div", vec![i(1), i(0)]), Err(Error::Args(_))));
+        assert!(matches!(
+            call("add", vec![i(1), s("2")]),
+            Err(Error::Args(_))
+        ));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The subset of the ARM template language that Application Gateway templates use: template
 //! expressions (`"[...]"` strings) calling `parameters()`, `variables()`, `concat()`,
-//! `resourceId()` and `resourceGroup()`, with `.property` and `[index]` access; parameter
-//! `defaultValue`s; values from a parameters file (the `deploymentParameters.json` format) or
-//! from the command line. Anything else is an error naming the function and where it was called.
+//! `resourceId()`, `resourceGroup()`, `subscription()`, `if()` (only the branch taken is
+//! evaluated), `copyIndex()` and the argument-only functions of [`super::functions`], with
+//! `.property` and `[index]` access; property and variable copy loops (what Bicep writes for
+//! `[for ...]`); parameter `defaultValue`s; values from a parameters file (the
+//! `deploymentParameters.json` format) or from the command line. Anything else — notably
+//! `reference()` and `list*()`, whose values exist only during a deployment in Azure — is an
+//! error naming the function and where it was called.
 //!
 //! Reference: "Template functions" and "Syntax and expressions in ARM templates" in the Azure
 //! Resource Manager documentation.
@@ -32,6 +36,8 @@ pub struct Evaluator<'t> {
     vars: RefCell<HashMap<String, Node>>,
     /// Parameters and variables being evaluated, to report a cycle instead of recursing forever.
     in_progress: RefCell<Vec<String>>,
+    /// The copy loops being expanded, innermost last: each loop's name and current index.
+    loops: RefCell<Vec<(String, i64)>>,
 }
 
 impl<'t> Evaluator<'t> {
@@ -108,6 +114,7 @@ impl<'t> Evaluator<'t> {
             params: RefCell::new(HashMap::new()),
             vars: RefCell::new(HashMap::new()),
             in_progress: RefCell::new(Vec::new()),
+            loops: RefCell::new(Vec::new()),
         })
     }
 
@@ -159,20 +166,35 @@ impl<'t> Evaluator<'t> {
         if let Some(v) = self.vars.borrow().get(&key) {
             return Ok(v.clone());
         }
-        let Some((decl_name, decl)) = self.template.get("variables").and_then(|p| {
+        let found = self.template.get("variables").and_then(|p| {
             p.members()
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        }) else {
-            return Err(self.error(at, path, &format!("no variable named '{name}'")));
+                .find(|(k, _)| k.eq_ignore_ascii_case(name) && !k.eq_ignore_ascii_case("copy"))
+        });
+        let Some((decl_name, decl)) = found else {
+            // A variable made by a copy loop: `"variables": { "copy": [ { "name": ... } ] }`.
+            let entry = self
+                .template
+                .get("variables")
+                .and_then(|v| v.get("copy"))
+                .and_then(Node::as_array)
+                .and_then(|loops| {
+                    loops.iter().enumerate().find(|(_, e)| {
+                        e.get("name")
+                            .and_then(Node::as_str)
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                    })
+                });
+            let Some((i, entry)) = entry else {
+                return Err(self.error(at, path, &format!("no variable named '{name}'")));
+            };
+            let value = self.guarded(&format!("variable '{name}'"), at, path, || {
+                self.copy_loop(entry, &format!("variables.copy[{i}]"), "variables", None)
+                    .map(|(_, v)| v)
+            })?;
+            self.vars.borrow_mut().insert(key, value.clone());
+            return Ok(value);
         };
-        if decl_name.eq_ignore_ascii_case("copy") {
-            return Err(self.error(
-                decl.pos,
-                "variables.copy",
-                "variable copy loops are not supported",
-            ));
-        }
         let value = self.guarded(&format!("variable '{decl_name}'"), at, path, || {
             self.eval(decl, &format!("variables.{decl_name}"))
         })?;
@@ -246,6 +268,22 @@ impl<'t> Evaluator<'t> {
             Value::Object(members) => {
                 let mut out = Vec::with_capacity(members.len());
                 for (k, n) in members {
+                    // A property copy loop (what Bicep writes for `[for ...]`): `copy` lists the
+                    // array properties to build, each from `count` evaluations of `input`.
+                    if k.eq_ignore_ascii_case("copy") && matches!(n.value, Value::Array(_)) {
+                        let copy_path = join(path, k);
+                        for (i, entry) in n.as_array().unwrap_or_default().iter().enumerate() {
+                            let epath = format!("{copy_path}[{i}]");
+                            match self.copy_loop(entry, &epath, path, failed.as_deref_mut()) {
+                                Ok(member) => out.push(member),
+                                Err(e) => match failed.as_deref_mut() {
+                                    Some(list) => list.push(e),
+                                    None => return Err(e),
+                                },
+                            }
+                        }
+                        continue;
+                    }
                     out.push((
                         k.clone(),
                         self.eval_in(n, &join(path, k), failed.as_deref_mut())?,
@@ -256,6 +294,62 @@ impl<'t> Evaluator<'t> {
             other => other.clone(),
         };
         Ok(Node::new(value, node.pos))
+    }
+
+    /// One entry of a `copy` array, `{ "name", "count", "input" }` at `epath`: the property
+    /// `name` with `count` evaluations of `input`, `copyIndex('name')` counting from 0. Items
+    /// are named in errors as the property they become (`{owner}.name[i]`).
+    fn copy_loop(
+        &self,
+        entry: &Node,
+        epath: &str,
+        owner: &str,
+        mut failed: Option<&mut Vec<ArmError>>,
+    ) -> Result<(String, Node), ArmError> {
+        let field = |key: &str| {
+            entry.get(key).ok_or_else(|| {
+                self.error(
+                    entry.pos,
+                    epath,
+                    &format!(
+                        "a copy loop needs \"name\", \"count\" and \"input\"; \"{key}\" is missing"
+                    ),
+                )
+            })
+        };
+        let name_node = self.eval(field("name")?, &join(epath, "name"))?;
+        let Some(name) = name_node.as_str().map(str::to_string) else {
+            return Err(self.error(
+                name_node.pos,
+                &join(epath, "name"),
+                "the loop's name must be a string",
+            ));
+        };
+        let count_node = self.eval(field("count")?, &join(epath, "count"))?;
+        let count = match count_node.value {
+            Value::Int(n) if (0..=800).contains(&n) => n,
+            // Azure's limit on a copy loop's count.
+            _ => {
+                return Err(self.error(
+                    count_node.pos,
+                    &join(epath, "count"),
+                    &format!(
+                        "the count must be an integer from 0 to 800, found {}",
+                        show(&count_node.value)
+                    ),
+                ));
+            }
+        };
+        let input = field("input")?;
+        let target = join(owner, &name);
+        let mut items = Vec::new();
+        for i in 0..count {
+            self.loops.borrow_mut().push((name.clone(), i));
+            let r = self.eval_in(input, &format!("{target}[{i}]"), failed.as_deref_mut());
+            self.loops.borrow_mut().pop();
+            items.push(r?);
+        }
+        Ok((name, Node::new(Value::Array(items), entry.pos)))
     }
 
     /// Evaluates one expression (the text between the brackets).
@@ -411,6 +505,27 @@ impl<'t> Evaluator<'t> {
                     ("type".into(), s("Microsoft.Resources/resourceGroups")),
                     ("location".into(), s(LOCATION)),
                 ]))
+            }
+            "copyindex" => {
+                let loops = self.loops.borrow();
+                let (name, offset) = match &args[..] {
+                    [] => (None, 0),
+                    [Value::Int(o)] => (None, *o),
+                    [Value::String(n)] => (Some(n.as_str()), 0),
+                    [Value::String(n), Value::Int(o)] => (Some(n.as_str()), *o),
+                    _ => return Err(fail("expects an optional loop name and an optional offset")),
+                };
+                let found = match name {
+                    None => loops.last(),
+                    Some(n) => loops.iter().rev().find(|(l, _)| l.eq_ignore_ascii_case(n)),
+                };
+                match found {
+                    Some((_, i)) => Ok(Value::Int(i + offset)),
+                    None => Err(fail(&match name {
+                        Some(n) => format!("not inside a copy loop named '{n}'"),
+                        None => "not inside a copy loop".to_string(),
+                    })),
+                }
             }
             "subscription" => {
                 if !args.is_empty() {
@@ -1126,6 +1241,91 @@ mod tests {
             panic!()
         };
         assert_eq!(u.len(), 13);
+    }
+
+    /// Evaluates `node_json` (a JSON value) in a template with `params` and `vars` sections.
+    fn eval_node(params: &str, vars: &str, node_json: &str) -> Result<Node, ArmError> {
+        let t = json::parse(&format!(
+            "{{ \"parameters\": {params}, \"variables\": {vars} }}"
+        ))
+        .unwrap();
+        let ev = Evaluator::new(&t, "t.json", None, &[])?;
+        ev.eval(&json::parse(node_json).unwrap(), "resources[0].properties")
+    }
+
+    #[test]
+    fn property_copy_loops_build_arrays() {
+        let n = eval_node(
+            r#"{ "ports": { "type": "array", "defaultValue": [80, 8080] } }"#,
+            "{}",
+            r#"{ "sku": "x", "copy": [ { "name": "frontendPorts", "count": "[length(parameters('ports'))]",
+                 "input": { "name": "[format('port{0}', copyIndex('frontendPorts', 1))]",
+                            "properties": { "port": "[parameters('ports')[copyIndex('frontendPorts')]]" } } },
+               { "name": "probes", "count": 0, "input": { "name": "[reference('none')]" } } ] }"#,
+        )
+        .unwrap();
+        assert!(n.get("copy").is_none());
+        let ports = n.get("frontendPorts").and_then(Node::as_array).unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[1].get("name").unwrap().as_str(), Some("port2"));
+        assert_eq!(
+            ports[1]
+                .get("properties")
+                .unwrap()
+                .get("port")
+                .unwrap()
+                .value,
+            Value::Int(8080)
+        );
+        // A count of zero never evaluates the input.
+        assert_eq!(
+            n.get("probes").and_then(Node::as_array).map(<[_]>::len),
+            Some(0)
+        );
+        // Errors inside an item name the item as the array it becomes.
+        let e = eval_node(
+            "{}",
+            "{}",
+            r#"{ "copy": [ { "name": "frontendPorts", "count": 1, "input": { "name": "[copyIndex('other')]" } } ] }"#,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("resources[0].properties.frontendPorts[0].name: copyIndex(): not inside a copy loop named 'other'"),
+            "{text}"
+        );
+        for (bad, expected) in [
+            (
+                r#"{ "copy": [ { "name": "a", "count": -1, "input": 1 } ] }"#,
+                "copy[0].count: the count must be an integer from 0 to 800",
+            ),
+            (
+                r#"{ "copy": [ { "name": "a", "input": 1 } ] }"#,
+                "copy[0]: a copy loop needs \"name\", \"count\" and \"input\"; \"count\" is missing",
+            ),
+            (
+                r#"{ "x": "[copyIndex()]" }"#,
+                "copyIndex(): not inside a copy loop",
+            ),
+        ] {
+            let e = eval_node("{}", "{}", bad).unwrap_err();
+            assert!(e.to_string().contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn variable_copy_loops() {
+        let n = eval_node(
+            r#"{ "sites": { "type": "array", "defaultValue": ["a", "b"] } }"#,
+            r#"{ "copy": [ { "name": "hosts", "count": "[length(parameters('sites'))]",
+                 "input": "[concat(parameters('sites')[copyIndex('hosts')], '.contoso.com')]" } ],
+                 "first": "[variables('hosts')[0]]" }"#,
+            r#""[concat(variables('first'), ' ', variables('hosts')[1])]""#,
+        )
+        .unwrap();
+        assert_eq!(n.value, s("a.contoso.com b.contoso.com"));
+        let e = eval_node("{}", r#"{ "copy": [] }"#, r#""[variables('copy')]""#).unwrap_err();
+        assert!(e.to_string().contains("no variable named 'copy'"), "{e}");
     }
 
     #[test]
