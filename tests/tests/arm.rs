@@ -1080,6 +1080,19 @@ fn expressions_that_need_azure_fail_only_where_their_value_is_imported() {
     let text = e.to_string();
     let part = "sslCertificates[0].properties.keyVaultSecretId: the template function 'reference' cannot be evaluated: it reads deployed resources";
     assert!(text.contains(part), "expected {part:?} in: {text}");
+    // A syntax error fails the import even in a part that is not imported, as it fails the
+    // deployment.
+    let e = import_variant(
+        "v1-resource-ids",
+        "'ops')).principalId]",
+        "'ops'))).principalId]",
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("resources[1].tags.owner: unexpected text after the expression"),
+        "{text}"
+    );
     // A listener's host name from reference(): refused at the host name, not silently dropped.
     let e = import_variant(
         "v1-resource-ids",

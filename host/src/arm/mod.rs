@@ -252,7 +252,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         ev.eval(name, &format!("{path}.name"))?;
     }
     let mut failed = Vec::new();
-    let evaluated = ev.eval_deferred(&without_deps, &path, &mut failed);
+    let evaluated = ev.eval_deferred(&without_deps, &path, &mut failed)?;
     let shown_dir = opts.cert_dir.clone();
     let real_dir = if opts.cert_dir.is_absolute() {
         opts.cert_dir.clone()

@@ -228,15 +228,17 @@ impl<'t> Evaluator<'t> {
         self.eval_in(node, path, None)
     }
 
-    /// Like [`Evaluator::eval`], but an expression that fails keeps its text and its error is
-    /// added to `failed`: the caller decides whether the value mattered (a failing expression
-    /// in a part that is not imported, such as `reference()` in a WAF policy id, does not).
-    pub fn eval_deferred(&self, node: &Node, path: &str, failed: &mut Vec<ArmError>) -> Node {
-        match self.eval_in(node, path, Some(failed)) {
-            Ok(n) => n,
-            // eval_in only fails without a list to defer to.
-            Err(e) => unreachable!("{e}"),
-        }
+    /// Like [`Evaluator::eval`], but an expression whose evaluation fails keeps its text and its
+    /// error is added to `failed`: the caller decides whether the value mattered (a failing
+    /// expression in a part that is not imported, such as `reference()` in a tag, does not).
+    /// Syntax errors still fail here.
+    pub fn eval_deferred(
+        &self,
+        node: &Node,
+        path: &str,
+        failed: &mut Vec<ArmError>,
+    ) -> Result<Node, ArmError> {
+        self.eval_in(node, path, Some(failed))
     }
 
     fn eval_in(
@@ -249,12 +251,15 @@ impl<'t> Evaluator<'t> {
             Value::String(s) => match expression_text(s) {
                 Expr::Literal(lit) => Value::String(lit),
                 Expr::Code(code) => {
-                    return match (self.eval_expression(code, node.pos, path), failed) {
+                    // A syntax error fails the import wherever it is, as it fails the deployment
+                    // in Azure; only evaluation errors are deferred.
+                    let ast = self.parse_expression(code, node.pos, path)?;
+                    return match (self.run(&ast, node.pos, path), failed) {
                         (Err(e), Some(list)) => {
                             list.push(e);
                             Ok(node.clone())
                         }
-                        (r, _) => r,
+                        (r, _) => r.map(|v| Node::new(v, node.pos)),
                     };
                 }
             },
@@ -354,6 +359,12 @@ impl<'t> Evaluator<'t> {
 
     /// Evaluates one expression (the text between the brackets).
     pub fn eval_expression(&self, code: &str, pos: Pos, path: &str) -> Result<Node, ArmError> {
+        let ast = self.parse_expression(code, pos, path)?;
+        let value = self.run(&ast, pos, path)?;
+        Ok(Node::new(value, pos))
+    }
+
+    fn parse_expression(&self, code: &str, pos: Pos, path: &str) -> Result<Ast, ArmError> {
         let tokens = lex(code).map_err(|(at, m)| self.expr_error(pos, path, at, &m))?;
         let mut p = ExprParser { tokens, at: 0 };
         let ast = p
@@ -363,8 +374,7 @@ impl<'t> Evaluator<'t> {
             let at = p.tokens[p.at].1;
             return Err(self.expr_error(pos, path, at, "unexpected text after the expression"));
         }
-        let value = self.run(&ast, pos, path)?;
-        Ok(Node::new(value, pos))
+        Ok(ast)
     }
 
     fn run(&self, ast: &Ast, pos: Pos, path: &str) -> Result<Value, ArmError> {
