@@ -1176,3 +1176,43 @@ async fn bicep_copy_loops_expand_into_one_site_per_item() {
     assert_eq!(backends[0].hits(), 2);
     gw.shutdown().await;
 }
+
+/// A server that joins a pool through its network interface (as VM quickstarts and templates
+/// exported from Azure write it) is added to the pool by its static private address; one whose
+/// address Azure assigns is refused, naming where to put the address.
+#[test]
+fn network_interfaces_with_a_static_address_join_their_pool() {
+    let with_nic = |ip: &str| {
+        import_variant(
+            "basic",
+            "\"resources\": [",
+            &format!(
+                "\"resources\": [ {{ \"type\": \"Microsoft.Network/networkInterfaces\", \"apiVersion\": \"2020-11-01\", \"name\": \"vm3-nic\", \"properties\": {{ \"ipConfigurations\": [ {{ \"name\": \"ipconfig1\", \"properties\": {{ {ip} \"subnet\": {{ \"id\": \"[resourceId('Microsoft.Network/virtualNetworks/subnets', 'myVNet', 'backend')]\" }}, \"applicationGatewayBackendAddressPools\": [ {{ \"id\": \"[resourceId('Microsoft.Network/applicationGateways/backendAddressPools', parameters('applicationGatewayName'), 'MYBACKENDPOOL')]\" }} ] }} }} ] }} }},"
+            ),
+        )
+    };
+    let imported =
+        with_nic("\"privateIPAllocationMethod\": \"Static\", \"privateIPAddress\": \"10.1.0.9\",")
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        imported
+            .toml
+            .contains("addresses = [\"10.1.0.4\", \"10.1.0.5\", \"10.1.0.9\"]"),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        warned(
+            &imported,
+            "resources[0] (Microsoft.Network/networkInterfaces 'vm3-nic')"
+        ),
+        "{:?}",
+        imported.warnings
+    );
+    let e = with_nic("\"privateIPAllocationMethod\": \"Dynamic\",").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("resources[0].properties.ipConfigurations[0].properties.privateIPAddress: this network interface joins a backend pool, but its address is assigned by Azure"),
+        "{text}"
+    );
+}

@@ -219,7 +219,9 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     )?;
     let file = template_src.name.as_str();
     let mut warnings = Vec::new();
-    let (index, resource) = find_gateway(&template, &ev, file, &mut warnings)?;
+    let mut nic_pool_members = Vec::new();
+    let (index, resource) =
+        find_gateway(&template, &ev, file, &mut warnings, &mut nic_pool_members)?;
     let path = format!("resources[{index}]");
     if let Some(cond) = resource.get("condition") {
         let v = ev.eval(cond, &format!("{path}.condition"))?;
@@ -252,7 +254,8 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         ev.eval(name, &format!("{path}.name"))?;
     }
     let mut failed = Vec::new();
-    let evaluated = ev.eval_deferred(&without_deps, &path, &mut failed)?;
+    let mut evaluated = ev.eval_deferred(&without_deps, &path, &mut failed)?;
+    add_nic_members(&mut evaluated, &nic_pool_members, file, &path)?;
     let shown_dir = opts.cert_dir.clone();
     let real_dir = if opts.cert_dir.is_absolute() {
         opts.cert_dir.clone()
@@ -357,6 +360,7 @@ fn find_gateway<'t>(
     ev: &template::Evaluator<'_>,
     file: &str,
     warnings: &mut Vec<Warning>,
+    members: &mut Vec<NicMember>,
 ) -> Result<(usize, &'t Node), ArmError> {
     const TOP: &[&str] = &[
         "$schema",
@@ -442,12 +446,29 @@ fn find_gateway<'t>(
             continue;
         }
         if let Some(p) = find_key(r, "applicationGatewayBackendAddressPools", &path) {
-            return Err(ArmError::at(
-                file,
-                p.1.pos,
-                &p.0,
-                "adds servers to the gateway's backend pools through a network interface, which is not supported; list the servers' addresses in the pool's backendAddresses",
-            ));
+            // A network interface with a static private address joins a pool as that address
+            // (templates exported from Azure carry the address); anything else has no address
+            // until Azure assigns one.
+            let nic = ty.eq_ignore_ascii_case("Microsoft.Network/networkInterfaces")
+                && r.get("copy").is_none();
+            if !nic {
+                return Err(ArmError::at(
+                    file,
+                    p.1.pos,
+                    &p.0,
+                    "adds servers to the gateway's backend pools through a network interface or scale set whose addresses Azure assigns, which cannot be known here; list the servers' addresses in the pool's backendAddresses",
+                ));
+            }
+            let before = members.len();
+            nic_members(r, ev, file, &path, members)?;
+            if members.len() == before {
+                return Err(ArmError::at(
+                    file,
+                    p.1.pos,
+                    &p.0,
+                    "a backend pool membership outside properties.ipConfigurations[].properties, which is not supported; list the servers' addresses in the pool's backendAddresses",
+                ));
+            }
         }
         // Other resources may use functions this importer does not know; their raw name will do.
         let name = r
@@ -472,6 +493,182 @@ fn find_gateway<'t>(
             "no Microsoft.Network/applicationGateways resource among the template's resources (nested and linked deployments are not searched)",
         )
     })
+}
+
+/// A server that joins a backend pool through its network interface.
+#[derive(Debug)]
+struct NicMember {
+    /// The pool's id as the interface gives it.
+    pool_id: String,
+    address: String,
+    /// Where the membership is written, for errors.
+    path: String,
+    pos: Pos,
+}
+
+/// The pool memberships of network interface `r`: each IP configuration listing
+/// `applicationGatewayBackendAddressPools` must have a `privateIPAddress`.
+fn nic_members(
+    r: &Node,
+    ev: &template::Evaluator<'_>,
+    file: &str,
+    path: &str,
+    out: &mut Vec<NicMember>,
+) -> Result<(), ArmError> {
+    let configs_path = format!("{path}.properties.ipConfigurations");
+    let Some(configs) = r
+        .get("properties")
+        .and_then(|p| p.get("ipConfigurations"))
+        .map(|c| ev.eval(c, &configs_path))
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    for (i, config) in configs.as_array().unwrap_or_default().iter().enumerate() {
+        let cpath = format!("{configs_path}[{i}].properties");
+        let Some(props) = config.get("properties") else {
+            continue;
+        };
+        let Some(pools) = props
+            .get("applicationGatewayBackendAddressPools")
+            .and_then(Node::as_array)
+            .filter(|p| !p.is_empty())
+        else {
+            continue;
+        };
+        let address = props
+            .get("privateIPAddress")
+            .and_then(Node::as_str)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                ArmError::at(
+                    file,
+                    props.pos,
+                    &format!("{cpath}.privateIPAddress"),
+                    "this network interface joins a backend pool, but its address is assigned by Azure (no privateIPAddress); give it a static privateIPAddress or list the server's address in the pool's backendAddresses",
+                )
+            })?;
+        for (j, pool) in pools.iter().enumerate() {
+            let ppath = format!("{cpath}.applicationGatewayBackendAddressPools[{j}]");
+            let pool_id = pool.get("id").and_then(Node::as_str).ok_or_else(|| {
+                ArmError::at(
+                    file,
+                    pool.pos,
+                    &ppath,
+                    "expected a reference { \"id\": \"...\" }",
+                )
+            })?;
+            out.push(NicMember {
+                pool_id: pool_id.to_string(),
+                address: address.to_string(),
+                path: format!("{ppath}.id"),
+                pos: pool.pos,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Adds the network interfaces' addresses to the pools they join in the evaluated gateway.
+fn add_nic_members(
+    gateway: &mut Node,
+    members: &[NicMember],
+    file: &str,
+    gw_path: &str,
+) -> Result<(), ArmError> {
+    let gw_name = gateway
+        .get("name")
+        .and_then(Node::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for m in members {
+        let err = |message: &str| ArmError::at(file, m.pos, &m.path, message);
+        // .../applicationGateways/<gw>/backendAddressPools/<pool>
+        let parts: Vec<&str> = m.pool_id.trim_end_matches('/').split('/').collect();
+        let n = parts.len();
+        if n < 4
+            || !parts[n - 4].eq_ignore_ascii_case("applicationGateways")
+            || !parts[n - 2].eq_ignore_ascii_case("backendAddressPools")
+        {
+            return Err(err(&format!(
+                "'{}' does not name a backend pool of an application gateway",
+                m.pool_id
+            )));
+        }
+        if !parts[n - 3].eq_ignore_ascii_case(&gw_name) {
+            return Err(err(&format!(
+                "refers to application gateway '{}', not this template's '{gw_name}'",
+                parts[n - 3]
+            )));
+        }
+        let pool_name = parts[n - 1];
+        let pool = object_member(gateway, "properties")
+            .and_then(|p| object_member(p, "backendAddressPools"))
+            .and_then(|pools| match &mut pools.value {
+                Value::Array(items) => items.iter_mut().find(|i| {
+                    i.get("name")
+                        .and_then(Node::as_str)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(pool_name))
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                err(&format!(
+                    "there is no backendAddressPools item named '{pool_name}' in {gw_path}"
+                ))
+            })?;
+        let pos = pool.pos;
+        let props = object_member_or_insert(pool, "properties", pos);
+        let list = object_member_or_insert(props, "backendAddresses", pos);
+        if !matches!(list.value, Value::Array(_)) {
+            list.value = Value::Array(Vec::new());
+        }
+        if let Value::Array(items) = &mut list.value {
+            items.push(Node::new(
+                Value::Object(vec![(
+                    "ipAddress".into(),
+                    Node::new(Value::String(m.address.clone()), m.pos),
+                )]),
+                m.pos,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn object_member<'n>(node: &'n mut Node, key: &str) -> Option<&'n mut Node> {
+    match &mut node.value {
+        Value::Object(members) => members
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// Member `key` of `node`, added (empty) when missing or null; `node` must be an object.
+fn object_member_or_insert<'n>(node: &'n mut Node, key: &str, pos: Pos) -> &'n mut Node {
+    if !matches!(node.value, Value::Object(_)) {
+        node.value = Value::Object(Vec::new());
+    }
+    let Value::Object(members) = &mut node.value else {
+        unreachable!("made an object above")
+    };
+    let at = match members
+        .iter()
+        .position(|(k, _)| k.eq_ignore_ascii_case(key))
+    {
+        Some(i) => i,
+        None => {
+            members.push((key.to_string(), Node::new(Value::Null, pos)));
+            members.len() - 1
+        }
+    };
+    let slot = &mut members[at].1;
+    if matches!(slot.value, Value::Null) {
+        slot.value = Value::Object(Vec::new());
+    }
+    slot
 }
 
 /// The first member named `key` (any case) with a non-empty value anywhere under `node`.
@@ -578,7 +775,7 @@ mod tests {
         let t = json::parse(text).unwrap();
         let ev = template::Evaluator::new(&t, "t.json", None, &[])?;
         let mut warnings = Vec::new();
-        find_gateway(&t, &ev, "t.json", &mut warnings).map(|(i, _)| (i, warnings))
+        find_gateway(&t, &ev, "t.json", &mut warnings, &mut Vec::new()).map(|(i, _)| (i, warnings))
     }
 
     #[test]
