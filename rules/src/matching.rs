@@ -39,12 +39,15 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&text[t])) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
+        // A `*` is always the wildcard, even against a literal `*` in the text.
+        if p < pattern.len() && pattern[p] == b'*' {
             star = Some((p, t));
             p += 1;
+        } else if p < pattern.len()
+            && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&text[t]))
+        {
+            p += 1;
+            t += 1;
         } else if let Some((sp, st)) = star {
             p = sp + 1;
             t = st + 1;
@@ -102,6 +105,15 @@ mod tests {
         assert_eq!(override_path("/v2", "/api/users", Some(5)), "/v2/users");
         assert_eq!(override_path("/v2", "/api", Some(4)), "/v2/");
         assert_eq!(override_path("", "/api/users", Some(5)), "/users");
+    }
+
+    #[test]
+    fn star_is_a_wildcard_even_against_a_star() {
+        // Found by the `matching` fuzz target: the `*` was first compared as a literal.
+        assert!(host_matches("*", "*AO"));
+        assert!(host_matches("*c", "*abc"));
+        assert!(host_matches("*.contoso.com", "*.contoso.com"));
+        assert!(!host_matches("*.contoso.com", "contoso.com"));
     }
 
     #[test]
