@@ -768,11 +768,13 @@ impl<'a> Mapper<'a> {
             return Err(self.err(n, &join(&path, "keyVaultSecretId"), "Key Vault certificates cannot be fetched outside Azure; put the PFX in \"data\" (base64) with \"password\""));
         }
         let data_node = p.get("data").ok_or_else(|| {
-            self.err(
-                p,
-                &join(&path, "data"),
-                "the certificate needs \"data\": a base64 PFX (PKCS#12)",
-            )
+            // A template exported from a running gateway has only the public half.
+            let why = if p.get("publicCertData").is_some_and(is_set) {
+                "the certificate has only \"publicCertData\" (as templates exported from Azure do), and serving TLS needs the private key: give the PFX in \"data\" (base64 PKCS#12) with \"password\""
+            } else {
+                "the certificate needs \"data\": a base64 PFX (PKCS#12)"
+            };
+            self.err(p, &join(&path, "data"), why)
         })?;
         let data = self.string(p, "data", &path)?.unwrap_or_default();
         let password = self.string(p, "password", &path)?.unwrap_or_default();
@@ -1652,6 +1654,17 @@ mod tests {
                 "\"port\": 443, \"protocol\": \"Https\", \"authenticationCertificates\": [ {{ \"id\": \"{GW}/authenticationCertificates/ase\" }} ]"
             ),
             "backendHttpSettingsCollection[0].properties.authenticationCertificates: v1 backend authentication certificates (trusting exactly the backend's own certificate) are not supported",
+        );
+    }
+
+    #[test]
+    fn exported_certificates_without_their_key_are_refused_with_the_reason() {
+        refused(
+            "\"protocol\": \"Http\" }",
+            &format!(
+                "\"protocol\": \"Https\", \"sslCertificate\": {{ \"id\": \"{GW}/sslCertificates/c\" }} }} }} ], \"sslCertificates\": [ {{ \"name\": \"c\", \"properties\": {{ \"publicCertData\": \"TUlJQw==\" }}"
+            ),
+            "sslCertificates[0].properties.data: the certificate has only \"publicCertData\"",
         );
     }
 
