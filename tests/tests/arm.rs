@@ -1209,6 +1209,20 @@ fn network_interfaces_with_a_static_address_join_their_pool() {
         "{:?}",
         imported.warnings
     );
+    // Interfaces from a resource copy loop, each with its static address.
+    let imported = import_variant(
+        "basic",
+        "\"resources\": [",
+        "\"resources\": [ { \"type\": \"Microsoft.Network/networkInterfaces\", \"apiVersion\": \"2020-11-01\", \"name\": \"[concat('web', copyIndex(1), '-nic')]\", \"copy\": { \"name\": \"nicLoop\", \"count\": 2 }, \"properties\": { \"ipConfigurations\": [ { \"name\": \"ipconfig1\", \"properties\": { \"privateIPAllocationMethod\": \"Static\", \"privateIPAddress\": \"[concat('10.1.1.', add(10, copyIndex('nicLoop')))]\", \"applicationGatewayBackendAddressPools\": [ { \"id\": \"[concat(resourceId('Microsoft.Network/applicationGateways', parameters('applicationGatewayName')), '/backendAddressPools/myBackendPool')]\" } ] } } ] } },",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        imported
+            .toml
+            .contains("addresses = [\"10.1.0.4\", \"10.1.0.5\", \"10.1.1.10\", \"10.1.1.11\"]"),
+        "{}",
+        imported.toml
+    );
     let e = with_nic("\"privateIPAllocationMethod\": \"Dynamic\",").unwrap_err();
     let text = e.to_string();
     assert!(

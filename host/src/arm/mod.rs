@@ -449,8 +449,7 @@ fn find_gateway<'t>(
             // A network interface with a static private address joins a pool as that address
             // (templates exported from Azure carry the address); anything else has no address
             // until Azure assigns one.
-            let nic = ty.eq_ignore_ascii_case("Microsoft.Network/networkInterfaces")
-                && r.get("copy").is_none();
+            let nic = ty.eq_ignore_ascii_case("Microsoft.Network/networkInterfaces");
             if !nic {
                 return Err(ArmError::at(
                     file,
@@ -460,8 +459,43 @@ fn find_gateway<'t>(
                 ));
             }
             let before = members.len();
-            nic_members(r, ev, file, &path, members)?;
-            if members.len() == before {
+            let mut empty_loop = false;
+            match r.get("copy") {
+                // Interfaces made by a resource copy loop: one membership per iteration.
+                Some(copy) => {
+                    let cpath = format!("{path}.copy");
+                    let count = copy
+                        .get("count")
+                        .map(|c| ev.eval(c, &format!("{cpath}.count")))
+                        .transpose()?
+                        .and_then(|c| match c.value {
+                            Value::Int(n) if (0..=800).contains(&n) => Some(n),
+                            _ => None,
+                        })
+                        .ok_or_else(|| {
+                            ArmError::at(
+                                file,
+                                copy.pos,
+                                &format!("{cpath}.count"),
+                                "a resource copy loop needs a count from 0 to 800",
+                            )
+                        })?;
+                    let name = copy
+                        .get("name")
+                        .map(|n| ev.eval(n, &format!("{cpath}.name")))
+                        .transpose()?
+                        .and_then(|n| n.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    for i in 0..count {
+                        ev.in_loop(&name, i, || {
+                            nic_members(r, ev, file, &format!("{path}[copy {i}]"), members)
+                        })?;
+                    }
+                    empty_loop = count == 0;
+                }
+                None => nic_members(r, ev, file, &path, members)?,
+            }
+            if members.len() == before && !empty_loop {
                 return Err(ArmError::at(
                     file,
                     p.1.pos,

@@ -357,6 +357,15 @@ impl<'t> Evaluator<'t> {
         Ok((name, Node::new(Value::Array(items), entry.pos)))
     }
 
+    /// Runs `f` as iteration `index` of the resource copy loop `name`, so `copyIndex()` and
+    /// `copyIndex('name')` answer `index`.
+    pub fn in_loop<T>(&self, name: &str, index: i64, f: impl FnOnce() -> T) -> T {
+        self.loops.borrow_mut().push((name.to_string(), index));
+        let r = f();
+        self.loops.borrow_mut().pop();
+        r
+    }
+
     /// Evaluates one expression (the text between the brackets).
     pub fn eval_expression(&self, code: &str, pos: Pos, path: &str) -> Result<Node, ArmError> {
         let ast = self.parse_expression(code, pos, path)?;
