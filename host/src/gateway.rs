@@ -494,7 +494,10 @@ impl Control {
             s.handle.stop();
             // The accept loop drops the socket as soon as it sees the stop, so the port is free
             // once the reload returns (a later reload may bind it again).
-            if tokio::time::timeout(Duration::from_secs(1), s.task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), s.task)
+                .await
+                .is_err()
+            {
                 tracing::warn!(address = %s.local, "accept loop slow to stop");
             }
         }

@@ -144,7 +144,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
                     .transpose()?,
                 max_connections: l
                     .max_connections
-                    .map(|n| in_range("limits.max_connections", n, 1, 1_000_000).map(|n| n as usize))
+                    .map(|n| {
+                        in_range("limits.max_connections", n, 1, 1_000_000).map(|n| n as usize)
+                    })
                     .transpose()?,
             }
         }
@@ -679,10 +681,15 @@ fn size(path: &str, raw: &RawSize) -> Result<u64> {
         RawSize::Text(text) => {
             let t = text.trim();
             let upper = t.to_ascii_uppercase();
-            let (number, unit) = [("KB", 1u64 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)]
-                .into_iter()
-                .find_map(|(suffix, unit)| upper.strip_suffix(suffix).map(|n| (n.trim(), unit)))
-                .unwrap_or((t, 1));
+            let (number, unit) = [
+                ("KB", 1u64 << 10),
+                ("MB", 1 << 20),
+                ("GB", 1 << 30),
+                ("B", 1),
+            ]
+            .into_iter()
+            .find_map(|(suffix, unit)| upper.strip_suffix(suffix).map(|n| (n.trim(), unit)))
+            .unwrap_or((t, 1));
             number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit))
         }
     };
@@ -1600,8 +1607,9 @@ fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            crate::plugin::Sample::validate(s)
-                .map_err(|(field, why)| ConfigError::new(format!("{path}.samples[{i}].{field}"), why))
+            crate::plugin::Sample::validate(s).map_err(|(field, why)| {
+                ConfigError::new(format!("{path}.samples[{i}].{field}"), why)
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     if kind != PluginKind::Router && raw.request_headers.is_some() {
