@@ -76,10 +76,12 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // SIGKILL (the bench has no use for a graceful drain), children first: a worker whose
-        // master was killed keeps running otherwise.
-        let mut pids = descendants(self.pid());
-        pids.reverse();
+        // SIGKILL (the bench has no use for a graceful drain), to the process's descendants
+        // too: a worker whose master was killed keeps running. The master goes first, or it
+        // would replace each worker killed before it.
+        let pids = descendants(self.pid());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         for pid in pids {
             let _ = Command::new("kill")
                 .arg("-KILL")
@@ -87,8 +89,6 @@ impl Drop for Process {
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
