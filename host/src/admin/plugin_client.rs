@@ -1,7 +1,6 @@
 //! `wasmgate plugin load|replace|unload|list|shadow|promote`: the plugin endpoints of a running
 //! gateway's admin API ([`super::plugins`]), from the command line.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -262,26 +261,5 @@ fn table(list: &[serde_json::Value]) -> String {
             )
         })
         .collect();
-    let mut widths = HEAD.map(|h| h.chars().count());
-    for (cells, _) in &rows {
-        for (w, c) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &[&str], last: &str| {
-        for (c, w) in cells.iter().zip(widths) {
-            let _ = write!(out, "{c:<w$}  ");
-        }
-        let _ = writeln!(out, "{last}");
-    };
-    line(&mut out, &HEAD, "SHADOW");
-    for (cells, shadow) in &rows {
-        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
-        line(&mut out, &cells, shadow);
-    }
-    if rows.is_empty() {
-        out.push_str("(no plugins)\n");
-    }
-    out
+    super::view::text_table(&HEAD, "SHADOW", &rows, "(no plugins)")
 }

@@ -233,29 +233,41 @@ impl BackendHealth {
                 }
             }
         }
-        let mut widths = HEAD.map(str::len);
-        for (cells, _) in &rows {
-            for (w, c) in widths.iter_mut().zip(cells) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let line = |out: &mut String, cells: &[&str], last: &str| {
-            for (c, w) in cells.iter().zip(widths) {
-                let _ = write!(out, "{c:<w$}  ");
-            }
-            let _ = writeln!(out, "{last}");
-        };
-        line(&mut out, &HEAD, "DETAILS");
-        for (cells, details) in &rows {
-            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
-            line(&mut out, &cells, details);
-        }
-        if rows.is_empty() {
-            out.push_str("(no backend pools)\n");
-        }
-        out
+        text_table(&HEAD, "DETAILS", &rows, "(no backend pools)")
     }
+}
+
+/// A plain-text table for the CLI: the columns of `head` padded to their widest cell, then a
+/// last, unpadded column; `empty` stands in for a table without rows.
+pub fn text_table<const N: usize>(
+    head: &[&str; N],
+    last: &str,
+    rows: &[([String; N], String)],
+    empty: &str,
+) -> String {
+    let mut widths = head.map(|h| h.chars().count());
+    for (cells, _) in rows {
+        for (w, c) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str], last: &str| {
+        for (c, w) in cells.iter().zip(widths) {
+            let _ = write!(out, "{c:<w$}  ");
+        }
+        let _ = writeln!(out, "{last}");
+    };
+    line(&mut out, head, last);
+    for (cells, details) in rows {
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        line(&mut out, &cells, details);
+    }
+    if rows.is_empty() {
+        out.push_str(empty);
+        out.push('\n');
+    }
+    out
 }
 
 fn latency(ms: f64) -> String {
