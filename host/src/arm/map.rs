@@ -288,49 +288,51 @@ impl<'a> Mapper<'a> {
         }
     }
 
-    fn string(&self, props: &Node, key: &str, path: &str) -> Result<Option<String>, ArmError> {
-        match props.get(key) {
-            None => Ok(None),
-            Some(n) => match &n.value {
-                Value::Null => Ok(None),
-                Value::String(s) => Ok(Some(s.clone())),
-                _ => Err(self.err(
-                    n,
-                    &join(path, key),
-                    &format!("expected a string, found {}", n.kind()),
-                )),
-            },
+    /// An optional property of one JSON type: absent or null is `None`; another type is an
+    /// error naming the property and what was `expected`.
+    fn typed<T>(
+        &self,
+        props: &Node,
+        key: &str,
+        path: &str,
+        expected: &str,
+        take: impl FnOnce(&Value) -> Option<T>,
+    ) -> Result<Option<T>, ArmError> {
+        let Some(n) = props.get(key) else {
+            return Ok(None);
+        };
+        if matches!(n.value, Value::Null) {
+            return Ok(None);
         }
+        match take(&n.value) {
+            Some(v) => Ok(Some(v)),
+            None => Err(self.err(
+                n,
+                &join(path, key),
+                &format!("expected {expected}, found {}", n.kind()),
+            )),
+        }
+    }
+
+    fn string(&self, props: &Node, key: &str, path: &str) -> Result<Option<String>, ArmError> {
+        self.typed(props, key, path, "a string", |v| match v {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
     }
 
     fn int(&self, props: &Node, key: &str, path: &str) -> Result<Option<i64>, ArmError> {
-        match props.get(key) {
-            None => Ok(None),
-            Some(n) => match &n.value {
-                Value::Null => Ok(None),
-                Value::Int(i) => Ok(Some(*i)),
-                _ => Err(self.err(
-                    n,
-                    &join(path, key),
-                    &format!("expected an integer, found {}", n.kind()),
-                )),
-            },
-        }
+        self.typed(props, key, path, "an integer", |v| match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        })
     }
 
     fn bool(&self, props: &Node, key: &str, path: &str) -> Result<Option<bool>, ArmError> {
-        match props.get(key) {
-            None => Ok(None),
-            Some(n) => match &n.value {
-                Value::Null => Ok(None),
-                Value::Bool(b) => Ok(Some(*b)),
-                _ => Err(self.err(
-                    n,
-                    &join(path, key),
-                    &format!("expected true or false, found {}", n.kind()),
-                )),
-            },
-        }
+        self.typed(props, key, path, "true or false", |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })
     }
 
     fn strings(&self, props: &Node, key: &str, path: &str) -> Result<Vec<String>, ArmError> {
