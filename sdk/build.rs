@@ -21,7 +21,7 @@ struct World {
 const WORLDS: [World; 3] = [
     World {
         macro_name: "export_router",
-        world: "router-plugin",
+        world: "packed-router-plugin",
         trait_doc: "[`Router`](crate::Router)",
         router: true,
         probe: false,
@@ -35,7 +35,7 @@ const WORLDS: [World; 3] = [
     },
     World {
         macro_name: "export_router_and_probe_evaluator",
-        world: "router-and-probe-plugin",
+        world: "packed-router-and-probe-plugin",
         trait_doc: "[`Router`](crate::Router) and [`ProbeEvaluator`](crate::ProbeEvaluator)",
         router: true,
         probe: true,
@@ -77,8 +77,9 @@ fn write_macro(out: &mut String, w: &World, wit: &str) {
     );
     if w.router {
         impls.push_str(
-            "impl exports::wasmgate::plugin::router::Guest for Export {
-            fn route(request: ::wasmgate_sdk::RequestHead) -> ::wasmgate_sdk::Decision {
+            "impl exports::wasmgate::plugin::packed_router::Guest for Export {
+            fn route(request: ::wasmgate_sdk::wit::wasmgate::plugin::types::PackedRequestHead) -> ::wasmgate_sdk::Decision {
+                let request = ::wasmgate_sdk::__private::unpack(&request);
                 ::wasmgate_sdk::Router::route(::wasmgate_sdk::__private::state(&STATE), &request)
             }
         }\n",
@@ -124,8 +125,8 @@ macro_rules! {macro_name} {{
                 world: "{world}",
                 runtime_path: "::wasmgate_sdk::__private::wit_bindgen::rt",
                 with: {{
-                    "wasmgate:plugin/types@0.1.0": ::wasmgate_sdk::wit::wasmgate::plugin::types,
-                    "wasmgate:plugin/host@0.1.0": ::wasmgate_sdk::wit::wasmgate::plugin::host,
+                    "wasmgate:plugin/types@0.1.1": ::wasmgate_sdk::wit::wasmgate::plugin::types,
+                    "wasmgate:plugin/host@0.1.1": ::wasmgate_sdk::wit::wasmgate::plugin::host,
                 }},
             }});
 

@@ -3,9 +3,10 @@
 //! A plugin is a WebAssembly component built for `wasm32-wasip2`. It decides where a request goes
 //! (a [`Router`]) or whether a probed server is healthy (a [`ProbeEvaluator`]); the gateway keeps
 //! the sockets, TLS, WebSocket relaying and probing. The contract is the WIT package
-//! `wasmgate:plugin@0.1.0` (`wit/plugin.wit`); this crate wraps it:
+//! `wasmgate:plugin@0.1.1` (`wit/plugin.wit`); this crate wraps it:
 //!
-//! - the WIT types ([`RequestHead`], [`Decision`], [`ProbeResponse`], [`Verdict`], …) with
+//! - [`RequestHead`], the request as a router sees it (borrowed, nothing copied), and the WIT
+//!   types ([`Decision`], [`ProbeResponse`], [`Verdict`], …), with
 //!   helpers: header and cookie lookup, the host without its port, decision builders;
 //! - [`glob`]: host and path matching with the gateway's own semantics;
 //! - [`hash`]: a stable hash (FNV-1a, 64 bit) for sticky and weighted routing;
@@ -48,15 +49,17 @@
 pub mod glob;
 pub mod hash;
 pub mod host;
+mod packed;
 mod types;
 // The generated bindings are `unsafe` glue around the canonical ABI; this crate writes none.
 #[allow(unsafe_code)]
 #[doc(hidden)]
 pub mod wit;
 
+pub use types::{RequestHead, RequestHeader};
 pub use wit::wasmgate::plugin::types::{
     Decision, DirectResponse, Forward, Header, HeaderEdit, Health, LogLevel, ProbeRequest,
-    ProbeResponse, Redirect, RequestHead, ServerState, Verdict,
+    ProbeResponse, Redirect, ServerState, Verdict,
 };
 
 /// What every plugin implements: construction from the plugin's configuration string.
@@ -72,7 +75,7 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 pub trait Router: Plugin {
     /// Decides for one request. [`Decision::Defer`] hands the request to the gateway's native
     /// rules, exactly as without a plugin.
-    fn route(&self, request: &RequestHead) -> Decision;
+    fn route(&self, request: &RequestHead<'_>) -> Decision;
 }
 
 /// A probe evaluator: is this server healthy?
@@ -96,6 +99,8 @@ pub mod __private {
     use std::sync::OnceLock;
 
     use crate::Plugin;
+
+    pub use crate::packed::unpack;
 
     pub fn init<T: Plugin>(state: &OnceLock<T>, config: &str) -> Result<(), String> {
         if state.get().is_some() {

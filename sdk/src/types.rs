@@ -3,18 +3,39 @@
 
 use crate::{
     Decision, DirectResponse, Forward, Header, HeaderEdit, ProbeRequest, ProbeResponse, Redirect,
-    RequestHead, Verdict,
+    Verdict,
 };
 
-/// The values of every header named `name` (ASCII case-insensitive), in order.
-fn values<'h, 'n>(headers: &'h [Header], name: &'n str) -> impl Iterator<Item = &'h [u8]> + 'n
-where
-    'h: 'n,
-{
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_slice())
+/// A request head as a router sees it, borrowed from what the gateway passed in (nothing is
+/// copied to build it). The fields are those of the WIT `request-head`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// "http" or "https".
+    pub scheme: &'a str,
+    /// The host the client asked for, with any port, lower-cased.
+    pub authority: &'a str,
+    /// The path, percent-encoded as received, without the query.
+    pub path: &'a str,
+    /// The query without '?', if any.
+    pub query: Option<&'a str>,
+    /// The request's header fields (or those the plugin's `request_headers` lists).
+    pub headers: Vec<RequestHeader<'a>>,
+    /// The client's address as "ip:port".
+    pub client_address: &'a str,
+    /// The name of the listener that accepted the request.
+    pub listener: &'a str,
+    /// Whether this is a WebSocket opening handshake.
+    pub websocket: bool,
+    /// The server name the client sent in TLS SNI, on HTTPS listeners.
+    pub tls_sni: Option<&'a str>,
+}
+
+/// A header field of a request. Values are bytes: HTTP allows non-UTF-8 octets in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader<'a> {
+    pub name: &'a str,
+    pub value: &'a [u8],
 }
 
 impl Header {
@@ -26,27 +47,30 @@ impl Header {
     }
 }
 
-impl RequestHead {
+impl<'a> RequestHead<'a> {
     /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        values(&self.headers, name).next()
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.header_values(name).next()
     }
 
     /// The first value of header `name` if it is valid UTF-8, surrounding whitespace trimmed.
-    pub fn header_str(&self, name: &str) -> Option<&str> {
+    pub fn header_str(&self, name: &str) -> Option<&'a str> {
         self.header(name)
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::trim)
     }
 
     /// Every value of header `name`, in the order received.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        values(&self.headers, name)
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
     }
 
     /// The value of cookie `name` from the `Cookie` header(s) (RFC 6265 §5.4: `a=1; b=2`). Names
     /// are case-sensitive; the value is returned as sent (quotes included).
-    pub fn cookie(&self, name: &str) -> Option<&str> {
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
         self.header_values("cookie")
             .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
@@ -57,15 +81,14 @@ impl RequestHead {
 
     /// The host the client asked for, without the port (`Example.com:8080` → `example.com`;
     /// the authority is already lower-cased). IPv6 literals keep their brackets.
-    pub fn host(&self) -> &str {
-        wasmgate_rules::matching::host_without_port(&self.authority)
+    pub fn host(&self) -> &'a str {
+        wasmgate_rules::matching::host_without_port(self.authority)
     }
 
     /// The raw (still percent-encoded) value of query parameter `name`: the first `name=value`
     /// pair, or `""` for a bare `name`.
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .as_deref()?
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query?
             .split('&')
             .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
             .find(|(n, _)| *n == name)
@@ -73,8 +96,8 @@ impl RequestHead {
     }
 
     /// The client's IP address, without the port.
-    pub fn client_ip(&self) -> &str {
-        let addr = self.client_address.as_str();
+    pub fn client_ip(&self) -> &'a str {
+        let addr = self.client_address;
         match addr.rsplit_once(':') {
             // "[::1]:5000" → "::1"
             Some((ip, _)) if ip.starts_with('[') => {
@@ -89,7 +112,10 @@ impl RequestHead {
 impl ProbeResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        values(&self.headers, name).next()
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_slice())
     }
 
     /// The first bytes of the body as text, when they are valid UTF-8. The host sends at most
@@ -216,16 +242,22 @@ impl ProbeRequest {
 mod tests {
     use super::*;
 
-    fn request(authority: &str, headers: &[(&str, &str)]) -> RequestHead {
+    fn request<'a>(authority: &'a str, headers: &[(&'a str, &'a str)]) -> RequestHead<'a> {
         RequestHead {
-            method: "GET".into(),
-            scheme: "http".into(),
-            authority: authority.into(),
-            path: "/".into(),
-            query: Some("a=1&b&c=x%20y&a=2".into()),
-            headers: headers.iter().map(|(n, v)| Header::new(*n, *v)).collect(),
-            client_address: "10.1.2.3:5555".into(),
-            listener: "http".into(),
+            method: "GET",
+            scheme: "http",
+            authority,
+            path: "/",
+            query: Some("a=1&b&c=x%20y&a=2"),
+            headers: headers
+                .iter()
+                .map(|&(name, value)| RequestHeader {
+                    name,
+                    value: value.as_bytes(),
+                })
+                .collect(),
+            client_address: "10.1.2.3:5555",
+            listener: "http",
             websocket: false,
             tls_sni: None,
         }
@@ -263,7 +295,7 @@ mod tests {
         assert_eq!(request("[::1]:80", &[]).host(), "[::1]");
         assert_eq!(request("example.com", &[]).host(), "example.com");
         let mut v6 = request("x", &[]);
-        v6.client_address = "[2001:db8::1]:443".into();
+        v6.client_address = "[2001:db8::1]:443";
         assert_eq!(v6.client_ip(), "2001:db8::1");
     }
 

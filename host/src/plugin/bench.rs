@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::bindings::RouterAndProbePlugin;
-use super::instance::{Call, Exports, Instance, StoreState};
+use super::bindings::Plugins;
+use super::instance::{Call, Exports, Instance, RouterExport, StoreState};
 use super::*;
 
 struct Case {
@@ -214,8 +214,7 @@ fn plugin_call_costs() {
         // outside any async runtime (as a blocking thread would).
         let mut linker = Linker::<StoreState>::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-        RouterAndProbePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
-            .unwrap();
+        Plugins::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).unwrap();
         let pre = linker.instantiate_pre(&component).unwrap();
         let exports = Exports::find(&pre).unwrap();
         let (state, _) = StoreState::new(&case.component.into(), &PluginLimits::default(), &host);
@@ -230,16 +229,30 @@ fn plugin_call_costs() {
             .unwrap()
             .0
             .unwrap();
-        let router = exports
-            .router
-            .as_ref()
-            .unwrap()
-            .load(&mut store, &instance)
-            .unwrap();
-        let route = router.func_route();
-        let sync = Sample::measure(case.calls, || {
-            route.call(&mut store, (&request,)).unwrap();
-        });
+        let sync = match exports.router.as_ref().unwrap() {
+            RouterExport::Record(r) => {
+                let router = r.load(&mut store, &instance).unwrap();
+                let route = router.func_route();
+                Sample::measure(case.calls, || {
+                    route.call(&mut store, (&request,)).unwrap();
+                })
+            }
+            RouterExport::Packed(r) => {
+                let router = r.load(&mut store, &instance).unwrap();
+                let route = router
+                    .func_route()
+                    .func()
+                    .typed::<(PackedHeadRef<'_>,), (Decision,)>(&store)
+                    .unwrap();
+                let mut headers = Vec::new();
+                let borrowed = RequestHeadRef::of(&request, &mut headers);
+                let mut text = Vec::new();
+                Sample::measure(case.calls, || {
+                    let head = PackedHeadRef::pack(&borrowed, &mut text);
+                    route.call(&mut store, (head,)).unwrap();
+                })
+            }
+        };
 
         rows.push(format!(
             "| {} | {} | {} | {} | {} |",
@@ -496,4 +509,91 @@ async fn route_loop(plugin: &Plugin, req: &http::Request<()>, handoff: Handoff, 
     for _ in 0..calls {
         std::hint::black_box(proxy_call(plugin, req, handoff).await);
     }
+}
+
+/// The built-in router (`plugins/basic-rules`) as the gateway calls it for a plain HTTP
+/// request: a multi-site configuration with a path map, the head borrowed, no headers (the
+/// built-in router asks for none), 20,000 calls per round over 5 rounds
+/// (`WASMGATE_PROFILE_ROUNDS` rounds instead, for a profiler).
+#[test]
+#[ignore = "a benchmark: run in release mode with --ignored --nocapture"]
+fn builtin_router_costs() {
+    use crate::config::{Config, builtin};
+    let config = Config::from_toml(
+        r#"
+        [[listeners]]
+        name = "web"
+        port = 8080
+        host_names = ["www.contoso.com", "*.fabrikam.com"]
+        [[backend_pools]]
+        name = "web"
+        addresses = ["127.0.0.1:9001"]
+        [[backend_pools]]
+        name = "api"
+        addresses = ["127.0.0.1:9002"]
+        [[backend_settings]]
+        name = "web"
+        port = 9001
+        [[url_path_maps]]
+        name = "paths"
+        default_backend_pool = "web"
+        default_backend_settings = "web"
+        [[url_path_maps.path_rules]]
+        name = "api"
+        paths = ["/api/*"]
+        backend_pool = "api"
+        backend_settings = "web"
+        [[rules]]
+        name = "web"
+        priority = 10
+        listener = "web"
+        url_path_map = "paths"
+        router = "builtin"
+        "#,
+    )
+    .expect("the benchmark's configuration is valid");
+    let rules = serde_json::to_string(&builtin::basic_rules(&config)).unwrap();
+    let wasm = super::tests::component("basic-rules");
+    let engine = small_engine(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut spec = PluginSpec::new("builtin", wasm, &rules);
+        spec.request_headers = Some(Arc::from([]));
+        let (plugin, _) = engine.load(spec, Arc::new(NoPools)).await.unwrap();
+        // The connection formats the client's address once, for all its requests.
+        let client_address = "198.51.100.23:51234";
+        let mut samples = Vec::new();
+        let rounds: usize = std::env::var("WASMGATE_PROFILE_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        for _round in 0..rounds {
+            let s = Sample::measure_async(20_000, async || {
+                let head = RequestHeadRef {
+                    method: "GET",
+                    scheme: "http",
+                    authority: "www.contoso.com",
+                    path: "/api/orders/42",
+                    query: None,
+                    headers: &[],
+                    client_address,
+                    listener: "web",
+                    websocket: false,
+                    tls_sni: None,
+                };
+                let decision = plugin.route_borrowed(&head).await.unwrap();
+                assert!(matches!(&decision, Decision::Forward(f) if f.pool == "api"));
+                std::hint::black_box(decision);
+            })
+            .await;
+            samples.extend(s.0);
+        }
+        println!(
+            "\n| built-in router, per call (µs p50 · p99) | {} |",
+            Sample(samples).cell()
+        );
+    });
 }

@@ -1,12 +1,23 @@
 //! Host-side bindings for the `wasmgate:plugin` WIT package: the one `bindgen!` in the host.
 //!
-//! Generated from the union world `router-and-probe-plugin`; a plugin that exports only one of
-//! the two roles is driven through the per-interface `GuestIndices`, which look up only the
-//! exports that role needs.
+//! Generated from a world that exports every interface a plugin may export (both forms of the
+//! router and the probe evaluator); a plugin is driven through the per-interface
+//! `GuestIndices`, which look up only the exports it has.
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "router-and-probe-plugin",
+    inline: "
+        package wasmgate:gateway;
+
+        world plugins {
+            import wasmgate:plugin/host@0.1.1;
+            export wasmgate:plugin/lifecycle@0.1.1;
+            export wasmgate:plugin/router@0.1.1;
+            export wasmgate:plugin/packed-router@0.1.1;
+            export wasmgate:plugin/probe-evaluator@0.1.1;
+        }
+    ",
+    world: "wasmgate:gateway/plugins",
     // Calls into plugins run on fibers so that an epoch tick can yield to the tokio scheduler.
     exports: { default: async },
     additional_derives: [PartialEq, Eq],

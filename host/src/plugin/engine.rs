@@ -11,7 +11,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginError;
-use super::bindings::RouterAndProbePlugin;
+use super::bindings::Plugins;
 use super::cache::{ArtifactCache, ArtifactSource};
 use super::handle::Plugin;
 use super::host_view::HostView;
@@ -97,8 +97,10 @@ impl PluginRole {
     /// The WIT interface it exports.
     pub fn interface(self) -> &'static str {
         match self {
-            PluginRole::Router => "wasmgate:plugin/router@0.1.0",
-            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.0",
+            PluginRole::Router => {
+                "wasmgate:plugin/router@0.1.1 or wasmgate:plugin/packed-router@0.1.1"
+            }
+            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.1",
         }
     }
 }
@@ -169,7 +171,7 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_error(&e))?;
-        RouterAndProbePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+        Plugins::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| engine_error(&e))?;
 
         let cache =

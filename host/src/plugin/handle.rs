@@ -15,7 +15,7 @@ use super::bindings::wasmgate::plugin::types::{
 use super::breaker::{Breaker, BreakerState};
 use super::engine::{PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
-use super::instance::{Answer, Call, Exports, Failure, Instance, StoreState};
+use super::instance::{Answer, Call, Exports, Failure, Instance, RouterExport, StoreState};
 use super::limits::{FailPolicy, PluginLimits};
 use super::lowering::RequestHeadRef;
 use super::stats::{Counters, PluginStats};
@@ -110,9 +110,18 @@ impl Plugin {
         &self.inner.name
     }
 
-    /// Whether the component exports `wasmgate:plugin/router`.
+    /// Whether the component exports `wasmgate:plugin/router` or `packed-router`.
     pub fn is_router(&self) -> bool {
         self.inner.exports.router.is_some()
+    }
+
+    /// The router interface the gateway calls: `"packed-router"` when the component exports it,
+    /// else `"router"`; `None` for a component that is no router.
+    pub fn router_interface(&self) -> Option<&'static str> {
+        self.inner.exports.router.as_ref().map(|r| match r {
+            RouterExport::Record(_) => "router",
+            RouterExport::Packed(_) => "packed-router",
+        })
     }
 
     /// Whether the component exports `wasmgate:plugin/probe-evaluator`.
@@ -162,7 +171,7 @@ impl Plugin {
         &self,
         request: &RequestHeadRef<'_>,
     ) -> Result<Decision, PluginError> {
-        self.require(self.is_router(), "wasmgate:plugin/router@0.1.0")?;
+        self.require(self.is_router(), PluginRole::Router.interface())?;
         let Answer::Decision(decision) = self.call(Call::Route(request)).await? else {
             unreachable!("route answers with a decision")
         };
@@ -176,7 +185,7 @@ impl Plugin {
     pub async fn evaluate(&self, response: &ProbeResponse) -> Result<Verdict, PluginError> {
         self.require(
             self.is_probe_evaluator(),
-            "wasmgate:plugin/probe-evaluator@0.1.0",
+            "wasmgate:plugin/probe-evaluator@0.1.1",
         )?;
         let Answer::Verdict(mut verdict) = self.call(Call::Evaluate(response)).await? else {
             unreachable!("evaluate answers with a verdict")
@@ -197,7 +206,7 @@ impl Plugin {
     ) -> Result<Option<ProbeRequest>, PluginError> {
         self.require(
             self.is_probe_evaluator(),
-            "wasmgate:plugin/probe-evaluator@0.1.0",
+            "wasmgate:plugin/probe-evaluator@0.1.1",
         )?;
         let call = Call::ShapeRequest {
             pool,

@@ -8,7 +8,9 @@ use wasmtime::component::{Func, InstancePre, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::exports::wasmgate::plugin::{lifecycle, probe_evaluator, router};
+use super::bindings::exports::wasmgate::plugin::{
+    lifecycle, packed_router, probe_evaluator, router,
+};
 use super::bindings::wasmgate::plugin::types::{
     Decision, LogLevel, ProbeRequest, ProbeResponse, ServerState, Verdict,
 };
@@ -16,7 +18,7 @@ use super::bindings::wasmgate::plugin::{host, types};
 use super::engine::EngineInner;
 use super::host_view::HostView;
 use super::limits::PluginLimits;
-use super::lowering::RequestHeadRef;
+use super::lowering::{PackedHeadRef, RequestHeadRef};
 use super::output::{GuestOutput, Stream};
 
 /// Everything a plugin's `Store` holds.
@@ -158,19 +160,35 @@ impl host::Host for StoreState {
 /// The export lookups of a component, done once per plugin.
 pub(crate) struct Exports {
     pub(crate) lifecycle: lifecycle::GuestIndices,
-    pub(crate) router: Option<router::GuestIndices>,
+    pub(crate) router: Option<RouterExport>,
     pub(crate) probe: Option<probe_evaluator::GuestIndices>,
+}
+
+/// Which form of the router a component exports.
+pub(crate) enum RouterExport {
+    /// `router`: the request head as a record of strings.
+    Record(router::GuestIndices),
+    /// `packed-router`: the request head in one buffer (preferred when both are exported).
+    Packed(packed_router::GuestIndices),
 }
 
 impl Exports {
     /// `Err` names the missing interface.
     pub(crate) fn find(pre: &InstancePre<StoreState>) -> Result<Self, &'static str> {
         let lifecycle =
-            lifecycle::GuestIndices::new(pre).map_err(|_| "wasmgate:plugin/lifecycle@0.1.0")?;
-        let router = router::GuestIndices::new(pre).ok();
+            lifecycle::GuestIndices::new(pre).map_err(|_| "wasmgate:plugin/lifecycle@0.1.1")?;
+        let router = match packed_router::GuestIndices::new(pre) {
+            Ok(packed) => Some(RouterExport::Packed(packed)),
+            Err(_) => router::GuestIndices::new(pre)
+                .ok()
+                .map(RouterExport::Record),
+        };
         let probe = probe_evaluator::GuestIndices::new(pre).ok();
         if router.is_none() && probe.is_none() {
-            return Err("wasmgate:plugin/router@0.1.0 or wasmgate:plugin/probe-evaluator@0.1.0");
+            return Err(
+                "wasmgate:plugin/router@0.1.1, wasmgate:plugin/packed-router@0.1.1 or \
+                 wasmgate:plugin/probe-evaluator@0.1.1",
+            );
         }
         Ok(Exports {
             lifecycle,
@@ -211,6 +229,13 @@ impl Call<'_> {
     }
 }
 
+/// An instance's `route` export, by the form of its request head.
+#[derive(Clone, Copy)]
+enum Route {
+    Record(Func),
+    Packed(Func),
+}
+
 pub(crate) enum Answer {
     Decision(Decision),
     Verdict(Verdict),
@@ -219,8 +244,11 @@ pub(crate) enum Answer {
 
 pub(crate) struct Instance {
     store: Store<StoreState>,
-    /// `route`, type-checked against [`RequestHeadRef`] (see [`Instance::route`]).
-    route: Option<Func>,
+    /// `route`, type-checked against [`RequestHeadRef`] or [`PackedHeadRef`] (see
+    /// [`Instance::route`]).
+    route: Option<Route>,
+    /// The packed head's buffer, kept from call to call.
+    packed: Vec<u8>,
     probe: Option<probe_evaluator::Guest>,
     stderr: GuestOutput,
     tick: Duration,
@@ -256,6 +284,7 @@ impl Instance {
         let mut instance = Instance {
             store,
             route: None,
+            packed: Vec::new(),
             probe: None,
             stderr,
             tick: engine.epoch_tick,
@@ -265,13 +294,21 @@ impl Instance {
         let init = async {
             let wasm = pre.instantiate_async(&mut instance.store).await?;
             let lifecycle = exports.lifecycle.load(&mut instance.store, &wasm)?;
-            if let Some(r) = &exports.router {
-                let route = *r.load(&mut instance.store, &wasm)?.func_route().func();
-                // The borrowed head must have the WIT type of `request-head`: checked here,
-                // once, so that each call can skip the check.
-                route.typed::<(RequestHeadRef<'static>,), (Decision,)>(&instance.store)?;
-                instance.route = Some(route);
-            }
+            // The borrowed heads must have the WIT types of `request-head` and
+            // `packed-request-head`: checked here, once, so that each call can skip the check.
+            instance.route = match &exports.router {
+                None => None,
+                Some(RouterExport::Record(r)) => {
+                    let route = *r.load(&mut instance.store, &wasm)?.func_route().func();
+                    route.typed::<(RequestHeadRef<'static>,), (Decision,)>(&instance.store)?;
+                    Some(Route::Record(route))
+                }
+                Some(RouterExport::Packed(r)) => {
+                    let route = *r.load(&mut instance.store, &wasm)?.func_route().func();
+                    route.typed::<(PackedHeadRef<'static>,), (Decision,)>(&instance.store)?;
+                    Some(Route::Packed(route))
+                }
+            };
             instance.probe = exports
                 .probe
                 .as_ref()
@@ -331,17 +368,31 @@ impl Instance {
         result.map_err(|e| self.classify(e))
     }
 
-    /// Calls `route` with the borrowed head, the way the generated bindings call it with an
-    /// owned one.
+    /// Calls `route` with the borrowed head (packed first for a `packed-router`), the way the
+    /// generated bindings call it with an owned one.
     #[allow(unsafe_code)]
     async fn route(&mut self, request: &RequestHeadRef<'_>) -> wasmtime::Result<Decision> {
-        let func = self.route.expect("checked by the caller");
-        // SAFETY: `new_unchecked` requires the function to have this type; `Instance::new`
-        // checked it with `Func::typed` for the same parameter and result types (only the
-        // borrow's lifetime differs, which does not change the WIT type).
-        let callee =
-            unsafe { TypedFunc::<(RequestHeadRef<'_>,), (Decision,)>::new_unchecked(func) };
-        let (decision,) = callee.call_async(&mut self.store, (*request,)).await?;
+        let (decision,) = match self.route.expect("checked by the caller") {
+            Route::Record(func) => {
+                // SAFETY: `new_unchecked` requires the function to have this type;
+                // `Instance::new` checked it with `Func::typed` for the same parameter and
+                // result types (only the borrow's lifetime differs, which does not change the
+                // WIT type).
+                let callee =
+                    unsafe { TypedFunc::<(RequestHeadRef<'_>,), (Decision,)>::new_unchecked(func) };
+                callee.call_async(&mut self.store, (*request,)).await?
+            }
+            Route::Packed(func) => {
+                // SAFETY: as above, checked against `PackedHeadRef` in `Instance::new`.
+                let callee =
+                    unsafe { TypedFunc::<(PackedHeadRef<'_>,), (Decision,)>::new_unchecked(func) };
+                let mut text = std::mem::take(&mut self.packed);
+                let head = PackedHeadRef::pack(request, &mut text);
+                let result = callee.call_async(&mut self.store, (head,)).await;
+                self.packed = text;
+                result?
+            }
+        };
         Ok(decision)
     }
 

@@ -1,5 +1,5 @@
 //! WebAssembly plugins: routers and probe evaluators run as sandboxed components of the WIT
-//! package `wasmgate:plugin@0.1.0` (`wit/plugin.wit`).
+//! package `wasmgate:plugin@0.1.1` (`wit/plugin.wit`).
 //!
 //! # Shape
 //!
@@ -108,7 +108,7 @@ pub use error::PluginError;
 pub use handle::{MAX_DIRECT_BODY, MAX_HEADERS, MAX_REASON, Plugin, check_decision};
 pub use host_view::{HostView, NoPools, StaticPools};
 pub use limits::{BreakerConfig, FailPolicy, PluginLimits};
-pub use lowering::{HeaderRef, RequestHeadRef, format_addr};
+pub use lowering::{HeaderRef, PackedHeadRef, RequestHeadRef, format_addr};
 pub use registry::{
     ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PluginSlot, PluginVersion,
     PreparedPlugins, VersionRequest, VersionSettings, content_hash,

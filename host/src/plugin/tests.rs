@@ -430,6 +430,28 @@ async fn javascript_router() {
     assert!(err.to_string().contains("invalid config"), "{err}");
 }
 
+/// Rust routers (through the SDK) take the packed head; the Python and JavaScript examples the
+/// record; both reach the same decisions in the tests above and in `plugins.rs`.
+#[tokio::test]
+async fn each_router_is_called_through_the_interface_it_exports() {
+    let canary = load(
+        "example-canary-router",
+        r#"{"variants": [{"name": "a", "pool": "a", "settings": "web", "weight": 1}]}"#,
+    )
+    .await;
+    assert_eq!(canary.router_interface(), Some("packed-router"));
+    let python = load(
+        "example-python-router",
+        r#"{"routes": [{"prefix": "/api/", "pool": "api", "settings": "api"}]}"#,
+    )
+    .await;
+    assert_eq!(python.router_interface(), Some("router"));
+    let javascript = load("example-js-router", "{}").await;
+    assert_eq!(javascript.router_interface(), Some("router"));
+    let probe = load("example-json-health-probe", "{}").await;
+    assert_eq!(probe.router_interface(), None);
+}
+
 impl Decision {
     fn redirect_for_tests(status: u16, location: &str) -> Decision {
         Decision::Redirect(Redirect {

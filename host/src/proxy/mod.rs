@@ -67,6 +67,11 @@ impl Forwarded {
             port: HeaderValue::from(local_port),
         }
     }
+
+    /// The client's address and port as text ("ip:port", `[v6]:port`), as router plugins get it.
+    pub fn client_str(&self) -> &str {
+        self.client.to_str().unwrap_or_default()
+    }
 }
 
 impl Connection {

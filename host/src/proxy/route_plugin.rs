@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::gateway::Shared;
 use crate::plugin::{
     Decision, FailPolicy, Header, HeaderEdit, HeaderRef, Health, HostView, Plugin, PluginError,
-    RequestHeadRef, ServerState, format_addr,
+    RequestHeadRef, ServerState,
 };
 use crate::probe::Status;
 use crate::snapshot::{ForwardTarget, Snapshot};
@@ -77,9 +77,9 @@ impl Connection {
             return fail_with(policy, PluginError::NotLoaded { plugin: name });
         };
         let plugin = &version.plugin;
-        // The head borrows the request: the only copy of its strings is the one into the guest.
-        let mut address = [0u8; 64];
-        let client_address = format_addr(self.client, &mut address);
+        // The head borrows the request (and the client address the connection formatted once):
+        // the only copy of its strings is the one into the guest.
+        let client_address = self.forwarded.client_str();
         let websocket = websocket::detect_extended_connect(req).unwrap_or(false)
             || websocket::detect(req).unwrap_or(false);
         let headers = request_headers(req, plugin.request_headers());

@@ -189,12 +189,12 @@ impl Plugin for BasicRulesRouter {
 }
 
 impl Router for BasicRulesRouter {
-    fn route(&self, request: &RequestHead) -> Decision {
+    fn route(&self, request: &RequestHead<'_>) -> Decision {
         match self.0.decide(
-            &request.listener,
-            &request.authority,
-            &request.path,
-            request.query.as_deref(),
+            request.listener,
+            request.authority,
+            request.path,
+            request.query,
         ) {
             Outcome::Forward {
                 pool,
