@@ -3,6 +3,7 @@
 //! byte until either side closes. The backend settings' request timeout bounds the session.
 
 pub mod frame;
+mod reclaim;
 pub mod relay;
 
 use std::future::Future;
@@ -194,6 +195,7 @@ fn spawn_session<R>(guard: ActiveGuard, relay: R)
 where
     R: Future<Output = relay::RelayOutcome> + Send + 'static,
 {
+    reclaim::session_event();
     tokio::spawn(Session {
         relay,
         _guard: guard,
@@ -214,6 +216,7 @@ impl<R: Future<Output = relay::RelayOutcome>> Future for Session<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let outcome = ready!(self.project().relay.poll(cx));
+        reclaim::session_event();
         tracing::debug!(
             end = ?outcome.end,
             client_to_backend = outcome.client_to_backend,
