@@ -62,7 +62,8 @@ impl std::io::Write for TryWriter<'_> {
 
 pub struct ClientIo<S: ClientStream> {
     stream: S,
-    conn: Arc<Connection>,
+    /// Released once the connection stops speaking HTTP (see [`ClientIo::detach`]).
+    conn: Option<Arc<Connection>>,
     /// Bytes arrived since the last response bytes were written: a request is under way.
     request_started: bool,
 }
@@ -71,9 +72,16 @@ impl<S: ClientStream> ClientIo<S> {
     pub fn new(stream: S, conn: Arc<Connection>) -> Self {
         Self {
             stream,
-            conn,
+            conn: Some(conn),
             request_started: false,
         }
+    }
+
+    /// For a connection that no longer carries HTTP (a WebSocket session after its upgrade):
+    /// drops the HTTP connection's shared state, which the session does not need.
+    pub fn detach(&mut self) {
+        self.conn = None;
+        self.request_started = false;
     }
 }
 
@@ -81,7 +89,12 @@ impl<S: ClientStream> Drop for ClientIo<S> {
     fn drop(&mut self) {
         // hyper gave up waiting for the rest of a request head. A connection that was merely
         // idle between requests is closed quietly (a 408 there would race a new request).
-        if self.request_started && self.conn.head_timed_out.load(Ordering::Relaxed) {
+        if self.request_started
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.head_timed_out.load(Ordering::Relaxed))
+        {
             self.stream.write_last_words(REQUEST_TIMEOUT);
         }
     }

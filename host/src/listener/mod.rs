@@ -25,7 +25,8 @@ use crate::gateway::Shared;
 use crate::proxy::Connection;
 use crate::tls::ServerTls;
 
-use self::io::{ClientIo, ClientStream};
+pub use self::io::ClientIo;
+use self::io::ClientStream;
 
 /// Binds a listener's socket with a deep accept queue and SO_REUSEPORT: several gateway
 /// processes started with the same configuration (as the same user) listen on one port and the

@@ -3,18 +3,26 @@
 //! byte until either side closes. The backend settings' request timeout bounds the session.
 
 pub mod frame;
+mod reclaim;
 pub mod relay;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::{Method, Request, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
-use crate::gateway::Shared;
+use crate::gateway::{ActiveGuard, Shared};
+use crate::listener::ClientIo;
 use crate::proxy::headers::has_token;
 
 /// Whether `req` is a WebSocket opening handshake. Upgrades to anything else are not tunnelled:
@@ -127,13 +135,11 @@ pub fn spawn_relay(
     drained: impl Future<Output = ()> + Send + 'static,
 ) {
     let guard = shared.track();
-    // The session's task lives as long as the session, so its size is the gateway's memory per
-    // idle WebSocket. Futures captured or passed by value are stored more than once in the
-    // task's state (as captured, and again where they are awaited), so the end-of-session
-    // signals are boxed once instead: 0.9 KiB less per session (2,560 → 896 bytes of task).
-    let drained = Box::pin(drained);
+    let stopping = shared.stopping();
+    // The upgrades complete once the 101 has been written to the client; this task waits for
+    // them and hands the streams to the session's own task, so that what the session keeps
+    // for its lifetime is built once, in place, with nothing left over from the handshake.
     tokio::spawn(async move {
-        let _guard = guard;
         let (client, backend) = match tokio::try_join!(client, backend) {
             Ok(pair) => pair,
             Err(e) => {
@@ -150,21 +156,101 @@ pub fn spawn_relay(
             },
             close_grace: CLOSE_GRACE,
         };
-        let stopping = shared.stopping();
-        let end = Box::pin(async move {
-            tokio::select! {
-                _ = stopping => {}
-                _ = drained => tracing::debug!("WebSocket session's server drained"),
+        let end = SessionEnd { stopping, drained };
+        // Plain TCP on both sides (the common case) is relayed on the sockets themselves: an
+        // `Upgraded` would keep each stream behind a box of its own, next to hyper's
+        // read-ahead. TLS and HTTP/2 streams stay wrapped.
+        let client = match client.downcast::<TokioIo<ClientIo<TcpStream>>>() {
+            Ok(parts) => {
+                let mut io = parts.io.into_inner();
+                io.detach();
+                Ok((io, parts.read_buf))
             }
-        });
-        let outcome = relay::relay(TokioIo::new(client), TokioIo::new(backend), config, end).await;
+            Err(upgraded) => Err(TokioIo::new(upgraded)),
+        };
+        let backend = match backend.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
+            Err(upgraded) => Err(TokioIo::new(upgraded)),
+        };
+        let none = Bytes::new();
+        match (client, backend) {
+            (Ok((c, c_ahead)), Ok((b, b_ahead))) => spawn_session(
+                guard,
+                relay::relay(c, b, config, end).with_read_ahead(&c_ahead, &b_ahead),
+            ),
+            (Ok((c, c_ahead)), Err(b)) => spawn_session(
+                guard,
+                relay::relay(c, b, config, end).with_read_ahead(&c_ahead, &none),
+            ),
+            (Err(c), Ok((b, b_ahead))) => spawn_session(
+                guard,
+                relay::relay(c, b, config, end).with_read_ahead(&none, &b_ahead),
+            ),
+            (Err(c), Err(b)) => spawn_session(guard, relay::relay(c, b, config, end)),
+        }
+    });
+}
+
+fn spawn_session<R>(guard: ActiveGuard, relay: R)
+where
+    R: Future<Output = relay::RelayOutcome> + Send + 'static,
+{
+    reclaim::session_event();
+    tokio::spawn(Session {
+        relay,
+        _guard: guard,
+    });
+}
+
+pin_project! {
+    /// A relayed session's task: the relay, and the gateway's count of sessions in flight.
+    struct Session<R> {
+        #[pin]
+        relay: R,
+        _guard: ActiveGuard,
+    }
+}
+
+impl<R: Future<Output = relay::RelayOutcome>> Future for Session<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let outcome = ready!(self.project().relay.poll(cx));
+        reclaim::session_event();
         tracing::debug!(
             end = ?outcome.end,
             client_to_backend = outcome.client_to_backend,
             backend_to_client = outcome.backend_to_client,
             "WebSocket session ended"
         );
-    });
+        Poll::Ready(())
+    }
+}
+
+pin_project! {
+    /// Completes when the gateway starts shutting down or the session's server has drained.
+    /// Both waits are kept in the session's task rather than boxed: a box costs an allocation
+    /// per session, on top of the same bytes.
+    struct SessionEnd<St, Dr> {
+        #[pin]
+        stopping: St,
+        #[pin]
+        drained: Dr,
+    }
+}
+
+impl<St: Future<Output = ()>, Dr: Future<Output = ()>> Future for SessionEnd<St, Dr> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.stopping.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        ready!(this.drained.poll(cx));
+        tracing::debug!("WebSocket session's server drained");
+        Poll::Ready(())
+    }
 }
 
 #[cfg(test)]

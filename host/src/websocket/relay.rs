@@ -13,12 +13,13 @@
 //! bytes wait to be written.
 
 use std::cell::RefCell;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -98,17 +99,55 @@ pub struct RelayOutcome {
 /// end, sends Close 1001 (Going Away) to each peer that has not already
 /// received a Close, discards further data, and waits up to
 /// `cfg.close_grace` for the peers' replies before closing both streams.
-pub async fn relay<C, B, S>(client: C, backend: B, cfg: RelayConfig, shutdown: S) -> RelayOutcome
+pub fn relay<C, B, S>(client: C, backend: B, cfg: RelayConfig, shutdown: S) -> Relay<C, B, S>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
     S: Future<Output = ()>,
 {
-    let mut shutdown = pin!(shutdown);
     let start = Instant::now();
-    let mut timer = pin!(tokio::time::sleep_until(later(start, cfg.timeout)));
-    let mut session = Session::new(client, backend, cfg, start);
-    poll_fn(|cx| session.poll(cx, shutdown.as_mut(), timer.as_mut())).await
+    Relay {
+        session: Session::new(client, backend, cfg, start),
+        timer: tokio::time::sleep_until(later(start, cfg.timeout)),
+        shutdown,
+    }
+}
+
+pin_project! {
+    /// The relay of one session, as returned by [`relay`]. A named future rather than an
+    /// `async fn`: an idle session is mostly this state, and an `async fn` would store its
+    /// arguments twice (as passed, and again as the locals they are moved into).
+    pub struct Relay<C, B, S> {
+        session: Session<C, B>,
+        #[pin]
+        timer: Sleep,
+        #[pin]
+        shutdown: S,
+    }
+}
+
+impl<C, B, S> Relay<C, B, S> {
+    /// Bytes that arrived with the upgrade, before the relay took over the streams (hyper's
+    /// read-ahead): they are relayed first, in each direction, and followed like the rest.
+    pub fn with_read_ahead(mut self, from_client: &[u8], from_backend: &[u8]) -> Self {
+        self.session.c2b.preload(from_client);
+        self.session.b2c.preload(from_backend);
+        self
+    }
+}
+
+impl<C, B, S> Future for Relay<C, B, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    S: Future<Output = ()>,
+{
+    type Output = RelayOutcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayOutcome> {
+        let this = self.project();
+        this.session.poll(cx, this.shutdown, this.timer)
+    }
 }
 
 /// Size of a relay chunk: one read, one write.
@@ -146,6 +185,13 @@ impl Chunk {
             .flatten();
         Chunk(reused.unwrap_or_else(|| vec![0; CHUNK_SIZE].into_boxed_slice()))
     }
+
+    /// A one-off buffer holding `bytes`, for more than a chunk's worth; never reused.
+    fn oversized(bytes: &[u8]) -> Self {
+        #[cfg(test)]
+        CHUNKS_OUT.with(|n| n.set(n.get() + 1));
+        Chunk(bytes.into())
+    }
 }
 
 impl Drop for Chunk {
@@ -157,7 +203,7 @@ impl Drop for Chunk {
         // buffer is then simply freed.
         let _ = FREE_CHUNKS.try_with(|free| {
             let mut free = free.borrow_mut();
-            if free.len() < FREE_CHUNKS_PER_THREAD {
+            if free.len() < FREE_CHUNKS_PER_THREAD && buf.len() == CHUNK_SIZE {
                 free.push(buf);
             }
         });
@@ -257,6 +303,24 @@ impl Direction {
             source_done: false,
             to_dead: false,
         }
+    }
+
+    /// Queues `bytes` (read before the relay started) to be written to `to` first.
+    fn preload(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let chunk = if bytes.len() <= CHUNK_SIZE {
+            let mut chunk = Chunk::take();
+            chunk.0[..bytes.len()].copy_from_slice(bytes);
+            chunk
+        } else {
+            Chunk::oversized(bytes)
+        };
+        self.tracker.advance(bytes);
+        self.pos = 0;
+        self.end = bytes.len();
+        self.chunk = Some(chunk);
     }
 
     /// Writes the pending bytes of the current chunk to `dst`.
@@ -1364,18 +1428,54 @@ mod tests {
         .unwrap();
     }
 
-    #[test]
-    fn idle_session_state_is_small() {
-        let (a, _) = duplex(64);
-        let (b, _) = duplex(64);
+    #[tokio::test]
+    async fn idle_session_state_is_small() {
+        let (a, _a) = tcp_pair().await;
+        let (b, _b) = tcp_pair().await;
         let future = relay(a, b, long(), std::future::pending::<()>());
-        // Everything an idle session keeps besides the two streams and the
-        // runtime's timer entry: no buffers.
-        assert!(
-            std::mem::size_of_val(&future) < 1024,
-            "{}",
-            std::mem::size_of_val(&future)
-        );
+        // Everything an idle session keeps besides the runtime's per-socket state: the two
+        // sockets, the timer entry, the frame followers; no buffers.
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 464, "{size}");
+    }
+
+    #[tokio::test]
+    async fn read_ahead_is_relayed_first_and_followed() {
+        timeout(LIMIT, async {
+            let (mut client, client_side) = duplex(4096);
+            let (mut backend, backend_side) = duplex(4096);
+            // The backend's first frame and the start of the client's arrived with the
+            // handshake.
+            let greeting = encode(0x1, false, b"welcome");
+            let hello = encode(0x1, true, b"hello");
+            let (ahead, rest) = hello.split_at(3);
+            let task = tokio::spawn(
+                relay(client_side, backend_side, long(), std::future::pending())
+                    .with_read_ahead(ahead, &greeting),
+            );
+            let mut got = vec![0u8; greeting.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, greeting);
+            client.write_all(rest).await.unwrap();
+            let mut got = vec![0u8; hello.len()];
+            backend.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, hello);
+
+            // A Close from the client is seen through the read-ahead's frame.
+            client.write_all(&close(1000, true)).await.unwrap();
+            let f = read_frame(&mut backend).await;
+            assert_eq!(f.opcode, OPCODE_CLOSE);
+            backend.write_all(&close(1000, false)).await.unwrap();
+            let f = read_frame(&mut client).await;
+            assert_eq!(f.opcode, OPCODE_CLOSE);
+            drop(backend);
+            client.shutdown().await.unwrap();
+            let out = task.await.unwrap();
+            assert_eq!(out.end, RelayEnd::ClientClosed { code: Some(1000) });
+            assert_eq!(out.backend_to_client, greeting.len() as u64 + 4);
+        })
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

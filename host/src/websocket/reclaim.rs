@@ -1,0 +1,123 @@
+//! Gives memory back to the system once a burst of WebSocket sessions opening or closing is over.
+//!
+//! Opening a session passes through several KiB of short-lived buffers (hyper's, on the client
+//! and the backend connection) that are freed once the session relays, between the few hundred
+//! bytes each session keeps; closing sessions frees their state. glibc's malloc returns only
+//! the top of each arena to the system, so after thousands of sessions open or close at once the
+//! free space between the sessions that remain stays resident: several MiB that no longer hold
+//! anything. Once no session has opened or closed for [`QUIET`], `malloc_trim` hands the whole
+//! free pages back. Steady traffic never triggers it (memory freed there is reused at once), and
+//! relaying data never touches it: only a session's start and end count.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long session churn must stop before freed memory is returned.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// Sessions opened or closed in a burst below which it is not worth a trim (a few dozen
+/// handshakes already leave MiB of free space behind).
+const MIN_EVENTS: u64 = 64;
+
+/// Sessions opened or closed since the process started.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a task is waiting for the current burst to end.
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+/// Trims done, for the tests.
+#[cfg(test)]
+static TRIMS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a session opened or closed. Must be called inside the tokio runtime.
+pub fn session_event() {
+    EVENTS.fetch_add(1, Ordering::Relaxed);
+    if !WATCHING.load(Ordering::Relaxed) && !WATCHING.swap(true, Ordering::AcqRel) {
+        tokio::spawn(watch_burst());
+    }
+}
+
+/// Waits for the burst to end, then trims if it was large enough.
+async fn watch_burst() {
+    let mut start = EVENTS.load(Ordering::Relaxed).saturating_sub(1);
+    loop {
+        let mut end = start;
+        loop {
+            tokio::time::sleep(QUIET).await;
+            let now = EVENTS.load(Ordering::Relaxed);
+            if now == end {
+                break;
+            }
+            end = now;
+        }
+        WATCHING.store(false, Ordering::Release);
+        if end - start >= MIN_EVENTS {
+            // Walking the arenas takes milliseconds with tens of MiB of heap: off the
+            // runtime's threads.
+            let _ = tokio::task::spawn_blocking(trim).await;
+        }
+        // A session that opened or closed just before `WATCHING` was cleared found this
+        // task still watching: go on, so that it counts in a burst.
+        if EVENTS.load(Ordering::Relaxed) == end || WATCHING.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        start = end;
+    }
+}
+
+fn trim() {
+    let started = std::time::Instant::now();
+    release_free_pages();
+    #[cfg(test)]
+    TRIMS.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(took = ?started.elapsed(), "freed memory returned to the system");
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_pages() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointers and locks each arena while it walks it; any thread
+    // may call it at any time.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_pages() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn trims_once_after_a_burst_ends() {
+        let trims = || TRIMS.load(Ordering::Relaxed);
+        // A trickle: too little to trim for.
+        for _ in 0..10 {
+            session_event();
+        }
+        tokio::time::sleep(QUIET * 3).await;
+        assert_eq!(trims(), 0);
+
+        // A burst spread over more than the quiet time: one trim, after it ends.
+        for i in 0..MIN_EVENTS * 4 {
+            session_event();
+            if i % MIN_EVENTS == 0 {
+                tokio::time::sleep(QUIET / 5).await;
+            }
+        }
+        assert_eq!(trims(), 0, "trimmed during the burst");
+        tokio::time::sleep(QUIET * 3).await;
+        assert_eq!(trims(), 1);
+        tokio::time::sleep(QUIET * 3).await;
+        assert_eq!(
+            trims(),
+            1,
+            "trimmed again without sessions opening or closing"
+        );
+    }
+}
