@@ -8,6 +8,7 @@
 //! host names, `/x/*` and `/x*` path prefixes).
 
 pub mod matching;
+pub mod packed;
 
 use serde::{Deserialize, Serialize};
 

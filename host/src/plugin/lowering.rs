@@ -129,43 +129,35 @@ const KEEP_PACKED: usize = 16 * 1024;
 
 impl<'a> PackedHeadRef<'a> {
     /// Packs `head` into `text` (cleared first; its capacity is reused from call to call), in
-    /// the layout the WIT documents: the fields' bytes in order, then per header the two
-    /// lengths (u32, little-endian), the name and the value. Lengths fit in u32: a request head
-    /// is bounded by the listener's header limits, far below 4 GiB.
+    /// the layout the WIT documents ([`wasmgate_rules::packed`]).
     pub fn pack(head: &RequestHeadRef<'_>, text: &'a mut Vec<u8>) -> Self {
         if text.capacity() > KEEP_PACKED {
             *text = Vec::new();
         }
         text.clear();
-        let mut put = |s: &str| {
-            text.extend_from_slice(s.as_bytes());
-            s.len() as u32
+        let fields = wasmgate_rules::packed::HeadText {
+            method: head.method,
+            scheme: head.scheme,
+            authority: head.authority,
+            path: head.path,
+            query: head.query,
+            client_address: head.client_address,
+            listener: head.listener,
+            tls_sni: head.tls_sni,
         };
-        let method = put(head.method);
-        let scheme = put(head.scheme);
-        let authority = put(head.authority);
-        let path = put(head.path);
-        let query = head.query.map(&mut put);
-        let client_address = put(head.client_address);
-        let listener = put(head.listener);
-        let tls_sni = head.tls_sni.map(&mut put);
-        for h in head.headers {
-            text.extend_from_slice(&(h.name.len() as u32).to_le_bytes());
-            text.extend_from_slice(&(h.value.len() as u32).to_le_bytes());
-            text.extend_from_slice(h.name.as_bytes());
-            text.extend_from_slice(h.value);
-        }
+        let headers = head.headers.iter().map(|h| (h.name, h.value));
+        let lengths = wasmgate_rules::packed::pack(&fields, headers, text);
         PackedHeadRef {
             text,
-            method,
-            scheme,
-            authority,
-            path,
-            query,
-            client_address,
-            listener,
-            tls_sni,
-            header_count: head.headers.len() as u32,
+            method: lengths.method,
+            scheme: lengths.scheme,
+            authority: lengths.authority,
+            path: lengths.path,
+            query: lengths.query,
+            client_address: lengths.client_address,
+            listener: lengths.listener,
+            tls_sni: lengths.tls_sni,
+            header_count: lengths.header_count,
             websocket: head.websocket,
         }
     }
