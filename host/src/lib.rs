@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod gather;
 pub mod listener;
 pub mod plugin;
 pub mod probe;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::gather::poll_write_gathered;
 use crate::proxy::Connection;
 
 /// RFC 9110 §15.5.9: the server closes the connection after a 408.
@@ -22,15 +23,23 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Writes `bytes` without waiting, as the connection's last words (it is about to close):
     /// whatever the socket does not take at once is dropped.
     fn write_last_words(&mut self, bytes: &[u8]);
+
+    /// Whether small vectored writes are gathered into one (see [`crate::gather`]): for a
+    /// socket, not for TLS, which copies what it is given into its records anyway.
+    const GATHER_WRITES: bool;
 }
 
 impl ClientStream for TcpStream {
+    const GATHER_WRITES: bool = true;
+
     fn write_last_words(&mut self, bytes: &[u8]) {
         let _ = self.try_write(bytes);
     }
 }
 
 impl ClientStream for TlsStream<TcpStream> {
+    const GATHER_WRITES: bool = false;
+
     fn write_last_words(&mut self, bytes: &[u8]) {
         use std::io::Write;
         let (tcp, tls) = self.get_mut();
@@ -131,11 +140,15 @@ impl<S: ClientStream> AsyncWrite for ClientIo<S> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.request_started = false;
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        if S::GATHER_WRITES {
+            poll_write_gathered(Pin::new(&mut self.stream), cx, bufs)
+        } else {
+            Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        S::GATHER_WRITES || self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

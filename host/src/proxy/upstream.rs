@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{BackendHost, BackendSettings, HostOverride, Protocol};
+use crate::gather::Gathering;
 use crate::tls::TlsFailure;
 
 /// Idle connections kept per upstream; more are closed when they come back.
@@ -310,7 +311,7 @@ impl Upstream {
         };
         let _ = stream.set_nodelay(true);
         match &self.tls {
-            None => handshake(stream).await,
+            None => handshake(Gathering(stream)).await,
             Some(tls) => {
                 let stream = TlsConnector::from(tls.config.clone())
                     .connect(tls.server_name.clone(), stream)

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
 use crate::gateway::{ActiveGuard, Shared};
+use crate::gather::Gathering;
 use crate::listener::ClientIo;
 use crate::proxy::headers::has_token;
 
@@ -168,8 +169,8 @@ pub fn spawn_relay(
             }
             Err(upgraded) => Err(TokioIo::new(upgraded)),
         };
-        let backend = match backend.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
+        let backend = match backend.downcast::<TokioIo<Gathering<TcpStream>>>() {
+            Ok(parts) => Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
             Err(upgraded) => Err(TokioIo::new(upgraded)),
         };
         let none = Bytes::new();
