@@ -288,7 +288,7 @@ impl Drop for EngineInner {
 /// take the tick between two requests, with no thread switch. A watchdog thread stands in when
 /// the runtime's ticks stop (every worker busy in a guest, or no runtime at all): it looks every
 /// [`WATCH_TICKS`] ticks and, finding no tick since its last look, ticks itself every tick until
-/// the runtime's ticks resume. A call's deadline is then late by at most that look's period.
+/// the runtime's ticks resume. A call's deadline is then late by at most two such looks.
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
