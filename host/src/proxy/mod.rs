@@ -479,7 +479,10 @@ impl Connection {
         for _ in 0..3 {
             let mut sender = match upstream.take_idle() {
                 Some(s) => s,
-                None => match tokio::time::timeout_at(deadline, upstream.connect()).await {
+                // A new connection (DNS, TCP, TLS handshake) is the rare path and the largest
+                // future here: boxed, so that every request's future does not carry its size.
+                None => match tokio::time::timeout_at(deadline, Box::pin(upstream.connect())).await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(ConnectError::Tls(reason))) => {
                         return Err(Failure::Tls(reason, Box::new(req)));
