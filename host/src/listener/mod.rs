@@ -132,6 +132,8 @@ pub async fn accept_loop(listener: TcpListener, socket: Arc<SocketHandle>, share
     let mut limits = shared.snapshot.load().config.limits;
     let mut servers = Servers::new(&limits);
     let slots = busy::Slots::default();
+    // A TCP connection's local port is its listener's: read once here, not once per connection.
+    let local_port = listener.local_addr().map_or(0, |a| a.port());
     let stopping = socket.stopping();
     tokio::pin!(stopping);
     loop {
@@ -173,6 +175,7 @@ pub async fn accept_loop(listener: TcpListener, socket: Arc<SocketHandle>, share
         let served = serve(
             stream,
             client,
+            local_port,
             socket.clone(),
             scheme,
             tls,
@@ -186,9 +189,11 @@ pub async fn accept_loop(listener: TcpListener, socket: Arc<SocketHandle>, share
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     stream: TcpStream,
     client: SocketAddr,
+    local_port: u16,
     socket: Arc<SocketHandle>,
     scheme: Protocol,
     tls: Option<Arc<ServerTls>>,
@@ -197,7 +202,6 @@ async fn serve(
 ) {
     let _guard = shared.track();
     let _ = stream.set_nodelay(true);
-    let local_port = stream.local_addr().map_or(0, |a| a.port());
     let conn = Arc::new(Connection {
         shared,
         socket,
