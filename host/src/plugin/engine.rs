@@ -288,7 +288,10 @@ impl Drop for EngineInner {
 /// take the tick between two requests, with no thread switch. A watchdog thread stands in when
 /// the runtime's ticks stop (every worker busy in a guest, or no runtime at all): it looks every
 /// [`WATCH_TICKS`] ticks and, finding no tick since its last look, ticks itself every tick until
-/// the runtime's ticks resume. A call's deadline is then late by at most two such looks.
+/// the runtime's ticks resume. A guest that yields at a tick lets the runtime tick once, so
+/// while every worker stays inside guests the ticks can come only about once per look; calls
+/// check their budget against the clock at each tick (see `instance::Deadline`), so a call is
+/// then stopped at most about two looks past its budget.
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,

@@ -501,6 +501,41 @@ async fn an_infinite_loop_is_stopped_by_the_deadline_without_blocking_others() {
     ));
 }
 
+/// The engine's ticks come from the runtime it was created on. Here that runtime has one thread
+/// and the looping call holds it, so the runtime ticks only when the guest yields and the
+/// engine's watchdog has to stand in: the call must still stop close to its budget (a budget
+/// counted in ticks would have stretched to several times its length).
+#[tokio::test]
+async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
+    let engine = PluginEngine::new(EngineConfig {
+        cache_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache")),
+        total_component_instances: 4,
+        total_core_instances: 16,
+        total_memories: 4,
+        total_tables: 8,
+        total_stacks: 4,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let mut spec = PluginSpec::new(
+        "fixture-infinite-loop",
+        component("fixture-infinite-loop"),
+        "",
+    );
+    spec.limits.call_timeout = Duration::from_millis(100);
+    let pools = StaticPools(Default::default());
+    let (spin, _) = engine.load(spec, Arc::new(pools)).await.expect("load");
+    let started = Instant::now();
+    let err = spin.route(&request("a", "/", &[])).await.unwrap_err();
+    let stopped_after = started.elapsed();
+    assert!(matches!(err, PluginError::Deadline { .. }), "{err}");
+    eprintln!("loop on the only worker stopped after {stopped_after:?} (budget 100 ms)");
+    assert!(
+        stopped_after >= Duration::from_millis(100) && stopped_after < Duration::from_millis(300),
+        "stopped after {stopped_after:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_memory_bomb_is_stopped_by_the_memory_limit() {
     let bomb = load_with("fixture-memory-bomb", "", |spec| {
