@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -281,76 +281,35 @@ impl Drop for EngineInner {
     }
 }
 
-/// What advances the engine's epoch every tick, the clock of every call deadline. One for all
-/// plugins; nothing is paid per call.
-///
-/// The runtime's own timer ticks while the runtime is responsive: a loaded gateway's workers
-/// take the tick between two requests, with no thread switch. A watchdog thread stands in when
-/// the runtime's ticks stop (every worker busy in a guest, or no runtime at all): it looks every
-/// [`WATCH_TICKS`] ticks and, finding no tick since its last look, ticks itself every tick until
-/// the runtime's ticks resume. A guest that yields at a tick lets the runtime tick once, so
-/// while every worker stays inside guests the ticks can come only about once per look; calls
-/// check their budget against the clock at each tick (see `instance::Deadline`), so a call is
-/// then stopped at most about two looks past its budget.
+/// A thread advancing the engine's epoch every tick: what makes deadlines fire. One thread for
+/// all plugins; it costs a wake-up per tick and nothing per call.
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
-
-/// The watchdog's period while the runtime ticks, in ticks.
-const WATCH_TICKS: u32 = 10;
 
 impl Ticker {
     fn start(engine: Engine, tick: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let beats = Arc::new(AtomicU64::new(0));
-        let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            let engine = engine.clone();
-            let beats = beats.clone();
-            runtime.spawn(async move {
-                let mut interval = tokio::time::interval(tick);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                loop {
-                    interval.tick().await;
-                    engine.increment_epoch();
-                    beats.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        });
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("wasmgate-epoch".into())
             .spawn(move || {
-                let mut standing_in = false;
                 while !flag.load(Ordering::Relaxed) {
-                    let seen = beats.load(Ordering::Relaxed);
-                    std::thread::park_timeout(if standing_in {
-                        tick
-                    } else {
-                        tick * WATCH_TICKS
-                    });
-                    standing_in = beats.load(Ordering::Relaxed) == seen;
-                    if standing_in {
-                        engine.increment_epoch();
-                    }
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
                 }
             })
             .expect("spawning the epoch thread");
         Ticker {
             stop,
             thread: Some(thread),
-            task,
         }
     }
 
     fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
             let _ = thread.join();
         }
     }

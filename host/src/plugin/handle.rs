@@ -280,9 +280,7 @@ impl Plugin {
             },
         };
         let started = Instant::now();
-        let result = instance
-            .invoke(&call, started, inner.limits.call_timeout)
-            .await;
+        let result = instance.invoke(&call, inner.limits.call_timeout).await;
         inner.counters.call_time.record(started.elapsed());
         inner.counters.calls.fetch_add(1, Relaxed);
         match result {

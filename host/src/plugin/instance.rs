@@ -2,7 +2,7 @@
 //! the host view) and its typed exports.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{Func, InstancePre, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -72,26 +72,11 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// When the current call started, how long it may run, and whether it ran out.
-///
-/// The budget is checked against the clock at each epoch tick, not counted in ticks: when every
-/// worker is inside a guest the runtime's ticks stop and the engine's watchdog ticks instead,
-/// less often at first (see the engine's ticker), and a count of ticks would then stretch the
-/// budget by as much.
+/// Epoch ticks the current call may still run, and whether it ran out.
+#[derive(Default)]
 struct Deadline {
-    started: Instant,
-    budget: Duration,
+    ticks_left: u64,
     expired: bool,
-}
-
-impl Default for Deadline {
-    fn default() -> Self {
-        Deadline {
-            started: Instant::now(),
-            budget: Duration::ZERO,
-            expired: false,
-        }
-    }
 }
 
 impl StoreState {
@@ -266,6 +251,7 @@ pub(crate) struct Instance {
     packed: Vec<u8>,
     probe: Option<probe_evaluator::Guest>,
     stderr: GuestOutput,
+    tick: Duration,
     /// Calls served so far.
     pub(crate) calls: u64,
 }
@@ -284,14 +270,15 @@ impl Instance {
         let (state, stderr) = StoreState::new(plugin, limits, host);
         let mut store = Store::new(&engine.engine, state);
         store.limiter(StoreState::limiter);
-        // Each tick during a call yields to the async runtime (a long call does not hold a
-        // worker thread); the first tick past the budget traps.
+        // Each tick past the deadline's start yields to the async runtime (a long call does not
+        // hold a worker thread) and spends one tick of the budget; an empty budget traps.
         store.epoch_deadline_callback(|mut ctx| {
             let deadline = &mut ctx.data_mut().deadline;
-            if deadline.started.elapsed() >= deadline.budget {
+            if deadline.ticks_left == 0 {
                 deadline.expired = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
+            deadline.ticks_left -= 1;
             Ok(UpdateDeadline::Yield(1))
         });
         let mut instance = Instance {
@@ -300,9 +287,10 @@ impl Instance {
             packed: Vec::new(),
             probe: None,
             stderr,
+            tick: engine.epoch_tick,
             calls: 0,
         };
-        instance.arm(Instant::now(), limits.init_timeout);
+        instance.arm(limits.init_timeout);
         let init = async {
             let wasm = pre.instantiate_async(&mut instance.store).await?;
             let lifecycle = exports.lifecycle.load(&mut instance.store, &wasm)?;
@@ -335,12 +323,13 @@ impl Instance {
         }
     }
 
-    /// Starts a call's budget, counted from `started`, and forgets the previous call's traces.
-    fn arm(&mut self, started: Instant, timeout: Duration) {
+    /// Starts a call's budget and forgets the previous call's traces.
+    fn arm(&mut self, timeout: Duration) {
+        let tick = self.tick.as_nanos().max(1);
+        let ticks = timeout.as_nanos().div_ceil(tick) as u64;
         let state = self.store.data_mut();
         state.deadline = Deadline {
-            started,
-            budget: timeout,
+            ticks_left: ticks,
             expired: false,
         };
         state.limiter.memory_refused = false;
@@ -348,14 +337,12 @@ impl Instance {
         self.store.set_epoch_deadline(1);
     }
 
-    /// Makes `call`, with `timeout` counted from `started`.
     pub(crate) async fn invoke(
         &mut self,
         call: &Call<'_>,
-        started: Instant,
         timeout: Duration,
     ) -> Result<Answer, Failure> {
-        self.arm(started, timeout);
+        self.arm(timeout);
         let result = match *call {
             Call::Route(request) => self.route(request).await.map(Answer::Decision),
             Call::Evaluate(response) => {

@@ -501,10 +501,10 @@ async fn an_infinite_loop_is_stopped_by_the_deadline_without_blocking_others() {
     ));
 }
 
-/// The engine's ticks come from the runtime it was created on. Here that runtime has one thread
-/// and the looping call holds it, so the runtime ticks only when the guest yields and the
-/// engine's watchdog has to stand in: the call must still stop close to its budget (a budget
-/// counted in ticks would have stretched to several times its length).
+/// A loop on a runtime's only thread, with an engine created on that runtime: nothing else can
+/// run there while the guest does, so the epoch must advance from elsewhere for the call to stop,
+/// and it must stop close to its budget. (Ticking from the runtime's own timer, with a thread
+/// standing in only when those ticks stopped, stretched a 100 ms budget to 627 ms here.)
 #[tokio::test]
 async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
     let engine = PluginEngine::new(EngineConfig {
