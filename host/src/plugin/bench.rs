@@ -425,7 +425,7 @@ async fn load_for(engine: &PluginEngine, handoff: Handoff) -> Plugin {
 /// An engine for `plugins` plugins of one instance each: small enough for valgrind, whose
 /// address space cannot hold the pooling allocator's usual reservation (4 GiB and a guard per
 /// memory).
-fn small_engine(plugins: u32) -> PluginEngine {
+pub(super) fn small_engine(plugins: u32) -> PluginEngine {
     PluginEngine::new(EngineConfig {
         cache_dir: Some(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"),

@@ -507,16 +507,7 @@ async fn an_infinite_loop_is_stopped_by_the_deadline_without_blocking_others() {
 /// standing in only when those ticks stopped, stretched a 100 ms budget to 627 ms here.)
 #[tokio::test]
 async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
-    let engine = PluginEngine::new(EngineConfig {
-        cache_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache")),
-        total_component_instances: 4,
-        total_core_instances: 16,
-        total_memories: 4,
-        total_tables: 8,
-        total_stacks: 4,
-        ..EngineConfig::default()
-    })
-    .expect("engine");
+    let engine = super::bench::small_engine(3);
     let mut spec = PluginSpec::new(
         "fixture-infinite-loop",
         component("fixture-infinite-loop"),
