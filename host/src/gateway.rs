@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -89,7 +88,8 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// A gateway serving in the background of the current tokio runtime.
+/// A gateway serving in the background: its control plane (reloads, probes, the admin API) on
+/// the tokio runtime that started it, its connections on the [workers](crate::listener::workers).
 pub struct Gateway {
     shared: Arc<Shared>,
     control: Arc<Control>,
@@ -143,14 +143,17 @@ pub struct ReloadReport {
 
 /// New sockets bound for a snapshot, not yet serving.
 struct Bound {
-    listener: TcpListener,
+    listener: listener::Bound,
     handle: Arc<SocketHandle>,
     key: SocketKey,
     local: SocketAddr,
 }
 
 /// Binds a frontend's socket, with the error naming its first listener.
-fn bind_frontend(snapshot: &Snapshot, frontend: usize) -> Result<(TcpListener, SocketAddr), Error> {
+fn bind_frontend(
+    snapshot: &Snapshot,
+    frontend: usize,
+) -> Result<(listener::Bound, SocketAddr), Error> {
     let f = &snapshot.frontends[frontend];
     let error = |source| Error::Bind {
         listener: snapshot.config.listener(f.listeners[0]).name.clone(),
@@ -158,7 +161,7 @@ fn bind_frontend(snapshot: &Snapshot, frontend: usize) -> Result<(TcpListener, S
         source,
     };
     let socket = listener::bind(f.bind).map_err(error)?;
-    let local = socket.local_addr().map_err(error)?;
+    let local = socket.local_addr();
     Ok((socket, local))
 }
 
@@ -525,11 +528,7 @@ impl Control {
                     tracing::info!(listener = %name, address = %b.local, protocol = snapshot.frontends[f].protocol.as_str(), "listening");
                 }
             }
-            let task = tokio::spawn(listener::accept_loop(
-                b.listener,
-                b.handle.clone(),
-                self.shared.clone(),
-            ));
+            let task = listener::serve_socket(b.listener, b.handle.clone(), self.shared.clone());
             state.sockets.push(RunningSocket {
                 key: b.key,
                 local: b.local,

@@ -38,6 +38,9 @@ enum Command {
         /// Do not reload when the configuration file changes (SIGHUP and the admin API still do).
         #[arg(long)]
         no_watch: bool,
+        /// Threads serving connections, each accepting on a socket of its own (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
         /// For a configuration that is an ARM template (`.json`).
         #[command(flatten)]
         template: TemplateArgs,
@@ -106,8 +109,12 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             no_watch,
+            workers,
             template,
-        } => runtime().and_then(|rt| rt.block_on(run(config, no_watch, template))),
+        } => {
+            wasmgate::listener::workers::set_count(workers);
+            runtime().and_then(|rt| rt.block_on(run(config, no_watch, template)))
+        }
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
         }

@@ -1,6 +1,7 @@
 //! Several gateways sharing one listening port (SO_REUSEPORT): the kernel spreads new
 //! connections over them; a port held by a socket that does not share still refuses them, and
-//! so does the admin API's port.
+//! so does the admin API's port. Within one gateway, each worker thread accepts on a socket of
+//! its own on the listener's port.
 
 use wasmgate::Gateway;
 use wasmgate::config::Config;
@@ -95,4 +96,73 @@ async fn the_admin_port_is_not_shared() {
     first
         .shutdown_within(std::time::Duration::from_secs(5))
         .await;
+}
+
+/// The sockets in the LISTEN state on 127.0.0.1:`port`, from the kernel's table.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_accepts_on_a_socket_of_its_own() {
+    let a = HttpBackend::start("a").await;
+    let gw = start_gateway(&on_port(0, a.addr)).await;
+    let addr = listener_addr(&gw, "web");
+    let workers = wasmgate::listener::workers::count();
+    assert_eq!(
+        listening_sockets(addr.port()),
+        workers,
+        "one listening socket per worker"
+    );
+    // The kernel picks a socket by a hash of the connection's addresses, so 64 connections from
+    // fresh source ports reach every socket: one that no worker accepted on would leave some of
+    // them unanswered.
+    for i in 0..64 {
+        within(
+            &format!("connection {i}"),
+            assert_routed(addr, "example.com", "/", "a", "a fresh connection"),
+        )
+        .await;
+    }
+    gw.shutdown_within(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        listening_sockets(addr.port()),
+        0,
+        "every worker's socket closes on shutdown"
+    );
+}
+
+/// The workers outlive the runtime that started a gateway; when that runtime ends, the
+/// gateway's sockets close with it.
+#[test]
+fn sockets_close_when_the_runtime_that_started_the_gateway_ends() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = runtime.block_on(async {
+        let a = HttpBackend::start("a").await;
+        let gw = start_gateway(&on_port(0, a.addr)).await;
+        let addr = listener_addr(&gw, "web");
+        assert_routed(addr, "example.com", "/", "a", "before the runtime ends").await;
+        addr
+    });
+    drop(runtime);
+    let closed = (0..250).any(|_| {
+        if listening_sockets(addr.port()) == 0 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        false
+    });
+    assert!(closed, "the gateway's sockets must close with its runtime");
 }

@@ -5,6 +5,7 @@
 
 mod busy;
 mod io;
+pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,28 +29,50 @@ use crate::tls::ServerTls;
 pub use self::io::ClientIo;
 use self::io::ClientStream;
 
-/// Binds a listener's socket with a deep accept queue and SO_REUSEPORT: several gateway
-/// processes started with the same configuration (as the same user) listen on one port and the
-/// kernel spreads new connections over them, for more connections than one process's
-/// open-file limit allows, or a process per core. A port held by a socket without
+/// The sockets of one listening address: one per [worker](workers), all bound to the same
+/// address with SO_REUSEPORT, so that the kernel spreads new connections over the workers.
+#[derive(Debug)]
+pub struct Bound {
+    sockets: Vec<std::net::TcpListener>,
+    local: SocketAddr,
+}
+
+impl Bound {
+    /// The bound address (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Binds a listener's sockets, one per worker, with a deep accept queue and SO_REUSEPORT:
+/// several gateway processes started with the same configuration (as the same user) also
+/// listen on one port and the kernel spreads new connections over all of them, for more
+/// connections than one process's open-file limit allows. A port held by a socket without
 /// SO_REUSEPORT, or by another user's, still fails to bind.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    bind_with(addr, true)
+pub fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+    let first = bind_with(addr, true)?;
+    // Port 0 asks for any port: the other workers' sockets take the one given to the first.
+    let local = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers::count() {
+        sockets.push(bind_with(local, true)?);
+    }
+    Ok(Bound { sockets, local })
 }
 
-/// As [`bind`], without port sharing: for the admin API, whose answers describe one process.
+/// One socket without port sharing: for the admin API, whose answers describe one process.
 pub fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    bind_with(addr, false)
+    TcpListener::from_std(bind_with(addr, false)?)
 }
 
-fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// One listening socket of a running gateway. It outlives configuration snapshots: a reload
@@ -126,12 +149,74 @@ impl Servers {
     }
 }
 
+/// Serves `bound` until `socket` stops: each worker accepts on a socket of its own and serves
+/// the connections it accepted. The returned task completes once every worker has stopped
+/// accepting. When the workers cannot be started, the current runtime serves.
+pub fn serve_socket(
+    bound: Bound,
+    socket: Arc<SocketHandle>,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
+    // One count of connections for the whole socket, whichever worker accepted them.
+    let slots = busy::Slots::default();
+    let workers = workers::handles().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot start the worker threads; serving on the main runtime");
+        Arc::from([])
+    });
+    let loops: Vec<_> = bound
+        .sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let served = accept(listener, socket.clone(), shared.clone(), slots.clone());
+            match workers.get(i) {
+                Some(worker) => worker.spawn(served),
+                None => tokio::spawn(served),
+            }
+        })
+        .collect();
+    // The workers outlive the runtime that started the gateway (a test's, say): when that
+    // runtime drops this task, the workers stop accepting too.
+    let stop = StopOnDrop(socket);
+    tokio::spawn(async move {
+        let _stop = stop;
+        for task in loops {
+            let _ = task.await;
+        }
+    })
+}
+
+struct StopOnDrop(Arc<SocketHandle>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+async fn accept(
+    listener: std::net::TcpListener,
+    socket: Arc<SocketHandle>,
+    shared: Arc<Shared>,
+    slots: busy::Slots,
+) {
+    // Registered with the runtime that accepts on it.
+    match TcpListener::from_std(listener) {
+        Ok(listener) => accept_loop(listener, socket, shared, slots).await,
+        Err(e) => tracing::error!(error = %e, "cannot accept on a worker's socket"),
+    }
+}
+
 /// Accepts connections on one socket until it (or the gateway) stops. Each connection is
 /// served as the current snapshot says: its frontend's protocol, its certificates, its limits.
-pub async fn accept_loop(listener: TcpListener, socket: Arc<SocketHandle>, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    socket: Arc<SocketHandle>,
+    shared: Arc<Shared>,
+    slots: busy::Slots,
+) {
     let mut limits = shared.snapshot.load().config.limits;
     let mut servers = Servers::new(&limits);
-    let slots = busy::Slots::default();
     // A TCP connection's local port is its listener's: read once here, not once per connection.
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     let stopping = socket.stopping();

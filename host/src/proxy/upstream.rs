@@ -89,7 +89,10 @@ pub struct Upstream {
     host: BackendHost,
     port: u16,
     tls: Option<UpstreamTls>,
-    idle: ArrayQueue<Idle>,
+    /// Idle connections by the worker that opened them (see [`crate::listener::workers`]): a
+    /// request takes its own worker's first, so that it and the connection's task run on one
+    /// thread, and another worker's when its own has none.
+    idle: Box<[ArrayQueue<Idle>]>,
     /// When the TLS server name follows the request's host: one upstream per name seen.
     by_name: ArcSwap<HashMap<Box<str>, Arc<Upstream>>>,
     /// Last good DNS answer, for a host given as a name.
@@ -104,7 +107,7 @@ impl std::fmt::Debug for Upstream {
             "Upstream({scheme}://{}:{}, {} idle)",
             self.host,
             self.port,
-            self.idle.len()
+            self.idle.iter().map(ArrayQueue::len).sum::<usize>()
         )
     }
 }
@@ -208,7 +211,12 @@ impl Upstream {
             port,
             tls,
             by_name: ArcSwap::default(),
-            idle: ArrayQueue::new(MAX_IDLE),
+            idle: {
+                let shards = crate::listener::workers::count().max(1);
+                (0..shards)
+                    .map(|_| ArrayQueue::new(MAX_IDLE.div_ceil(shards)))
+                    .collect()
+            },
             dns: Default::default(),
         }
     }
@@ -263,9 +271,13 @@ impl Upstream {
 
     /// A ready idle connection, if one is pooled.
     pub fn take_idle(&self) -> Option<Sender> {
-        while let Some(idle) = self.idle.pop() {
-            if idle.sender.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
-                return Some(idle.sender);
+        let own = crate::listener::workers::current() % self.idle.len();
+        let (after, before) = self.idle.split_at(own);
+        for shard in before.iter().chain(after) {
+            while let Some(idle) = shard.pop() {
+                if idle.sender.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
+                    return Some(idle.sender);
+                }
             }
         }
         None
@@ -322,10 +334,14 @@ impl Upstream {
         }
     }
 
+    fn own_idle(&self) -> &ArrayQueue<Idle> {
+        &self.idle[crate::listener::workers::current() % self.idle.len()]
+    }
+
     /// Returns a connection whose last response has been read completely.
     pub fn put_back(self: &Arc<Self>, sender: Sender) {
         if sender.is_ready() {
-            let _ = self.idle.push(Idle {
+            let _ = self.own_idle().push(Idle {
                 sender,
                 since: Instant::now(),
             });
@@ -336,7 +352,7 @@ impl Upstream {
             tokio::spawn(async move {
                 let mut sender = sender;
                 if sender.ready().await.is_ok() {
-                    let _ = this.idle.push(Idle {
+                    let _ = this.own_idle().push(Idle {
                         sender,
                         since: Instant::now(),
                     });
