@@ -70,6 +70,9 @@ fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tc
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
+    // Linux gives accepted connections the listening socket's TCP_NODELAY: one call here
+    // instead of one per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
@@ -159,18 +162,19 @@ pub fn serve_socket(
 ) -> tokio::task::JoinHandle<()> {
     // One count of connections for the whole socket, whichever worker accepted them.
     let slots = busy::Slots::default();
-    let workers = workers::handles().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot start the worker threads; serving on the main runtime");
-        Arc::from([])
-    });
+    let workers = workers::get()
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "cannot start the worker threads; serving on the main runtime");
+        })
+        .ok();
     let loops: Vec<_> = bound
         .sockets
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
             let served = accept(listener, socket.clone(), shared.clone(), slots.clone());
-            match workers.get(i) {
-                Some(worker) => worker.spawn(served),
+            match workers.filter(|w| i < w.len()) {
+                Some(w) => w.handle(i).spawn(served),
                 None => tokio::spawn(served),
             }
         })
@@ -286,6 +290,8 @@ async fn serve(
     servers: Servers,
 ) {
     let _guard = shared.track();
+    // Inherited from the listening socket on Linux (see `bind_with`).
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     let conn = Arc::new(Connection {
         shared,
@@ -408,5 +414,31 @@ async fn serve_http2<S: ClientStream>(
     };
     if let Err(e) = result {
         tracing::debug!(client = %conn.client, error = %e, "HTTP/2 client connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_have_nodelay_and_every_worker_a_socket() {
+        let bound = bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        assert_eq!(bound.sockets.len(), workers::count());
+        let _client = std::net::TcpStream::connect(bound.local_addr()).expect("connect");
+        // Whichever socket the kernel picked accepts the connection.
+        let accepted = (0..500)
+            .find_map(|_| {
+                let found = bound.sockets.iter().find_map(|l| l.accept().ok());
+                if found.is_none() {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                found
+            })
+            .expect("accepted within a second");
+        assert!(
+            accepted.0.nodelay().expect("nodelay"),
+            "Nagle's algorithm is off on accepted connections"
+        );
     }
 }

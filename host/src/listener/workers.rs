@@ -10,18 +10,25 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::runtime::Handle;
 
 /// How many workers to start; 0 until set: one per core.
 static WANTED: AtomicUsize = AtomicUsize::new(0);
 
-static WORKERS: Mutex<Option<Arc<[Handle]>>> = Mutex::new(None);
+static WORKERS: OnceLock<Workers> = OnceLock::new();
+static STARTING: Mutex<()> = Mutex::new(());
 
 thread_local! {
-    /// This thread's worker index; 0 on threads that are not workers.
-    static INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// This thread's worker index; `None` on threads that are not workers.
+    static INDEX: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The data plane's runtimes.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Box<[Handle]>,
 }
 
 /// Sets how many worker threads the data plane uses (0: one per core). Only the first gateway
@@ -32,10 +39,10 @@ pub fn set_count(count: usize) {
 
 /// How many workers the data plane has (or will have once started).
 pub fn count() -> usize {
-    if let Some(handles) = &*WORKERS.lock().unwrap_or_else(|e| e.into_inner()) {
-        return handles.len();
+    match WORKERS.get() {
+        Some(w) => w.handles.len(),
+        None => wanted(),
     }
-    wanted()
 }
 
 fn wanted() -> usize {
@@ -45,32 +52,55 @@ fn wanted() -> usize {
     }
 }
 
-/// The index of the worker running the caller, in `0..count`; 0 off the workers.
+/// The index of the worker running the caller, in `0..count()`; 0 off the workers.
 pub fn current() -> usize {
-    INDEX.with(|i| i.get())
+    INDEX.with(|i| i.get()).unwrap_or(0)
 }
 
-/// The data plane's runtimes, started on first use.
-pub fn handles() -> io::Result<Arc<[Handle]>> {
-    let mut workers = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(handles) = &*workers {
-        return Ok(handles.clone());
+/// The data plane's workers, started on first use.
+pub fn get() -> io::Result<&'static Workers> {
+    if let Some(w) = WORKERS.get() {
+        return Ok(w);
+    }
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(w) = WORKERS.get() {
+        return Ok(w);
     }
     let count = wanted();
     let mut handles = Vec::with_capacity(count);
-    for index in 0..count {
+    let mut runtimes = Vec::with_capacity(count);
+    for _ in 0..count {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         handles.push(runtime.handle().clone());
+        runtimes.push(runtime);
+    }
+    for (index, runtime) in runtimes.into_iter().enumerate() {
         std::thread::Builder::new()
             .name(format!("wasmgate-worker-{index}"))
             .spawn(move || {
-                INDEX.with(|i| i.set(index));
+                INDEX.with(|i| i.set(Some(index)));
                 runtime.block_on(std::future::pending::<()>())
             })?;
     }
-    let handles: Arc<[Handle]> = handles.into();
-    *workers = Some(handles.clone());
-    Ok(handles)
+    let workers = WORKERS.get_or_init(|| Workers {
+        handles: handles.into(),
+    });
+    Ok(workers)
+}
+
+impl Workers {
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The runtime of worker `index`.
+    pub fn handle(&self, index: usize) -> &Handle {
+        &self.handles[index]
+    }
 }
