@@ -108,6 +108,7 @@ impl Gateway {
     /// been built (`scripts/build-plugins`).
     pub async fn start(
         binary: &Path,
+        workers: usize,
         backend: SocketAddr,
         with_router: bool,
         cert: &TestCert,
@@ -141,6 +142,8 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(&config)
+            .arg("--workers")
+            .arg(workers.to_string())
             .env("RUST_LOG", "warn");
         let process = Process::spawn("wasmgate", command, dir)?;
         let mut gateway = Self {

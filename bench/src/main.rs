@@ -64,6 +64,11 @@ struct Args {
     #[arg(long)]
     gateway: Option<PathBuf>,
 
+    /// Worker threads of the measured gateway (`wasmgate run --workers`; 0: its default, one
+    /// per core).
+    #[arg(long, default_value_t = 0)]
+    gateway_workers: usize,
+
     /// Peer proxies measured in the same run, comma-separated.
     #[arg(
         long,
@@ -277,7 +282,8 @@ impl Proxy {
             Via::Wasmgate => {
                 let binary = args.gateway.as_ref().context("no --gateway")?;
                 Ok(Self::Wasmgate(
-                    Gateway::start(binary, backend, with_router, cert).await?,
+                    Gateway::start(binary, args.gateway_workers, backend, with_router, cert)
+                        .await?,
                 ))
             }
             Via::Peer(peer) => Ok(Self::Peer(PeerProxy::start(peer, backend, cert).await?)),
@@ -381,6 +387,7 @@ async fn run(args: &Args) -> Result<Report> {
         backend_threads: args.backend_threads as usize,
         source_addrs: sources.len(),
         gateway: args.gateway.as_ref().map(|p| p.display().to_string()),
+        gateway_workers: args.gateway_workers,
         proxies,
         scenarios,
         reload_every: args.reload_every,

@@ -131,6 +131,8 @@ pub struct Settings {
     pub backend_threads: usize,
     pub source_addrs: usize,
     pub gateway: Option<String>,
+    /// The gateway's worker threads (0: its default, one per core).
+    pub gateway_workers: usize,
     /// The proxies measured, in column order, with their versions.
     pub proxies: Vec<(Via, String)>,
     pub scenarios: Vec<Scenario>,
@@ -422,6 +424,13 @@ impl Report {
         if !s.proxies.is_empty() {
             let versions: Vec<String> = s.proxies.iter().map(|(_, v)| v.clone()).collect();
             let _ = writeln!(out, "\nProxies: {}.", versions.join(", "));
+        }
+        if s.gateway.is_some() {
+            let workers = match s.gateway_workers {
+                0 => "one per core (its default)".to_string(),
+                n => format!("{n} (`--workers {n}`)"),
+            };
+            let _ = writeln!(out, "\nwasmgate's worker threads: {workers}.");
         }
         out.push('\n');
         out.push_str("| scenario | metric |");

@@ -89,9 +89,10 @@ pub struct Upstream {
     host: BackendHost,
     port: u16,
     tls: Option<UpstreamTls>,
-    /// Idle connections by the worker that opened them (see [`crate::listener::workers`]): a
-    /// request takes its own worker's first, so that it and the connection's task run on one
-    /// thread, and another worker's when its own has none.
+    /// Idle connections by the worker that opened them (see [`crate::listener::workers`]). A
+    /// request takes only its own worker's, and opens a connection when there is none, so that
+    /// the request and the connection's task always run on one thread (and the connection
+    /// comes back to the same worker's pool).
     idle: Box<[ArrayQueue<Idle>]>,
     /// When the TLS server name follows the request's host: one upstream per name seen.
     by_name: ArcSwap<HashMap<Box<str>, Arc<Upstream>>>,
@@ -269,15 +270,12 @@ impl Upstream {
         Some(child)
     }
 
-    /// A ready idle connection, if one is pooled.
+    /// A ready idle connection of the caller's worker, if one is pooled.
     pub fn take_idle(&self) -> Option<Sender> {
-        let own = crate::listener::workers::current() % self.idle.len();
-        let (after, before) = self.idle.split_at(own);
-        for shard in before.iter().chain(after) {
-            while let Some(idle) = shard.pop() {
-                if idle.sender.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
-                    return Some(idle.sender);
-                }
+        let own = self.own_idle();
+        while let Some(idle) = own.pop() {
+            if idle.sender.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
+                return Some(idle.sender);
             }
         }
         None
