@@ -142,9 +142,10 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(&config)
-            .arg("--workers")
-            .arg(workers.to_string())
             .env("RUST_LOG", "warn");
+        if workers > 0 {
+            command.arg("--workers").arg(workers.to_string());
+        }
         let process = Process::spawn("wasmgate", command, dir)?;
         let mut gateway = Self {
             process,
