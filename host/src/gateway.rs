@@ -146,23 +146,17 @@ struct Bound {
     listener: listener::Bound,
     handle: Arc<SocketHandle>,
     key: SocketKey,
-    local: SocketAddr,
 }
 
 /// Binds a frontend's socket, with the error naming its first listener.
-fn bind_frontend(
-    snapshot: &Snapshot,
-    frontend: usize,
-) -> Result<(listener::Bound, SocketAddr), Error> {
+fn bind_frontend(snapshot: &Snapshot, frontend: usize) -> Result<listener::Bound, Error> {
     let f = &snapshot.frontends[frontend];
     let error = |source| Error::Bind {
         listener: snapshot.config.listener(f.listeners[0]).name.clone(),
         addr: f.bind,
         source,
     };
-    let socket = listener::bind(f.bind).map_err(error)?;
-    let local = socket.local_addr();
-    Ok((socket, local))
+    listener::bind(f.bind).map_err(error)
 }
 
 fn listener_names(snapshot: &Snapshot, frontend: usize) -> Vec<String> {
@@ -184,12 +178,10 @@ impl Gateway {
         plugins.commit(prepared);
         let mut bound = Vec::with_capacity(snapshot.frontends.len());
         for i in 0..snapshot.frontends.len() {
-            let (listener, local) = bind_frontend(&snapshot, i)?;
             bound.push(Bound {
-                listener,
+                listener: bind_frontend(&snapshot, i)?,
                 handle: SocketHandle::new(i, None),
                 key: snapshot.frontends[i].key.clone(),
-                local,
             });
         }
         let (certificates, frontend_tls) = crate::tls::Certificates::build(&snapshot)?;
@@ -418,18 +410,18 @@ impl Control {
                 ids.push(s.handle.id);
                 continue;
             }
-            let (listener, local) = bind_frontend(&snapshot, i)?;
+            let listener = bind_frontend(&snapshot, i)?;
             let id = state.next_socket + fresh.len();
             ids.push(id);
             report.sockets_added.push(format!(
-                "{local} ({})",
+                "{} ({})",
+                listener.local_addr(),
                 listener_names(&snapshot, i).join(", ")
             ));
             fresh.push(Bound {
                 listener,
                 handle: SocketHandle::new(id, None),
                 key: f.key.clone(),
-                local,
             });
         }
         let (certificates, frontend_tls) = crate::tls::Certificates::build(&snapshot)?;
@@ -523,15 +515,16 @@ impl Control {
     fn serve(&self, state: &mut ControlState, bound: Vec<Bound>) {
         let snapshot = self.shared.snapshot.load();
         for b in bound {
+            let local = b.listener.local_addr();
             if let Some(f) = snapshot.frontend_of(b.handle.id) {
                 for name in listener_names(&snapshot, f) {
-                    tracing::info!(listener = %name, address = %b.local, protocol = snapshot.frontends[f].protocol.as_str(), "listening");
+                    tracing::info!(listener = %name, address = %local, protocol = snapshot.frontends[f].protocol.as_str(), "listening");
                 }
             }
             let task = listener::serve_socket(b.listener, b.handle.clone(), self.shared.clone());
             state.sockets.push(RunningSocket {
                 key: b.key,
-                local: b.local,
+                local,
                 handle: b.handle,
                 task,
             });

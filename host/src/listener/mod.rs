@@ -173,8 +173,8 @@ pub fn serve_socket(
         .enumerate()
         .map(|(i, listener)| {
             let served = accept(listener, socket.clone(), shared.clone(), slots.clone());
-            match workers.filter(|w| i < w.len()) {
-                Some(w) => w.handle(i).spawn(served),
+            match workers.and_then(|w| w.handles().get(i)) {
+                Some(worker) => worker.spawn(served),
                 None => tokio::spawn(served),
             }
         })

@@ -91,16 +91,8 @@ pub fn get() -> io::Result<&'static Workers> {
 }
 
 impl Workers {
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
-    /// The runtime of worker `index`.
-    pub fn handle(&self, index: usize) -> &Handle {
-        &self.handles[index]
+    /// Each worker's runtime, by index.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
     }
 }
