@@ -303,9 +303,21 @@ async fn serve(
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
     });
-    let Some(tls) = &tls else {
-        return serve_http1(stream, conn, &servers.http1, Handler::Proxy).await;
-    };
+    match tls {
+        None => serve_http1(stream, conn, &servers.http1, Handler::Proxy).await,
+        // TLS (and HTTP/2 behind it) carries much larger state than plain HTTP/1.1: boxed, so
+        // that a plain connection's task does not carry its size.
+        Some(tls) => Box::pin(serve_tls(stream, conn, tls, servers)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    conn: Arc<Connection>,
+    tls: Arc<ServerTls>,
+    servers: Servers,
+) {
+    let client = conn.client;
     // A TLS connection opens with a handshake record (RFC 8446 §5.1, content type 22); anything
     // else is most likely plain HTTP sent to the HTTPS port, which gets its 400 in plain text.
     let mut first = [0u8; 1];
