@@ -23,13 +23,33 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// the ones defined as connection-specific (Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
 /// Upgrade, Trailer). hyper frames the message again on the next hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    static HOP_BY_HOP: [&HeaderName; 7] = [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::TRAILER,
+    ];
+    // One pass over the names (comparisons, no hashing) finds which are present; most messages
+    // carry none or only Connection, and only those are looked up to be removed.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     // Fields named in Connection; the common case (`keep-alive`, `close`, `upgrade`) allocates
     // nothing.
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .map(str::trim)
             .filter(|t| {
                 !t.is_empty()
@@ -43,16 +63,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::TRAILER,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -371,6 +385,26 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_of_every_kind_and_every_connection_line() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "close".parse().unwrap());
+        h.append(header::CONNECTION, "x-one".parse().unwrap());
+        h.insert("x-one", "1".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::TRAILER, "x-sum".parse().unwrap());
+        h.insert(header::HOST, "example.com".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
+
+        let mut none = HeaderMap::new();
+        none.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        remove_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 1);
     }
 
     #[test]

@@ -539,6 +539,8 @@ impl Connection {
         authority: &str,
         original_url: &str,
     ) {
+        // Room for the six fields below at once, instead of the map growing on the way.
+        headers.reserve(6);
         // The client is appended to what earlier proxies recorded; without them the value is
         // the connection's, copied by reference count.
         let appended = headers
