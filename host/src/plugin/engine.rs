@@ -2,9 +2,9 @@
 //! linker, and the artifact cache.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
@@ -275,40 +275,135 @@ impl PluginEngine {
     }
 }
 
+impl EngineInner {
+    /// To hold while guest code may run (instantiation, `init`, a call): the epoch advances
+    /// meanwhile, so the call's deadline can fire.
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.ticker.busy()
+    }
+
+    /// Whether the epoch thread is parked for want of calls (for tests).
+    #[cfg(test)]
+    pub(crate) fn ticker_parked(&self) -> bool {
+        self.ticker.is_parked()
+    }
+}
+
 impl Drop for EngineInner {
     fn drop(&mut self) {
         self.ticker.stop();
     }
 }
 
-/// A thread advancing the engine's epoch every tick: what makes deadlines fire. One thread for
-/// all plugins; it costs a wake-up per tick and nothing per call.
+/// A thread advancing the engine's epoch every tick while guest code may run: what makes
+/// deadlines fire. One thread for all plugins. Once no call has been in flight for
+/// [`IDLE_TICKS`] ticks it parks, so an idle gateway is not woken a thousand times a second;
+/// the next call wakes it.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Ticks without a call in flight before the ticker parks.
+const IDLE_TICKS: u32 = 100;
+
+struct TickerShared {
+    stop: AtomicBool,
+    parked: AtomicBool,
+    /// Calls in flight, counted per worker thread (threads that are not workers share the
+    /// first), each counter on a cache line of its own so that workers do not contend.
+    in_flight: Box<[PaddedCount]>,
+    thread: OnceLock<Thread>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedCount(AtomicUsize);
+
+/// Guest code may run while this lives: the ticker is awake.
+pub(crate) struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl TickerShared {
+    fn idle(&self) -> bool {
+        self.in_flight
+            .iter()
+            .all(|c| c.0.load(Ordering::SeqCst) == 0)
+    }
 }
 
 impl Ticker {
     fn start(engine: Engine, tick: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let shared = Arc::new(TickerShared {
+            stop: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            in_flight: (0..crate::listener::workers::count().max(1))
+                .map(|_| PaddedCount::default())
+                .collect(),
+            thread: OnceLock::new(),
+        });
+        let state = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wasmgate-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                let mut idle_ticks = 0;
+                while !state.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
                     engine.increment_epoch();
+                    idle_ticks = if state.idle() { idle_ticks + 1 } else { 0 };
+                    if idle_ticks < IDLE_TICKS {
+                        continue;
+                    }
+                    // A call starting now either sees `parked` and wakes this thread, or has
+                    // already counted itself and is seen here (both sides are SeqCst).
+                    state.parked.store(true, Ordering::SeqCst);
+                    if state.idle() && !state.stop.load(Ordering::SeqCst) {
+                        std::thread::park();
+                    }
+                    state.parked.store(false, Ordering::SeqCst);
+                    idle_ticks = 0;
                 }
             })
             .expect("spawning the epoch thread");
+        let _ = shared.thread.set(thread.thread().clone());
         Ticker {
-            stop,
+            shared,
             thread: Some(thread),
         }
     }
 
+    /// Counts a call in flight until the guard drops, and wakes the ticker if it is parked.
+    fn busy(&self) -> Busy<'_> {
+        let shared = &*self.shared;
+        let slots = &shared.in_flight;
+        let count = &slots[crate::listener::workers::current() % slots.len()].0;
+        count.fetch_add(1, Ordering::SeqCst);
+        if shared.parked.load(Ordering::SeqCst) {
+            Self::wake(shared);
+        }
+        Busy(count)
+    }
+
+    fn wake(shared: &TickerShared) {
+        if let Some(thread) = shared.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// Whether the ticker is parked (for tests).
+    #[cfg(test)]
+    fn is_parked(&self) -> bool {
+        self.shared.parked.load(Ordering::SeqCst)
+    }
+
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        Self::wake(&self.shared);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -280,7 +280,10 @@ impl Plugin {
             },
         };
         let started = Instant::now();
-        let result = instance.invoke(&call, inner.limits.call_timeout).await;
+        let result = {
+            let _busy = inner.engine.inner.busy();
+            instance.invoke(&call, inner.limits.call_timeout).await
+        };
         inner.counters.call_time.record(started.elapsed());
         inner.counters.calls.fetch_add(1, Relaxed);
         match result {
@@ -322,6 +325,7 @@ impl Plugin {
     /// A new instance with `init` done, or why there is none.
     async fn new_instance(&self) -> Result<Box<Instance>, String> {
         let inner = &*self.inner;
+        let _busy = inner.engine.inner.busy();
         let instance = Instance::new(
             &inner.engine.inner,
             &inner.pre,

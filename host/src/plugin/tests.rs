@@ -528,6 +528,51 @@ async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
 }
 
 #[tokio::test]
+async fn the_epoch_thread_parks_when_idle_and_the_next_call_wakes_it() {
+    let engine = super::bench::small_engine(1);
+    let mut spec = PluginSpec::new(
+        "fixture-infinite-loop",
+        component("fixture-infinite-loop"),
+        "",
+    );
+    spec.limits.call_timeout = Duration::from_millis(100);
+    let (spin, _) = engine
+        .load(spec, Arc::new(StaticPools(Default::default())))
+        .await
+        .expect("load");
+    // No call in flight: the ticker parks after its idle ticks (100 ms at 1 ms ticks).
+    let waited = Instant::now();
+    while !engine.inner.ticker_parked() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "the epoch thread kept ticking with no call in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A runaway call still meets its deadline: starting it woke the ticker. Were it not woken,
+    // the guest would spin for ever; it spins on a thread of its own, so the test fails instead.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let started = Instant::now();
+        let result = runtime.block_on(spin.route(&request("a", "/", &[])));
+        let _ = done.send((result, started.elapsed()));
+    });
+    let (result, stopped_after) = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the call was not stopped: the parked epoch thread was not woken");
+    let err = result.unwrap_err();
+    assert!(matches!(err, PluginError::Deadline { .. }), "{err}");
+    assert!(
+        stopped_after < Duration::from_secs(2),
+        "stopped after {stopped_after:?} (budget 100 ms)"
+    );
+}
+
+#[tokio::test]
 async fn a_memory_bomb_is_stopped_by_the_memory_limit() {
     let bomb = load_with("fixture-memory-bomb", "", |spec| {
         spec.limits.max_memory_bytes = 32 << 20;
