@@ -6,7 +6,8 @@
 //! - One [`PluginEngine`] per gateway: wasmtime with the component model and Cranelift, the
 //!   pooling allocator (sized by [`EngineConfig`]; a Python component uses 14 core instances per
 //!   instance, so the core-instance total is raised well above the component total), epoch
-//!   interruption driven by one ticker thread (1 ms ticks), WASI p2 linked with no capabilities
+//!   interruption driven by one ticker thread (1 ms ticks; it parks while no guest code runs),
+//!   WASI p2 linked with no capabilities
 //!   (no preopens, environment, arguments or sockets; stdin closed; stdout and stderr go to
 //!   tracing), and the `host` interface answered from a [`HostView`] the gateway supplies.
 //! - [`PluginEngine::load`] compiles on a blocking thread, or takes the compiled component from
