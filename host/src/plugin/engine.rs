@@ -285,7 +285,7 @@ impl EngineInner {
     /// Whether the epoch thread is parked for want of calls (for tests).
     #[cfg(test)]
     pub(crate) fn ticker_parked(&self) -> bool {
-        self.ticker.is_parked()
+        self.ticker.shared.parked.load(Ordering::SeqCst)
     }
 }
 
@@ -393,12 +393,6 @@ impl Ticker {
         if let Some(thread) = shared.thread.get() {
             thread.unpark();
         }
-    }
-
-    /// Whether the ticker is parked (for tests).
-    #[cfg(test)]
-    fn is_parked(&self) -> bool {
-        self.shared.parked.load(Ordering::SeqCst)
     }
 
     fn stop(&mut self) {

@@ -501,13 +501,8 @@ async fn an_infinite_loop_is_stopped_by_the_deadline_without_blocking_others() {
     ));
 }
 
-/// A loop on a runtime's only thread, with an engine created on that runtime: nothing else can
-/// run there while the guest does, so the epoch must advance from elsewhere for the call to stop,
-/// and it must stop close to its budget. (Ticking from the runtime's own timer, with a thread
-/// standing in only when those ticks stopped, stretched a 100 ms budget to 627 ms here.)
-#[tokio::test]
-async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
-    let engine = super::bench::small_engine(3);
+/// The never-returning fixture on `engine`, with a 100 ms budget per call.
+async fn load_spinner(engine: &PluginEngine) -> Plugin {
     let mut spec = PluginSpec::new(
         "fixture-infinite-loop",
         component("fixture-infinite-loop"),
@@ -516,6 +511,17 @@ async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
     spec.limits.call_timeout = Duration::from_millis(100);
     let pools = StaticPools(Default::default());
     let (spin, _) = engine.load(spec, Arc::new(pools)).await.expect("load");
+    spin
+}
+
+/// A loop on a runtime's only thread, with an engine created on that runtime: nothing else can
+/// run there while the guest does, so the epoch must advance from elsewhere for the call to stop,
+/// and it must stop close to its budget. (Ticking from the runtime's own timer, with a thread
+/// standing in only when those ticks stopped, stretched a 100 ms budget to 627 ms here.)
+#[tokio::test]
+async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
+    let engine = super::bench::small_engine(3);
+    let spin = load_spinner(&engine).await;
     let started = Instant::now();
     let err = spin.route(&request("a", "/", &[])).await.unwrap_err();
     let stopped_after = started.elapsed();
@@ -530,16 +536,7 @@ async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
 #[tokio::test]
 async fn the_epoch_thread_parks_when_idle_and_the_next_call_wakes_it() {
     let engine = super::bench::small_engine(1);
-    let mut spec = PluginSpec::new(
-        "fixture-infinite-loop",
-        component("fixture-infinite-loop"),
-        "",
-    );
-    spec.limits.call_timeout = Duration::from_millis(100);
-    let (spin, _) = engine
-        .load(spec, Arc::new(StaticPools(Default::default())))
-        .await
-        .expect("load");
+    let spin = load_spinner(&engine).await;
     // No call in flight: the ticker parks after its idle ticks (100 ms at 1 ms ticks).
     let waited = Instant::now();
     while !engine.inner.ticker_parked() {
