@@ -41,6 +41,10 @@ enum Command {
         /// Threads serving connections, each accepting on a socket of its own (0: one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Requests a worker serves in a row, without waiting for events, before it offers its
+        /// core to other runnable threads (0, the default: never).
+        #[arg(long, default_value_t = 0)]
+        yield_every: u32,
         /// For a configuration that is an ARM template (`.json`).
         #[command(flatten)]
         template: TemplateArgs,
@@ -110,9 +114,11 @@ fn main() -> ExitCode {
             config,
             no_watch,
             workers,
+            yield_every,
             template,
         } => {
             wasmgate::listener::workers::set_count(workers);
+            wasmgate::listener::workers::set_yield_every(yield_every);
             runtime().and_then(|rt| rt.block_on(run(config, no_watch, template)))
         }
         Command::Demo { port, print_config } => {

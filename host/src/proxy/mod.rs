@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol, RedirectTarget, WebSocketTimeout};
 use crate::error::ProxyError;
 use crate::gateway::Shared;
+use crate::listener::workers;
 use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot, host_without_port};
 use crate::websocket;
 pub(crate) use wasmgate_rules::matching::override_path;
@@ -78,6 +79,7 @@ impl Connection {
     /// Serves one request; failures become the error response chosen in one place
     /// ([`ProxyError::into_response`]).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+        workers::served_request();
         // The access log costs a copy of the method and target: taken only when it is on.
         let mut log =
             tracing::enabled!(target: "wasmgate::access", tracing::Level::INFO).then(|| {
