@@ -15,8 +15,8 @@
 //! that long, and so do the requests that need them. `sched_yield` lets whoever waits on the core
 //! run first, and returns at once if no one does. It is off by default: on the 2-core benchmark
 //! machine, yielding every 8 requests cut the keep-alive p99 from about 4.5 to 1.9 ms, but
-//! lengthened the new-connection tail and cost that scenario's rate; every 16 or 32 requests
-//! changed neither (BENCHMARKS.md, "Yielding the core").
+//! lengthened the new-connection tail and cost that scenario's rate, and every 16 or 32 requests
+//! no longer shortened the keep-alive tail (BENCHMARKS.md, "The 2-worker keep-alive tail").
 
 use std::cell::Cell;
 use std::io;
@@ -38,7 +38,7 @@ thread_local! {
     /// This thread's worker index; `None` on threads that are not workers.
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
     /// Requests served since this thread last waited for events or yielded, and how many it
-    /// may serve before it yields (0 on threads that are not workers: they never yield).
+    /// may serve before it yields (0: never, as on threads that are not workers).
     static STREAK: Streak = const { Streak { served: Cell::new(0), limit: Cell::new(0) } };
 }
 
