@@ -2,7 +2,7 @@
 //! linker, and the artifact cache.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -21,8 +21,13 @@ use super::limits::{BreakerConfig, FailPolicy, PluginLimits};
 /// Engine-wide settings: sized for every plugin together.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// How often the epoch advances; call deadlines are counted in these ticks.
+    /// How often the epoch advances while a call runs long: such a call yields to the runtime
+    /// at every tick, and its deadline is checked then.
     pub epoch_tick: Duration,
+    /// How often the epoch thread looks for a call in flight while none is known to be long: a
+    /// call yields for the first time within this interval of its start. It is lowered to a
+    /// quarter of the shortest `call_timeout` or `init_timeout` loaded (never below a tick).
+    pub watch_interval: Duration,
     /// Where compiled artifacts are kept between runs; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
     /// Component instances alive at once, over all plugins (each live plugin instance is one).
@@ -45,6 +50,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             epoch_tick: Duration::from_millis(1),
+            // The kernel's own tick here (HZ = 250): a runnable thread can wait that long for a
+            // core anyway.
+            watch_interval: Duration::from_millis(4),
             cache_dir: None,
             total_component_instances: 1000,
             total_core_instances: 16_000,
@@ -176,7 +184,7 @@ impl PluginEngine {
 
         let cache =
             ArtifactCache::new(&engine, config.cache_dir.clone()).map_err(|e| engine_error(&e))?;
-        let ticker = Ticker::start(engine.clone(), config.epoch_tick);
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick, config.watch_interval);
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
                 engine,
@@ -282,10 +290,30 @@ impl EngineInner {
         self.ticker.busy()
     }
 
+    /// The count of calls running past a tick, which their deadline callbacks keep.
+    pub(crate) fn long_calls(&self) -> &LongCalls {
+        &self.ticker.shared.long
+    }
+
+    /// Lowers the watch interval so that a call yields well inside `deadline`.
+    pub(crate) fn fit_deadline(&self, deadline: Duration) {
+        self.ticker.fit(deadline, self.epoch_tick);
+    }
+
     /// Whether the epoch thread is parked for want of calls (for tests).
     #[cfg(test)]
     pub(crate) fn ticker_parked(&self) -> bool {
         self.ticker.shared.parked.load(Ordering::SeqCst)
+    }
+
+    /// Times the epoch thread woke and times it advanced the epoch (for tests).
+    #[cfg(test)]
+    pub(crate) fn ticker_counts(&self) -> (u64, u64) {
+        let shared = &self.ticker.shared;
+        (
+            shared.woke.load(Ordering::Relaxed),
+            shared.advanced.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -295,80 +323,117 @@ impl Drop for EngineInner {
     }
 }
 
-/// A thread advancing the engine's epoch every tick while guest code may run: what makes
-/// deadlines fire. One thread for all plugins. Once no call has been in flight for
-/// [`IDLE_TICKS`] ticks it parks, so an idle gateway is not woken a thousand times a second;
-/// the next call wakes it.
+/// The thread that advances the engine's epoch: what makes a long call yield and its deadline
+/// fire. One thread for all plugins.
+///
+/// Waking every tick while calls flow would cost the cores the gateway shares with everything
+/// else a wake-up and two context switches a millisecond, for calls that almost all return in
+/// about a microsecond. So while no call is known to be long the thread only looks every `watch`
+/// interval: if a call is in flight then, the epoch advances, and the next look is one tick
+/// later. A call still running when the epoch advances enters its deadline callback, which marks
+/// it long ([`LongCalls`]) and yields; while any call is long the epoch advances every tick. A
+/// runaway call thus yields for the first time within `watch` of its start, then at every tick,
+/// and spends one tick of its budget at each: a 20 ms budget ends a loop between 20 and
+/// 20 + `watch` ms after it started. A call that merely happened to be in flight at a look yields
+/// once, which costs it a few microseconds and one tick of its budget.
+///
+/// Once no call has started for [`IDLE_FOR`] the thread parks; the next call wakes it.
 struct Ticker {
     shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Ticks without a call in flight before the ticker parks.
-const IDLE_TICKS: u32 = 100;
+/// Time without a call before the ticker parks.
+const IDLE_FOR: Duration = Duration::from_millis(100);
 
 struct TickerShared {
     stop: AtomicBool,
     parked: AtomicBool,
-    /// Calls in flight, counted per worker thread (threads that are not workers share the
-    /// first), each counter on a cache line of its own so that workers do not contend.
-    in_flight: Box<[PaddedCount]>,
+    /// Calls started and finished, per worker thread (threads that are not workers share the
+    /// first), each worker's pair on a cache line of its own so that workers do not contend.
+    calls: Box<[CallCounts]>,
+    long: LongCalls,
+    /// The watch interval, in nanoseconds: lowered to fit the shortest deadline loaded.
+    watch: AtomicU64,
+    /// Times the epoch advanced, and times the thread woke (for tests).
+    advanced: AtomicU64,
+    woke: AtomicU64,
     thread: OnceLock<Thread>,
 }
 
 #[repr(align(128))]
 #[derive(Default)]
-struct PaddedCount(AtomicUsize);
+struct CallCounts {
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+/// Calls that have run past a tick and are not finished: while there are any, the epoch
+/// advances every tick. Incremented by a call's deadline callback the first time it runs,
+/// decremented when that call ends.
+#[derive(Clone, Default)]
+pub(crate) struct LongCalls(Arc<AtomicUsize>);
+
+impl LongCalls {
+    pub(crate) fn begin(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn end(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
 
 /// Guest code may run while this lives: the ticker is awake.
-pub(crate) struct Busy<'a>(&'a AtomicUsize);
+pub(crate) struct Busy<'a>(&'a CallCounts);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
+        self.0.finished.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 impl TickerShared {
+    /// Each worker's (started, finished) counts, into `out`.
+    fn look(&self, out: &mut Vec<(u64, u64)>) {
+        out.clear();
+        out.extend(self.calls.iter().map(|c| {
+            // `finished` first: a call counted finished was counted started before.
+            let finished = c.finished.load(Ordering::SeqCst);
+            (c.started.load(Ordering::SeqCst), finished)
+        }));
+    }
+
     fn idle(&self) -> bool {
-        self.in_flight
-            .iter()
-            .all(|c| c.0.load(Ordering::SeqCst) == 0)
+        self.calls.iter().all(|c| {
+            let finished = c.finished.load(Ordering::SeqCst);
+            c.started.load(Ordering::SeqCst) == finished
+        })
     }
 }
 
 impl Ticker {
-    fn start(engine: Engine, tick: Duration) -> Self {
+    fn start(engine: Engine, tick: Duration, watch: Duration) -> Self {
         let shared = Arc::new(TickerShared {
             stop: AtomicBool::new(false),
             parked: AtomicBool::new(false),
-            in_flight: (0..crate::listener::workers::count().max(1))
-                .map(|_| PaddedCount::default())
+            calls: (0..crate::listener::workers::count().max(1))
+                .map(|_| CallCounts::default())
                 .collect(),
+            long: LongCalls::default(),
+            watch: AtomicU64::new(watch.max(tick).as_nanos() as u64),
+            advanced: AtomicU64::new(0),
+            woke: AtomicU64::new(0),
             thread: OnceLock::new(),
         });
         let state = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wasmgate-epoch".into())
-            .spawn(move || {
-                let mut idle_ticks = 0;
-                while !state.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    engine.increment_epoch();
-                    idle_ticks = if state.idle() { idle_ticks + 1 } else { 0 };
-                    if idle_ticks < IDLE_TICKS {
-                        continue;
-                    }
-                    // A call starting now either sees `parked` and wakes this thread, or has
-                    // already counted itself and is seen here (both sides are SeqCst).
-                    state.parked.store(true, Ordering::SeqCst);
-                    if state.idle() && !state.stop.load(Ordering::SeqCst) {
-                        std::thread::park();
-                    }
-                    state.parked.store(false, Ordering::SeqCst);
-                    idle_ticks = 0;
-                }
-            })
+            .spawn(move || Self::run(&engine, &state, tick))
             .expect("spawning the epoch thread");
         let _ = shared.thread.set(thread.thread().clone());
         Ticker {
@@ -377,16 +442,66 @@ impl Ticker {
         }
     }
 
+    fn run(engine: &Engine, state: &TickerShared, tick: Duration) {
+        let in_flight = |&(started, finished): &(u64, u64)| started != finished;
+        let (mut last, mut now) = (Vec::new(), Vec::new());
+        state.look(&mut last);
+        let mut again = false;
+        let mut quiet_since = Instant::now();
+        while !state.stop.load(Ordering::Relaxed) {
+            let watch = Duration::from_nanos(state.watch.load(Ordering::Relaxed));
+            std::thread::sleep(if again || state.long.any() {
+                tick
+            } else {
+                watch
+            });
+            state.woke.fetch_add(1, Ordering::Relaxed);
+            state.look(&mut now);
+            let flying = now.iter().any(in_flight);
+            let long = state.long.any();
+            if flying || long {
+                engine.increment_epoch();
+                state.advanced.fetch_add(1, Ordering::Relaxed);
+            }
+            again = flying;
+            let quiet = !flying && !long && now == last;
+            std::mem::swap(&mut last, &mut now);
+            if !quiet {
+                quiet_since = Instant::now();
+                continue;
+            }
+            if quiet_since.elapsed() < IDLE_FOR {
+                continue;
+            }
+            // A call starting now either sees `parked` and wakes this thread, or has already
+            // counted itself and is seen here (both sides are SeqCst).
+            state.parked.store(true, Ordering::SeqCst);
+            if state.idle() && !state.stop.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            state.parked.store(false, Ordering::SeqCst);
+            state.look(&mut last);
+            quiet_since = Instant::now();
+        }
+    }
+
     /// Counts a call in flight until the guard drops, and wakes the ticker if it is parked.
     fn busy(&self) -> Busy<'_> {
         let shared = &*self.shared;
-        let slots = &shared.in_flight;
-        let count = &slots[crate::listener::workers::current() % slots.len()].0;
-        count.fetch_add(1, Ordering::SeqCst);
+        let slots = &shared.calls;
+        let counts = &slots[crate::listener::workers::current() % slots.len()];
+        counts.started.fetch_add(1, Ordering::SeqCst);
         if shared.parked.load(Ordering::SeqCst) {
             Self::wake(shared);
         }
-        Busy(count)
+        Busy(counts)
+    }
+
+    /// Keeps the first yield of a call well inside `deadline`: the watch interval becomes at
+    /// most a quarter of it (never less than a tick).
+    fn fit(&self, deadline: Duration, tick: Duration) {
+        let quarter = (deadline / 4).max(tick).as_nanos() as u64;
+        self.shared.watch.fetch_min(quarter, Ordering::Relaxed);
     }
 
     fn wake(shared: &TickerShared) {

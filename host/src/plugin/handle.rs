@@ -75,6 +75,9 @@ impl Plugin {
                 });
             }
         }
+        engine
+            .inner
+            .fit_deadline(spec.limits.call_timeout.min(spec.limits.init_timeout));
         let concurrency = spec.limits.max_concurrency.max(1);
         let plugin = Plugin {
             inner: Arc::new(PluginInner {

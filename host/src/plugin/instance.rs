@@ -15,7 +15,7 @@ use super::bindings::wasmgate::plugin::types::{
     Decision, LogLevel, ProbeRequest, ProbeResponse, ServerState, Verdict,
 };
 use super::bindings::wasmgate::plugin::{host, types};
-use super::engine::EngineInner;
+use super::engine::{EngineInner, LongCalls};
 use super::host_view::HostView;
 use super::limits::PluginLimits;
 use super::lowering::{PackedHeadRef, RequestHeadRef};
@@ -72,11 +72,14 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// Epoch ticks the current call may still run, and whether it ran out.
+/// Epoch ticks the current call may still run, whether it ran out, and whether it is counted
+/// long.
 #[derive(Default)]
 struct Deadline {
     ticks_left: u64,
     expired: bool,
+    /// The call has entered the epoch callback, so it counts in [`LongCalls`] until it ends.
+    long: bool,
 }
 
 impl StoreState {
@@ -252,6 +255,7 @@ pub(crate) struct Instance {
     probe: Option<probe_evaluator::Guest>,
     stderr: GuestOutput,
     tick: Duration,
+    long_calls: LongCalls,
     /// Calls served so far.
     pub(crate) calls: u64,
 }
@@ -270,10 +274,18 @@ impl Instance {
         let (state, stderr) = StoreState::new(plugin, limits, host);
         let mut store = Store::new(&engine.engine, state);
         store.limiter(StoreState::limiter);
-        // Each tick past the deadline's start yields to the async runtime (a long call does not
-        // hold a worker thread) and spends one tick of the budget; an empty budget traps.
-        store.epoch_deadline_callback(|mut ctx| {
+        // A call still running when the epoch advances is long: it is counted so (the epoch
+        // thread then advances the epoch every tick). Each advance it runs into yields to the
+        // async runtime (a long call does not hold a worker thread) and spends one tick of the
+        // budget; an empty budget traps. Ticks pass while the call waits for its worker after a
+        // yield without being spent: a healthy call on a busy worker is not cut for waiting.
+        let long_calls = engine.long_calls().clone();
+        store.epoch_deadline_callback(move |mut ctx| {
             let deadline = &mut ctx.data_mut().deadline;
+            if !deadline.long {
+                deadline.long = true;
+                long_calls.begin();
+            }
             if deadline.ticks_left == 0 {
                 deadline.expired = true;
                 return Ok(UpdateDeadline::Interrupt);
@@ -288,6 +300,7 @@ impl Instance {
             probe: None,
             stderr,
             tick: engine.epoch_tick,
+            long_calls: engine.long_calls().clone(),
             calls: 0,
         };
         instance.arm(limits.init_timeout);
@@ -316,7 +329,9 @@ impl Instance {
                 .transpose()?;
             lifecycle.call_init(&mut instance.store, config).await
         };
-        match init.await {
+        let outcome = init.await;
+        instance.settle();
+        match outcome {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(Failure::InitRefused(message)),
             Err(e) => Err(instance.classify(e)),
@@ -325,12 +340,14 @@ impl Instance {
 
     /// Starts a call's budget and forgets the previous call's traces.
     fn arm(&mut self, timeout: Duration) {
+        self.settle();
         let tick = self.tick.as_nanos().max(1);
         let ticks = timeout.as_nanos().div_ceil(tick) as u64;
         let state = self.store.data_mut();
         state.deadline = Deadline {
             ticks_left: ticks,
             expired: false,
+            long: false,
         };
         state.limiter.memory_refused = false;
         self.stderr.clear_tail();
@@ -365,7 +382,16 @@ impl Instance {
             }
         };
         self.calls += 1;
+        self.settle();
         result.map_err(|e| self.classify(e))
+    }
+
+    /// Ends the current call's count as a long one, if it was.
+    fn settle(&mut self) {
+        let deadline = &mut self.store.data_mut().deadline;
+        if std::mem::take(&mut deadline.long) {
+            self.long_calls.end();
+        }
     }
 
     /// Calls `route` with the borrowed head (packed first for a `packed-router`), the way the
@@ -414,5 +440,12 @@ impl Instance {
             reason.push_str(&stderr);
         }
         Failure::Trap(reason)
+    }
+}
+
+impl Drop for Instance {
+    /// A call dropped while it was running (its request went away) still ends its count.
+    fn drop(&mut self) {
+        self.settle();
     }
 }

@@ -8,9 +8,10 @@ use serde::Deserialize;
 /// (each `Store`); the deadlines to each call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLimits {
-    /// Wall-clock budget for one `route`, `evaluate` or `shape_request` call. The call is stopped
-    /// at the first epoch tick past it (the engine ticks every
-    /// [`EngineConfig::epoch_tick`](super::EngineConfig::epoch_tick)).
+    /// Budget for one `route`, `evaluate` or `shape_request` call, in epoch ticks of
+    /// [`EngineConfig::epoch_tick`](super::EngineConfig::epoch_tick) spent running. A loop is
+    /// stopped between this and this plus the engine's
+    /// [`watch_interval`](super::EngineConfig::watch_interval) after it started.
     pub call_timeout: Duration,
     /// Budget for `init`, which runs once per new instance (interpreted guests parse their
     /// configuration there; it is off the request path except when a burst needs a new instance).

@@ -6,7 +6,8 @@
 //! - One [`PluginEngine`] per gateway: wasmtime with the component model and Cranelift, the
 //!   pooling allocator (sized by [`EngineConfig`]; a Python component uses 14 core instances per
 //!   instance, so the core-instance total is raised well above the component total), epoch
-//!   interruption driven by one ticker thread (1 ms ticks; it parks while no guest code runs),
+//!   interruption driven by one thread (it looks every 4 ms while calls are short, ticks every
+//!   1 ms while one runs long, and parks while no guest code runs),
 //!   WASI p2 linked with no capabilities
 //!   (no preopens, environment, arguments or sockets; stdin closed; stdout and stderr go to
 //!   tracing), and the `host` interface answered from a [`HostView`] the gateway supplies.
@@ -20,7 +21,7 @@
 //!   one (or creates one, running `init`), arms its deadline, calls, and puts it back. A call that
 //!   fails in any way (trap, deadline, memory limit) drops its instance: a trapped instance may
 //!   hold half-updated state and is never entered again; the next call gets a fresh one.
-//! - Limits per plugin ([`PluginLimits`]): wall-clock time per call, counted in epoch ticks;
+//! - Limits per plugin ([`PluginLimits`]): time per call, counted in epoch ticks spent running;
 //!   memory, table elements, core instances, memories and tables per instance, through
 //!   `StoreLimits`. Defaults: 20 ms per call, 1 s for `init`, 128 MiB per memory.
 //! - A circuit breaker per plugin ([`BreakerConfig`], [`BreakerState`]): `failures` failures
@@ -71,9 +72,10 @@
 //!
 //! Calls run with `call_async` on a fiber. Measured against a synchronous `TypedFunc::call` on
 //! the same warm instance, the fiber costs about 0.1 µs (Rust 2.1 µs against 2.0; Python and
-//! JavaScript within noise). In return a long call yields to tokio at every epoch tick: a hostile
+//! JavaScript within noise). In return a long call yields to tokio at every epoch tick (the first
+//! time within the 4 ms watch interval of its start, then every 1 ms): a hostile
 //! loop burns its own deadline but does not hold a runtime thread (the tests see another plugin
-//! served 1 ms into a 30 ms loop on a single-threaded runtime); WASI p2's host functions are
+//! served 4 ms into a 30 ms loop on a single-threaded runtime); WASI p2's host functions are
 //! async underneath, and their synchronous wrappers call `Handle::block_on`, which panics on a
 //! runtime thread; and waiting for a free instance is an async semaphore.
 

@@ -533,11 +533,49 @@ async fn a_loop_holding_the_only_worker_still_stops_near_its_budget() {
     );
 }
 
+/// Short calls, as on the request path: the epoch thread looks every watch interval (4 ms)
+/// instead of ticking every millisecond, and advances the epoch only when it sees a call in
+/// flight. Ticking every millisecond would be 300 wake-ups and 300 advances here.
+#[test]
+fn short_calls_do_not_make_the_epoch_thread_tick_every_millisecond() {
+    let engine = super::bench::small_engine(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let canary = runtime.block_on(async {
+        let mut spec = PluginSpec::new(
+            "example-canary-router",
+            component("example-canary-router"),
+            CANARY,
+        );
+        spec.request_headers = Some(Arc::from([]));
+        let pools = StaticPools(Default::default());
+        engine.load(spec, Arc::new(pools)).await.expect("load").0
+    });
+    let req = request("a", "/", &[]);
+    let before = engine.inner.ticker_counts();
+    let started = Instant::now();
+    let mut calls = 0u32;
+    while started.elapsed() < Duration::from_millis(300) {
+        runtime.block_on(canary.route(&req)).expect("route");
+        calls += 1;
+        // A gap between calls, as between requests.
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let after = engine.inner.ticker_counts();
+    let (woke, advanced) = (after.0 - before.0, after.1 - before.1);
+    eprintln!("{calls} calls in 300 ms: the epoch thread woke {woke} times, advanced {advanced}");
+    assert!(calls > 100, "only {calls} calls");
+    assert!(woke < 150, "woke {woke} times in 300 ms");
+    assert!(advanced < 60, "advanced {advanced} times in 300 ms");
+}
+
 #[tokio::test]
 async fn the_epoch_thread_parks_when_idle_and_the_next_call_wakes_it() {
     let engine = super::bench::small_engine(1);
     let spin = load_spinner(&engine).await;
-    // No call in flight: the ticker parks after its idle ticks (100 ms at 1 ms ticks).
+    // No call in flight: the ticker parks after 100 ms without one.
     let waited = Instant::now();
     while !engine.inner.ticker_parked() {
         assert!(
