@@ -11,9 +11,31 @@ use crate::{RequestHead, RequestHeader};
 /// lengths say, or a field that is not UTF-8 (neither of which the gateway sends), gives empty
 /// fields rather than a trap.
 pub fn unpack(packed: &PackedRequestHead) -> RequestHead<'_> {
+    // The text fields come first, back to back: one UTF-8 check covers them all, and each field
+    // is then a slice of it (empty where a field does not start and end on a character, as a
+    // field that is not UTF-8 on its own would be).
+    let fields = [
+        Some(packed.method),
+        Some(packed.scheme),
+        Some(packed.authority),
+        Some(packed.path),
+        packed.query,
+        Some(packed.client_address),
+        Some(packed.listener),
+        packed.tls_sni,
+    ];
+    let fields_len = fields
+        .iter()
+        .flatten()
+        .fold(0usize, |sum, &n| sum.saturating_add(n as usize));
     let mut text = Reader {
         bytes: &packed.text,
         at: 0,
+        checked: packed
+            .text
+            .get(..fields_len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default(),
     };
     let method = text.str(packed.method);
     let scheme = text.str(packed.scheme);
@@ -51,6 +73,8 @@ pub fn unpack(packed: &PackedRequestHead) -> RequestHead<'_> {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The start of `bytes` known to be UTF-8.
+    checked: &'a str,
 }
 
 impl<'a> Reader<'a> {
@@ -62,7 +86,12 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, len: u32) -> &'a str {
-        std::str::from_utf8(self.bytes(len)).unwrap_or_default()
+        let start = self.at;
+        let bytes = self.bytes(len);
+        if self.at <= self.checked.len() {
+            return self.checked.get(start..self.at).unwrap_or_default();
+        }
+        std::str::from_utf8(bytes).unwrap_or_default()
     }
 
     fn u32(&mut self) -> Option<u32> {
@@ -164,5 +193,29 @@ mod tests {
         assert_eq!(h.authority, "ap");
         assert_eq!(h.path, "");
         assert!(h.headers.is_empty());
+    }
+
+    #[test]
+    fn a_field_that_is_not_utf8_on_its_own_is_empty() {
+        // "é" split between the method and the scheme: the fields together are UTF-8, each
+        // alone is not.
+        let h = RequestHead {
+            method: "GETé",
+            scheme: "http",
+            ..head()
+        };
+        let mut p = pack(&h);
+        p.method -= 1;
+        p.scheme += 1;
+        let got = unpack(&p);
+        assert_eq!((got.method, got.scheme), ("", ""));
+        assert_eq!(got.authority, h.authority);
+        // Bytes that are not UTF-8 at all empty only their own field.
+        let mut p = pack(&head());
+        p.text[1] = 0xff;
+        let got = unpack(&p);
+        assert_eq!(got.method, "");
+        assert_eq!((got.scheme, got.path), (head().scheme, head().path));
+        assert_eq!(unpack(&pack(&head())).headers, head().headers);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -37,6 +38,9 @@ pub(crate) struct GuestOutput {
     plugin: Arc<str>,
     stream: Stream,
     state: Arc<Mutex<State>>,
+    /// Whether stderr's tail may hold anything: most calls write nothing, and clearing then
+    /// costs no lock.
+    written: Arc<AtomicBool>,
 }
 
 impl GuestOutput {
@@ -45,12 +49,14 @@ impl GuestOutput {
             plugin,
             stream,
             state: Arc::default(),
+            written: Arc::default(),
         }
     }
 
     fn write_bytes(&self, mut bytes: &[u8]) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if self.stream == Stream::Stderr {
+            self.written.store(true, Ordering::Relaxed);
             state
                 .tail
                 .extend_from_slice(&bytes[bytes.len().saturating_sub(TAIL)..]);
@@ -94,6 +100,11 @@ impl GuestOutput {
 
     /// Forgets what stderr kept (at the start of each call).
     pub(crate) fn clear_tail(&self) {
+        // Only this instance's calls write it, and they follow one another.
+        if !self.written.load(Ordering::Relaxed) {
+            return;
+        }
+        self.written.store(false, Ordering::Relaxed);
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
