@@ -146,6 +146,14 @@ impl Connection {
             Some(r) => snapshot.config.router_for(r.listener, r.rule),
             None => snapshot.config.router,
         };
+        // Whether this is a WebSocket handshake (plain, or HTTP/2's extended CONNECT): a router is
+        // told, and phase 3 upgrades it. A malformed handshake is refused in phase 3, after a
+        // router had its say.
+        let extended_connect = websocket::detect_extended_connect(&req);
+        let plain_upgrade = match extended_connect {
+            Ok(true) => Ok(false),
+            _ => websocket::detect(&req),
+        };
         let mut by_plugin = None;
         if let Some(id) = router {
             let listener = match &routed {
@@ -153,8 +161,9 @@ impl Connection {
                 None => snapshot.frontends[frontend].listeners[0],
             };
             let listener = &snapshot.config.listener(listener).name;
+            let upgrade = matches!(extended_connect, Ok(true)) || matches!(plain_upgrade, Ok(true));
             match self
-                .ask_router(snapshot, id, &req, &authority, listener)
+                .ask_router(snapshot, id, &req, &authority, listener, upgrade)
                 .await?
             {
                 RouterOutcome::Native => {}
@@ -181,8 +190,8 @@ impl Connection {
 
         // Phase 3: the upstream request. A WebSocket over HTTP/2 (RFC 8441) becomes an HTTP/1.1
         // upgrade towards the backend, with a key of the gateway's own.
-        let extended_connect = websocket::detect_extended_connect(&req)?;
-        let websocket = extended_connect || websocket::detect(&req)?;
+        let extended_connect = extended_connect?;
+        let websocket = extended_connect || plain_upgrade?;
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let settings = snapshot.config.settings(forward.settings);
         let (mut parts, body) = req.into_parts();

@@ -23,7 +23,6 @@ use crate::plugin::{
 };
 use crate::probe::Status;
 use crate::snapshot::{ForwardTarget, Snapshot};
-use crate::websocket;
 
 /// What a router plugin decided, as the proxy carries it out.
 pub(super) enum RouterOutcome {
@@ -47,7 +46,7 @@ pub(super) struct PluginForward {
 impl Connection {
     /// Calls the router plugin `id` of `snapshot`'s configuration for `req` and resolves its
     /// decision. `listener` is the name of the listener the request matched (or the frontend's
-    /// first when none did).
+    /// first when none did); `websocket` whether it is a well-formed WebSocket handshake.
     ///
     /// The plugin's active version is read once (no lock) and used for the whole request, so a
     /// version replaced meanwhile finishes the requests it started. A plugin with no version
@@ -60,6 +59,7 @@ impl Connection {
         req: &Request<B>,
         authority: &str,
         listener: &str,
+        websocket: bool,
     ) -> Result<RouterOutcome, ProxyError> {
         let (version, slot) = match self.shared.plugins.slot(&snapshot.config, id) {
             Some(slot) => (slot.active(), Some(slot)),
@@ -80,8 +80,6 @@ impl Connection {
         // The head borrows the request (and the client address the connection formatted once):
         // the only copy of its strings is the one into the guest.
         let client_address = self.forwarded.client_str();
-        let websocket = websocket::detect_extended_connect(req).unwrap_or(false)
-            || websocket::detect(req).unwrap_or(false);
         let headers = request_headers(req, plugin.request_headers());
         let head = RequestHeadRef {
             method: req.method().as_str(),
@@ -92,7 +90,6 @@ impl Connection {
             headers: &headers,
             client_address,
             listener,
-            // A malformed upgrade is refused later on the native path; here it is just "not one".
             websocket,
             tls_sni: self.sni.get().map(|s| &**s),
         };
@@ -176,6 +173,9 @@ fn request_headers<'r, B>(
     req: &'r Request<B>,
     wanted: Option<&[HeaderName]>,
 ) -> Vec<HeaderRef<'r>> {
+    if wanted.is_some_and(|w| w.is_empty()) {
+        return Vec::new();
+    }
     req.headers()
         .iter()
         .filter(|(n, _)| wanted.is_none_or(|w| w.contains(n)))

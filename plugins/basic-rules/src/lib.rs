@@ -23,6 +23,8 @@ pub struct Rules {
     routes: Vec<Vec<usize>>,
     /// Lower-cased host patterns per listener.
     hosts: Vec<Vec<String>>,
+    /// Per listener, whether any rule its socket evaluates has host names to match.
+    multi_site: Vec<bool>,
 }
 
 /// What the rules decide, independent of the WIT types (so it can be tested natively).
@@ -48,7 +50,7 @@ impl Rules {
             let l = &config.listeners[i];
             (l.bind_address.clone(), l.port)
         };
-        let routes = (0..config.listeners.len())
+        let routes: Vec<Vec<usize>> = (0..config.listeners.len())
             .map(|li| {
                 // Port 0 gives each listener a socket of its own.
                 let shares = |other: usize| {
@@ -75,10 +77,19 @@ impl Rules {
                     .collect()
             })
             .collect();
+        let multi_site = routes
+            .iter()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .any(|&r| !config.listeners[config.rules[r].listener].host_names.is_empty())
+            })
+            .collect();
         Rules {
             config,
             routes,
             hosts,
+            multi_site,
         }
     }
 
@@ -98,7 +109,12 @@ impl Rules {
         else {
             return Outcome::Defer;
         };
-        let host = host_without_port(authority);
+        // Only multi-site listeners look at the host.
+        let host = if self.multi_site[li] {
+            host_without_port(authority)
+        } else {
+            ""
+        };
         let Some(&rule) = self.routes[li].iter().find(|&&r| {
             let hosts = &self.hosts[self.config.rules[r].listener];
             hosts.is_empty() || hosts.iter().any(|h| host_matches(h, host))
