@@ -80,9 +80,11 @@ impl Rules {
         let multi_site = routes
             .iter()
             .map(|rules| {
-                rules
-                    .iter()
-                    .any(|&r| !config.listeners[config.rules[r].listener].host_names.is_empty())
+                rules.iter().any(|&r| {
+                    !config.listeners[config.rules[r].listener]
+                        .host_names
+                        .is_empty()
+                })
             })
             .collect();
         Rules {
