@@ -368,6 +368,15 @@ struct CallCounts {
     finished: AtomicU64,
 }
 
+impl CallCounts {
+    /// (started, finished), `finished` read first: a call counted finished was counted started
+    /// before, so the pair never shows more finished than started.
+    fn read(&self) -> (u64, u64) {
+        let finished = self.finished.load(Ordering::SeqCst);
+        (self.started.load(Ordering::SeqCst), finished)
+    }
+}
+
 /// Calls that have run past a tick and are not finished: while there are any, the epoch
 /// advances every tick. Incremented by a call's deadline callback the first time it runs,
 /// decremented when that call ends.
@@ -401,17 +410,13 @@ impl TickerShared {
     /// Each worker's (started, finished) counts, into `out`.
     fn look(&self, out: &mut Vec<(u64, u64)>) {
         out.clear();
-        out.extend(self.calls.iter().map(|c| {
-            // `finished` first: a call counted finished was counted started before.
-            let finished = c.finished.load(Ordering::SeqCst);
-            (c.started.load(Ordering::SeqCst), finished)
-        }));
+        out.extend(self.calls.iter().map(CallCounts::read));
     }
 
     fn idle(&self) -> bool {
         self.calls.iter().all(|c| {
-            let finished = c.finished.load(Ordering::SeqCst);
-            c.started.load(Ordering::SeqCst) == finished
+            let (started, finished) = c.read();
+            started == finished
         })
     }
 }

@@ -340,7 +340,6 @@ impl Instance {
 
     /// Starts a call's budget and forgets the previous call's traces.
     fn arm(&mut self, timeout: Duration) {
-        self.settle();
         let tick = self.tick.as_nanos().max(1);
         let ticks = timeout.as_nanos().div_ceil(tick) as u64;
         let state = self.store.data_mut();
