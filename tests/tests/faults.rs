@@ -1,5 +1,6 @@
 //! Backend faults: refused, reset mid-body, stalled head, stalled body, half-close, garbage
-//! instead of HTTP, and a WebSocket backend vanishing mid-session. Each must give the client the
+//! instead of HTTP, a keep-alive connection closed while pooled, and a WebSocket backend
+//! vanishing mid-session; and, for contrast, a backend that keeps its connection. Each must give the client the
 //! right answer promptly, retry another member only where that is safe (RFC 9110 §9.2.2: a
 //! bodiless idempotent request), and leak nothing: every scenario runs many times and the
 //! process's open descriptors (`/proc/self/fd`) must come back to where they were.
@@ -72,6 +73,12 @@ enum Fault {
     ResetMidBody,
     /// Answers a body delimited by closing its sending side (RFC 9112 §6.3 ¶8), then reads on.
     HalfClose,
+    /// No fault: answers by path, `/length/` with a Content-Length body, `/chunked/` with a
+    /// chunked one, anything else with a 204, and keeps the connection open.
+    Serves,
+    /// Answers with a Content-Length body, then closes the connection without announcing it
+    /// (as a server whose keep-alive timeout is shorter than the gateway's does).
+    ClosesWhenIdle,
 }
 
 /// A backend that answers health probes properly and misbehaves on every other request, so it
@@ -79,6 +86,8 @@ enum Fault {
 struct FaultBackend {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Connections that carried at least one request other than a probe.
+    used: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -89,7 +98,8 @@ impl FaultBackend {
             .expect("bind fault backend");
         let addr = listener.local_addr().expect("local_addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
+        let used = Arc::new(AtomicUsize::new(0));
+        let counters = (hits.clone(), used.clone());
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -97,14 +107,23 @@ impl FaultBackend {
                     continue;
                 };
                 while connections.try_join_next().is_some() {}
-                connections.spawn(fault_connection(stream, fault, counter.clone()));
+                connections.spawn(fault_connection(stream, fault, counters.clone()));
             }
         });
-        FaultBackend { addr, hits, task }
+        FaultBackend {
+            addr,
+            hits,
+            used,
+            task,
+        }
     }
 
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    fn used_connections(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
     }
 }
 
@@ -115,7 +134,12 @@ impl Drop for FaultBackend {
     }
 }
 
-async fn fault_connection(mut stream: TcpStream, fault: Fault, hits: Arc<AtomicUsize>) {
+async fn fault_connection(
+    mut stream: TcpStream,
+    fault: Fault,
+    (hits, used): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+) {
+    let mut counted = false;
     // Bounded: at most 100 requests per connection.
     for _ in 0..100 {
         let Some(head) = read_request(&mut stream).await else {
@@ -129,6 +153,10 @@ async fn fault_connection(mut stream: TcpStream, fault: Fault, hits: Arc<AtomicU
             continue;
         }
         hits.fetch_add(1, Ordering::SeqCst);
+        if !counted {
+            counted = true;
+            used.fetch_add(1, Ordering::SeqCst);
+        }
         let partial = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{}",
             "p".repeat(100)
@@ -168,6 +196,26 @@ async fn fault_connection(mut stream: TcpStream, fault: Fault, hits: Arc<AtomicU
                 let _ = stream.shutdown().await;
                 let mut sink = [0u8; 1024];
                 while matches!(stream.read(&mut sink).await, Ok(1..)) {}
+                return;
+            }
+            Fault::Serves => {
+                let path = head.split(' ').nth(1).unwrap_or_default();
+                let answer: &[u8] = if path.starts_with("/length/") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nlength-body"
+                } else if path.starts_with("/chunked/") {
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\nchunked-\r\n4\r\nbody\r\n0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 204 No Content\r\n\r\n"
+                };
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+            Fault::ClosesWhenIdle => {
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone";
+                let _ = stream.write_all(ok).await;
+                // Long enough for the gateway to pool the connection first.
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 return;
             }
         }
@@ -331,6 +379,101 @@ async fn stalled_head_is_504_and_retried_only_when_safe() {
     );
     assert_no_fd_leak(baseline, "stalled head").await;
     gw.shutdown().await;
+}
+
+/// Requests one after another reuse the gateway's connection to the backend, whatever the
+/// response's framing: a Content-Length body, a chunked body, or none at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_backend_connection_serves_request_after_request() {
+    let _serial = SERIAL.lock().await;
+    let backend = FaultBackend::start(Fault::Serves).await;
+    let gw = start_gateway(&single_route(&[backend.addr], "")).await;
+    let addr = listener_addr(&gw, "web");
+    let baseline = open_fds();
+    for i in 0..3 * ROUNDS {
+        let (path, status, text) = match i % 3 {
+            0 => (format!("/length/{i}"), 200, "length-body"),
+            1 => (format!("/chunked/{i}"), 200, "chunked-body"),
+            _ => (format!("/empty/{i}"), 204, ""),
+        };
+        let reply = try_send_for(Duration::from_secs(3), addr, get_req(&path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(reply.status.as_u16(), status, "{path}");
+        assert_eq!(reply.text(), text, "{path}");
+    }
+    assert_eq!(backend.hits(), 3 * ROUNDS);
+    // Each worker thread pools its own connections; the requests came one at a time.
+    let workers = wasmgate::listener::workers::count();
+    assert!(
+        backend.used_connections() <= workers,
+        "{} requests took {} backend connections; at most one per worker ({workers}) expected",
+        3 * ROUNDS,
+        backend.used_connections()
+    );
+    assert_no_fd_leak(baseline, "reused connection").await;
+    gw.shutdown().await;
+}
+
+/// A pooled connection the backend closed while it was idle is not used: even a POST, which
+/// is never replayed once sent, reaches the backend on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pooled_connection_the_backend_closed_is_not_used() {
+    let _serial = SERIAL.lock().await;
+    let backend = FaultBackend::start(Fault::ClosesWhenIdle).await;
+    let gw = start_gateway(&single_route(&[backend.addr], "")).await;
+    let addr = listener_addr(&gw, "web");
+    let baseline = open_fds();
+    for i in 0..ROUNDS {
+        // Time for the backend's close to arrive while the connection is pooled.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let path = format!("/p/{i}");
+        let reply = try_send_for(Duration::from_secs(3), addr, post_req(&path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(reply.status.as_u16(), 200, "{path}");
+        assert_eq!(reply.text(), "done", "{path}");
+    }
+    assert_eq!(backend.hits(), ROUNDS);
+    assert_eq!(backend.used_connections(), ROUNDS);
+    // The last connection is closed by the backend with no request after it: the gateway closes
+    // its end too, instead of keeping it half-closed in the pool.
+    let lingering = tokio::time::timeout(Duration::from_secs(4), async {
+        while close_wait_to(backend.addr) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        lingering.is_ok(),
+        "{} connection(s) the backend closed still open in the gateway",
+        close_wait_to(backend.addr)
+    );
+    assert_no_fd_leak(baseline, "closed when idle").await;
+    gw.shutdown().await;
+}
+
+/// Sockets of this host in CLOSE_WAIT towards `peer` (closed by the peer, still open here),
+/// from `/proc/net/tcp`.
+fn close_wait_to(peer: SocketAddr) -> usize {
+    let SocketAddr::V4(peer) = peer else {
+        return 0;
+    };
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(peer.ip().octets()),
+        peer.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("read /proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address rem_address st; 08 is CLOSE_WAIT.
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"08")
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -198,7 +198,11 @@ impl Check {
             let (mut sender, reused) = match conn.take() {
                 Some(s) if s.is_ready() => (s, true),
                 _ => (
-                    self.upstream.connect().await.map_err(connect_reason)?,
+                    self.upstream
+                        .connect()
+                        .await
+                        .map_err(connect_reason)?
+                        .detach(),
                     false,
                 ),
             };

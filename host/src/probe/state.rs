@@ -6,9 +6,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
+
+use slab::Slab;
+use tokio::time::Sleep;
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +108,11 @@ pub struct Health {
     /// Set once the target leaves the configuration: when its WebSocket sessions (and, with
     /// connection draining on, its in-flight requests) are ended.
     drain: tokio::sync::watch::Sender<Option<Drain>>,
+    /// Whether `drain` is set: what a waiting request looks at.
+    draining: AtomicBool,
+    /// The tasks of requests waiting for a response from this target, by worker thread (see
+    /// [`Health::request_cut`]), woken when a drain starts.
+    waiting: Box<[Mutex<Slab<Waker>>]>,
 }
 
 /// A target leaving the configuration: it takes no new requests; what is in flight may finish
@@ -125,6 +135,10 @@ impl Health {
             routable: AtomicBool::new(false),
             detail: Mutex::new(Detail::default()),
             drain: tokio::sync::watch::Sender::new(None),
+            draining: AtomicBool::new(false),
+            waiting: (0..crate::listener::workers::count().max(1))
+                .map(|_| Mutex::default())
+                .collect(),
         }
     }
 
@@ -132,13 +146,23 @@ impl Health {
     /// the status becomes Draining, probes no longer change it, and [`Health::drained`]
     /// completes at the deadline. Draining an already draining target changes nothing.
     pub fn start_draining(&self, drain: Drain) {
-        let _ = self.drain.send_if_modified(|d| {
+        let started = self.drain.send_if_modified(|d| {
             if d.is_some() {
                 return false;
             }
             *d = Some(drain);
             true
         });
+        if started {
+            // Set before the waiting requests are looked at: one that registers after its
+            // shard was looked at sees the flag (see `RequestCut::poll`).
+            self.draining.store(true, Ordering::Release);
+            for shard in &self.waiting {
+                for (_, waker) in lock(shard).iter() {
+                    waker.wake_by_ref();
+                }
+            }
+        }
         self.set_routable(false);
         self.publish(Status::Draining);
     }
@@ -148,15 +172,24 @@ impl Health {
         *self.drain.borrow()
     }
 
-    /// Completes when the target's drain deadline passes; never for a target that stays.
-    /// `requests_only` waits only for a drain that cuts requests.
-    pub fn drained(&self, requests_only: bool) -> impl Future<Output = ()> + Send + 'static {
+    /// Completes when a drain that cuts requests reaches its deadline; never for a target that
+    /// stays. This races every request waiting for its response, so it is cheap while no drain
+    /// has started: one atomic load, and its task's waker kept in its worker's own list, where
+    /// only that worker and a starting drain ever look.
+    pub fn request_cut(&self) -> RequestCut<'_> {
+        RequestCut {
+            health: self,
+            registered: None,
+            deadline: None,
+        }
+    }
+
+    /// Completes when the target's drain deadline passes; never for a target that stays. For
+    /// long-lived sessions (WebSocket), which end at the deadline of any drain.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.drain.subscribe();
         async move {
-            let deadline = match rx
-                .wait_for(|d| d.is_some_and(|d| d.cut_requests || !requests_only))
-                .await
-            {
+            let deadline = match rx.wait_for(|d| d.is_some()).await {
                 Ok(d) => d.map(|d| d.deadline),
                 // The target is gone and was never drained: nothing to wait for.
                 Err(_) => None,
@@ -187,8 +220,7 @@ impl Health {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
-        // A panic while holding this lock leaves plain data behind; keep using it.
-        self.detail.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.detail)
     }
 
     /// Applies a probe result (Application Gateway's rule: up after one success, down after
@@ -302,6 +334,78 @@ impl Group {
     }
 }
 
+/// A request's wait on a draining target (see [`Health::request_cut`]).
+pub struct RequestCut<'a> {
+    health: &'a Health,
+    /// The shard and slot of this task's waker, and the waker kept there.
+    registered: Option<(usize, usize, Waker)>,
+    /// The drain's deadline, once a drain that cuts requests has started.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestCut<'_> {
+    fn unregister(&mut self) {
+        if let Some((shard, key, _)) = self.registered.take() {
+            lock(&self.health.waiting[shard]).try_remove(key);
+        }
+    }
+}
+
+impl Future for RequestCut<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline {
+            return deadline.as_mut().poll(cx);
+        }
+        if this.health.draining.load(Ordering::Acquire) {
+            this.unregister();
+            return match this.health.drain() {
+                Some(d) if d.cut_requests => {
+                    let deadline = this
+                        .deadline
+                        .insert(Box::pin(tokio::time::sleep_until(d.deadline)));
+                    deadline.as_mut().poll(cx)
+                }
+                // A drain that lets requests finish never cuts this one.
+                _ => Poll::Pending,
+            };
+        }
+        match &mut this.registered {
+            Some((_, _, kept)) if kept.will_wake(cx.waker()) => return Poll::Pending,
+            Some((shard, key, kept)) => {
+                if let Some(slot) = lock(&this.health.waiting[*shard]).get_mut(*key) {
+                    slot.clone_from(cx.waker());
+                }
+                kept.clone_from(cx.waker());
+            }
+            None => {
+                let waiting = &this.health.waiting;
+                let shard = crate::listener::workers::current() % waiting.len();
+                let key = lock(&waiting[shard]).insert(cx.waker().clone());
+                this.registered = Some((shard, key, cx.waker().clone()));
+            }
+        }
+        // A drain that started while this task registered may have missed it.
+        if this.health.draining.load(Ordering::Acquire) {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for RequestCut<'_> {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// A lock on plain data; a panic while it was held leaves nothing half-done.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +482,61 @@ mod tests {
         assert_eq!(routable(), [true, false, true], "one healthy, one kept");
         group.record(&cells[1], result(true), 3);
         assert_eq!(routable(), [false, true, true], "two healthy, none kept");
+    }
+    fn waiting(cell: &Health) -> usize {
+        cell.waiting.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_cuts_requests_wakes_a_waiting_request_and_ends_it_at_the_deadline() {
+        let target = cell(1);
+        let waiter = target.clone();
+        let request = tokio::spawn(async move { waiter.request_cut().await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!request.is_finished(), "waits while the target stays");
+        assert_eq!(waiting(&target), 1, "its task is registered");
+        let started = tokio::time::Instant::now();
+        target.start_draining(Drain {
+            deadline: started + Duration::from_millis(50),
+            cut_requests: true,
+        });
+        tokio::time::timeout(Duration::from_secs(2), request)
+            .await
+            .expect("the request is cut")
+            .expect("join");
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "not before the deadline"
+        );
+        assert_eq!(waiting(&target), 0, "nothing left registered");
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_lets_requests_finish_never_cuts_one() {
+        let target = cell(1);
+        let waiter = target.clone();
+        let request = tokio::spawn(async move { waiter.request_cut().await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        target.start_draining(Drain {
+            deadline: tokio::time::Instant::now(),
+            cut_requests: false,
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!request.is_finished());
+        assert_eq!(waiting(&target), 0, "a drained target keeps no wakers");
+        request.abort();
+    }
+
+    #[test]
+    fn a_request_that_ends_leaves_no_waker_behind() {
+        let target = cell(1);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            let mut cut = std::pin::pin!(target.request_cut());
+            assert!(cut.as_mut().poll(&mut cx).is_pending());
+            assert!(cut.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(waiting(&target), 1);
+        }
+        assert_eq!(waiting(&target), 0);
     }
 }

@@ -325,7 +325,7 @@ impl Connection {
                     idle: settings.websocket_timeout == WebSocketTimeout::Idle,
                 },
                 self.shared.clone(),
-                forward.members[member_index].health.drained(false),
+                forward.members[member_index].health.drained(),
             );
         }
         if upgraded && extended_connect {
@@ -426,7 +426,7 @@ impl Connection {
             let sent = tokio::select! {
                 biased;
                 sent = self.send(upstream, req, timeout) => sent,
-                _ = member.health.drained(true) => return Err(ProxyError::Drained(pool.name.clone())),
+                _ = member.health.request_cut() => return Err(ProxyError::Drained(pool.name.clone())),
             };
             match sent {
                 Ok(res) => return Ok((res, i)),
@@ -487,9 +487,13 @@ impl Connection {
         let deadline = tokio::time::Instant::now() + timeout;
         // A pooled connection can be closed by the backend just as it is taken; a request that
         // was not sent on it is sent again on a fresh connection.
+        // A WebSocket handshake's connection goes to a task of its own, which carries the
+        // upgrade; any other request drives its connection itself (see `upstream`).
+        let upgrade = req.headers().contains_key(header::UPGRADE);
         for _ in 0..3 {
-            let mut sender = match upstream.take_idle() {
-                Some(s) => s,
+            let idle = std::future::poll_fn(|cx| std::task::Poll::Ready(upstream.take_idle(cx)));
+            let mut conn = match idle.await {
+                Some(c) => c,
                 // A new connection (DNS, TCP, TLS handshake) is the rare path and the largest
                 // future here: boxed, so that every request's future does not carry its size.
                 None => match tokio::time::timeout_at(deadline, Box::pin(upstream.connect())).await
@@ -505,7 +509,15 @@ impl Connection {
                     Err(_) => return Err(Failure::Unreachable(Some(Box::new(req)))),
                 },
             };
-            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+            let (sent, conn) = if upgrade {
+                let mut sender = conn.detach();
+                let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+                (sent, None)
+            } else {
+                let sent = tokio::time::timeout_at(deadline, conn.exchange(req)).await;
+                (sent, Some(conn))
+            };
+            match sent {
                 Err(_) => return Err(Failure::Timeout),
                 Ok(Ok(res)) => {
                     let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -514,10 +526,13 @@ impl Connection {
                             // The connection now belongs to the WebSocket relay.
                             ResponseBody::Empty
                         } else {
-                            ResponseBody::Upstream(stall::StallGuard::new(
-                                PooledBody::new(b, sender, upstream.clone()),
-                                timeout,
-                            ))
+                            // A refused handshake's connection streams the body in its own
+                            // task, then closes; any other returns to the pool.
+                            let body = match conn {
+                                Some(conn) => PooledBody::new(b, conn, upstream.clone()),
+                                None => PooledBody::detached(b),
+                            };
+                            ResponseBody::Upstream(stall::StallGuard::new(body, timeout))
                         }
                     }));
                 }

@@ -2,18 +2,31 @@
 //! port (and, for HTTPS backends, per TLS identity: server name and trusted roots), shared by
 //! every target that reaches it. Backends always speak HTTP/1.1 (as behind Application Gateway).
 //! TLS is paid once per connection: pooled connections are reused with their session.
+//!
+//! A proxied request drives its backend connection itself: the connection's HTTP/1.1 state
+//! machine is polled by the request's future while the response head is awaited, then by the
+//! response body while it streams to the client, all in the client connection's task. The
+//! backend's socket thus wakes the task that writes to the client, with no second task and no
+//! hand-off between them. An idle pooled connection is polled by nobody; the request that takes
+//! it polls it first, which reads a close the backend sent meanwhile. A WebSocket handshake, and
+//! a probe, hand their connection to a task of its own ([`Conn::detach`]), which carries the
+//! upgrade.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use std::collections::HashMap;
 
@@ -24,6 +37,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::config::{BackendHost, BackendSettings, HostOverride, Protocol};
 use crate::gather::Gathering;
@@ -34,6 +48,10 @@ const MAX_IDLE: usize = 512;
 /// An idle connection older than this is not reused: many servers close keep-alive connections
 /// after 60 s or less, and a request sent on a connection the server is closing is lost.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
+/// How often an upstream's idle connections are looked at, once it has pooled one: those the backend
+/// closed (its keep-alive timeout) and those past [`MAX_IDLE_AGE`] are closed, so that their
+/// sockets do not wait for the next request.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The body sent upstream: the client's body streamed through, or nothing (which makes a request
 /// replayable on another member).
@@ -78,9 +96,92 @@ impl Body for RequestBody {
 }
 
 type Sender = SendRequest<RequestBody>;
+type Dispatch<T> = http1::Connection<TokioIo<T>, RequestBody>;
+
+/// A backend connection's HTTP/1.1 state machine (the socket and hyper's dispatcher), polled
+/// by whoever uses the connection. Boxed: a connection moves from the pool to a request, to its
+/// response body and back, and a pointer moves cheaper than the state machine's bytes.
+enum Driver {
+    Plain(Box<Dispatch<Gathering<TcpStream>>>),
+    Tls(Box<Dispatch<TlsStream<TcpStream>>>),
+    /// The connection has closed; its state machine is dropped, which fails what was still
+    /// queued on it.
+    Closed,
+}
+
+impl Driver {
+    /// Reads and writes what the connection can; `true` once it has closed (or failed).
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        let polled = match self {
+            Driver::Plain(c) => Pin::new(&mut **c).poll(cx),
+            Driver::Tls(c) => Pin::new(&mut **c).poll(cx),
+            Driver::Closed => return true,
+        };
+        match polled {
+            Poll::Pending => false,
+            Poll::Ready(r) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+                *self = Driver::Closed;
+                true
+            }
+        }
+    }
+
+    /// Runs the connection in a task of its own until it closes, with HTTP upgrades.
+    fn spawn(self) {
+        async fn run<T>(conn: Dispatch<T>)
+        where
+            T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        }
+        match self {
+            Driver::Plain(c) => drop(tokio::spawn(run(*c))),
+            Driver::Tls(c) => drop(tokio::spawn(run(*c))),
+            Driver::Closed => {}
+        }
+    }
+}
+
+/// An open backend connection: the handle requests are sent through and the state machine
+/// that carries them.
+pub struct Conn {
+    sender: Sender,
+    driver: Driver,
+}
+
+impl Conn {
+    /// Hands the connection to a task of its own (which carries an HTTP upgrade) and returns
+    /// the handle requests are sent through.
+    pub fn detach(self) -> Sender {
+        self.driver.spawn();
+        self.sender
+    }
+
+    /// Sends `req` and drives the connection until the response head is in. The connection
+    /// stays usable for the response body ([`PooledBody`]).
+    pub async fn exchange(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        let driver = &mut self.driver;
+        std::future::poll_fn(|cx| {
+            // Once the connection has closed or failed, hyper answers the request with the
+            // reason (and returns it when it was not sent).
+            driver.poll_closed(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+}
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -98,6 +199,8 @@ pub struct Upstream {
     by_name: ArcSwap<HashMap<Box<str>, Arc<Upstream>>>,
     /// Last good DNS answer, for a host given as a name.
     dns: super::resolve::LastGood,
+    /// Whether the task sweeping the idle connections runs.
+    sweeping: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -219,6 +322,7 @@ impl Upstream {
                     .collect()
             },
             dns: Default::default(),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -270,20 +374,23 @@ impl Upstream {
         Some(child)
     }
 
-    /// A ready idle connection of the caller's worker, if one is pooled.
-    pub fn take_idle(&self) -> Option<Sender> {
+    /// A ready idle connection of the caller's worker, if one is pooled. Each is polled once
+    /// first, with `cx`, so that one the backend has closed is dropped here.
+    pub fn take_idle(&self, cx: &mut Context<'_>) -> Option<Conn> {
         let own = self.own_idle();
-        while let Some(idle) = own.pop() {
-            if idle.sender.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
-                return Some(idle.sender);
+        while let Some(mut idle) = own.pop() {
+            if idle.since.elapsed() < MAX_IDLE_AGE
+                && !idle.conn.driver.poll_closed(cx)
+                && idle.conn.sender.is_ready()
+            {
+                return Some(idle.conn);
             }
         }
         None
     }
 
-    /// Opens a new connection. The connection task is spawned; upgrades (WebSocket) are
-    /// supported on it.
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+    /// Opens a new connection; nothing drives it until it is used (see [`Conn`]).
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
         let stream = match &self.host {
             BackendHost::Ip(ip) => TcpStream::connect(SocketAddr::new(*ip, self.port))
                 .await
@@ -321,13 +428,13 @@ impl Upstream {
         };
         let _ = stream.set_nodelay(true);
         match &self.tls {
-            None => handshake(Gathering(stream)).await,
+            None => handshake(Gathering(stream), |c| Driver::Plain(Box::new(c))).await,
             Some(tls) => {
                 let stream = TlsConnector::from(tls.config.clone())
                     .connect(tls.server_name.clone(), stream)
                     .await
                     .map_err(|e| ConnectError::Tls(TlsFailure::from_io(&e)))?;
-                handshake(stream).await
+                handshake(stream, |c| Driver::Tls(Box::new(c))).await
             }
         }
     }
@@ -336,32 +443,80 @@ impl Upstream {
         &self.idle[crate::listener::workers::current() % self.idle.len()]
     }
 
-    /// Returns a connection whose last response has been read completely.
-    pub fn put_back(self: &Arc<Self>, sender: Sender) {
-        if sender.is_ready() {
-            let _ = self.own_idle().push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        } else if !sender.is_closed() {
-            // The connection task has not yet seen the end of the message: wait for it off the
-            // request path.
+    /// Returns a connection whose last response has been read completely, after polling it
+    /// with `cx` so that it finishes the message.
+    fn put_back(self: &Arc<Self>, mut conn: Conn, cx: &mut Context<'_>) {
+        if conn.driver.poll_closed(cx) {
+            return;
+        }
+        if conn.sender.is_ready() {
+            self.pool(conn);
+        } else if !conn.sender.is_closed() {
+            // The connection has not yet taken in the end of the message (its last bytes are
+            // still on the way): drive it there off the request path.
             let this = self.clone();
             tokio::spawn(async move {
-                let mut sender = sender;
-                if sender.ready().await.is_ok() {
-                    let _ = this.own_idle().push(Idle {
-                        sender,
-                        since: Instant::now(),
-                    });
+                let ready = std::future::poll_fn(|cx| {
+                    if conn.driver.poll_closed(cx) {
+                        return Poll::Ready(false);
+                    }
+                    conn.sender.poll_ready(cx).map(|r| r.is_ok())
+                })
+                .await;
+                if ready {
+                    this.pool(conn);
                 }
             });
         }
     }
+
+    /// Keeps an idle connection in the caller's worker's pool (closed when the pool is full).
+    fn pool(self: &Arc<Self>, conn: Conn) {
+        let _ = self.own_idle().push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        // Loaded first: once the sweeper runs, the flag is only read, and stays in every
+        // core's cache.
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
+            let upstream = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match upstream.upgrade() {
+                        Some(upstream) => upstream.sweep(),
+                        None => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Closes the idle connections the backend has closed, and those past [`MAX_IDLE_AGE`].
+    /// Nobody drives an idle connection, so nobody else would see the backend's close; each is
+    /// polled here once, without a waker (the request that takes it polls it again with its
+    /// own).
+    fn sweep(&self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for shard in &self.idle {
+            for _ in 0..shard.len() {
+                let Some(mut idle) = shard.pop() else { break };
+                if idle.since.elapsed() < MAX_IDLE_AGE
+                    && !idle.conn.driver.poll_closed(&mut cx)
+                    && idle.conn.sender.is_ready()
+                {
+                    let _ = shard.push(idle);
+                }
+            }
+        }
+    }
 }
 
-/// HTTP/1.1 over an established connection; the connection task is spawned, with upgrades.
-async fn handshake<T>(io: T) -> Result<Sender, ConnectError>
+/// HTTP/1.1 over an established connection.
+async fn handshake<T>(io: T, wrap: fn(Dispatch<T>) -> Driver) -> Result<Conn, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -369,35 +524,42 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        driver: wrap(conn),
+    })
 }
 
-/// A backend response body that hands its connection back to the pool once read to the end.
+/// A backend response body that drives its connection while it streams, and hands the
+/// connection back to the pool once read to the end.
 pub struct PooledBody {
     inner: Incoming,
-    reuse: Option<(Sender, Arc<Upstream>)>,
+    reuse: Option<(Conn, Arc<Upstream>)>,
+    /// The body's error, held back for one wake-up (see `poll_frame`).
+    failed: Option<hyper::Error>,
 }
 
 impl PooledBody {
-    pub fn new(inner: Incoming, sender: Sender, upstream: Arc<Upstream>) -> Self {
-        let mut body = Self {
+    pub fn new(inner: Incoming, conn: Conn, upstream: Arc<Upstream>) -> Self {
+        Self {
             inner,
-            reuse: Some((sender, upstream)),
-        };
-        if body.inner.is_end_stream() {
-            body.release();
+            reuse: Some((conn, upstream)),
+            failed: None,
         }
-        body
     }
 
-    fn release(&mut self) {
-        if let Some((sender, upstream)) = self.reuse.take() {
-            upstream.put_back(sender);
+    /// The body of a response whose connection runs in a task of its own, and is not pooled.
+    pub fn detached(inner: Incoming) -> Self {
+        Self {
+            inner,
+            reuse: None,
+            failed: None,
+        }
+    }
+
+    fn release(&mut self, cx: &mut Context<'_>) {
+        if let Some((conn, upstream)) = self.reuse.take() {
+            upstream.put_back(conn, cx);
         }
     }
 }
@@ -410,11 +572,34 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.reuse = None,
+        let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some((conn, _)) = &mut this.reuse
+        {
+            // The next frame is still in the socket: let the connection read it. A connection
+            // that closes is not pooled, and its body ends with it (with an error when cut).
+            if conn.driver.poll_closed(cx) {
+                this.reuse = None;
+            }
+            polled = Pin::new(&mut this.inner).poll_frame(cx);
+        }
+        match polled {
+            Poll::Ready(None) => this.release(cx),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(cx),
+            Poll::Ready(Some(Err(e))) => {
+                // A body cut by the backend fails the client's connection. hyper drops output
+                // it has not yet flushed when a body fails, so the error waits one wake-up:
+                // the head and the bytes that came before it reach the client first, and the
+                // client sees a cut response, not a connection closed with no answer.
+                this.reuse = None;
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             _ => {}
         }
         polled
@@ -426,5 +611,14 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    /// A body that ended before it was polled (no content) still returns its connection.
+    fn drop(&mut self) {
+        if self.reuse.is_some() && self.inner.is_end_stream() {
+            self.release(&mut Context::from_waker(std::task::Waker::noop()));
+        }
     }
 }
