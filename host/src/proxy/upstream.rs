@@ -17,9 +17,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -48,10 +48,13 @@ const MAX_IDLE: usize = 512;
 /// An idle connection older than this is not reused: many servers close keep-alive connections
 /// after 60 s or less, and a request sent on a connection the server is closing is lost.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
-/// How often an upstream's idle connections are looked at, once it has pooled one: those the backend
-/// closed (its keep-alive timeout) and those past [`MAX_IDLE_AGE`] are closed, so that their
-/// sockets do not wait for the next request.
+/// How often an upstream's idle connections are looked at, once it has pooled one: those the
+/// backend closed (its keep-alive timeout) and those past [`MAX_IDLE_AGE`] are closed, so that
+/// their sockets do not wait for the next request.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// [`MAX_IDLE_AGE`] in sweeps: a connection's age is counted by the sweeps it has been idle
+/// through, so that pooling and taking one read no clock.
+const MAX_IDLE_SWEEPS: u32 = (MAX_IDLE_AGE.as_secs() / SWEEP_EVERY.as_secs()) as u32;
 
 /// The body sent upstream: the client's body streamed through, or nothing (which makes a request
 /// replayable on another member).
@@ -182,7 +185,8 @@ impl Conn {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// The upstream's sweep count when the connection was pooled.
+    since: u32,
 }
 
 /// Keep-alive connections to one backend address and port.
@@ -201,6 +205,8 @@ pub struct Upstream {
     dns: super::resolve::LastGood,
     /// Whether the task sweeping the idle connections runs.
     sweeping: AtomicBool,
+    /// Sweeps so far: the idle connections' clock.
+    sweeps: AtomicU32,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -323,6 +329,7 @@ impl Upstream {
             },
             dns: Default::default(),
             sweeping: AtomicBool::new(false),
+            sweeps: AtomicU32::new(0),
         }
     }
 
@@ -379,10 +386,8 @@ impl Upstream {
     pub fn take_idle(&self, cx: &mut Context<'_>) -> Option<Conn> {
         let own = self.own_idle();
         while let Some(mut idle) = own.pop() {
-            if idle.since.elapsed() < MAX_IDLE_AGE
-                && !idle.conn.driver.poll_closed(cx)
-                && idle.conn.sender.is_ready()
-            {
+            // The sweep closes those past their age.
+            if !idle.conn.driver.poll_closed(cx) && idle.conn.sender.is_ready() {
                 return Some(idle.conn);
             }
         }
@@ -474,7 +479,7 @@ impl Upstream {
     fn pool(self: &Arc<Self>, conn: Conn) {
         let _ = self.own_idle().push(Idle {
             conn,
-            since: Instant::now(),
+            since: self.sweeps.load(Ordering::Relaxed),
         });
         // Loaded first: once the sweeper runs, the flag is only read, and stays in every
         // core's cache.
@@ -501,10 +506,11 @@ impl Upstream {
     /// own).
     fn sweep(&self) {
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        let now = self.sweeps.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         for shard in &self.idle {
             for _ in 0..shard.len() {
                 let Some(mut idle) = shard.pop() else { break };
-                if idle.since.elapsed() < MAX_IDLE_AGE
+                if now.wrapping_sub(idle.since) < MAX_IDLE_SWEEPS
                     && !idle.conn.driver.poll_closed(&mut cx)
                     && idle.conn.sender.is_ready()
                 {
@@ -620,5 +626,67 @@ impl Drop for PooledBody {
         if self.reuse.is_some() && self.inner.is_end_stream() {
             self.release(&mut Context::from_waker(std::task::Waker::noop()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(upstream: &Upstream) -> usize {
+        upstream.idle.iter().map(ArrayQueue::len).sum()
+    }
+
+    /// A server on loopback that accepts connections and holds them open, or closes each at
+    /// once with `close`.
+    async fn server(close: bool) -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                if !close {
+                    held.push(stream);
+                }
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_its_age_in_sweeps() {
+        let (port, server) = server(false).await;
+        let upstream = Arc::new(Upstream::new(BackendHost::Ip([127, 0, 0, 1].into()), port));
+        // The sweeps are made here, one by one, instead of by the sweeper task.
+        upstream.sweeping.store(true, Ordering::Relaxed);
+        let conn = upstream.connect().await.expect("connect");
+        upstream.pool(conn);
+        for sweep in 1..MAX_IDLE_SWEEPS {
+            upstream.sweep();
+            assert_eq!(idle(&upstream), 1, "still pooled after sweep {sweep}");
+        }
+        upstream.sweep();
+        assert_eq!(idle(&upstream), 0, "closed at {MAX_IDLE_AGE:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_an_idle_connection_the_server_closed() {
+        let (port, server) = server(true).await;
+        let upstream = Arc::new(Upstream::new(BackendHost::Ip([127, 0, 0, 1].into()), port));
+        upstream.sweeping.store(true, Ordering::Relaxed);
+        let conn = upstream.connect().await.expect("connect");
+        upstream.pool(conn);
+        let swept = tokio::time::timeout(Duration::from_secs(2), async {
+            while idle(&upstream) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                upstream.sweep();
+            }
+        })
+        .await;
+        assert!(swept.is_ok(), "the closed connection is still pooled");
+        server.abort();
     }
 }
