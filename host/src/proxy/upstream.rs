@@ -621,9 +621,13 @@ impl Body for PooledBody {
 }
 
 impl Drop for PooledBody {
-    /// A body that ended before it was polled (no content) still returns its connection.
+    /// A body that ended before it was polled (no content) still returns its connection (when
+    /// dropped in a runtime, whose tasks pooling may need; not as a runtime shuts down).
     fn drop(&mut self) {
-        if self.reuse.is_some() && self.inner.is_end_stream() {
+        if self.reuse.is_some()
+            && self.inner.is_end_stream()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
             self.release(&mut Context::from_waker(std::task::Waker::noop()));
         }
     }
