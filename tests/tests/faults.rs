@@ -79,6 +79,9 @@ enum Fault {
     /// Answers with a Content-Length body, then closes the connection without announcing it
     /// (as a server whose keep-alive timeout is shorter than the gateway's does).
     ClosesWhenIdle,
+    /// Answers as soon as it has the request head, then reads the request body, and keeps the
+    /// connection.
+    AnswersBeforeBody,
 }
 
 /// A backend that answers health probes properly and misbehaves on every other request, so it
@@ -142,6 +145,12 @@ async fn fault_connection(
     let mut counted = false;
     // Bounded: at most 100 requests per connection.
     for _ in 0..100 {
+        if fault == Fault::AnswersBeforeBody {
+            if !answer_before_body(&mut stream, &hits, &used, &mut counted).await {
+                return;
+            }
+            continue;
+        }
         let Some(head) = read_request(&mut stream).await else {
             return;
         };
@@ -211,6 +220,7 @@ async fn fault_connection(
                     return;
                 }
             }
+            Fault::AnswersBeforeBody => unreachable!("answered above"),
             Fault::ClosesWhenIdle => {
                 let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone";
                 let _ = stream.write_all(ok).await;
@@ -220,6 +230,55 @@ async fn fault_connection(
             }
         }
     }
+}
+
+/// [`Fault::AnswersBeforeBody`]: reads a request head, answers, then reads the body the head
+/// announced. `false` when the connection ended.
+async fn answer_before_body(
+    stream: &mut TcpStream,
+    hits: &AtomicUsize,
+    used: &AtomicUsize,
+    counted: &mut bool,
+) -> bool {
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let answer: &[u8] = if head.contains("\r\nuser-agent: wasmgate-probe/") {
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    } else {
+        hits.fetch_add(1, Ordering::SeqCst);
+        if !*counted {
+            *counted = true;
+            used.fetch_add(1, Ordering::SeqCst);
+        }
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly"
+    };
+    if stream.write_all(answer).await.is_err() {
+        return false;
+    }
+    let mut have = buf.len() - end;
+    while have < len {
+        let mut chunk = [0u8; 16384];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => have += n,
+        }
+    }
+    true
 }
 
 /// Reads one request head and its Content-Length body; the head in lowercase.
@@ -474,6 +533,40 @@ fn close_wait_to(peer: SocketAddr) -> usize {
             fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"08")
         })
         .count()
+}
+
+/// A backend that answers before it has read the request body: the answer reaches the client
+/// while the body streams on to the backend, and the connection is used again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_before_the_request_body_is_read_still_gets_the_body_through() {
+    let _serial = SERIAL.lock().await;
+    let backend = FaultBackend::start(Fault::AnswersBeforeBody).await;
+    let gw = start_gateway(&single_route(&[backend.addr], "")).await;
+    let addr = listener_addr(&gw, "web");
+    let baseline = open_fds();
+    let body = "b".repeat(256 * 1024);
+    for i in 0..5 {
+        let path = format!("/upload/{i}");
+        let req = http::Request::post(&path)
+            .header("host", "faults.test")
+            .body(body.clone())
+            .expect("request");
+        let reply = try_send_for(Duration::from_secs(3), addr, req)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(reply.status.as_u16(), 200, "{path}");
+        assert_eq!(reply.text(), "early", "{path}");
+    }
+    assert_eq!(backend.hits(), 5);
+    // Each connection read every body to its end before the next request, so it was reused.
+    let workers = wasmgate::listener::workers::count();
+    assert!(
+        backend.used_connections() <= workers,
+        "5 uploads took {} backend connections",
+        backend.used_connections()
+    );
+    assert_no_fd_leak(baseline, "answer before body").await;
+    gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
