@@ -483,15 +483,21 @@ mod tests {
         group.record(&cells[1], result(true), 3);
         assert_eq!(routable(), [false, true, true], "two healthy, none kept");
     }
+
     fn waiting(cell: &Health) -> usize {
         cell.waiting.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// A task standing for a request waiting on `target`: it ends when the request is cut.
+    fn waiting_request(target: &Arc<Health>) -> tokio::task::JoinHandle<()> {
+        let target = target.clone();
+        tokio::spawn(async move { target.request_cut().await })
     }
 
     #[tokio::test]
     async fn a_drain_that_cuts_requests_wakes_a_waiting_request_and_ends_it_at_the_deadline() {
         let target = cell(1);
-        let waiter = target.clone();
-        let request = tokio::spawn(async move { waiter.request_cut().await });
+        let request = waiting_request(&target);
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!request.is_finished(), "waits while the target stays");
         assert_eq!(waiting(&target), 1, "its task is registered");
@@ -514,8 +520,7 @@ mod tests {
     #[tokio::test]
     async fn a_drain_that_lets_requests_finish_never_cuts_one() {
         let target = cell(1);
-        let waiter = target.clone();
-        let request = tokio::spawn(async move { waiter.request_cut().await });
+        let request = waiting_request(&target);
         tokio::time::sleep(Duration::from_millis(10)).await;
         target.start_draining(Drain {
             deadline: tokio::time::Instant::now(),

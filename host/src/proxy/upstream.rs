@@ -165,6 +165,12 @@ impl Conn {
         self.sender
     }
 
+    /// Polls an idle connection once: whether it can carry a request (the backend has not
+    /// closed it, and it has finished its last message).
+    fn poll_usable(&mut self, cx: &mut Context<'_>) -> bool {
+        !self.driver.poll_closed(cx) && self.sender.is_ready()
+    }
+
     /// Sends `req` and drives the connection until the response head is in. The connection
     /// stays usable for the response body ([`PooledBody`]).
     pub async fn exchange(
@@ -387,7 +393,7 @@ impl Upstream {
         let own = self.own_idle();
         while let Some(mut idle) = own.pop() {
             // The sweep closes those past their age.
-            if !idle.conn.driver.poll_closed(cx) && idle.conn.sender.is_ready() {
+            if idle.conn.poll_usable(cx) {
                 return Some(idle.conn);
             }
         }
@@ -510,9 +516,7 @@ impl Upstream {
         for shard in &self.idle {
             for _ in 0..shard.len() {
                 let Some(mut idle) = shard.pop() else { break };
-                if now.wrapping_sub(idle.since) < MAX_IDLE_SWEEPS
-                    && !idle.conn.driver.poll_closed(&mut cx)
-                    && idle.conn.sender.is_ready()
+                if now.wrapping_sub(idle.since) < MAX_IDLE_SWEEPS && idle.conn.poll_usable(&mut cx)
                 {
                     let _ = shard.push(idle);
                 }
@@ -641,9 +645,10 @@ mod tests {
         upstream.idle.iter().map(ArrayQueue::len).sum()
     }
 
-    /// A server on loopback that accepts connections and holds them open, or closes each at
-    /// once with `close`.
-    async fn server(close: bool) -> (u16, tokio::task::JoinHandle<()>) {
+    /// An upstream with one connection pooled to a server on loopback that holds its
+    /// connections open, or closes each at once with `close`; and the server's task. Nothing
+    /// sweeps the upstream but the test.
+    async fn pooled(close: bool) -> (Arc<Upstream>, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind");
@@ -656,17 +661,16 @@ mod tests {
                 }
             }
         });
-        (port, task)
+        let upstream = Arc::new(Upstream::new(BackendHost::Ip([127, 0, 0, 1].into()), port));
+        upstream.sweeping.store(true, Ordering::Relaxed);
+        let conn = upstream.connect().await.expect("connect");
+        upstream.pool(conn);
+        (upstream, task)
     }
 
     #[tokio::test]
     async fn an_idle_connection_is_closed_after_its_age_in_sweeps() {
-        let (port, server) = server(false).await;
-        let upstream = Arc::new(Upstream::new(BackendHost::Ip([127, 0, 0, 1].into()), port));
-        // The sweeps are made here, one by one, instead of by the sweeper task.
-        upstream.sweeping.store(true, Ordering::Relaxed);
-        let conn = upstream.connect().await.expect("connect");
-        upstream.pool(conn);
+        let (upstream, server) = pooled(false).await;
         for sweep in 1..MAX_IDLE_SWEEPS {
             upstream.sweep();
             assert_eq!(idle(&upstream), 1, "still pooled after sweep {sweep}");
@@ -678,11 +682,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sweep_closes_an_idle_connection_the_server_closed() {
-        let (port, server) = server(true).await;
-        let upstream = Arc::new(Upstream::new(BackendHost::Ip([127, 0, 0, 1].into()), port));
-        upstream.sweeping.store(true, Ordering::Relaxed);
-        let conn = upstream.connect().await.expect("connect");
-        upstream.pool(conn);
+        let (upstream, server) = pooled(true).await;
         let swept = tokio::time::timeout(Duration::from_secs(2), async {
             while idle(&upstream) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
