@@ -212,11 +212,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
 }
 
 /// CPU time of a process and its descendants, in microseconds.
-pub fn tree_cpu_time_us(root: u32) -> Result<u64> {
+pub fn tree_cpu_time_us(root: u32) -> Result<CpuTime> {
     let mut total = cpu_time_us(Some(root))?;
     for pid in descendants(root) {
         // A worker may exit between listing and reading.
-        total += cpu_time_us(Some(pid)).unwrap_or(0);
+        total = total + cpu_time_us(Some(pid)).unwrap_or_default();
     }
     Ok(total)
 }
@@ -285,30 +285,78 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in {path}"))
 }
 
-/// User + system CPU time of a process (all its threads, live and exited),
-/// in microseconds.
-pub fn cpu_time_us(pid: Option<u32>) -> Result<u64> {
+/// CPU time in microseconds, split into user space and the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user_us: u64,
+    pub system_us: u64,
+}
+
+impl CpuTime {
+    pub fn total_us(self) -> u64 {
+        self.user_us + self.system_us
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user_us: self.user_us.saturating_sub(earlier.user_us),
+            system_us: self.system_us.saturating_sub(earlier.system_us),
+        }
+    }
+}
+
+impl std::ops::Add for CpuTime {
+    type Output = CpuTime;
+
+    fn add(self, other: CpuTime) -> CpuTime {
+        CpuTime {
+            user_us: self.user_us + other.user_us,
+            system_us: self.system_us + other.system_us,
+        }
+    }
+}
+
+/// User and system CPU time of a process (all its threads, live and exited).
+pub fn cpu_time_us(pid: Option<u32>) -> Result<CpuTime> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
     };
     let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_time(&stat).with_context(|| format!("malformed {path}"))
+}
+
+/// utime and stime out of a `/proc/PID/stat` line.
+fn parse_cpu_time(stat: &str) -> Option<CpuTime> {
     // The command name (field 2) may contain spaces and parentheses, so the
     // numeric fields are counted from the last ')'. The first field after it
     // is field 3 (state); utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("malformed {path}"))?;
+    let (_, rest) = stat.rsplit_once(')')?;
     let mut fields = rest.split_whitespace().skip(11);
-    let mut next = || -> Result<u64> {
-        fields
-            .next()
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("malformed {path}"))
-    };
-    let ticks = next()? + next()?;
+    let mut next = || fields.next()?.parse::<u64>().ok();
     // USER_HZ, the unit of these fields, is fixed at 100 by the Linux ABI on
     // every mainstream architecture (x86, arm, riscv).
-    Ok(ticks * 10_000)
+    let user_us = next()? * 10_000;
+    let system_us = next()? * 10_000;
+    Some(CpuTime { user_us, system_us })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_parentheses() {
+        let stat =
+            "4242 (nginx: worker (x)) S 1 4242 4242 0 -1 4194624 10 0 0 0 123 45 0 0 20 0 1 0";
+        assert_eq!(
+            parse_cpu_time(stat),
+            Some(CpuTime {
+                user_us: 1_230_000,
+                system_us: 450_000
+            })
+        );
+        assert_eq!(parse_cpu_time("4242 (x) S 1"), None);
+    }
 }

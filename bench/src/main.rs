@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::backend::Backend;
-use crate::gateway::{Gateway, cpu_time_us, tree_cpu_time_us, tree_rss_kib};
+use crate::gateway::{CpuTime, Gateway, cpu_time_us, tree_cpu_time_us, tree_rss_kib};
 use crate::load::{Target, Window};
 use crate::net::SourceAddrs;
 use crate::peers::{Peer, PeerProxy};
@@ -433,7 +433,7 @@ async fn run(args: &Args) -> Result<Report> {
                 let before = cpu_time_us(Some(proxy.pid()))?;
                 let window = Duration::from_secs(5);
                 sleep(window).await;
-                let used = cpu_time_us(Some(proxy.pid()))?.saturating_sub(before);
+                let used = cpu_time_us(Some(proxy.pid()))?.since(before).total_us();
                 eprintln!(
                     "probing {} targets every {:?}: gateway CPU {:.1}% of one core with no traffic",
                     args.probe_targets,
@@ -604,7 +604,8 @@ async fn run_load(
     let measured_s = (window.end - window.measure_start).as_secs_f64();
     let quantile_us = |q: f64| stats.hist.value_at_quantile(q) as f64 / 1000.0;
     let ops = stats.ops;
-    let gateway_cpu_us = cpu.gateway_us.map(|us| us as f64);
+    let gateway_cpu_us = cpu.gateway.map(|t| t.total_us() as f64);
+    let per_op = |us: Option<u64>| us.filter(|_| ops > 0).map(|us| us as f64 / ops as f64);
     Ok(RunResult {
         scenario,
         via,
@@ -621,11 +622,13 @@ async fn run_load(
         p99_us: quantile_us(0.99),
         p999_us: quantile_us(0.999),
         max_us: stats.hist.max() as f64 / 1000.0,
-        gateway_cpu_us_per_op: gateway_cpu_us.filter(|_| ops > 0).map(|us| us / ops as f64),
+        gateway_cpu_us_per_op: per_op(cpu.gateway.map(CpuTime::total_us)),
+        gateway_user_us_per_op: per_op(cpu.gateway.map(|t| t.user_us)),
         gateway_cpu_pct: gateway_cpu_us.map(|us| us / (measured_s * 1e4)),
+        harness_cpu_us_per_op: per_op(cpu.harness.map(CpuTime::total_us)),
         harness_cpu_pct: cpu
-            .harness_us
-            .map_or(f64::NAN, |us| us as f64 / (measured_s * 1e4)),
+            .harness
+            .map_or(f64::NAN, |t| t.total_us() as f64 / (measured_s * 1e4)),
     })
 }
 
@@ -657,8 +660,8 @@ async fn reload_repeatedly(pid: u32, every: Duration, window: Window) -> Result<
 }
 
 struct CpuUse {
-    gateway_us: Option<u64>,
-    harness_us: Option<u64>,
+    gateway: Option<CpuTime>,
+    harness: Option<CpuTime>,
 }
 
 /// CPU time consumed during the measured window by the gateway and by this
@@ -674,10 +677,10 @@ async fn sample_cpu(window: Window, gateway_pid: Option<u32>) -> CpuUse {
     let (g0, h0) = read();
     sleep_until(window.end).await;
     let (g1, h1) = read();
-    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let delta = |a: Option<CpuTime>, b: Option<CpuTime>| Some(b?.since(a?));
     CpuUse {
-        gateway_us: delta(g0, g1),
-        harness_us: delta(h0, h1),
+        gateway: delta(g0, g1),
+        harness: delta(h0, h1),
     }
 }
 

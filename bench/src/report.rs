@@ -94,8 +94,12 @@ pub struct RunResult {
     pub max_us: f64,
     /// The proxy's CPU time (user + system, all its processes) per operation; proxy runs only.
     pub gateway_cpu_us_per_op: Option<f64>,
+    /// The part of it spent in user space (the proxy's own code and its libraries).
+    pub gateway_user_us_per_op: Option<f64>,
     /// The proxy's CPU use over the measured window, in % of one core.
     pub gateway_cpu_pct: Option<f64>,
+    /// The harness's CPU time (load generator + backend, user + system) per operation.
+    pub harness_cpu_us_per_op: Option<f64>,
     /// The harness's own CPU use (load generator + backend), % of one core.
     pub harness_cpu_pct: f64,
 }
@@ -159,6 +163,10 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
         (values[mid - 1] + values[mid]) / 2.0
     })
 }
+
+/// The share of every core the harness and the proxy must use together for the rate to be
+/// set by their CPU time per operation (see [`Report::ceiling`]).
+const SATURATED: f64 = 0.9;
 
 const ERRORS: &str = "errors (sum of rounds)";
 const RECONNECTS: &str = "keep-alive closes by peer (sum of rounds)";
@@ -331,6 +339,24 @@ impl Report {
                 format: fmt_us,
             });
         }
+        let user = per(|r| r.gateway_user_us_per_op);
+        if user.iter().any(Option::is_some) {
+            rows.push(Row {
+                metric: "proxy user-space CPU per op (µs)",
+                values: user,
+                better: Better::Lower,
+                format: fmt_us,
+            });
+        }
+        let harness = per(|r| r.harness_cpu_us_per_op);
+        if harness.iter().any(Option::is_some) {
+            rows.push(Row {
+                metric: "harness CPU per op (µs)",
+                values: harness,
+                better: Better::Lower,
+                format: fmt_us,
+            });
+        }
         let totals: [(&'static str, Count); 2] =
             [(ERRORS, |r| r.errors), (RECONNECTS, |r| r.reconnects)];
         for (metric, f) in totals {
@@ -478,13 +504,60 @@ impl Report {
              connect + request + response). Ratios are of the medians; the best peer is the \
              one with the highest rate or the lowest latency, CPU or memory in that row. \
              \"Proxy CPU per op\" is the proxy's user + system CPU time (all its processes) over \
-             the measured window divided by the operations completed in it. Idle-session memory \
+             the measured window divided by the operations completed in it; its user-space part \
+             is the proxy's own code and libraries, the rest is the kernel working for it. \
+             \"Harness CPU per op\" is the same for the load generator and the backend together \
+             (this process), whatever the target. Idle-session memory \
              is VmRSS growth (all the proxy's processes) / sessions, a fresh proxy per round.\n",
         );
+        let ceilings: Vec<String> = s
+            .scenarios
+            .iter()
+            .filter_map(|&sc| {
+                let (ratio, peer) = self.ceiling(sc)?;
+                Some(format!("{} {ratio:.2}× {peer}", sc.key()))
+            })
+            .collect();
+        if !ceilings.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nThe rate wasmgate would reach if its own code took no CPU at all, over the best \
+                 peer's rate: {}. The model: with the cores saturated (harness and proxy together \
+                 at {} % or more), the rate is the cores' time over the harness's and the proxy's \
+                 CPU per operation, and the proxy's user-space time is taken out while the \
+                 harness's and the kernel's stay as measured.",
+                ceilings.join(", "),
+                SATURATED * 100.0,
+            );
+        }
         if s.gateway.is_none() {
             out.push_str("\nNo gateway was given (--gateway): wasmgate was not measured.\n");
         }
         out
+    }
+
+    /// How far wasmgate's rate in `scenario` could go if its user-space CPU time were zero,
+    /// as a ratio to the best peer's measured rate (and that peer's name). `None` without
+    /// peers, CPU figures, or cores saturated in wasmgate's runs (where the model holds).
+    fn ceiling(&self, scenario: Scenario) -> Option<(f64, &'static str)> {
+        let med = |f: fn(&RunResult) -> Option<f64>| self.median_of(scenario, Via::Wasmgate, f);
+        let rate = med(|r| Some(r.rate))?;
+        let proxy = med(|r| r.gateway_cpu_us_per_op)?;
+        let user = med(|r| r.gateway_user_us_per_op)?;
+        let harness = med(|r| r.harness_cpu_us_per_op)?;
+        let busy = med(|r| Some(r.gateway_cpu_pct? + r.harness_cpu_pct))?;
+        if busy < SATURATED * 100.0 * self.settings.cpus as f64 || harness + proxy - user <= 0.0 {
+            return None;
+        }
+        let (peer, best) = self
+            .settings
+            .proxies
+            .iter()
+            .filter(|(v, _)| matches!(v, Via::Peer(_)))
+            .filter_map(|&(v, _)| Some((v, self.median_of(scenario, v, |r| Some(r.rate))?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let ceiling = rate * (harness + proxy) / (harness + proxy - user);
+        Some((ceiling / best, peer.key()))
     }
 
     pub fn json(&self) -> String {
@@ -530,7 +603,8 @@ impl Report {
                 "{{\"scenario\": {}, \"via\": {}, \"round\": {}, \"workers\": {}, \"ops\": {}, \
                  \"errors\": {}, \"reconnects\": {}, \"first_error\": {}, \"measured_s\": {}, \"ops_per_s\": {}, \
                  \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \
-                 \"proxy_cpu_us_per_op\": {}, \"proxy_cpu_pct\": {}, \"harness_cpu_pct\": {}}}",
+                 \"proxy_cpu_us_per_op\": {}, \"proxy_user_cpu_us_per_op\": {}, \"proxy_cpu_pct\": {}, \
+                 \"harness_cpu_us_per_op\": {}, \"harness_cpu_pct\": {}}}",
                 string(r.scenario.key()),
                 string(r.via.key()),
                 r.round,
@@ -547,7 +621,9 @@ impl Report {
                 num(r.p999_us),
                 num(r.max_us),
                 opt_num(r.gateway_cpu_us_per_op),
+                opt_num(r.gateway_user_us_per_op),
                 opt_num(r.gateway_cpu_pct),
+                opt_num(r.harness_cpu_us_per_op),
                 num(r.harness_cpu_pct),
             );
         }
@@ -710,6 +786,87 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+
+    fn run(via: Via, rate: f64, cpu: Option<(f64, f64)>, harness_us: f64) -> RunResult {
+        let measured_s = 5.0;
+        let pct = |us_per_op: f64| us_per_op * rate / 1e4;
+        RunResult {
+            scenario: Scenario::Http,
+            via,
+            round: 1,
+            workers: 2,
+            ops: (rate * measured_s) as u64,
+            errors: 0,
+            reconnects: 0,
+            first_error: None,
+            measured_s,
+            rate,
+            p50_us: 900.0,
+            p90_us: 1_000.0,
+            p99_us: 2_000.0,
+            p999_us: 3_000.0,
+            max_us: 4_000.0,
+            gateway_cpu_us_per_op: cpu.map(|(total, _)| total),
+            gateway_user_us_per_op: cpu.map(|(_, user)| user),
+            gateway_cpu_pct: cpu.map(|(total, _)| pct(total)),
+            harness_cpu_us_per_op: Some(harness_us),
+            harness_cpu_pct: pct(harness_us),
+        }
+    }
+
+    fn report(runs: Vec<RunResult>) -> Report {
+        Report {
+            settings: Settings {
+                cpus: 2,
+                rounds: 1,
+                duration_s: 5.0,
+                warmup_s: 1.0,
+                connections: 64,
+                ws_sessions: 64,
+                ws_message_bytes: 32,
+                idle_sessions: 0,
+                settle_s: 2.0,
+                client_threads: 1,
+                backend_threads: 1,
+                source_addrs: 64,
+                gateway: Some("wasmgate".into()),
+                gateway_workers: 0,
+                proxies: vec![
+                    (Via::Wasmgate, "wasmgate".into()),
+                    (Via::Peer(Peer::Nginx), "nginx".into()),
+                    (Via::Peer(Peer::Haproxy), "haproxy".into()),
+                ],
+                scenarios: vec![Scenario::Http],
+                reload_every: std::time::Duration::from_secs(1),
+            },
+            runs,
+            idle: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_ceiling_takes_out_wasmgates_user_time_and_compares_with_the_best_peer() {
+        // 2 cores saturated: 60,000 ops/s × (18 + 15) µs = 198 %.
+        let saturated = report(vec![
+            run(Via::Direct, 140_000.0, None, 14.0),
+            run(Via::Wasmgate, 60_000.0, Some((15.0, 5.0)), 18.0),
+            run(Via::Peer(Peer::Nginx), 62_000.0, Some((14.0, 2.0)), 18.0),
+            run(Via::Peer(Peer::Haproxy), 64_000.0, Some((13.5, 3.0)), 17.5),
+        ]);
+        let (ratio, peer) = saturated.ceiling(Scenario::Http).expect("a ceiling");
+        // 60,000 × 33 / 28 = 70,714 against HAProxy's 64,000.
+        assert!((ratio - 70_714.3 / 64_000.0).abs() < 1e-3, "{ratio}");
+        assert_eq!(peer, "haproxy");
+        assert!(saturated.markdown().contains("http 1.10× haproxy"));
+
+        // Half the cores idle: the rate is not set by CPU time, so no ceiling is claimed.
+        let idle = report(vec![
+            run(Via::Wasmgate, 30_000.0, Some((15.0, 5.0)), 18.0),
+            run(Via::Peer(Peer::Nginx), 31_000.0, Some((14.0, 2.0)), 18.0),
+        ]);
+        assert_eq!(idle.ceiling(Scenario::Http), None);
+        assert!(!idle.markdown().contains("if its own code took no CPU"));
     }
 
     #[test]

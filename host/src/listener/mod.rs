@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -223,6 +224,7 @@ async fn accept_loop(
     let mut servers = Servers::new(&limits);
     // A TCP connection's local port is its listener's: read once here, not once per connection.
     let local_port = listener.local_addr().map_or(0, |a| a.port());
+    let forwarded_port = HeaderValue::from(local_port);
     let stopping = socket.stopping();
     tokio::pin!(stopping);
     loop {
@@ -261,16 +263,21 @@ async fn accept_loop(
             busy::refuse(stream, scheme);
             continue;
         };
-        let served = serve(
+        // Boxed: tokio moves a task's future by value on its way into the task's cell and
+        // again whenever the task's stage changes, so a connection's task holds a pointer to
+        // its state instead of the state itself (about 3 KB, copied several times per
+        // connection otherwise).
+        let served = Box::pin(serve(
             stream,
             client,
             local_port,
+            forwarded_port.clone(),
             socket.clone(),
             scheme,
             tls,
             shared.clone(),
             servers.clone(),
-        );
+        ));
         tokio::spawn(async move {
             let _slot = slot;
             served.await
@@ -283,6 +290,7 @@ async fn serve(
     stream: TcpStream,
     client: SocketAddr,
     local_port: u16,
+    forwarded_port: HeaderValue,
     socket: Arc<SocketHandle>,
     scheme: Protocol,
     tls: Option<Arc<ServerTls>>,
@@ -299,7 +307,7 @@ async fn serve(
         client,
         local_port,
         scheme,
-        forwarded: crate::proxy::Forwarded::new(client, local_port),
+        forwarded: crate::proxy::Forwarded::new(client, forwarded_port),
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
     });

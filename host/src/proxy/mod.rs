@@ -59,13 +59,11 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
-    pub fn new(client: SocketAddr, local_port: u16) -> Self {
+    /// `port` is the listener's port as a header value, formatted once per listening socket.
+    pub fn new(client: SocketAddr, port: HeaderValue) -> Self {
         Self {
-            // A socket address formats as digits, dots, colons, brackets and a `%` scope id,
-            // all valid in a header value.
-            client: HeaderValue::from_str(&client.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("")),
-            port: HeaderValue::from(local_port),
+            client: address_value(client),
+            port,
         }
     }
 
@@ -624,6 +622,49 @@ impl Connection {
     }
 }
 
+/// A socket address as Application Gateway's X-Forwarded-For writes it: `ip:port`, or
+/// `[ip]:port` for IPv6. IPv4 addresses, every connection's case on an IPv4 listener, are
+/// written digit by digit into one allocation, without the formatting machinery.
+fn address_value(addr: SocketAddr) -> HeaderValue {
+    let SocketAddr::V4(v4) = addr else {
+        // Digits, hex, colons, brackets and a `%` scope id: all valid in a header value.
+        return HeaderValue::from_str(&addr.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+    };
+    // "255.255.255.255:65535"
+    let mut text = [0u8; 21];
+    let mut len = 0;
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        len += write_decimal(&mut text[len..], octet.into());
+    }
+    text[len] = b':';
+    len += 1;
+    len += write_decimal(&mut text[len..], v4.port());
+    HeaderValue::from_bytes(&text[..len])
+        .expect("digits, dots and a colon are a valid header value")
+}
+
+/// Writes `n` in decimal at the start of `out`; returns how many bytes that took.
+fn write_decimal(out: &mut [u8], mut n: u16) -> usize {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - start;
+    out[..len].copy_from_slice(&digits[start..]);
+    len
+}
+
 /// Where redirect `id` sends a request for `path` and `query` on `authority`.
 pub(crate) fn redirect_location(
     config: &crate::config::Config,
@@ -818,3 +859,30 @@ impl Drop for AccessLog {
 
 #[cfg(test)]
 mod differential;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_are_written_as_the_standard_library_formats_them() {
+        let addresses = [
+            "0.0.0.0:0",
+            "127.0.0.1:44832",
+            "10.0.0.4:80",
+            "192.168.100.9:9",
+            "255.255.255.255:65535",
+            "[::1]:8080",
+            "[2001:db8::7]:443",
+        ];
+        for text in addresses {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(address_value(addr), text, "{addr}");
+            assert_eq!(address_value(addr), addr.to_string().as_str());
+        }
+        let port = HeaderValue::from(8443u16);
+        let forwarded = Forwarded::new("10.1.2.3:5000".parse().unwrap(), port);
+        assert_eq!(forwarded.client_str(), "10.1.2.3:5000");
+        assert_eq!(forwarded.port, "8443");
+    }
+}
