@@ -64,6 +64,12 @@ struct Args {
     #[arg(long)]
     gateway: Option<PathBuf>,
 
+    /// Have the peers add to every request the forwarding fields wasmgate adds (X-Forwarded-For,
+    /// -Proto, -Port, X-Original-Host, X-Original-URL, X-AppGW-Trace-Id), so that the backend
+    /// gets the same requests from every proxy. Off: each peer as its documentation configures it.
+    #[arg(long)]
+    peer_forwarding_headers: bool,
+
     /// Worker threads of the measured gateway (`wasmgate run --workers`; 0: its default, one
     /// per core).
     #[arg(long, default_value_t = 0)]
@@ -286,7 +292,9 @@ impl Proxy {
                         .await?,
                 ))
             }
-            Via::Peer(peer) => Ok(Self::Peer(PeerProxy::start(peer, backend, cert).await?)),
+            Via::Peer(peer) => Ok(Self::Peer(
+                PeerProxy::start(peer, backend, cert, args.peer_forwarding_headers).await?,
+            )),
             Via::Direct => bail!("the direct target is not a proxy"),
         }
     }
@@ -391,6 +399,7 @@ async fn run(args: &Args) -> Result<Report> {
         proxies,
         scenarios,
         reload_every: args.reload_every,
+        peer_forwarding_headers: args.peer_forwarding_headers,
     };
     let mut report = Report {
         settings,

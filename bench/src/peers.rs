@@ -89,7 +89,15 @@ pub struct PeerProxy {
 }
 
 impl PeerProxy {
-    pub async fn start(peer: Peer, backend: SocketAddr, cert: &TestCert) -> Result<Self> {
+    /// With `forwarding`, the peer adds to every request the six fields wasmgate adds
+    /// (Application Gateway's X-Forwarded-For, -Proto and -Port, X-Original-Host,
+    /// X-Original-URL and X-AppGW-Trace-Id), so that both send the backend the same work.
+    pub async fn start(
+        peer: Peer,
+        backend: SocketAddr,
+        cert: &TestCert,
+        forwarding: bool,
+    ) -> Result<Self> {
         let port = free_port().context("picking a port")?;
         let tls_port = free_port().context("picking a TLS port")?;
         let dir = bench_dir(peer.key(), port)?;
@@ -98,7 +106,7 @@ impl PeerProxy {
             return Err(e);
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let command = match write_config(peer, &dir, port, tls_port, backend, cores) {
+        let command = match write_config(peer, &dir, port, tls_port, backend, cores, forwarding) {
             Ok(command) => command,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -134,10 +142,21 @@ fn write_config(
     tls_port: u16,
     backend: SocketAddr,
     cores: usize,
+    forwarding: bool,
 ) -> Result<Command> {
     let d = dir.display();
     match peer {
         Peer::Nginx => {
+            let forwarding = if forwarding {
+                "\n            proxy_set_header X-Forwarded-For $remote_addr:$remote_port;\n            \
+                 proxy_set_header X-Forwarded-Proto $scheme;\n            \
+                 proxy_set_header X-Forwarded-Port $server_port;\n            \
+                 proxy_set_header X-Original-Host $http_host;\n            \
+                 proxy_set_header X-Original-URL $request_uri;\n            \
+                 proxy_set_header X-AppGW-Trace-Id $request_id;"
+            } else {
+                ""
+            };
             // https://nginx.org/en/docs/http/websocket.html and ngx_http_upstream_module's
             // `keepalive` ("proxy_http_version 1.1" and an empty Connection header for
             // pooled upstream connections; the map sends "upgrade" when the client asked).
@@ -193,7 +212,7 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
+            proxy_send_timeout 3600s;{forwarding}
         }}
     }}
 }}
@@ -232,7 +251,7 @@ defaults
 
 frontend bench
     bind 127.0.0.1:{port}
-    bind 127.0.0.1:{tls_port} ssl crt {d}/combined.pem alpn http/1.1
+    bind 127.0.0.1:{tls_port} ssl crt {d}/combined.pem alpn http/1.1{forwarding}
     default_backend bench
 
 backend bench
@@ -248,7 +267,17 @@ backend bench
         }
         Peer::Caddy => {
             // Caddy's reverse_proxy pools keep-alive connections and proxies upgrades by
-            // default; access logs are off unless a site asks for them.
+            // default; access logs are off unless a site asks for them. It sets
+            // X-Forwarded-For (the address alone), -Proto and -Host by itself.
+            let forwarding = if forwarding {
+                " {\n        header_up X-Forwarded-For {remote_host}:{remote_port}\n        \
+                 header_up X-Forwarded-Port {http.request.port}\n        \
+                 header_up X-Original-Host {hostport}\n        \
+                 header_up X-Original-URL {uri}\n        \
+                 header_up X-AppGW-Trace-Id {http.request.uuid}\n    }"
+            } else {
+                ""
+            };
             let conf = format!(
                 r#"# Written by wasmgate-bench; removed when the run ends.
 {{
@@ -270,13 +299,13 @@ backend bench
 
 http://127.0.0.1:{port} {{
     bind 127.0.0.1
-    reverse_proxy {backend}
+    reverse_proxy {backend}{forwarding}
 }}
 
 https://:{tls_port} {{
     bind 127.0.0.1
     tls {d}/cert.pem {d}/key.pem
-    reverse_proxy {backend}
+    reverse_proxy {backend}{forwarding}
 }}
 "#
             );

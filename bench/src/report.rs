@@ -142,6 +142,8 @@ pub struct Settings {
     pub scenarios: Vec<Scenario>,
     /// How often the http-reload scenario reloads the gateway's configuration.
     pub reload_every: std::time::Duration,
+    /// Whether the peers added wasmgate's forwarding fields to every request.
+    pub peer_forwarding_headers: bool,
 }
 
 pub struct Report {
@@ -450,6 +452,14 @@ impl Report {
         if !s.proxies.is_empty() {
             let versions: Vec<String> = s.proxies.iter().map(|(_, v)| v.clone()).collect();
             let _ = writeln!(out, "\nProxies: {}.", versions.join(", "));
+        }
+        if s.peer_forwarding_headers && self.has_peers() {
+            out.push_str(
+                "\nThe peers add the forwarding fields wasmgate adds to every request \
+                 (`--peer-forwarding-headers`: X-Forwarded-For, -Proto, -Port, X-Original-Host, \
+                 X-Original-URL, X-AppGW-Trace-Id), so the backend gets the same requests from \
+                 every proxy.\n",
+            );
         }
         if s.gateway.is_some() {
             let workers = match s.gateway_workers {
@@ -839,6 +849,7 @@ mod tests {
                 ],
                 scenarios: vec![Scenario::Http],
                 reload_every: std::time::Duration::from_secs(1),
+                peer_forwarding_headers: false,
             },
             runs,
             idle: Vec::new(),
