@@ -3,6 +3,7 @@
 //! snapshot and publishes it; the data plane only reads the current one.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,33 @@ use crate::config::{
 };
 use crate::probe::{Health, TargetKey};
 use crate::proxy::upstream::{Upstream, UpstreamKey, UpstreamTls};
+
+/// Configuration names (pools, settings) to what they name, looked up on the request path when a
+/// router plugin's decision names its forward. The keys are the configuration's own few names,
+/// which nobody can add to at run time, so a flood of colliding keys (what SipHash guards
+/// against) cannot happen; FNV-1a hashes a short name in a few instructions per byte.
+type NameMap<V> = HashMap<Box<str>, V, BuildHasherDefault<NameHasher>>;
+
+/// FNV-1a, 64 bits.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Listeners that share one socket: same bind address and port.
 #[derive(Debug)]
@@ -143,7 +171,7 @@ pub struct Snapshot {
     pub targets: Box<[ProbeTarget]>,
     /// Pool name → settings name → target, for router plugins' decisions; empty when no router
     /// plugin is configured.
-    forward_targets: HashMap<Box<str>, HashMap<Box<str>, Arc<ForwardTarget>>>,
+    forward_targets: NameMap<NameMap<Arc<ForwardTarget>>>,
     /// Socket id → index into `frontends`. Sockets outlive snapshots (a reload keeps the
     /// sockets whose bind address stays), so connections name their socket, not a frontend.
     /// Without [`Snapshot::assign_sockets`], socket `i` is frontend `i`.
@@ -344,8 +372,7 @@ impl Snapshot {
 
         // A router plugin may send a request to any pool with any settings, so with routers
         // configured every pair is compiled (and so probed); without them nothing changes.
-        let mut forward_targets: HashMap<Box<str>, HashMap<Box<str>, Arc<ForwardTarget>>> =
-            HashMap::new();
+        let mut forward_targets: NameMap<NameMap<Arc<ForwardTarget>>> = NameMap::default();
         if config.has_routers() {
             for (p, pool) in config.backend_pools.iter().enumerate() {
                 let by_settings = forward_targets

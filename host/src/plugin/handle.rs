@@ -266,11 +266,16 @@ impl Plugin {
                 });
             }
         };
-        let _permit = inner
-            .permits
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        // Without contention a permit is one compare-and-swap; only a call that finds every
+        // permit taken builds the waiting future.
+        let _permit = match inner.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => inner
+                .permits
+                .acquire()
+                .await
+                .expect("the semaphore is never closed"),
+        };
         let mut instance = match inner.idle.pop() {
             Some(instance) => instance,
             None => match self.instantiate().await {
