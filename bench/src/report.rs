@@ -181,6 +181,9 @@ fn is_total(metric: &str) -> bool {
 /// Reads one per-run count out of a result.
 type Count = fn(&RunResult) -> u64;
 
+/// Reads one per-run figure out of a result, where the run has it.
+type Figure = fn(&RunResult) -> Option<f64>;
+
 /// Which way a metric improves, for picking the best peer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Better {
@@ -306,7 +309,7 @@ impl Report {
 
     fn rows(&self, scenario: Scenario) -> Vec<Row> {
         let columns = self.columns();
-        let per = |f: fn(&RunResult) -> Option<f64>| -> Vec<Option<f64>> {
+        let per = |f: Figure| -> Vec<Option<f64>> {
             columns
                 .iter()
                 .map(|&via| self.median_of(scenario, via, f))
@@ -332,32 +335,24 @@ impl Report {
                 format: fmt_us,
             },
         ];
-        let cpu = per(|r| r.gateway_cpu_us_per_op);
-        if cpu.iter().any(Option::is_some) {
-            rows.push(Row {
-                metric: "proxy CPU per op (µs)",
-                values: cpu,
-                better: Better::Lower,
-                format: fmt_us,
-            });
-        }
-        let user = per(|r| r.gateway_user_us_per_op);
-        if user.iter().any(Option::is_some) {
-            rows.push(Row {
-                metric: "proxy user-space CPU per op (µs)",
-                values: user,
-                better: Better::Lower,
-                format: fmt_us,
-            });
-        }
-        let harness = per(|r| r.harness_cpu_us_per_op);
-        if harness.iter().any(Option::is_some) {
-            rows.push(Row {
-                metric: "harness CPU per op (µs)",
-                values: harness,
-                better: Better::Lower,
-                format: fmt_us,
-            });
+        // CPU rows, each shown when any column has a figure.
+        let cpu: [(&'static str, Figure); 3] = [
+            ("proxy CPU per op (µs)", |r| r.gateway_cpu_us_per_op),
+            ("proxy user-space CPU per op (µs)", |r| {
+                r.gateway_user_us_per_op
+            }),
+            ("harness CPU per op (µs)", |r| r.harness_cpu_us_per_op),
+        ];
+        for (metric, f) in cpu {
+            let values = per(f);
+            if values.iter().any(Option::is_some) {
+                rows.push(Row {
+                    metric,
+                    values,
+                    better: Better::Lower,
+                    format: fmt_us,
+                });
+            }
         }
         let totals: [(&'static str, Count); 2] =
             [(ERRORS, |r| r.errors), (RECONNECTS, |r| r.reconnects)];
@@ -550,7 +545,7 @@ impl Report {
     /// as a ratio to the best peer's measured rate (and that peer's name). `None` without
     /// peers, CPU figures, or cores saturated in wasmgate's runs (where the model holds).
     fn ceiling(&self, scenario: Scenario) -> Option<(f64, &'static str)> {
-        let med = |f: fn(&RunResult) -> Option<f64>| self.median_of(scenario, Via::Wasmgate, f);
+        let med = |f: Figure| self.median_of(scenario, Via::Wasmgate, f);
         let rate = med(|r| Some(r.rate))?;
         let proxy = med(|r| r.gateway_cpu_us_per_op)?;
         let user = med(|r| r.gateway_user_us_per_op)?;
