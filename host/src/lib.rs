@@ -5,7 +5,10 @@
 
 pub mod admin;
 pub mod arm;
+pub mod client_io;
 pub mod config;
+pub mod control;
+pub mod dataplane;
 pub mod demo;
 pub mod error;
 pub mod gateway;
@@ -17,7 +20,9 @@ pub mod proxy;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 pub mod websocket;
+pub mod workers;
 
 pub use config::Config;
 pub use error::Error;

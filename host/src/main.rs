@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmgate::arm::cli::TemplateArgs;
+use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway, demo, telemetry};
 
 /// A programmable HTTP and WebSocket gateway with Azure Application Gateway's semantics.
@@ -117,9 +118,11 @@ fn main() -> ExitCode {
             yield_every,
             template,
         } => {
-            wasmgate::listener::workers::set_count(workers);
-            wasmgate::listener::workers::set_yield_every(yield_every);
-            runtime().and_then(|rt| rt.block_on(run(config, no_watch, template)))
+            let workers = WorkerOptions {
+                count: workers,
+                yield_every,
+            };
+            runtime().and_then(|rt| rt.block_on(run(config, no_watch, workers, template)))
         }
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
@@ -165,12 +168,17 @@ fn check(path: &Path, template: &TemplateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(path: PathBuf, no_watch: bool, template: TemplateArgs) -> anyhow::Result<()> {
+async fn run(
+    path: PathBuf,
+    no_watch: bool,
+    workers: WorkerOptions,
+    template: TemplateArgs,
+) -> anyhow::Result<()> {
     // A template is imported once into a private folder that lives as long as the gateway.
     let imported = wasmgate::arm::cli::materialize(&path, &template)?;
     let path = imported.as_ref().map_or(path, |m| m.config_path.clone());
     let config = Config::from_file(&path)?;
-    let gateway = Gateway::start(config).await?;
+    let gateway = Gateway::start_with(config, workers).await?;
     gateway.set_config_file(path, !no_watch);
     // SIGHUP reloads the configuration and reads the certificates again, as servers
     // conventionally do; an invalid file is reported and the running configuration stays.

@@ -14,8 +14,8 @@ use crate::config::{
     BackendAddress, Config, HostOverride, ListenerId, PathPattern, PoolId, Protocol, RedirectId,
     RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
-use crate::probe::{Health, TargetKey};
-use crate::proxy::upstream::{Upstream, UpstreamKey, UpstreamTls};
+use crate::probe::{Health, ProbeTarget, TargetKey};
+use crate::upstream::{Upstream, UpstreamKey, UpstreamTls};
 
 /// Configuration names (pools, settings) to what they name, looked up on the request path when a
 /// router plugin's decision names its forward. The keys are the configuration's own few names,
@@ -118,17 +118,6 @@ pub struct Member {
     pub health: Arc<Health>,
 }
 
-/// A (pool server, backend settings) pair in use: what the prober probes.
-#[derive(Debug)]
-pub struct ProbeTarget {
-    pub pool: PoolId,
-    /// Index of the server in its pool.
-    pub server: usize,
-    pub settings: SettingsId,
-    pub upstream: Arc<Upstream>,
-    pub health: Arc<Health>,
-}
-
 /// A backend pool's runtime state.
 #[derive(Debug)]
 pub struct Pool {
@@ -183,7 +172,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles a validated configuration. Upstream connection pools are shared with `previous`
     /// where the same address and port remain, so a reload keeps warm connections.
-    pub fn build(config: Config, previous: Option<&Snapshot>) -> Self {
+    pub fn build(config: Config, previous: Option<&Snapshot>, workers: usize) -> Self {
         let mut upstreams: HashMap<UpstreamKey, Arc<Upstream>> = HashMap::new();
         if let Some(prev) = previous {
             for f in prev.frontends.iter() {
@@ -255,7 +244,12 @@ impl Snapshot {
                                     let upstream = upstreams
                                         .entry(UpstreamKey::new(a.host.clone(), port, tls.as_ref()))
                                         .or_insert_with(|| {
-                                            Arc::new(Upstream::with_tls(a.host.clone(), port, tls))
+                                            Arc::new(Upstream::with_tls(
+                                                a.host.clone(),
+                                                port,
+                                                tls,
+                                                workers,
+                                            ))
                                         })
                                         .clone();
                                     let host_header = match &s.host {
@@ -281,7 +275,9 @@ impl Snapshot {
                                                 health: previous_health
                                                     .get(&key)
                                                     .cloned()
-                                                    .unwrap_or_else(|| Arc::new(Health::new(key))),
+                                                    .unwrap_or_else(|| {
+                                                        Arc::new(Health::new(key, workers))
+                                                    }),
                                             }
                                         })
                                         .health

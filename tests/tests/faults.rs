@@ -31,7 +31,7 @@ const ROUNDS: usize = 20;
 /// the healthy backends (both ends live in this process; each worker thread pools its own) and
 /// timer/runtime noise — far below one per round.
 fn fd_slack() -> usize {
-    4 + 4 * wasmgate::listener::workers::count()
+    4 + 4 * wasmgate::workers::per_core()
 }
 
 fn open_fds() -> usize {
@@ -475,7 +475,7 @@ async fn a_pooled_connection_the_backend_closed_is_not_used() {
 /// Requests sent one at a time reused the gateway's backend connection: at most one per
 /// worker thread (each pools its own).
 fn assert_reused(backend: &FaultBackend) {
-    let workers = wasmgate::listener::workers::count();
+    let workers = wasmgate::workers::per_core();
     assert!(
         backend.used_connections() <= workers,
         "{} requests took {} backend connections; at most one per worker ({workers}) expected",

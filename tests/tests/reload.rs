@@ -29,7 +29,7 @@ fn config(toml: &str) -> Config {
     Config::from_toml(toml).unwrap_or_else(|e| panic!("test configuration refused: {e}\n{toml}"))
 }
 
-async fn reload(gw: &wasmgate::Gateway, toml: &str) -> wasmgate::gateway::ReloadReport {
+async fn reload(gw: &wasmgate::Gateway, toml: &str) -> wasmgate::control::ReloadReport {
     match within("reload", gw.reload(config(toml))).await {
         Ok(report) => report,
         Err(e) => panic!("reload refused: {e}\n--- config ---\n{toml}"),

@@ -117,7 +117,7 @@ async fn every_worker_accepts_on_a_socket_of_its_own() {
     let a = HttpBackend::start("a").await;
     let gw = start_gateway(&on_port(0, a.addr)).await;
     let addr = listener_addr(&gw, "web");
-    let workers = wasmgate::listener::workers::count();
+    let workers = gw.workers();
     assert_eq!(
         listening_sockets(addr.port()),
         workers,

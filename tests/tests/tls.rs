@@ -418,7 +418,7 @@ async fn https_backend_verified_against_trusted_roots_with_sni_from_the_host_in_
     // Each worker thread keeps its own backend connections.
     let handshakes = backend.handshakes() - before;
     assert!(
-        (1..=wasmgate::listener::workers::count()).contains(&handshakes),
+        (1..=gw.workers()).contains(&handshakes),
         "TLS is paid once per backend connection: keep-alive reuses it ({handshakes} handshakes for 10 requests)"
     );
 

@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::gateway::Shared;
+use crate::control::ControlHandle;
 
 pub use view::BackendHealth;
 
@@ -34,8 +34,8 @@ pub const RELOAD_PATH: &str = "/api/reload";
 pub const PLUGINS_PATH: &str = "/api/plugins";
 
 /// Serves the admin API on `listener` until the gateway stops.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc<str>>) {
-    let stopping = shared.stopping();
+pub async fn serve(listener: TcpListener, control: ControlHandle, token: Option<Arc<str>>) {
+    let stopping = control.stopping();
     tokio::pin!(stopping);
     loop {
         let (stream, _) = tokio::select! {
@@ -50,24 +50,24 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc
                 }
             },
         };
-        let shared = shared.clone();
+        let control = control.clone();
         let token = token.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let shared = shared.clone();
+                let control = control.clone();
                 let token = token.clone();
                 async move {
                     // The one endpoint that changes state and takes time.
                     if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {
-                        return Ok::<_, Infallible>(reload(&req, &shared).await);
+                        return Ok::<_, Infallible>(reload(&req, &control).await);
                     }
                     // Plugin changes read a body and compile for up to seconds.
                     if req.uri().path().starts_with(plugins::PREFIX)
                         && authorized(&req, token.as_deref())
                     {
-                        return Ok(plugins::handle(req, &shared).await);
+                        return Ok(plugins::handle(req, &control).await);
                     }
-                    Ok(answer(&req, &shared, token.as_deref()))
+                    Ok(answer(&req, &control, token.as_deref()))
                 }
             });
             let _ = http1::Builder::new()
@@ -96,14 +96,14 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
 /// `POST /api/reload`: reads the configuration file again and applies it. 200 with what
 /// changed, or 422 with the error (naming the field) while the running configuration keeps
 /// serving.
-async fn reload(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn reload(req: &Request<Incoming>, control: &ControlHandle) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         let mut res = json(StatusCode::METHOD_NOT_ALLOWED, &error_body("use POST"));
         res.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return res;
     }
-    match shared.reload_from_file().await {
+    match control.reload_from_file().await {
         Ok(report) => match serde_json::to_vec_pretty(&report) {
             Ok(body) => json(StatusCode::OK, &body),
             Err(e) => json(
@@ -122,7 +122,11 @@ async fn reload(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
     }
 }
 
-fn answer(req: &Request<Incoming>, shared: &Shared, token: Option<&str>) -> Response<Full<Bytes>> {
+fn answer(
+    req: &Request<Incoming>,
+    control: &ControlHandle,
+    token: Option<&str>,
+) -> Response<Full<Bytes>> {
     {
         if !authorized(req, token) {
             let mut res = json(
@@ -147,9 +151,9 @@ fn answer(req: &Request<Incoming>, shared: &Shared, token: Option<&str>) -> Resp
         return res;
     }
     let body = if path == PLUGINS_PATH {
-        serde_json::to_vec_pretty(&view::plugins(shared))
+        serde_json::to_vec_pretty(&view::plugins(control.plugins()))
     } else {
-        serde_json::to_vec_pretty(&BackendHealth::of(&shared.snapshot.load()))
+        serde_json::to_vec_pretty(&BackendHealth::of(&control.snapshot()))
     };
     match body {
         Ok(body) => json(StatusCode::OK, &body),

@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 
 use super::{error_body, json};
 use crate::config::PluginKind;
-use crate::gateway::Shared;
+use crate::control::ControlHandle;
 use crate::plugin::{
     ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginSlot, VersionRequest,
 };
@@ -42,7 +42,7 @@ use crate::plugin::{
 pub const PREFIX: &str = "/api/plugins/";
 
 /// Answers a request under [`PREFIX`] (already authorised).
-pub async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+pub async fn handle(req: Request<Incoming>, control: &ControlHandle) -> Response<Full<Bytes>> {
     let path = req.uri().path()[PREFIX.len()..].to_owned();
     let (name, action) = match path.split_once('/') {
         Some((name, action)) => (name.to_owned(), action.to_owned()),
@@ -53,7 +53,7 @@ pub async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<By
         return error(StatusCode::NOT_FOUND, "no such admin resource");
     }
     let query = parse_query(req.uri().query().unwrap_or(""));
-    let registry = &shared.plugins;
+    let registry = control.plugins();
     let method = req.method().clone();
     let result = match (method.clone(), action.as_str()) {
         (Method::GET | Method::HEAD, "") => registry

@@ -4,8 +4,6 @@
 //! always reached with HTTP/1.1.
 
 mod busy;
-mod io;
-pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,15 +20,14 @@ use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol};
-use crate::error::ProxyError;
-use crate::gateway::Shared;
-use crate::proxy::Connection;
+use crate::dataplane::DataPlane;
+use crate::proxy::{Connection, ProxyError};
 use crate::tls::ServerTls;
+use crate::workers::Workers;
 
-pub use self::io::ClientIo;
-use self::io::ClientStream;
+use crate::client_io::{ClientIo, ClientStream};
 
-/// The sockets of one listening address: one per [worker](workers), all bound to the same
+/// The sockets of one listening address: one per [worker](crate::workers), all bound to the same
 /// address with SO_REUSEPORT, so that the kernel spreads new connections over the workers.
 #[derive(Debug)]
 pub struct Bound {
@@ -50,12 +47,12 @@ impl Bound {
 /// listen on one port and the kernel spreads new connections over all of them, for more
 /// connections than one process's open-file limit allows. A port held by a socket without
 /// SO_REUSEPORT, or by another user's, still fails to bind.
-pub fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Bound> {
     let first = bind_with(addr, true)?;
     // Port 0 asks for any port: the other workers' sockets take the one given to the first.
     let local = first.local_addr()?;
     let mut sockets = vec![first];
-    for _ in 1..workers::count() {
+    for _ in 1..workers {
         sockets.push(bind_with(local, true)?);
     }
     Ok(Bound { sockets, local })
@@ -155,36 +152,35 @@ impl Servers {
 
 /// Serves `bound` until `socket` stops: each worker accepts on a socket of its own and serves
 /// the connections it accepted. The returned task completes once every worker has stopped
-/// accepting. When the workers cannot be started, the current runtime serves.
+/// accepting.
 pub fn serve_socket(
     bound: Bound,
     socket: Arc<SocketHandle>,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
+    workers: &Arc<Workers>,
 ) -> tokio::task::JoinHandle<()> {
     // One count of connections for the whole socket, whichever worker accepted them.
     let slots = busy::Slots::default();
-    let workers = workers::get()
-        .inspect_err(|e| {
-            tracing::error!(error = %e, "cannot start the worker threads; serving on the main runtime");
-        })
-        .ok();
     let loops: Vec<_> = bound
         .sockets
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
-            let served = accept(listener, socket.clone(), shared.clone(), slots.clone());
-            match workers.and_then(|w| w.handles().get(i)) {
+            let served = accept(listener, socket.clone(), plane.clone(), slots.clone());
+            match workers.handles().get(i) {
                 Some(worker) => worker.spawn(served),
                 None => tokio::spawn(served),
             }
         })
         .collect();
     // The workers outlive the runtime that started the gateway (a test's, say): when that
-    // runtime drops this task, the workers stop accepting too.
+    // runtime drops this task, the workers stop accepting too, and once the last handle on
+    // them is gone (this task holds one) their threads end.
     let stop = StopOnDrop(socket);
+    let workers = workers.clone();
     tokio::spawn(async move {
         let _stop = stop;
+        let _workers = workers;
         for task in loops {
             let _ = task.await;
         }
@@ -202,12 +198,12 @@ impl Drop for StopOnDrop {
 async fn accept(
     listener: std::net::TcpListener,
     socket: Arc<SocketHandle>,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     slots: busy::Slots,
 ) {
     // Registered with the runtime that accepts on it.
     match TcpListener::from_std(listener) {
-        Ok(listener) => accept_loop(listener, socket, shared, slots).await,
+        Ok(listener) => accept_loop(listener, socket, plane, slots).await,
         Err(e) => tracing::error!(error = %e, "cannot accept on a worker's socket"),
     }
 }
@@ -217,10 +213,10 @@ async fn accept(
 async fn accept_loop(
     listener: TcpListener,
     socket: Arc<SocketHandle>,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     slots: busy::Slots,
 ) {
-    let mut limits = shared.snapshot.load().config.limits;
+    let mut limits = plane.snapshot.load().config.limits;
     let mut servers = Servers::new(&limits);
     // A TCP connection's local port is its listener's: read once here, not once per connection.
     let local_port = listener.local_addr().map_or(0, |a| a.port());
@@ -241,7 +237,7 @@ async fn accept_loop(
                 }
             },
         };
-        let snapshot = shared.snapshot.load();
+        let snapshot = plane.snapshot.load();
         let Some(frontend) = snapshot.frontend_of(socket.id) else {
             // Accepted just as a reload removed this socket's listeners.
             continue;
@@ -275,7 +271,7 @@ async fn accept_loop(
             socket.clone(),
             scheme,
             tls,
-            shared.clone(),
+            plane.clone(),
             servers.clone(),
         ));
         tokio::spawn(async move {
@@ -294,16 +290,16 @@ async fn serve(
     socket: Arc<SocketHandle>,
     scheme: Protocol,
     tls: Option<Arc<ServerTls>>,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     servers: Servers,
 ) {
-    let _guard = shared.track();
+    let _guard = plane.track();
     // Inherited from the listening socket on Linux (see `bind_with`).
     #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     let conn = Arc::new(Connection {
-        shared,
-        socket,
+        plane,
+        socket_id: socket.id,
         client,
         local_port,
         scheme,
@@ -312,16 +308,17 @@ async fn serve(
         sni: std::sync::OnceLock::new(),
     });
     match tls {
-        None => serve_http1(stream, conn, &servers.http1, Handler::Proxy).await,
+        None => serve_http1(stream, conn, &socket, &servers.http1, Handler::Proxy).await,
         // TLS (and HTTP/2 behind it) carries much larger state than plain HTTP/1.1: boxed, so
         // that a plain connection's task does not carry its size.
-        Some(tls) => Box::pin(serve_tls(stream, conn, tls, servers)).await,
+        Some(tls) => Box::pin(serve_tls(stream, conn, &socket, tls, servers)).await,
     }
 }
 
 async fn serve_tls(
     stream: TcpStream,
     conn: Arc<Connection>,
+    socket: &SocketHandle,
     tls: Arc<ServerTls>,
     servers: Servers,
 ) {
@@ -332,7 +329,14 @@ async fn serve_tls(
     match tokio::time::timeout(servers.handshake_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1..)) if first[0] == 0x16 => {}
         Ok(Ok(1..)) => {
-            return serve_http1(stream, conn, &servers.http1, Handler::PlainHttpOnTlsPort).await;
+            return serve_http1(
+                stream,
+                conn,
+                socket,
+                &servers.http1,
+                Handler::PlainHttpOnTlsPort,
+            )
+            .await;
         }
         // Closed, failed, or silent for the idle timeout.
         _ => return,
@@ -355,9 +359,9 @@ async fn serve_tls(
         let _ = conn.sni.set(name.into());
     }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_http2(stream, conn, &servers.http2).await
+        serve_http2(stream, conn, socket, &servers.http2).await
     } else {
-        serve_http1(stream, conn, &servers.http1, Handler::Proxy).await
+        serve_http1(stream, conn, socket, &servers.http1, Handler::Proxy).await
     }
 }
 
@@ -371,10 +375,11 @@ enum Handler {
 async fn serve_http1<S: ClientStream>(
     stream: S,
     conn: Arc<Connection>,
+    socket: &SocketHandle,
     http: &http1::Builder,
     handler: Handler,
 ) {
-    let stopping = conn.socket.stopping();
+    let stopping = socket.stopping();
     let io = ClientIo::new(stream, conn.clone());
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
@@ -413,9 +418,10 @@ async fn serve_http1<S: ClientStream>(
 async fn serve_http2<S: ClientStream>(
     stream: S,
     conn: Arc<Connection>,
+    socket: &SocketHandle,
     http: &http2::Builder<TokioExecutor>,
 ) {
-    let stopping = conn.socket.stopping();
+    let stopping = socket.stopping();
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
         let conn = service_conn.clone();
@@ -443,8 +449,8 @@ mod tests {
 
     #[test]
     fn accepted_connections_have_nodelay_and_every_worker_a_socket() {
-        let bound = bind("127.0.0.1:0".parse().expect("address")).expect("bind");
-        assert_eq!(bound.sockets.len(), workers::count());
+        let bound = bind("127.0.0.1:0".parse().expect("address"), 2).expect("bind");
+        assert_eq!(bound.sockets.len(), 2);
         let _client = std::net::TcpStream::connect(bound.local_addr()).expect("connect");
         // Whichever socket the kernel picked accepts the connection.
         let accepted = (0..500)

@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub watch_interval: Duration,
     /// Where compiled artifacts are kept between runs; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Threads that call plugins on the request path: each counts its calls apart.
+    pub workers: usize,
     /// Component instances alive at once, over all plugins (each live plugin instance is one).
     pub total_component_instances: u32,
     /// Core instances alive at once: per instance, a Rust component has 1–3, JavaScript 3,
@@ -54,6 +56,7 @@ impl Default for EngineConfig {
             // core anyway.
             watch_interval: Duration::from_millis(4),
             cache_dir: None,
+            workers: crate::workers::per_core(),
             total_component_instances: 1000,
             total_core_instances: 16_000,
             total_memories: 1000,
@@ -184,7 +187,12 @@ impl PluginEngine {
 
         let cache =
             ArtifactCache::new(&engine, config.cache_dir.clone()).map_err(|e| engine_error(&e))?;
-        let ticker = Ticker::start(engine.clone(), config.epoch_tick, config.watch_interval);
+        let ticker = Ticker::start(
+            engine.clone(),
+            config.epoch_tick,
+            config.watch_interval,
+            config.workers,
+        );
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
                 engine,
@@ -422,13 +430,11 @@ impl TickerShared {
 }
 
 impl Ticker {
-    fn start(engine: Engine, tick: Duration, watch: Duration) -> Self {
+    fn start(engine: Engine, tick: Duration, watch: Duration, workers: usize) -> Self {
         let shared = Arc::new(TickerShared {
             stop: AtomicBool::new(false),
             parked: AtomicBool::new(false),
-            calls: (0..crate::listener::workers::count().max(1))
-                .map(|_| CallCounts::default())
-                .collect(),
+            calls: (0..workers.max(1)).map(|_| CallCounts::default()).collect(),
             long: LongCalls::default(),
             watch: AtomicU64::new(watch.max(tick).as_nanos() as u64),
             advanced: AtomicU64::new(0),
@@ -494,7 +500,7 @@ impl Ticker {
     fn busy(&self) -> Busy<'_> {
         let shared = &*self.shared;
         let slots = &shared.calls;
-        let counts = &slots[crate::listener::workers::current() % slots.len()];
+        let counts = &slots[crate::workers::current() % slots.len()];
         counts.started.fetch_add(1, Ordering::SeqCst);
         if shared.parked.load(Ordering::SeqCst) {
             Self::wake(shared);

@@ -114,7 +114,7 @@ pub use limits::{BreakerConfig, FailPolicy, PluginLimits};
 pub use lowering::{HeaderRef, PackedHeadRef, RequestHeadRef, format_addr};
 pub use registry::{
     ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PluginSlot, PluginVersion,
-    PreparedPlugins, VersionRequest, VersionSettings, content_hash,
+    PrepareError, PreparedPlugins, VersionRequest, VersionSettings, content_hash,
 };
 pub use samples::{Expected, RawSample, Sample, describe};
 pub use shadow::{Disagreement, Shadow, ShadowReport};

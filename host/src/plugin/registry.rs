@@ -49,7 +49,6 @@ use super::{
     RequestHead, Sample, Verdict,
 };
 use crate::config::{Config, PluginConfig, PluginId, PluginKind};
-use crate::error::Error;
 
 /// The smallest engine: room for a few plugins loaded through the admin API besides the
 /// configured ones.
@@ -295,6 +294,19 @@ pub struct VersionRequest {
 }
 
 /// Why an admin change was refused; nothing changed.
+/// Why a configuration's plugins could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("cannot load {0}")]
+    Load(#[from] PluginError),
+    #[error("plugin {plugin:?}: cannot read {path}: {source}")]
+    File {
+        plugin: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     #[error("no plugin named {0:?}")]
@@ -342,8 +354,9 @@ pub struct PluginRegistry {
 
 impl PluginRegistry {
     /// A registry for a gateway starting with `config`: the engine is sized from it (and made
-    /// when the first plugin loads). `host` answers the plugins' `host` interface.
-    pub fn new(config: &Config, host: Arc<dyn HostView>) -> Self {
+    /// when the first plugin loads). `host` answers the plugins' `host` interface; `workers` is
+    /// the number of threads that call plugins on the request path.
+    pub fn new(config: &Config, host: Arc<dyn HostView>, workers: usize) -> Self {
         let instances = config.plugin_max_instances.unwrap_or_else(|| {
             let configured: u32 = config
                 .plugins
@@ -363,6 +376,7 @@ impl PluginRegistry {
                 total_tables: instances * 4,
                 total_stacks: instances,
                 cache_dir: config.plugin_cache_dir.clone(),
+                workers,
                 ..EngineConfig::default()
             },
             engine: Mutex::new(None),
@@ -425,7 +439,7 @@ impl PluginRegistry {
     /// Loads the plugins of `config` that are new or changed, in order (the first failure is
     /// the error, naming the plugin), and reuses the slots of the others. Changes nothing live:
     /// [`commit`](Self::commit) does.
-    pub async fn prepare(&self, config: &Config) -> Result<PreparedPlugins, Error> {
+    pub async fn prepare(&self, config: &Config) -> Result<PreparedPlugins, PrepareError> {
         let mut entries = Vec::with_capacity(config.plugins.len());
         for p in &config.plugins {
             let wasm = match &p.path {
@@ -780,10 +794,10 @@ fn check_name(name: &str) -> Result<(), ChangeError> {
     }
 }
 
-async fn read_component(p: &PluginConfig, path: &std::path::Path) -> Result<Vec<u8>, Error> {
+async fn read_component(p: &PluginConfig, path: &std::path::Path) -> Result<Vec<u8>, PrepareError> {
     read_file(path.to_owned(), None)
         .await
-        .map_err(|source| Error::PluginFile {
+        .map_err(|source| PrepareError::File {
             plugin: p.name.clone(),
             path: path.to_owned(),
             source,

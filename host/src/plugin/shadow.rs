@@ -124,7 +124,7 @@ impl Shadow {
                         request.push_str(q);
                     }
                     let example = Disagreement {
-                        at: crate::admin::view::rfc3339(SystemTime::now()),
+                        at: crate::telemetry::rfc3339(SystemTime::now()),
                         request,
                         active: describe(&active),
                         candidate: describe(&candidate),
@@ -150,8 +150,8 @@ impl Shadow {
         let disagreed = c.disagreed.load(Relaxed);
         ShadowReport {
             content_hash: self.candidate.content_hash.clone(),
-            loaded_at: crate::admin::view::rfc3339(self.candidate.loaded_at),
-            since: crate::admin::view::rfc3339(self.since),
+            loaded_at: crate::telemetry::rfc3339(self.candidate.loaded_at),
+            since: crate::telemetry::rfc3339(self.since),
             sample: self.sample,
             compared: agreed + disagreed,
             agreed,

@@ -929,7 +929,7 @@ mod registry {
     }
 
     fn registry(config: &Config) -> PluginRegistry {
-        PluginRegistry::new(config, Arc::new(NoPools))
+        PluginRegistry::new(config, Arc::new(NoPools), 1)
     }
 
     fn active_config(slot: &PluginSlot) -> String {

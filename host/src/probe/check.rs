@@ -20,7 +20,7 @@ use crate::config::fmt_duration;
 use crate::plugin::{
     FailPolicy, Header, PluginSlot, ProbeRequest, ProbeResponse as PluginProbeResponse,
 };
-use crate::proxy::upstream::{ConnectError, RequestBody, Upstream};
+use crate::upstream::{ConnectError, RequestBody, Upstream};
 
 /// Sent with every probe, so backends can tell probes from traffic.
 pub const USER_AGENT: &str = concat!("wasmgate-probe/", env!("CARGO_PKG_VERSION"));

@@ -23,18 +23,29 @@ use http::uri::PathAndQuery;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::config::Config;
 use crate::config::{
     BackendAddress, BackendSettings, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
     DEFAULT_UNHEALTHY_THRESHOLD, HostOverride, PoolId, Probe, ProbeHost, SettingsId,
 };
-use crate::proxy::upstream::Upstream;
-use crate::snapshot::{ProbeTarget, Snapshot};
+use crate::upstream::Upstream;
 
 pub use check::{BODY_LIMIT, USER_AGENT};
 pub use evaluate::{Evaluator, NativeEvaluator, ProbeResponse, Verdict};
 pub use state::{Detail, Drain, Group, Health, ProbeResult, Status, TargetKey};
 
 use self::check::{Check, PluginJudge};
+
+/// A (pool server, backend settings) pair in use: what the prober probes.
+#[derive(Debug)]
+pub struct ProbeTarget {
+    pub pool: PoolId,
+    /// Index of the server in its pool.
+    pub server: usize,
+    pub settings: SettingsId,
+    pub upstream: Arc<Upstream>,
+    pub health: Arc<Health>,
+}
 
 /// The running probes of one snapshot. Dropping it stops them.
 #[derive(Debug)]
@@ -81,20 +92,23 @@ struct Plan {
 }
 
 impl Prober {
-    /// Starts probing every target of `snapshot`. Needs a tokio runtime.
+    /// Starts probing `targets`, which `config` describes. Needs a tokio runtime.
     /// Probes of settings (or probes) that name a probe plugin are judged by it; `plugins` is
     /// indexed by [`PluginId`](crate::config::PluginId).
-    pub fn start(snapshot: &Snapshot, plugins: &[Arc<crate::plugin::PluginSlot>]) -> Self {
-        let config = &snapshot.config;
+    pub fn start(
+        config: &Config,
+        targets: &[ProbeTarget],
+        plugins: &[Arc<crate::plugin::PluginSlot>],
+    ) -> Self {
         let mut groups: BTreeMap<(PoolId, SettingsId), Vec<&ProbeTarget>> = BTreeMap::new();
-        for t in snapshot.targets.iter() {
+        for t in targets {
             groups.entry((t.pool, t.settings)).or_default().push(t);
         }
         let first = Arc::new(FirstRound {
-            pending: AtomicUsize::new(snapshot.targets.len()),
+            pending: AtomicUsize::new(targets.len()),
             done: Notify::new(),
         });
-        let mut tasks = Vec::with_capacity(snapshot.targets.len());
+        let mut tasks = Vec::with_capacity(targets.len());
         for ((pool, settings_id), mut targets) in groups {
             targets.sort_by_key(|t| t.server);
             let settings = config.settings(settings_id);
@@ -177,6 +191,8 @@ fn plan(
             server.host.clone(),
             port,
             target.upstream.tls().cloned(),
+            // Probes take a connection of their own each time: nothing is pooled per worker.
+            1,
         )),
         _ => target.upstream.clone(),
     };

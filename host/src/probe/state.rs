@@ -127,8 +127,9 @@ pub struct Drain {
 }
 
 impl Health {
-    /// A new target: Unknown, out of rotation until its first probe succeeds.
-    pub fn new(key: TargetKey) -> Self {
+    /// A new target: Unknown, out of rotation until its first probe succeeds. `workers` is the
+    /// number of threads whose requests may wait for it.
+    pub fn new(key: TargetKey, workers: usize) -> Self {
         Self {
             key,
             status: AtomicU8::new(Status::Unknown.as_u8()),
@@ -136,9 +137,7 @@ impl Health {
             detail: Mutex::new(Detail::default()),
             drain: tokio::sync::watch::Sender::new(None),
             draining: AtomicBool::new(false),
-            waiting: (0..crate::listener::workers::count().max(1))
-                .map(|_| Mutex::default())
-                .collect(),
+            waiting: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -382,7 +381,7 @@ impl Future for RequestCut<'_> {
             }
             None => {
                 let waiting = &this.health.waiting;
-                let shard = crate::listener::workers::current() % waiting.len();
+                let shard = crate::workers::current() % waiting.len();
                 let key = lock(&waiting[shard]).insert(cx.waker().clone());
                 this.registered = Some((shard, key, cx.waker().clone()));
             }
@@ -412,14 +411,17 @@ mod tests {
     use crate::config::BackendHost;
 
     fn cell(n: u16) -> Arc<Health> {
-        Arc::new(Health::new(TargetKey {
-            pool: "pool".into(),
-            server: BackendAddress {
-                host: BackendHost::Ip([127, 0, 0, 1].into()),
-                port: Some(n),
+        Arc::new(Health::new(
+            TargetKey {
+                pool: "pool".into(),
+                server: BackendAddress {
+                    host: BackendHost::Ip([127, 0, 0, 1].into()),
+                    port: Some(n),
+                },
+                settings: "settings".into(),
             },
-            settings: "settings".into(),
-        }))
+            2,
+        ))
     }
 
     fn result(healthy: bool) -> ProbeResult {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::stall::StallGuard;
-use super::upstream::PooledBody;
+use crate::upstream::PooledBody;
 
 /// A backend's body streamed through (its connection returns to the pool at the end), or a short
 /// body the gateway wrote itself (errors, redirects).

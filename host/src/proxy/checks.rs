@@ -1,18 +1,64 @@
-//! Request checks that hyper leaves to the application: framings and authorities that parse as
-//! valid HTTP but that a gateway must not forward, because it or a backend could read them in
-//! two ways (RFC 9112 §11.2, request smuggling).
+//! Phase 1, request checks: what hyper leaves to the application. Sizes, `[limits]`, and
+//! framings and authorities that parse as valid HTTP but that a gateway must not forward,
+//! because it or a backend could read them in two ways (RFC 9112 §11.2, request smuggling).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
-use crate::config::Limits;
-use crate::error::ProxyError;
+use http::{Request, Version};
+
+use super::ProxyError;
+use crate::config::{Limits, MAX_HEADER_BYTES, MAX_URL_BYTES};
+
+/// Checks the request head; returns the authority the client asked for.
+pub fn request<B>(req: &Request<B>, limits: &Limits) -> Result<String, ProxyError> {
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URL_BYTES {
+        return Err(ProxyError::UriTooLong);
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    transfer_coding(req.headers())?;
+    head_limits(req.headers(), limits)?;
+    request_authority(req)
+}
+
+/// The authority the client asked for: the target's authority in absolute form (RFC 9112
+/// §3.2.2, which then takes precedence over Host), else the one Host header.
+fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if let Some(a) = req.uri().authority() {
+        return absolute_authority(req.uri(), a, host);
+    }
+    match host {
+        Some(h) => {
+            let h = h
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("the Host header is not valid"))?;
+            if h.is_empty()
+                || h.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@' || b == b',')
+            {
+                return Err(ProxyError::BadRequest("the Host header is not valid"));
+            }
+            Ok(h.to_ascii_lowercase())
+        }
+        // RFC 9112 §3.2: a client MUST send Host in HTTP/1.1.
+        None if req.version() == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("the Host header is missing"))
+        }
+        None => Ok(String::new()),
+    }
+}
 
 /// `[limits]` checked on the request head: the number of header fields (hyper already counts
 /// them while parsing HTTP/1.1; this covers HTTP/2) and a declared body length over
@@ -31,63 +77,6 @@ pub fn head_limits(headers: &HeaderMap, limits: &Limits) -> Result<(), ProxyErro
         }
     }
     Ok(())
-}
-
-/// The error a [`CappedBody`] ends with once the body passes its limit.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than {0} bytes")]
-pub struct BodyTooLarge(pub u64);
-
-/// The client's body, counted as it streams: past `limit` bytes it fails with [`BodyTooLarge`],
-/// so the backend sees an aborted request (never a truncated one that looks complete) and the
-/// client gets 413. A body with a Content-Length was already checked by [`head_limits`].
-#[derive(Debug)]
-pub struct CappedBody {
-    body: Incoming,
-    left: u64,
-    limit: u64,
-}
-
-impl CappedBody {
-    pub fn new(body: Incoming, limit: u64) -> Self {
-        Self {
-            body,
-            left: limit,
-            limit,
-        }
-    }
-}
-
-impl Body for CappedBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            other => return other.map_err(Into::into),
-        };
-        if let Some(data) = frame.data_ref() {
-            let len = data.len() as u64;
-            if len > this.left {
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
-            }
-            this.left -= len;
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// The only transfer coding the gateway forwards is one `chunked`, last (RFC 9112 §6.1, §7).

@@ -229,14 +229,16 @@ fn native(
     match routed.target {
         CompiledTarget::Redirect(id) => Answer::Redirect(
             snapshot.config.redirects[id.0].status.as_u16(),
-            super::redirect_location(&snapshot.config, id.0, authority, path, query),
+            super::route::redirect_location(&snapshot.config, id.0, authority, path, query),
         ),
         CompiledTarget::Forward(t) if t.rewrite_set.is_some() => Answer::Native,
         CompiledTarget::Forward(t) => {
             let settings = snapshot.config.settings(t.settings);
             let backend_path = match &settings.path {
                 None => path.to_owned(),
-                Some(prefix) => super::override_path(prefix, path, routed.matched_prefix),
+                Some(prefix) => {
+                    wasmgate_rules::matching::override_path(prefix, path, routed.matched_prefix)
+                }
             };
             Answer::Forward(
                 snapshot.config.pool(t.pool).name.clone(),
@@ -263,7 +265,7 @@ fn plugin_answer(snapshot: &Snapshot, decision: Decision, path: &str) -> Answer 
                 .expect("the plugin names configured settings");
             let backend_path = match (f.path, &settings.path) {
                 (Some(p), _) => p,
-                (None, Some(prefix)) => super::override_path(prefix, path, None),
+                (None, Some(prefix)) => wasmgate_rules::matching::override_path(prefix, path, None),
                 (None, None) => path.to_owned(),
             };
             Answer::Forward(f.pool, f.settings, backend_path)
@@ -294,7 +296,7 @@ async fn builtin_plugin_decides_exactly_as_the_native_rules() {
         };
         configs += 1;
         let rules = serde_json::to_string(&builtin::basic_rules(&config)).expect("serialise");
-        let snapshot = Snapshot::build(config, None);
+        let snapshot = Snapshot::build(config, None, 1);
         let mut spec = PluginSpec::new("builtin", wasm.clone(), rules);
         spec.limits.max_concurrency = 1;
         let (plugin, _) = engine

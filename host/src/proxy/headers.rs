@@ -86,14 +86,6 @@ pub fn drop_unusual_names(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` or `Upgrade` header value lists `token` (case-insensitive).
-pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
-}
-
 pub fn apply_rewrites(headers: &mut HeaderMap, rewrites: &[HeaderRewrite]) {
     for r in rewrites {
         match &r.value {
@@ -212,6 +204,49 @@ pub fn trace_id() -> HeaderValue {
         *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
     }
     HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+}
+
+/// A socket address as Application Gateway's X-Forwarded-For writes it: `ip:port`, or
+/// `[ip]:port` for IPv6. IPv4 addresses, every connection's case on an IPv4 listener, are
+/// written digit by digit into one allocation, without the formatting machinery.
+pub fn address_value(addr: SocketAddr) -> HeaderValue {
+    let SocketAddr::V4(v4) = addr else {
+        // Digits, hex, colons, brackets and a `%` scope id: all valid in a header value.
+        return HeaderValue::from_str(&addr.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+    };
+    // "255.255.255.255:65535"
+    let mut text = [0u8; 21];
+    let mut len = 0;
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        len += write_decimal(&mut text[len..], octet.into());
+    }
+    text[len] = b':';
+    len += 1;
+    len += write_decimal(&mut text[len..], v4.port());
+    HeaderValue::from_bytes(&text[..len])
+        .expect("digits, dots and a colon are a valid header value")
+}
+
+/// Writes `n` in decimal at the start of `out`; returns how many bytes that took.
+fn write_decimal(out: &mut [u8], mut n: u16) -> usize {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - start;
+    out[..len].copy_from_slice(&digits[start..]);
+    len
 }
 
 #[cfg(test)]

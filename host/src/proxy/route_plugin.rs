@@ -1,4 +1,4 @@
-//! Router plugins on the request path (phase 2), and the gateway state plugins may read.
+//! Router plugins on the request path (the route phase).
 //!
 //! A router's decision is carried out with the same machinery as a native rule: a forward
 //! becomes a [`ForwardTarget`] from the snapshot (so affinity, retries, health and WebSocket
@@ -6,22 +6,19 @@
 //! here, and `defer` hands the request to the native rules. A failed call, or a decision naming a
 //! pool, settings or server that does not exist, goes to the plugin's fail policy.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use super::Connection;
+use super::ProxyError;
 use super::body::ResponseBody;
 use crate::config::PluginId;
-use crate::error::ProxyError;
-use crate::gateway::Shared;
 use crate::plugin::{
-    Decision, FailPolicy, Header, HeaderEdit, HeaderRef, Health, HostView, Plugin, PluginError,
-    RequestHeadRef, ServerState,
+    Decision, FailPolicy, Header, HeaderEdit, HeaderRef, Plugin, PluginError, RequestHeadRef,
 };
-use crate::probe::Status;
 use crate::snapshot::{ForwardTarget, Snapshot};
 
 /// What a router plugin decided, as the proxy carries it out.
@@ -61,7 +58,7 @@ impl Connection {
         listener: &str,
         websocket: bool,
     ) -> Result<RouterOutcome, ProxyError> {
-        let (version, slot) = match self.shared.plugins.slot(&snapshot.config, id) {
+        let (version, slot) = match self.plane.plugins.slot(&snapshot.config, id) {
             Some(slot) => (slot.active(), Some(slot)),
             None => (None, None),
         };
@@ -225,52 +222,5 @@ pub(super) fn apply_header_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) 
                 }
             }
         }
-    }
-}
-
-/// The `host` interface over the gateway's current snapshot and probe results. Plugins are
-/// loaded before the shared state exists, so the link is set once it does; it is weak because
-/// the shared state owns the plugins.
-#[derive(Default)]
-pub struct GatewayView {
-    pub(crate) shared: OnceLock<Weak<Shared>>,
-}
-
-impl GatewayView {
-    fn snapshot(&self) -> Option<arc_swap::Guard<Arc<Snapshot>>> {
-        let shared = self.shared.get()?.upgrade()?;
-        Some(shared.snapshot.load())
-    }
-}
-
-impl HostView for GatewayView {
-    fn pools(&self) -> Vec<String> {
-        self.snapshot().map_or_else(Vec::new, |s| {
-            s.pools.iter().map(|p| p.name.to_string()).collect()
-        })
-    }
-
-    /// Each member once per backend settings in use with the pool, with its health under them.
-    fn pool_state(&self, pool: &str) -> Option<Vec<ServerState>> {
-        let snapshot = self.snapshot()?;
-        let id = snapshot.pools.iter().position(|p| &*p.name == pool)?;
-        let servers = &snapshot.pools[id].servers;
-        Some(
-            snapshot
-                .targets
-                .iter()
-                .filter(|t| t.pool.0 == id)
-                .map(|t| ServerState {
-                    address: servers[t.server].address.to_string(),
-                    settings: snapshot.config.settings(t.settings).name.clone(),
-                    health: match t.health.status() {
-                        Status::Healthy => Health::Healthy,
-                        Status::Unhealthy => Health::Unhealthy,
-                        Status::Unknown => Health::Unknown,
-                        Status::Draining => Health::Draining,
-                    },
-                })
-                .collect(),
-        )
     }
 }

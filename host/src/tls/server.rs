@@ -212,16 +212,16 @@ pub struct Certificates {
 }
 
 impl Certificates {
-    /// The TLS configuration of each frontend of `snapshot` (`None` for HTTP frontends).
-    pub fn build(
-        snapshot: &crate::snapshot::Snapshot,
+    /// The TLS configuration of each frontend (`None` for HTTP frontends), given as the
+    /// listeners of `config` that share its socket.
+    pub fn build<'a>(
+        config: &crate::config::Config,
+        frontends: impl ExactSizeIterator<Item = &'a [crate::config::ListenerId]>,
     ) -> Result<(Self, FrontendTls), crate::Error> {
-        let config = &snapshot.config;
         let mut all = Vec::new();
-        let mut per_frontend = Vec::with_capacity(snapshot.frontends.len());
-        for f in snapshot.frontends.iter() {
-            let mut listeners: Vec<_> = f
-                .listeners
+        let mut per_frontend = Vec::with_capacity(frontends.len());
+        for listeners in frontends {
+            let mut listeners: Vec<_> = listeners
                 .iter()
                 .filter_map(|id| Some((*id, config.listener(*id).tls.as_ref()?)))
                 .collect();

@@ -20,17 +20,33 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
-use crate::error::ProxyError;
-use crate::gateway::{ActiveGuard, Shared};
+use http::HeaderMap;
+use http::header::HeaderName;
+
+use crate::client_io::ClientIo;
+use crate::dataplane::{ActiveGuard, DataPlane};
 use crate::gather::Gathering;
-use crate::listener::ClientIo;
-use crate::proxy::headers::has_token;
+
+/// Why a WebSocket handshake is refused: 400, or 426 for a version other than 13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    BadRequest(&'static str),
+    Version,
+}
+
+/// Whether a `Connection` or `Upgrade` header value lists `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
 
 /// Whether `req` is a WebSocket opening handshake. Upgrades to anything else are not tunnelled:
 /// their Upgrade field is dropped with the other hop-by-hop fields and the request goes on as
 /// a plain one. A request that asks for WebSocket but breaks the handshake rules gets 400, or
 /// 426 for a version other than 13 (RFC 6455 §4.2.2).
-pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
+pub fn detect<B>(req: &Request<B>) -> Result<bool, HandshakeError> {
     let headers = req.headers();
     if !has_token(headers, &header::UPGRADE, "websocket")
         || !has_token(headers, &header::CONNECTION, "upgrade")
@@ -40,7 +56,7 @@ pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
     // RFC 6455 §4.1: the handshake is an HTTP/1.1 GET. (HTTP/2's extended CONNECT, RFC 8441,
     // arrives through another path.)
     if req.method() != Method::GET || req.version() != Version::HTTP_11 {
-        return Err(ProxyError::BadRequest(
+        return Err(HandshakeError::BadRequest(
             "a WebSocket handshake must be an HTTP/1.1 GET",
         ));
     }
@@ -50,7 +66,7 @@ pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
         _ => false,
     };
     if !key_ok {
-        return Err(ProxyError::BadRequest(
+        return Err(HandshakeError::BadRequest(
             "the WebSocket handshake needs one Sec-WebSocket-Key of 16 base64-encoded bytes",
         ));
     }
@@ -58,7 +74,7 @@ pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err(ProxyError::WebSocketVersion);
+        return Err(HandshakeError::Version);
     }
     Ok(true)
 }
@@ -66,18 +82,18 @@ pub fn detect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
 /// Whether `req` opens a WebSocket over HTTP/2: an extended CONNECT with `:protocol websocket`
 /// (RFC 8441 §4). The gateway turns it into an RFC 6455 handshake towards the backend. Other
 /// CONNECT requests are refused: the gateway tunnels nothing else.
-pub fn detect_extended_connect<B>(req: &Request<B>) -> Result<bool, ProxyError> {
+pub fn detect_extended_connect<B>(req: &Request<B>) -> Result<bool, HandshakeError> {
     if req.method() != Method::CONNECT || req.version() != Version::HTTP_2 {
         return Ok(false);
     }
     match req.extensions().get::<hyper::ext::Protocol>() {
         Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => {}
         Some(_) => {
-            return Err(ProxyError::BadRequest(
+            return Err(HandshakeError::BadRequest(
                 "only the websocket protocol can be opened with CONNECT (RFC 8441)",
             ));
         }
-        None => return Err(ProxyError::BadRequest("CONNECT is not supported")),
+        None => return Err(HandshakeError::BadRequest("CONNECT is not supported")),
     }
     // RFC 8441 §5: Sec-WebSocket-Version keeps its meaning; Sec-WebSocket-Key is not used.
     if req
@@ -85,7 +101,7 @@ pub fn detect_extended_connect<B>(req: &Request<B>) -> Result<bool, ProxyError> 
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err(ProxyError::WebSocketVersion);
+        return Err(HandshakeError::Version);
     }
     Ok(true)
 }
@@ -132,11 +148,11 @@ pub fn spawn_relay(
     client: OnUpgrade,
     backend: OnUpgrade,
     settings: RelaySettings,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     drained: impl Future<Output = ()> + Send + 'static,
 ) {
-    let guard = shared.track();
-    let stopping = shared.stopping();
+    let guard = plane.track();
+    let stopping = plane.stopping();
     // The upgrades complete once the 101 has been written to the client; this task waits for
     // them and hands the streams to the session's own task, so that what the session keeps
     // for its lifetime is built once, in place, with nothing left over from the handshake.
@@ -281,15 +297,15 @@ mod tests {
     #[test]
     fn refuses_broken_handshakes() {
         let no_key = handshake(&[("sec-websocket-version", "13")]);
-        assert!(matches!(detect(&no_key), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            detect(&no_key),
+            Err(HandshakeError::BadRequest(_))
+        ));
         let bad_version = handshake(&[
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ("sec-websocket-version", "8"),
         ]);
-        assert!(matches!(
-            detect(&bad_version),
-            Err(ProxyError::WebSocketVersion)
-        ));
+        assert!(matches!(detect(&bad_version), Err(HandshakeError::Version)));
     }
 
     #[test]

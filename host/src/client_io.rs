@@ -1,10 +1,10 @@
 //! The client connection's byte stream (TCP, or TLS over TCP), with just enough bookkeeping to
-//! answer a request head that stalls with 408 instead of a silent close.
+//! answer a request head that stalls with 408 instead of a silent close. The listener makes it;
+//! the WebSocket relay takes it back out of hyper's upgrade to relay on the socket itself.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::gather::poll_write_gathered;
-use crate::proxy::Connection;
 
 /// RFC 9110 §15.5.9: the server closes the connection after a 408.
 const REQUEST_TIMEOUT: &[u8] =
@@ -69,16 +68,22 @@ impl std::io::Write for TryWriter<'_> {
     }
 }
 
+/// Whether the HTTP server gave up waiting for a request head on the connection (the proxy's
+/// per-connection state answers it).
+pub trait HeadTimeout: Send + Sync {
+    fn head_timed_out(&self) -> bool;
+}
+
 pub struct ClientIo<S: ClientStream> {
     stream: S,
     /// Released once the connection stops speaking HTTP (see [`ClientIo::detach`]).
-    conn: Option<Arc<Connection>>,
+    conn: Option<Arc<dyn HeadTimeout>>,
     /// Bytes arrived since the last response bytes were written: a request is under way.
     request_started: bool,
 }
 
 impl<S: ClientStream> ClientIo<S> {
-    pub fn new(stream: S, conn: Arc<Connection>) -> Self {
+    pub fn new(stream: S, conn: Arc<dyn HeadTimeout>) -> Self {
         Self {
             stream,
             conn: Some(conn),
@@ -98,12 +103,7 @@ impl<S: ClientStream> Drop for ClientIo<S> {
     fn drop(&mut self) {
         // hyper gave up waiting for the rest of a request head. A connection that was merely
         // idle between requests is closed quietly (a 408 there would race a new request).
-        if self.request_started
-            && self
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.head_timed_out.load(Ordering::Relaxed))
-        {
+        if self.request_started && self.conn.as_ref().is_some_and(|c| c.head_timed_out()) {
             self.stream.write_last_words(REQUEST_TIMEOUT);
         }
     }

@@ -12,6 +12,8 @@
 //! a probe, hand their connection to a task of its own ([`Conn::detach`]), which carries the
 //! upgrade.
 
+mod resolve;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -62,7 +64,7 @@ const MAX_IDLE_SWEEPS: u32 = (MAX_IDLE_AGE.as_secs() / SWEEP_EVERY.as_secs()) as
 pub enum RequestBody {
     Incoming(Incoming),
     /// The client's body with `limits.max_request_body` counted as it streams.
-    Capped(super::checks::CappedBody),
+    Capped(http_body_util::Limited<Incoming>),
     Empty,
 }
 
@@ -200,7 +202,7 @@ pub struct Upstream {
     host: BackendHost,
     port: u16,
     tls: Option<UpstreamTls>,
-    /// Idle connections by the worker that opened them (see [`crate::listener::workers`]). A
+    /// Idle connections by the worker that opened them (see [`crate::workers`]). A
     /// request takes only its own worker's, and opens a connection when there is none, so that
     /// the request and the connection's task always run on one thread (and the connection
     /// comes back to the same worker's pool).
@@ -208,7 +210,7 @@ pub struct Upstream {
     /// When the TLS server name follows the request's host: one upstream per name seen.
     by_name: ArcSwap<HashMap<Box<str>, Arc<Upstream>>>,
     /// Last good DNS answer, for a host given as a name.
-    dns: super::resolve::LastGood,
+    dns: resolve::LastGood,
     /// Whether the task sweeping the idle connections runs.
     sweeping: AtomicBool,
     /// Sweeps so far: the idle connections' clock.
@@ -257,7 +259,8 @@ impl UpstreamTls {
         };
         let (server_name, follows_request) = match &settings.host {
             HostOverride::Fixed(value) => {
-                let name = crate::snapshot::host_without_port(value.to_str().unwrap_or_default());
+                let name =
+                    wasmgate_rules::matching::host_without_port(value.to_str().unwrap_or_default());
                 (server_name(name).unwrap_or_else(address_name), false)
             }
             HostOverride::FromBackendAddress => (address_name(), false),
@@ -315,20 +318,26 @@ pub enum ConnectError {
 }
 
 impl Upstream {
-    /// A plain HTTP upstream.
-    pub fn new(host: BackendHost, port: u16) -> Self {
-        Self::with_tls(host, port, None)
+    /// A plain HTTP upstream, used from `workers` threads.
+    pub fn new(host: BackendHost, port: u16, workers: usize) -> Self {
+        Self::with_tls(host, port, None, workers)
     }
 
-    /// An upstream speaking TLS when `tls` is set (see [`UpstreamTls::for_settings`]).
-    pub fn with_tls(host: BackendHost, port: u16, tls: Option<UpstreamTls>) -> Self {
+    /// An upstream speaking TLS when `tls` is set (see [`UpstreamTls::for_settings`]), used from
+    /// `workers` threads: each keeps its idle connections apart.
+    pub fn with_tls(
+        host: BackendHost,
+        port: u16,
+        tls: Option<UpstreamTls>,
+        workers: usize,
+    ) -> Self {
         Self {
             host,
             port,
             tls,
             by_name: ArcSwap::default(),
             idle: {
-                let shards = crate::listener::workers::count().max(1);
+                let shards = workers.max(1);
                 (0..shards)
                     .map(|_| ArrayQueue::new(MAX_IDLE.div_ceil(shards)))
                     .collect()
@@ -340,7 +349,7 @@ impl Upstream {
     }
 
     /// Set while this upstream's DNS name does not resolve and its last good addresses are used.
-    pub fn dns_stale(&self) -> Option<super::resolve::Stale> {
+    pub fn dns_stale(&self) -> Option<resolve::Stale> {
         self.dns.stale()
     }
 
@@ -376,6 +385,7 @@ impl Upstream {
                 follows_request: false,
                 ..tls.clone()
             }),
+            self.idle.len(),
         ));
         if self.by_name.load().len() < MAX_NAMES {
             self.by_name.rcu(|names| {
@@ -451,7 +461,7 @@ impl Upstream {
     }
 
     fn own_idle(&self) -> &ArrayQueue<Idle> {
-        &self.idle[crate::listener::workers::current() % self.idle.len()]
+        &self.idle[crate::workers::current() % self.idle.len()]
     }
 
     /// Returns a connection whose last response has been read completely, after polling it
@@ -661,7 +671,11 @@ mod tests {
                 }
             }
         });
-        let upstream = Arc::new(Upstream::new(BackendHost::Ip([127, 0, 0, 1].into()), port));
+        let upstream = Arc::new(Upstream::new(
+            BackendHost::Ip([127, 0, 0, 1].into()),
+            port,
+            1,
+        ));
         upstream.sweeping.store(true, Ordering::Relaxed);
         let conn = upstream.connect().await.expect("connect");
         upstream.pool(conn);

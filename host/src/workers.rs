@@ -5,8 +5,8 @@
 //! The control plane (reloads, probes, the admin API, compiling plugins) stays on the runtime
 //! that started the gateway.
 //!
-//! The workers are started with the first gateway of the process and live as long as it; every
-//! gateway of the process shares them.
+//! Each gateway starts its own workers ([`Workers::start`]) and passes them to what accepts
+//! connections; they stop when the gateway is gone.
 //!
 //! On request (`wasmgate run --yield-every N`), a worker that serves N requests in a row without
 //! waiting for events offers its core to other runnable threads ([`served_request`]). The kernel
@@ -20,19 +20,10 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
-
-/// How many workers to start; 0 until set: one per core.
-static WANTED: AtomicUsize = AtomicUsize::new(0);
-
-static WORKERS: OnceLock<Workers> = OnceLock::new();
-static STARTING: Mutex<()> = Mutex::new(());
-
-/// Requests a worker serves without waiting for events before it yields its core (0: never).
-static YIELD_EVERY: AtomicU32 = AtomicU32::new(0);
+use tokio::sync::watch;
 
 thread_local! {
     /// This thread's worker index; `None` on threads that are not workers.
@@ -63,12 +54,6 @@ pub fn served_request() {
     });
 }
 
-/// Sets how many requests a worker serves without waiting for events before it yields its core
-/// (0: never), for workers started after.
-pub fn set_yield_every(requests: u32) {
-    YIELD_EVERY.store(requests, Ordering::Relaxed);
-}
-
 /// Makes this thread yield every `limit` requests in a row, as a worker does.
 fn start_streaks(limit: u32) {
     STREAK.with(|s| {
@@ -82,78 +67,94 @@ fn waited() {
     STREAK.with(|s| s.served.set(0));
 }
 
-/// The data plane's runtimes.
-#[derive(Debug)]
-pub struct Workers {
-    handles: Box<[Handle]>,
-}
-
-/// Sets how many worker threads the data plane uses (0: one per core). Only the first gateway
-/// of a process starts them, so this takes effect when called before it.
-pub fn set_count(count: usize) {
-    WANTED.store(count, Ordering::Relaxed);
-}
-
-/// How many workers the data plane has (or will have once started).
-pub fn count() -> usize {
-    match WORKERS.get() {
-        Some(w) => w.handles.len(),
-        None => wanted(),
-    }
-}
-
-fn wanted() -> usize {
-    match WANTED.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    }
-}
-
-/// The index of the worker running the caller, in `0..count()`; 0 off the workers.
+/// The index of the worker running the caller, in `0..count`; 0 off the workers. State sharded
+/// per worker (idle backend connections, plugin call counts, probe waiters) is indexed by it, so
+/// that each worker touches its own shard.
 pub fn current() -> usize {
     INDEX.with(|i| i.get()).unwrap_or(0)
 }
 
-/// The data plane's workers, started on first use.
-pub fn get() -> io::Result<&'static Workers> {
-    if let Some(w) = WORKERS.get() {
-        return Ok(w);
+/// One worker per core.
+pub fn per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// How the data plane's threads are started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerOptions {
+    /// Worker threads (0: one per core).
+    pub count: usize,
+    /// Requests a worker serves without waiting for events before it yields its core (0: never).
+    pub yield_every: u32,
+}
+
+impl WorkerOptions {
+    /// The number of workers these options start.
+    pub fn count(&self) -> usize {
+        match self.count {
+            0 => per_core(),
+            n => n,
+        }
     }
-    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(w) = WORKERS.get() {
-        return Ok(w);
-    }
-    let count = wanted();
-    let mut handles = Vec::with_capacity(count);
-    let mut runtimes = Vec::with_capacity(count);
-    for _ in 0..count {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(waited)
-            .build()?;
-        handles.push(runtime.handle().clone());
-        runtimes.push(runtime);
-    }
-    let yield_every = YIELD_EVERY.load(Ordering::Relaxed);
-    for (index, runtime) in runtimes.into_iter().enumerate() {
-        std::thread::Builder::new()
-            .name(format!("wasmgate-worker-{index}"))
-            .spawn(move || {
-                INDEX.with(|i| i.set(Some(index)));
-                start_streaks(yield_every);
-                runtime.block_on(std::future::pending::<()>())
-            })?;
-    }
-    let workers = WORKERS.get_or_init(|| Workers {
-        handles: handles.into(),
-    });
-    Ok(workers)
+}
+
+/// The data plane's runtimes, one thread each. Made by [`crate::Gateway::start`] and handed to
+/// what serves connections; the threads end when the last handle is dropped.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Box<[Handle]>,
+    stop: watch::Sender<bool>,
 }
 
 impl Workers {
+    /// Starts the worker threads.
+    pub fn start(options: WorkerOptions) -> io::Result<Arc<Self>> {
+        let count = options.count();
+        let (stop, _) = watch::channel(false);
+        let mut handles = Vec::with_capacity(count);
+        let mut runtimes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(waited)
+                .build()?;
+            handles.push(runtime.handle().clone());
+            runtimes.push(runtime);
+        }
+        for (index, runtime) in runtimes.into_iter().enumerate() {
+            let mut stopped = stop.subscribe();
+            let yield_every = options.yield_every;
+            std::thread::Builder::new()
+                .name(format!("wasmgate-worker-{index}"))
+                .spawn(move || {
+                    INDEX.with(|i| i.set(Some(index)));
+                    start_streaks(yield_every);
+                    runtime.block_on(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    });
+                    // Dropping the runtime here ends the tasks still on it.
+                })?;
+        }
+        Ok(Arc::new(Self {
+            handles: handles.into(),
+            stop,
+        }))
+    }
+
+    /// How many workers there are.
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+
     /// Each worker's runtime, by index.
     pub fn handles(&self) -> &[Handle] {
         &self.handles
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
     }
 }
 

@@ -1,0 +1,504 @@
+//! The control plane: applies configurations while traffic flows, owns the bound sockets and
+//! their accept loops, the prober and the certificate watch. It publishes each new snapshot into
+//! the [data plane](crate::dataplane) and never sits on the request path. The admin API reaches
+//! it through a [`ControlHandle`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::dataplane::{DataPlane, SnapshotCell, SnapshotView};
+use crate::error::Error;
+use crate::listener::{self, SocketHandle};
+use crate::plugin::PluginRegistry;
+use crate::probe::{Drain, FirstRound, Health, Prober};
+use crate::snapshot::{Snapshot, SocketKey};
+use crate::tls::Certificates;
+use crate::workers::Workers;
+
+/// The control plane: everything a reload changes besides the snapshot. Reloads take the lock
+/// one at a time; the data plane never does.
+pub struct Control {
+    plane: Arc<DataPlane>,
+    /// The threads that serve connections, handed to every socket's accept loops.
+    workers: Arc<Workers>,
+    state: tokio::sync::Mutex<ControlState>,
+    /// HTTPS frontends' certificates, reloadable on their own.
+    certificates: ArcSwap<Certificates>,
+    /// Listener name → bound address, for [`Gateway::listener_addr`].
+    bound: ArcSwap<Vec<(String, SocketAddr)>>,
+    /// The file the configuration came from, once the gateway was told (SIGHUP, the admin
+    /// API and the file watch read it again).
+    config_file: std::sync::Mutex<Option<PathBuf>>,
+}
+
+struct ControlState {
+    sockets: Vec<RunningSocket>,
+    next_socket: usize,
+    prober: Prober,
+    /// Dropping it stops the current certificate watch.
+    certificate_watch: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A bound socket and its accept loop.
+struct RunningSocket {
+    key: SocketKey,
+    local: SocketAddr,
+    handle: Arc<SocketHandle>,
+    task: JoinHandle<()>,
+}
+
+/// What a configuration reload changed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadReport {
+    /// Sockets bound by this reload, with the listeners on them.
+    pub sockets_added: Vec<String>,
+    /// Sockets closed because no listener uses them any more.
+    pub sockets_removed: Vec<String>,
+    /// Backend servers (per backend settings) that left the configuration and are draining.
+    pub servers_draining: Vec<String>,
+    pub listeners: usize,
+    pub rules: usize,
+    pub backend_pools: usize,
+}
+
+/// New sockets bound for a snapshot, not yet serving.
+struct Bound {
+    listener: listener::Bound,
+    handle: Arc<SocketHandle>,
+    key: SocketKey,
+}
+
+/// The certificates of `snapshot`'s HTTPS frontends.
+fn build_certificates(
+    snapshot: &Snapshot,
+) -> Result<(Certificates, crate::tls::server::FrontendTls), Error> {
+    Certificates::build(
+        &snapshot.config,
+        snapshot.frontends.iter().map(|f| &f.listeners[..]),
+    )
+}
+
+/// Binds a frontend's socket, with the error naming its first listener.
+fn bind_frontend(
+    snapshot: &Snapshot,
+    frontend: usize,
+    workers: usize,
+) -> Result<listener::Bound, Error> {
+    let f = &snapshot.frontends[frontend];
+    let error = |source| Error::Bind {
+        listener: snapshot.config.listener(f.listeners[0]).name.clone(),
+        addr: f.bind,
+        source,
+    };
+    listener::bind(f.bind, workers).map_err(error)
+}
+
+fn listener_names(snapshot: &Snapshot, frontend: usize) -> Vec<String> {
+    snapshot.frontends[frontend]
+        .listeners
+        .iter()
+        .map(|l| snapshot.config.listener(*l).name.clone())
+        .collect()
+}
+
+impl Control {
+    /// Loads the plugins of `config`, binds its listeners and starts serving them on `workers`.
+    /// Nothing serves until everything that can fail has succeeded.
+    pub async fn start(config: Config, workers: Arc<Workers>) -> Result<Arc<Self>, Error> {
+        let mut snapshot = Snapshot::build(config, None, workers.count());
+        let ids: Vec<usize> = (0..snapshot.frontends.len()).collect();
+        snapshot.assign_sockets(&ids);
+        // Plugins first: the ports open only once every plugin is ready to decide. Their view
+        // of the gateway reads the snapshot published here.
+        let cell: SnapshotCell = Arc::new(ArcSwap::from_pointee(snapshot));
+        let snapshot = cell.load_full();
+        let plugins = PluginRegistry::new(
+            &snapshot.config,
+            Arc::new(SnapshotView(cell.clone())),
+            workers.count(),
+        );
+        let prepared = plugins.prepare(&snapshot.config).await?;
+        plugins.commit(prepared);
+        let mut bound = Vec::with_capacity(snapshot.frontends.len());
+        for i in 0..snapshot.frontends.len() {
+            bound.push(Bound {
+                listener: bind_frontend(&snapshot, i, workers.count())?,
+                handle: SocketHandle::new(i, None),
+                key: snapshot.frontends[i].key.clone(),
+            });
+        }
+        let (certificates, frontend_tls) = build_certificates(&snapshot)?;
+        for (b, tls) in bound.iter().zip(frontend_tls) {
+            b.handle.tls.store(tls);
+        }
+        let plane = DataPlane::new(cell, plugins);
+        // Every target is probed at once; servers join the rotation as their probes answer.
+        let prober = {
+            let snapshot = plane.snapshot.load();
+            Prober::start(
+                &snapshot.config,
+                &snapshot.targets,
+                &plane.plugins.current(),
+            )
+        };
+        let control = Arc::new(Control {
+            plane,
+            workers,
+            state: tokio::sync::Mutex::new(ControlState {
+                sockets: Vec::new(),
+                next_socket: bound.len(),
+                prober,
+                certificate_watch: None,
+            }),
+            certificates: ArcSwap::from_pointee(Certificates::default()),
+            bound: ArcSwap::from_pointee(Vec::new()),
+            config_file: std::sync::Mutex::new(None),
+        });
+        {
+            let mut state = control.state.lock().await;
+            control.serve(&mut state, bound);
+            control.watch_certificates(&mut state, certificates);
+            control.publish_bound(&state);
+        }
+        Ok(control)
+    }
+
+    /// The data plane this control plane publishes into.
+    pub fn plane(&self) -> &Arc<DataPlane> {
+        &self.plane
+    }
+
+    /// The threads serving connections.
+    pub fn workers(&self) -> &Arc<Workers> {
+        &self.workers
+    }
+
+    /// A handle for the admin API.
+    pub fn handle(self: &Arc<Self>) -> ControlHandle {
+        ControlHandle(self.clone())
+    }
+
+    /// Remembers the file the configuration came from; see [`crate::Gateway::set_config_file`].
+    pub fn set_config_file(self: &Arc<Self>, path: PathBuf, watch: bool) {
+        *self.config_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
+        if watch {
+            tokio::spawn(watch_config_file(
+                Arc::downgrade(self),
+                path,
+                self.plane.stopping(),
+            ));
+        }
+    }
+
+    /// The first round of probes of the current prober.
+    pub async fn first_round(&self) -> Arc<FirstRound> {
+        self.state.lock().await.prober.first_round()
+    }
+
+    /// Reads every HTTPS listener's certificate from disk again.
+    pub fn reload_certificates(&self) -> Vec<crate::tls::ReloadError> {
+        self.certificates.load().reload()
+    }
+
+    /// The address a listener is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.bound
+            .load()
+            .iter()
+            .find_map(|(n, addr)| (n == name).then_some(*addr))
+    }
+
+    /// Stops probing, watching certificates and accepting; returns once every accept loop has
+    /// ended. Connections in flight go on.
+    pub async fn stop_accepting(&self) {
+        let tasks = {
+            let mut state = self.state.lock().await;
+            state.prober.stop();
+            state.certificate_watch = None;
+            state
+                .sockets
+                .drain(..)
+                .map(|s| {
+                    s.handle.stop();
+                    s.task
+                })
+                .collect::<Vec<_>>()
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn reload_from_file(&self) -> Result<ReloadReport, Error> {
+        let path = self
+            .config_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::NoConfigFile)?;
+        let config = Config::from_file(&path)?;
+        self.reload(config).await
+    }
+
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
+        let mut state = self.state.lock().await;
+        if self.plane.is_stopping() {
+            return Err(Error::Stopping);
+        }
+        let previous = self.plane.snapshot.load_full();
+        // Plugins new or changed in the file are compiled and initialised off the request path;
+        // unchanged ones (and versions the admin API installed over them) stay as they are.
+        let plugins = self.plane.plugins.prepare(&config).await?;
+        let mut snapshot = Snapshot::build(config, Some(&previous), self.workers.count());
+        if snapshot.config.admin != previous.config.admin {
+            // The admin listener carries this very request when the reload comes through it.
+            tracing::warn!("the [admin] section changed; it applies at the next start");
+        }
+
+        // Everything that can fail, with nothing changed yet.
+        let mut ids = Vec::with_capacity(snapshot.frontends.len());
+        let mut fresh = Vec::new();
+        let mut report = ReloadReport {
+            listeners: snapshot.config.listeners.len(),
+            rules: snapshot.config.rules.len(),
+            backend_pools: snapshot.config.backend_pools.len(),
+            ..ReloadReport::default()
+        };
+        for (i, f) in snapshot.frontends.iter().enumerate() {
+            if let Some(s) = state.sockets.iter().find(|s| s.key == f.key) {
+                ids.push(s.handle.id);
+                continue;
+            }
+            let listener = bind_frontend(&snapshot, i, self.workers.count())?;
+            let id = state.next_socket + fresh.len();
+            ids.push(id);
+            report.sockets_added.push(format!(
+                "{} ({})",
+                listener.local_addr(),
+                listener_names(&snapshot, i).join(", ")
+            ));
+            fresh.push(Bound {
+                listener,
+                handle: SocketHandle::new(id, None),
+                key: f.key.clone(),
+            });
+        }
+        let (certificates, frontend_tls) = build_certificates(&snapshot)?;
+
+        // From here on nothing fails. TLS first: a socket whose protocol changes to HTTPS must
+        // find its certificates once the snapshot says so.
+        state.next_socket += fresh.len();
+        for (frontend, tls) in frontend_tls.into_iter().enumerate() {
+            let id = ids[frontend];
+            match state.sockets.iter().find(|s| s.handle.id == id) {
+                Some(s) => s.handle.tls.store(tls),
+                None => {
+                    if let Some(b) = fresh.iter().find(|b| b.handle.id == id) {
+                        b.handle.tls.store(tls);
+                    }
+                }
+            }
+        }
+        snapshot.assign_sockets(&ids);
+
+        // Servers leaving: out of rotation and draining before the new snapshot is seen.
+        state.prober.stop();
+        let now = tokio::time::Instant::now();
+        let mut draining: Vec<Arc<Health>> = previous
+            .draining
+            .iter()
+            .filter(|h| h.drain().is_some_and(|d| d.deadline > now))
+            .cloned()
+            .collect();
+        for (health, settings) in snapshot.removed_targets(&previous) {
+            let settings = previous.config.settings(settings);
+            let drain = if settings.draining.enabled {
+                Drain {
+                    deadline: now + settings.draining.timeout,
+                    cut_requests: true,
+                }
+            } else {
+                Drain {
+                    deadline: now,
+                    cut_requests: false,
+                }
+            };
+            health.start_draining(drain);
+            let key = health.key();
+            report.servers_draining.push(format!(
+                "{} in pool {} with settings {}",
+                key.server, key.pool, key.settings
+            ));
+            draining.push(health);
+        }
+        snapshot.draining = draining.into();
+
+        // Plugins are found by name from the configuration a request holds, so publishing the
+        // plugin set just before the snapshot is safe for requests of either.
+        self.plane.plugins.commit(plugins);
+        self.plane.snapshot.store(Arc::new(snapshot));
+
+        let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut state.sockets)
+            .into_iter()
+            .partition(|s| ids.contains(&s.handle.id));
+        state.sockets = kept;
+        for s in removed {
+            tracing::info!(address = %s.local, "socket closed: no listener uses it any more");
+            report.sockets_removed.push(s.local.to_string());
+            s.handle.stop();
+            // The accept loop drops the socket as soon as it sees the stop, so the port is free
+            // once the reload returns (a later reload may bind it again).
+            if tokio::time::timeout(Duration::from_secs(1), s.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(address = %s.local, "accept loop slow to stop");
+            }
+        }
+        self.serve(&mut state, fresh);
+        let snapshot = self.plane.snapshot.load();
+        state.prober = Prober::start(
+            &snapshot.config,
+            &snapshot.targets,
+            &self.plane.plugins.current(),
+        );
+        drop(snapshot);
+        self.watch_certificates(&mut state, certificates);
+        self.publish_bound(&state);
+        tracing::info!(
+            listeners = report.listeners,
+            rules = report.rules,
+            sockets_added = report.sockets_added.len(),
+            sockets_removed = report.sockets_removed.len(),
+            servers_draining = report.servers_draining.len(),
+            "configuration reloaded"
+        );
+        Ok(report)
+    }
+
+    /// Starts the accept loops of newly bound sockets.
+    fn serve(&self, state: &mut ControlState, bound: Vec<Bound>) {
+        let snapshot = self.plane.snapshot.load();
+        for b in bound {
+            let local = b.listener.local_addr();
+            if let Some(f) = snapshot.frontend_of(b.handle.id) {
+                for name in listener_names(&snapshot, f) {
+                    tracing::info!(listener = %name, address = %local, protocol = snapshot.frontends[f].protocol.as_str(), "listening");
+                }
+            }
+            let task = listener::serve_socket(
+                b.listener,
+                b.handle.clone(),
+                self.plane.clone(),
+                &self.workers,
+            );
+            state.sockets.push(RunningSocket {
+                key: b.key,
+                local,
+                handle: b.handle,
+                task,
+            });
+        }
+    }
+
+    fn watch_certificates(&self, state: &mut ControlState, certificates: Certificates) {
+        let certificates = Arc::new(certificates);
+        self.certificates.store(certificates.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = self.plane.stopping();
+        // Ends with the gateway, or when a reload replaces these certificates (drops `tx`).
+        let _ = certificates.watch(async move {
+            tokio::select! {
+                _ = stopping => {}
+                _ = rx => {}
+            }
+        });
+        state.certificate_watch = Some(tx);
+    }
+
+    fn publish_bound(&self, state: &ControlState) {
+        let snapshot = self.plane.snapshot.load();
+        let mut bound = Vec::new();
+        for s in &state.sockets {
+            if let Some(f) = snapshot.frontend_of(s.handle.id) {
+                for name in listener_names(&snapshot, f) {
+                    bound.push((name, s.local));
+                }
+            }
+        }
+        self.bound.store(Arc::new(bound));
+    }
+}
+
+/// Reloads the configuration whenever `path` changes on disk, once it has stopped changing for
+/// one check; an invalid file is reported (naming the field) and the running configuration
+/// keeps serving.
+pub(crate) async fn watch_config_file(
+    control: Weak<Control>,
+    path: PathBuf,
+    stopping: impl Future<Output = ()> + Send + 'static,
+) {
+    use crate::tls::server::{FileStamps, WATCH_INTERVAL};
+    tokio::pin!(stopping);
+    let mut applied = FileStamps::read([path.as_path()]);
+    let mut pending: Option<FileStamps> = None;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stopping => return,
+            _ = tick.tick() => {}
+        }
+        let now = FileStamps::read([path.as_path()]);
+        if now == applied {
+            pending = None;
+            continue;
+        }
+        // Changed: wait one more check for the writer to finish.
+        if pending.as_ref() != Some(&now) {
+            pending = Some(now);
+            continue;
+        }
+        pending = None;
+        applied = now;
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        tracing::info!(path = %path.display(), "configuration file changed; reloading");
+        if let Err(e) = control.reload_from_file().await {
+            tracing::error!(error = %e, "configuration not reloaded; the running one keeps serving");
+        }
+    }
+}
+
+/// What the admin API may ask of the control plane: read the configuration file again, and
+/// the plugins and snapshot it manages.
+#[derive(Clone)]
+pub struct ControlHandle(Arc<Control>);
+
+impl ControlHandle {
+    /// Reads the configuration file again and applies it (see [`crate::Gateway::reload`]).
+    pub async fn reload_from_file(&self) -> Result<ReloadReport, Error> {
+        self.0.reload_from_file().await
+    }
+
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.0.plane.plugins
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.plane.snapshot.load_full()
+    }
+
+    /// Completes once the gateway starts shutting down.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.0.plane.stopping()
+    }
+}

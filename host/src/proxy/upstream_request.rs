@@ -1,0 +1,270 @@
+//! Phase 3, the upstream request: the request the backend gets. The target URL (a path override
+//! or a router's path), the headers (hop-by-hop fields out, the forwarding fields in, header
+//! rewrites and a router's edits), the body with its limit, and which member to try first
+//! (a router's choice, else the affinity cookie's). A WebSocket over HTTP/2 (RFC 8441) becomes
+//! an HTTP/1.1 upgrade towards the backend, with a key of the gateway's own.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::headers::*;
+use super::route::{Forwarding, WebSocket};
+use super::{Connection, ProxyError, route_plugin};
+use crate::snapshot::{ForwardTarget, Snapshot};
+use crate::upstream::RequestBody;
+use crate::websocket;
+use wasmgate_rules::matching::{host_without_port, override_path};
+
+/// The request as the backend gets it, and what the later phases need to finish it.
+pub(super) struct UpstreamRequest {
+    pub target: Arc<ForwardTarget>,
+    pub request: Request<RequestBody>,
+    pub member: MemberChoice,
+    pub response: ResponsePlan,
+}
+
+/// Which member of the target's pool to try first.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MemberChoice {
+    /// A router's member, else the one the affinity cookie names.
+    pub preferred: Option<usize>,
+    /// A router plugin named the member: no other is tried.
+    pub only_preferred: bool,
+}
+
+/// What the response phase needs from the request.
+pub(super) struct ResponsePlan {
+    pub websocket: WebSocket,
+    /// The client's side of a WebSocket upgrade.
+    pub client_upgrade: Option<OnUpgrade>,
+    /// The key the gateway sent for an RFC 8441 handshake, which the backend's accept must
+    /// answer.
+    pub websocket_key: Option<HeaderValue>,
+    /// Which response header rewrites passed their conditions (decided on the request).
+    pub response_rewrites_passed: Vec<bool>,
+}
+
+impl Connection {
+    pub(super) fn upstream_request(
+        &self,
+        snapshot: &Snapshot,
+        mut req: Request<Incoming>,
+        authority: &str,
+        forwarding: Forwarding,
+    ) -> Result<UpstreamRequest, ProxyError> {
+        let Forwarding {
+            target,
+            matched_prefix,
+            plugin,
+            handshake,
+        } = forwarding;
+        let websocket = handshake.check()?;
+        let client_upgrade = (websocket != WebSocket::No).then(|| hyper::upgrade::on(&mut req));
+        let settings = snapshot.config.settings(target.settings);
+        let (mut parts, body) = req.into_parts();
+        let h2 = parts.version == Version::HTTP_2;
+        if websocket == WebSocket::ExtendedConnect {
+            parts.method = Method::GET;
+        }
+        let original = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let plugin_path = plugin.as_ref().and_then(|f| f.path.as_deref());
+        // A router's path is the path the backend gets; a path override rewrites the client's.
+        let new_path = match (&settings.path, plugin_path) {
+            (None, None) => None,
+            (_, Some(path)) => Some(path.to_owned()),
+            (Some(prefix), None) => Some(override_path(prefix, original.path(), matched_prefix)),
+        };
+        let target_uri = match new_path {
+            // The common case reuses the client's target without copying it.
+            None => Uri::from(original.clone()),
+            // The query is kept either way.
+            Some(mut p) => {
+                if let Some(q) = original.query() {
+                    p.push('?');
+                    p.push_str(q);
+                }
+                PathAndQuery::from_maybe_shared(Bytes::from(p))
+                    .map(Uri::from)
+                    .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?
+            }
+        };
+
+        let headers = &mut parts.headers;
+        let original_host = headers.get(header::HOST).cloned();
+        remove_hop_by_hop(headers);
+        drop_unusual_names(headers);
+        if websocket != WebSocket::No {
+            // RFC 6455 §4.1: the handshake's Upgrade and Connection fields travel to the backend.
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
+        let websocket_key = (websocket == WebSocket::ExtendedConnect).then(|| {
+            let key = websocket::new_key();
+            headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
+            key
+        });
+        if h2 {
+            join_cookies(headers);
+        }
+        self.add_forwarding_headers(
+            headers,
+            original_host.as_ref(),
+            authority,
+            original.as_str(),
+        );
+        // Rewrite conditions see the request as the client sent it; those of response rewrites
+        // on the request are decided now, while its headers are at hand.
+        let mut response_rewrites_passed = Vec::new();
+        if let Some(set) = target.rewrite_set {
+            let set = &snapshot.config.rewrite_sets[set.0];
+            let facts = RequestFacts {
+                headers,
+                client: self.client,
+                host: host_without_port(authority),
+                method: parts.method.as_str(),
+                path_and_query: original.as_str(),
+                scheme: self.scheme.as_str(),
+                server_port: self.local_port,
+            };
+            let passed = request_conditions(&set.request_headers, &facts);
+            response_rewrites_passed = request_conditions(&set.response_headers, &facts);
+            apply_rewrites_if(headers, &set.request_headers, &passed, None);
+        }
+        if let Some(f) = &plugin {
+            route_plugin::apply_header_edits(headers, &f.header_edits);
+        }
+        let body = if body.is_end_stream() {
+            RequestBody::Empty
+        } else if let Some(max) = snapshot.config.limits.max_request_body {
+            RequestBody::Capped(http_body_util::Limited::new(
+                body,
+                usize::try_from(max).unwrap_or(usize::MAX),
+            ))
+        } else {
+            RequestBody::Incoming(body)
+        };
+
+        let only_member = plugin.as_ref().and_then(|f| f.member);
+        let affinity_cookie = settings.affinity.as_ref().map(|a| a.cookie_name.as_str());
+        // A member named by the router overrides the affinity cookie.
+        let preferred = only_member.or_else(|| {
+            affinity_cookie.and_then(|name| affined_member(snapshot, &target, headers, name))
+        });
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = target_uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = parts.headers;
+        Ok(UpstreamRequest {
+            target,
+            request,
+            member: MemberChoice {
+                preferred,
+                only_preferred: only_member.is_some(),
+            },
+            response: ResponsePlan {
+                websocket,
+                client_upgrade,
+                websocket_key,
+                response_rewrites_passed,
+            },
+        })
+    }
+
+    fn add_forwarding_headers(
+        &self,
+        headers: &mut HeaderMap,
+        original_host: Option<&HeaderValue>,
+        authority: &str,
+        original_url: &str,
+    ) {
+        // Room for the six fields below at once, instead of the map growing on the way.
+        headers.reserve(6);
+        // The client is appended to what earlier proxies recorded; without them the value is
+        // the connection's, copied by reference count.
+        let appended = headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(|prior| format!("{prior}, {}", self.client));
+        match appended {
+            Some(xff) => {
+                if let Ok(v) = HeaderValue::from_str(&xff) {
+                    headers.insert(X_FORWARDED_FOR.clone(), v);
+                }
+            }
+            None => {
+                headers.insert(X_FORWARDED_FOR.clone(), self.forwarded.client.clone());
+            }
+        }
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.scheme.as_str()),
+        );
+        headers.insert(X_FORWARDED_PORT.clone(), self.forwarded.port.clone());
+        let host = match original_host {
+            Some(h) => Some(h.clone()),
+            None => HeaderValue::from_str(authority).ok(),
+        };
+        if let Some(h) = host {
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, h.clone());
+            }
+            headers.insert(X_ORIGINAL_HOST.clone(), h);
+        }
+        if let Ok(v) = HeaderValue::from_str(original_url) {
+            headers.insert(X_ORIGINAL_URL.clone(), v);
+        }
+        headers.insert(X_TRACE_ID.clone(), trace_id());
+    }
+}
+
+/// RFC 9113 §8.2.3: HTTP/2 may split Cookie into several fields; an HTTP/1.1 backend gets one,
+/// joined with "; ".
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for c in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(c.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// The member the client's affinity cookie names, if it is still in the pool and healthy.
+fn affined_member(
+    snapshot: &Snapshot,
+    target: &ForwardTarget,
+    headers: &HeaderMap,
+    cookie_name: &str,
+) -> Option<usize> {
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == cookie_name).then_some(value.trim_matches('"'))
+        })?;
+    let pool = snapshot.pool(target.pool);
+    target.members.iter().position(|m| {
+        let server = &pool.servers[m.server];
+        &*server.affinity_id == value && m.health.takes_traffic()
+    })
+}
