@@ -3,7 +3,7 @@
 //! contained by their fail policy while the gateway keeps serving everyone else.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmgate::config::Config;
 use wasmgate::plugin::BreakerState;
