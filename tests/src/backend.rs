@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +106,28 @@ struct Record {
     seen: Mutex<Vec<SeenRequest>>,
     probes: Mutex<Vec<SeenRequest>>,
     answer: Mutex<ProbeAnswer>,
+    /// Probes received and not yet answered, and the most there ever were at once.
+    probes_in_flight: AtomicUsize,
+    most_probes_in_flight: AtomicUsize,
+}
+
+/// Counts a probe in flight until it is answered (or the gateway gives up on it).
+struct ProbeInFlight<'a>(&'a Record);
+
+impl<'a> ProbeInFlight<'a> {
+    fn new(record: &'a Record) -> Self {
+        let now = record.probes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        record
+            .most_probes_in_flight
+            .fetch_max(now, Ordering::SeqCst);
+        ProbeInFlight(record)
+    }
+}
+
+impl Drop for ProbeInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.probes_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Starts an [`HttpBackend`] with knobs.
@@ -151,6 +174,8 @@ impl HttpBackendBuilder {
             seen: Mutex::new(Vec::new()),
             probes: Mutex::new(Vec::new()),
             answer: Mutex::new(ProbeAnswer::Healthy),
+            probes_in_flight: AtomicUsize::new(0),
+            most_probes_in_flight: AtomicUsize::new(0),
         });
         let behaviour = Arc::new(self.behaviour);
         let task = serve_http(listener, behaviour.clone(), record.clone());
@@ -239,6 +264,12 @@ impl HttpBackend {
         self.record.probes.lock().expect("backend record").len()
     }
 
+    /// The most probes this backend was answering at once. A probe stops counting before its
+    /// answer is written, so one sent only after the previous answer never overlaps it.
+    pub fn most_probes_in_flight(&self) -> usize {
+        self.record.most_probes_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Changes how probes are answered from now on. `Refusing` closes the listening socket
     /// and every connection (as a stopped server would); leaving it listens again on the same
     /// address.
@@ -321,9 +352,11 @@ async fn answer(
         peer,
     };
     if is_probe(&parts.headers) {
+        let in_flight = ProbeInFlight::new(&record);
         record.probes.lock().expect("backend record").push(seen);
         let answer = record.answer.lock().expect("backend record").clone();
         let (status, body) = answer.respond().await;
+        drop(in_flight);
         return Ok(Response::builder()
             .status(status)
             .header("x-backend", &behaviour.name)

@@ -13,7 +13,8 @@ pub mod ws;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 pub use backend::{HttpBackend, ProbeAnswer, RawBackend, SeenRequest, dead_address, is_probe};
 pub use client::{RawResponse, Reply, get, get_with, raw_exchange, send};
@@ -52,6 +53,22 @@ where
         tokio::time::sleep(PAUSE).await;
     }
     panic!("not satisfied after {ATTEMPTS} attempts over ~5 s: {what}");
+}
+
+/// Writes `contents` to `path` so that a watcher comparing modification times sees a change
+/// however coarse the file system's time stamps are: a file that existed gets a stamp at least
+/// a second past its old one, instead of the test waiting for the clock to move on.
+pub fn write_changed(path: &Path, contents: &str) {
+    let before = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    std::fs::write(path, contents).expect("write a test file");
+    if let Some(before) = before {
+        let later = SystemTime::now().max(before + Duration::from_secs(1));
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(later))
+            .expect("set a test file's modification time");
+    }
 }
 
 /// A port that was free a moment ago on 127.0.0.1, for configurations where several listeners

@@ -118,7 +118,7 @@ impl Pki {
     /// Writes `contents` to `file` in the folder (replacing it) and returns the path.
     pub fn write(&self, file: &str, contents: &str) -> PathBuf {
         let path = self.path(file);
-        std::fs::write(&path, contents).expect("write a test file");
+        crate::write_changed(&path, contents);
         path
     }
 

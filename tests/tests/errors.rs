@@ -157,11 +157,11 @@ async fn client_idle_mid_head_gets_408_then_close() {
         .await
         .expect("write a partial head");
     let started = Instant::now();
-    let (closed, got) = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+    let (closed, got) = read_until_closed(&mut stream, WAIT).await;
     let elapsed = started.elapsed();
     assert!(
         closed,
-        "a client idle for 3 s mid-head must be cut off by client_idle_timeout = 300 ms"
+        "a client idle for {WAIT:?} mid-head must be cut off by client_idle_timeout = 300 ms"
     );
     assert!(
         elapsed >= Duration::from_millis(250),
@@ -201,7 +201,7 @@ async fn idle_keep_alive_connection_is_closed() {
     assert_eq!(reply.status, 200);
 
     let started = Instant::now();
-    let (closed, got) = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+    let (closed, got) = read_until_closed(&mut stream, WAIT).await;
     assert!(
         closed,
         "an idle keep-alive connection must be closed after client_idle_timeout = 300 ms"

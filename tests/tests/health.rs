@@ -360,7 +360,6 @@ async fn all_down_is_502_at_once_without_trying() {
     reaches(&gw, a.addr, Status::Unhealthy, "failing status").await;
     reaches(&gw, b.addr, Status::Unhealthy, "refusing").await;
 
-    let started = Instant::now();
     let reply = get(listener_addr(&gw, "web"), "h.test", "/app/x").await;
     assert_eq!(reply.status.as_u16(), 502, "{}", reply.text());
     assert!(
@@ -368,11 +367,7 @@ async fn all_down_is_502_at_once_without_trying() {
         "the 502 says why: {}",
         reply.text()
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "answered at once (the backends would take 3 s), took {:?}",
-        started.elapsed()
-    );
+    // Answered at once: a server tried would have recorded the request.
     assert_eq!(
         a.hits_under("/app/") + b.hits_under("/app/"),
         0,
@@ -442,12 +437,16 @@ async fn probes_never_pile_up() {
         .replace("timeout = \"300ms\"", "timeout = \"2s\"")
         .replace("interval = \"100ms\"", "interval = \"20ms\"");
     let gw = start_gateway(&toml).await;
+    // Probes started every 20 ms regardless of answers would overlap by the second one.
     let before = b.probe_hits();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let during = b.probe_hits() - before;
-    assert!(
-        (2..=5).contains(&during),
-        "one probe in flight per target: at 250 ms each, 1 s holds at most 5, got {during}"
+    eventually("four more probes after the first round", || async {
+        (b.probe_hits() >= before + 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        b.most_probes_in_flight(),
+        1,
+        "one probe in flight per target: the next is sent only once the last is answered"
     );
     gw.shutdown().await;
 }

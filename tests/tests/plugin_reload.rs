@@ -211,8 +211,12 @@ async fn a_hundred_replacements_under_load_fail_no_request() {
     let clients: Vec<_> = (0..4)
         .map(|_| tokio::spawn(client_loop(addr, stop.clone(), swapping.clone())))
         .collect();
-    // Steady state first, for the latency comparison.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Steady state first, for the latency comparison: 100 requests reached the backends, all
+    // sent before swapping starts (at most one per client is still unanswered).
+    eventually("100 requests before the replacements", || async {
+        (a.hits_under("/load") + b.hits_under("/load") >= 100).then_some(())
+    })
+    .await;
     swapping.store(true, Ordering::Relaxed);
     let started = Instant::now();
     for i in 0..100 {

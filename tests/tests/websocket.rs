@@ -33,7 +33,8 @@ async fn chatter(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                assert!(echoed + 2 >= sent, "only {echoed} of {sent} messages came back while chatting");
+                // The echoes may lag on a busy machine; some must have come back.
+                assert!(echoed > 0, "none of {sent} messages came back while chatting");
                 return None;
             }
             _ = tick.tick() => {
@@ -293,13 +294,16 @@ async fn a_refused_upgrade_reaches_the_client() {
 async fn request_timeout_bounds_the_whole_session_by_default() {
     let (gw, backend) = gateway("request_timeout = \"500ms\"").await;
     let addr = listener_addr(&gw, "web");
+    // The session cannot start before its handshake is sent.
+    let opened = Instant::now();
     let mut ws = ws_open(addr, "ws.test", "/").await;
 
-    // Traffic every 100 ms does not extend a session in the default mode.
-    let ended = chatter(&mut ws, Duration::from_millis(100), Duration::from_secs(4)).await;
-    let Some((ending, elapsed)) = ended else {
+    // Traffic every 100 ms does not extend a session in the default mode: it ends, well before
+    // the bound here (a session the traffic kept alive would reach it).
+    let ended = chatter(&mut ws, Duration::from_millis(100), WAIT).await;
+    let Some((ending, _)) = ended else {
         panic!(
-            "a busy session outlived request_timeout = 500 ms by 4 s in the default (session) mode"
+            "a busy session outlived request_timeout = 500 ms by {WAIT:?} in the default (session) mode"
         )
     };
     assert_eq!(
@@ -307,39 +311,49 @@ async fn request_timeout_bounds_the_whole_session_by_default() {
         Ending::Close(Some(1001)),
         "the session timeout closes the client side with 1001 (going away)"
     );
+    let lasted = opened.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(400) && elapsed <= Duration::from_millis(1500),
-        "the session ended after {elapsed:?}, expected near the 500 ms request timeout"
+        lasted >= Duration::from_millis(500),
+        "the session ended after {lasted:?}, before the 500 ms request timeout"
     );
-    eventually("the backend side of a timed-out session ends", || async {
+    assert_backend_got_going_away(&backend, "a timed-out session").await;
+    gw.shutdown().await;
+}
+
+/// Waits (bounded) for the backend side of the session to end, and asserts that the gateway
+/// closed it with one Close frame, 1001 (going away), rather than by cutting TCP.
+async fn assert_backend_got_going_away(backend: &WsBackend, what: &str) {
+    eventually(&format!("the backend side of {what} ends"), || async {
         (backend.sessions_ended() == 1).then_some(())
     })
     .await;
-    let codes = backend.close_codes();
-    eprintln!("session timeout: the backend received close codes {codes:?}");
-    assert!(
-        codes.is_empty() || codes == [Some(1001)],
-        "if the gateway closes the backend side with a Close frame, its code is 1001, got {codes:?}"
+    assert_eq!(
+        backend.close_codes(),
+        [Some(1001)],
+        "the gateway ends the backend side of {what} with a Close frame, code 1001"
     );
-    gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_mode_keeps_busy_sessions_and_ends_silent_ones() {
-    let (gw, backend) = gateway("request_timeout = \"500ms\"\nwebsocket_timeout = \"idle\"").await;
+    // A message every 100 ms against a 1 s idle timeout: only a pause of ten message intervals
+    // would end the busy session.
+    let (gw, backend) = gateway("request_timeout = \"1s\"\nwebsocket_timeout = \"idle\"").await;
     let addr = listener_addr(&gw, "web");
     let mut ws = ws_open(addr, "ws.test", "/").await;
 
     let ended = chatter(
         &mut ws,
         Duration::from_millis(100),
-        Duration::from_millis(1600),
+        Duration::from_millis(3200),
     )
     .await;
     assert!(
         ended.is_none(),
-        "websocket_timeout = \"idle\": a session with a message every 100 ms must outlive 3 × the 500 ms timeout, but it ended: {ended:?}"
+        "websocket_timeout = \"idle\": a session with a message every 100 ms must outlive 3 × the 1 s timeout, but it ended: {ended:?}"
     );
+    // The gateway reads this message after it is sent: the silence starts no earlier.
+    let last_sent = Instant::now();
     within("send after chatting", ws.send(Message::text("still here")))
         .await
         .expect("the idle-mode session is still open after chatting");
@@ -353,10 +367,10 @@ async fn idle_mode_keeps_busy_sessions_and_ends_silent_ones() {
     }
     assert!(echoed, "the session still echoes after chatting");
 
-    let silent = wait_end(&mut ws, Duration::from_secs(4)).await;
-    let Some((ending, elapsed)) = silent else {
+    let silent = wait_end(&mut ws, WAIT).await;
+    let Some((ending, _)) = silent else {
         panic!(
-            "websocket_timeout = \"idle\": a silent session outlived the 500 ms idle timeout by 4 s"
+            "websocket_timeout = \"idle\": a silent session outlived the 1 s idle timeout by {WAIT:?}"
         )
     };
     assert_eq!(
@@ -364,14 +378,12 @@ async fn idle_mode_keeps_busy_sessions_and_ends_silent_ones() {
         Ending::Close(Some(1001)),
         "an idle session is closed with 1001"
     );
+    let silence = last_sent.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(400) && elapsed <= Duration::from_millis(1500),
-        "the silent session ended after {elapsed:?}, expected near the 500 ms idle timeout"
+        silence >= Duration::from_secs(1),
+        "the silent session ended after {silence:?} of silence, before the 1 s idle timeout"
     );
-    eventually("the backend side of an idle session ends", || async {
-        (backend.sessions_ended() == 1).then_some(())
-    })
-    .await;
+    assert_backend_got_going_away(&backend, "an idle session").await;
     gw.shutdown().await;
 }
 

@@ -18,14 +18,29 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-pub(crate) struct Breaker {
+/// Where a breaker reads the time: milliseconds since the breaker was made, plus one (so 0
+/// means "none" in its atomics).
+pub(crate) trait Clock {
+    fn now_ms(&self) -> u64;
+}
+
+/// The monotonic clock.
+pub(crate) struct Monotonic(Instant);
+
+impl Clock for Monotonic {
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64 + 1
+    }
+}
+
+pub(crate) struct Breaker<C: Clock = Monotonic> {
     config: BreakerConfig,
-    origin: Instant,
-    /// Milliseconds since `origin` (plus one, so 0 means "none") of the first failure of the
-    /// current window.
+    clock: C,
+    /// `clock` time of the first failure of the current window.
     window_start: AtomicU64,
     failures: AtomicU32,
-    /// Milliseconds since `origin` until which the breaker is open; 0 = closed.
+    /// `clock` time until which the breaker is open; 0 = closed.
     open_until: AtomicU64,
     trial_in_flight: AtomicBool,
     trips: AtomicU64,
@@ -33,12 +48,12 @@ pub(crate) struct Breaker {
 
 /// Permission for one call. Report its outcome with [`Ticket::success`] or
 /// [`Ticket::failure`]; a ticket dropped unreported (the call was cancelled) gives a trial back.
-pub(crate) struct Ticket<'a> {
-    breaker: &'a Breaker,
+pub(crate) struct Ticket<'a, C: Clock = Monotonic> {
+    breaker: &'a Breaker<C>,
     trial: bool,
 }
 
-impl Ticket<'_> {
+impl<C: Clock> Ticket<'_, C> {
     pub(crate) fn success(self) {
         if self.trial {
             let b = self.breaker;
@@ -61,7 +76,7 @@ impl Ticket<'_> {
     }
 }
 
-impl Drop for Ticket<'_> {
+impl<C: Clock> Drop for Ticket<'_, C> {
     fn drop(&mut self) {
         if self.trial {
             self.breaker.trial_in_flight.store(false, Release);
@@ -71,9 +86,15 @@ impl Drop for Ticket<'_> {
 
 impl Breaker {
     pub(crate) fn new(config: BreakerConfig) -> Self {
+        Self::with_clock(config, Monotonic(Instant::now()))
+    }
+}
+
+impl<C: Clock> Breaker<C> {
+    pub(crate) fn with_clock(config: BreakerConfig, clock: C) -> Self {
         Breaker {
             config,
-            origin: Instant::now(),
+            clock,
             window_start: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
@@ -87,11 +108,11 @@ impl Breaker {
     }
 
     fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64 + 1
+        self.clock.now_ms()
     }
 
     /// A ticket for one call, or how long the breaker stays open.
-    pub(crate) fn admit(&self) -> Result<Ticket<'_>, Duration> {
+    pub(crate) fn admit(&self) -> Result<Ticket<'_, C>, Duration> {
         let open_until = self.open_until.load(Acquire);
         if open_until == 0 {
             return Ok(Ticket {
@@ -176,24 +197,52 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
 
-    fn breaker(cool_down_ms: u64) -> Breaker {
-        Breaker::new(BreakerConfig {
-            failures: 3,
-            window: Duration::from_secs(60),
-            cool_down: Duration::from_millis(cool_down_ms),
-        })
+    /// A clock that moves only when the test says so.
+    #[derive(Default)]
+    struct Manual(Cell<u64>);
+
+    impl Manual {
+        fn advance(&self, d: Duration) {
+            self.0.set(self.0.get() + d.as_millis() as u64);
+        }
+    }
+
+    impl Clock for &Manual {
+        fn now_ms(&self) -> u64 {
+            self.0.get() + 1
+        }
+    }
+
+    fn breaker(clock: &Manual, cool_down_ms: u64) -> Breaker<&Manual> {
+        Breaker::with_clock(
+            BreakerConfig {
+                failures: 3,
+                window: Duration::from_secs(60),
+                cool_down: Duration::from_millis(cool_down_ms),
+            },
+            clock,
+        )
     }
 
     #[test]
     fn opens_after_n_failures_then_half_opens_and_closes() {
-        let b = breaker(30);
+        let clock = Manual::default();
+        let b = breaker(&clock, 30);
         for i in 0..3 {
             assert_eq!(b.admit().unwrap().failure(), i == 2);
         }
-        assert!(matches!(b.state(), BreakerState::Open { trips: 1, .. }));
-        assert!(matches!(b.admit(), Err(d) if d > Duration::ZERO));
-        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            b.state(),
+            BreakerState::Open {
+                retry_in: Duration::from_millis(30),
+                trips: 1
+            }
+        );
+        clock.advance(Duration::from_millis(29));
+        assert_eq!(b.admit().err(), Some(Duration::from_millis(1)));
+        clock.advance(Duration::from_millis(1));
         assert_eq!(b.state(), BreakerState::HalfOpen);
         let trial = b.admit().unwrap();
         assert!(b.admit().is_err(), "one trial at a time");
@@ -204,26 +253,41 @@ mod tests {
 
     #[test]
     fn failed_trial_reopens_and_a_cancelled_one_is_given_back() {
-        let b = breaker(20);
+        let clock = Manual::default();
+        let b = breaker(&clock, 20);
         for _ in 0..3 {
             b.admit().unwrap().failure();
         }
-        std::thread::sleep(Duration::from_millis(30));
+        clock.advance(Duration::from_millis(20));
         drop(b.admit().unwrap());
         let trial = b.admit().expect("the dropped trial was given back");
         assert!(trial.failure());
-        assert!(matches!(b.state(), BreakerState::Open { trips: 2, .. }));
+        assert_eq!(
+            b.state(),
+            BreakerState::Open {
+                retry_in: Duration::from_millis(20),
+                trips: 2
+            }
+        );
     }
 
     #[test]
     fn a_window_starts_at_its_first_failure() {
-        let b = Breaker::new(BreakerConfig {
-            failures: 2,
-            window: Duration::from_millis(20),
-            cool_down: Duration::from_secs(1),
-        });
+        let clock = Manual::default();
+        let b = Breaker::with_clock(
+            BreakerConfig {
+                failures: 2,
+                window: Duration::from_millis(20),
+                cool_down: Duration::from_secs(1),
+            },
+            &clock,
+        );
         assert!(!b.record_failure());
-        std::thread::sleep(Duration::from_millis(30));
+        clock.advance(Duration::from_millis(20));
+        assert!(b.record_failure(), "a window includes its last millisecond");
+        let b = Breaker::with_clock(*b.config(), &clock);
+        assert!(!b.record_failure());
+        clock.advance(Duration::from_millis(21));
         assert!(!b.record_failure(), "the first failure's window has passed");
         assert!(b.record_failure());
     }

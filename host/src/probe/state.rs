@@ -496,7 +496,9 @@ mod tests {
         tokio::spawn(async move { target.request_cut().await })
     }
 
-    #[tokio::test]
+    /// On tokio's paused clock, a `sleep` lets every other task run until it waits, and the
+    /// drain's deadline passes exactly when due.
+    #[tokio::test(start_paused = true)]
     async fn a_drain_that_cuts_requests_wakes_a_waiting_request_and_ends_it_at_the_deadline() {
         let target = cell(1);
         let request = waiting_request(&target);
@@ -512,14 +514,15 @@ mod tests {
             .await
             .expect("the request is cut")
             .expect("join");
+        let took = started.elapsed();
         assert!(
-            started.elapsed() >= Duration::from_millis(50),
-            "not before the deadline"
+            took >= Duration::from_millis(50) && took <= Duration::from_millis(51),
+            "cut at the deadline, to the timer's millisecond: {took:?}"
         );
         assert_eq!(waiting(&target), 0, "nothing left registered");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_drain_that_lets_requests_finish_never_cuts_one() {
         let target = cell(1);
         let request = waiting_request(&target);

@@ -19,57 +19,82 @@ const QUIET: Duration = Duration::from_millis(500);
 /// handshakes already leave MiB of free space behind).
 const MIN_EVENTS: u64 = 64;
 
-/// Sessions opened or closed since the process started.
-static EVENTS: AtomicU64 = AtomicU64::new(0);
-
-/// Whether a task is waiting for the current burst to end.
-static WATCHING: AtomicBool = AtomicBool::new(false);
-
-/// Trims done, for the tests.
-#[cfg(test)]
-static TRIMS: AtomicU64 = AtomicU64::new(0);
+/// The process's sessions: `malloc_trim` works on the whole process's heap, so every gateway
+/// in it counts towards the same bursts.
+static PROCESS: Churn = Churn::new();
 
 /// Counts a session opened or closed. Must be called inside the tokio runtime.
 pub fn session_event() {
-    EVENTS.fetch_add(1, Ordering::Relaxed);
-    if !WATCHING.load(Ordering::Relaxed) && !WATCHING.swap(true, Ordering::AcqRel) {
-        tokio::spawn(watch_burst());
-    }
+    PROCESS.session_event();
 }
 
-/// Waits for the burst to end, then trims if it was large enough.
-async fn watch_burst() {
-    let mut start = EVENTS.load(Ordering::Relaxed).saturating_sub(1);
-    loop {
-        let mut end = start;
+/// Session churn and the task watching for its end.
+struct Churn {
+    /// Sessions opened or closed so far.
+    events: AtomicU64,
+    /// Whether a task is waiting for the current burst to end.
+    watching: AtomicBool,
+    /// Trims done, for the tests.
+    #[cfg(test)]
+    trims: AtomicU64,
+}
+
+impl Churn {
+    const fn new() -> Self {
+        Churn {
+            events: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            #[cfg(test)]
+            trims: AtomicU64::new(0),
+        }
+    }
+
+    fn session_event(&'static self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if !self.watching.load(Ordering::Relaxed) && !self.watching.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.watch_burst());
+        }
+    }
+
+    /// Waits for the burst to end, then trims if it was large enough.
+    async fn watch_burst(&'static self) {
+        let mut start = self.events.load(Ordering::Relaxed).saturating_sub(1);
         loop {
-            tokio::time::sleep(QUIET).await;
-            let now = EVENTS.load(Ordering::Relaxed);
-            if now == end {
-                break;
+            let mut end = start;
+            loop {
+                tokio::time::sleep(QUIET).await;
+                let now = self.events.load(Ordering::Relaxed);
+                if now == end {
+                    break;
+                }
+                end = now;
             }
-            end = now;
+            self.watching.store(false, Ordering::Release);
+            if end - start >= MIN_EVENTS {
+                // Walking the arenas takes milliseconds with tens of MiB of heap: off the
+                // runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || {
+                    trim();
+                    #[cfg(test)]
+                    self.trims.fetch_add(1, Ordering::Relaxed);
+                })
+                .await;
+            }
+            // A session that opened or closed just before `watching` was cleared found this
+            // task still watching: go on, so that it counts in a burst.
+            if self.events.load(Ordering::Relaxed) == end
+                || self.watching.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            start = end;
         }
-        WATCHING.store(false, Ordering::Release);
-        if end - start >= MIN_EVENTS {
-            // Walking the arenas takes milliseconds with tens of MiB of heap: off the
-            // runtime's threads.
-            let _ = tokio::task::spawn_blocking(trim).await;
-        }
-        // A session that opened or closed just before `WATCHING` was cleared found this
-        // task still watching: go on, so that it counts in a burst.
-        if EVENTS.load(Ordering::Relaxed) == end || WATCHING.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        start = end;
     }
 }
 
 fn trim() {
     let started = std::time::Instant::now();
     release_free_pages();
-    #[cfg(test)]
-    TRIMS.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(took = ?started.elapsed(), "freed memory returned to the system");
 }
 
@@ -93,19 +118,23 @@ fn release_free_pages() {}
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    /// On tokio's paused clock: the quiet periods pass exactly as written, and the trim, which
+    /// runs on a blocking thread, holds the clock until it is done.
+    #[tokio::test(start_paused = true)]
     async fn trims_once_after_a_burst_ends() {
-        let trims = || TRIMS.load(Ordering::Relaxed);
+        // Its own counts: the process's are shared with every other test running.
+        static CHURN: Churn = Churn::new();
+        let trims = || CHURN.trims.load(Ordering::Relaxed);
         // A trickle: too little to trim for.
         for _ in 0..10 {
-            session_event();
+            CHURN.session_event();
         }
         tokio::time::sleep(QUIET * 3).await;
         assert_eq!(trims(), 0);
 
         // A burst spread over more than the quiet time: one trim, after it ends.
         for i in 0..MIN_EVENTS * 4 {
-            session_event();
+            CHURN.session_event();
             if i % MIN_EVENTS == 0 {
                 tokio::time::sleep(QUIET / 5).await;
             }
