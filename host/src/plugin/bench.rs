@@ -183,7 +183,7 @@ fn plugin_call_costs() {
             let name: Arc<str> = case.component.into();
             let limits = PluginLimits::default();
             let mut instance = Instance::new(
-                &engine.inner,
+                &engine.inner.sandbox(),
                 &pre,
                 &exports,
                 &name,

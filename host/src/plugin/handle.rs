@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Semaphore;
@@ -13,12 +13,90 @@ use super::bindings::wasmgate::plugin::types::{
     Decision, HeaderEdit, ProbeRequest, ProbeResponse, RequestHead, Verdict,
 };
 use super::breaker::{Breaker, BreakerState};
-use super::engine::{PluginEngine, PluginRole, PluginSpec};
+use super::engine::{LoadReport, PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
 use super::instance::{Answer, Call, Exports, Failure, Instance, RouterExport, StoreState};
 use super::limits::{FailPolicy, PluginLimits};
 use super::lowering::RequestHeadRef;
 use super::stats::{Counters, PluginStats};
+
+impl PluginEngine {
+    /// Compiles (off the async threads, or from the cache), links, creates a first instance
+    /// and runs its `init`. Fails if any of that fails, or if the component exports neither a
+    /// router nor a probe evaluator.
+    pub async fn load(
+        &self,
+        spec: PluginSpec,
+        host: Arc<dyn HostView>,
+    ) -> Result<(Plugin, LoadReport), PluginError> {
+        let started = Instant::now();
+        let engine = self.clone();
+        let wasm = spec.wasm.clone();
+        let compile = tokio::task::spawn_blocking(move || {
+            engine
+                .inner
+                .cache
+                .get_or_compile(&engine.inner.engine, &wasm)
+        });
+        // An interpreted guest compiles for seconds: say that it is still going.
+        let progress = {
+            let name = spec.name.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_secs(2);
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    ticks.tick().await;
+                    tracing::info!(
+                        target: "wasmgate::plugin",
+                        plugin = %name,
+                        seconds = started.elapsed().as_secs(),
+                        "still compiling"
+                    );
+                }
+            })
+        };
+        let compiled = compile.await;
+        progress.abort();
+        let (component, artifact) = compiled
+            .map_err(|e| PluginError::Compile {
+                plugin: spec.name.clone(),
+                reason: format!("compilation thread failed: {e}"),
+            })?
+            .map_err(|e| PluginError::Compile {
+                plugin: spec.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let compile_time = started.elapsed();
+
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link {
+                plugin: spec.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let started = Instant::now();
+        let plugin = Plugin::new(self.clone(), spec, pre, host).await?;
+        let report = LoadReport {
+            artifact,
+            compile_time,
+            init_time: started.elapsed(),
+        };
+        tracing::info!(
+            target: "wasmgate::plugin",
+            plugin = plugin.name(),
+            router = plugin.is_router(),
+            probe_evaluator = plugin.is_probe_evaluator(),
+            artifact = ?report.artifact,
+            compile_ms = report.compile_time.as_secs_f64() * 1e3,
+            init_ms = report.init_time.as_secs_f64() * 1e3,
+            "plugin loaded"
+        );
+        Ok((plugin, report))
+    }
+}
 
 /// One call in this many (per instance, from its first) is timed for the call-time histogram.
 const TIMED_EVERY: u64 = 8;
@@ -342,7 +420,7 @@ impl Plugin {
         let inner = &*self.inner;
         let _busy = inner.engine.inner.busy();
         let instance = Instance::new(
-            &inner.engine.inner,
+            &inner.engine.inner.sandbox(),
             &inner.pre,
             &inner.exports,
             &inner.name,

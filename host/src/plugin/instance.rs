@@ -15,7 +15,7 @@ use super::bindings::wasmgate::plugin::types::{
     Decision, LogLevel, ProbeRequest, ProbeResponse, ServerState, Verdict,
 };
 use super::bindings::wasmgate::plugin::{host, types};
-use super::engine::{EngineInner, LongCalls};
+use super::epoch::LongCalls;
 use super::host_view::HostView;
 use super::limits::PluginLimits;
 use super::lowering::{PackedHeadRef, RequestHeadRef};
@@ -260,10 +260,18 @@ pub(crate) struct Instance {
     pub(crate) calls: u64,
 }
 
+/// What an instance needs of the engine: the wasmtime engine, how often its epoch advances, and
+/// the count of long calls that deadline callbacks keep.
+pub(crate) struct Sandbox<'a> {
+    pub engine: &'a wasmtime::Engine,
+    pub tick: Duration,
+    pub long_calls: &'a LongCalls,
+}
+
 impl Instance {
     /// Instantiates and runs `init(config)`, all within `limits.init_timeout`.
     pub(crate) async fn new(
-        engine: &EngineInner,
+        engine: &Sandbox<'_>,
         pre: &InstancePre<StoreState>,
         exports: &Exports,
         plugin: &Arc<str>,
@@ -272,14 +280,14 @@ impl Instance {
         host: &Arc<dyn HostView>,
     ) -> Result<Instance, Failure> {
         let (state, stderr) = StoreState::new(plugin, limits, host);
-        let mut store = Store::new(&engine.engine, state);
+        let mut store = Store::new(engine.engine, state);
         store.limiter(StoreState::limiter);
         // A call still running when the epoch advances is long: it is counted so (the epoch
         // thread then advances the epoch every tick). Each advance it runs into yields to the
         // async runtime (a long call does not hold a worker thread) and spends one tick of the
         // budget; an empty budget traps. Ticks pass while the call waits for its worker after a
         // yield without being spent: a healthy call on a busy worker is not cut for waiting.
-        let long_calls = engine.long_calls().clone();
+        let long_calls = engine.long_calls.clone();
         store.epoch_deadline_callback(move |mut ctx| {
             let deadline = &mut ctx.data_mut().deadline;
             if !deadline.long {
@@ -299,8 +307,8 @@ impl Instance {
             packed: Vec::new(),
             probe: None,
             stderr,
-            tick: engine.epoch_tick,
-            long_calls: engine.long_calls().clone(),
+            tick: engine.tick,
+            long_calls: engine.long_calls.clone(),
             calls: 0,
         };
         instance.arm(limits.init_timeout);

@@ -83,6 +83,7 @@ pub mod bindings;
 mod breaker;
 mod cache;
 mod engine;
+mod epoch;
 mod error;
 mod handle;
 mod host_view;
@@ -93,7 +94,9 @@ mod output;
 mod registry;
 mod samples;
 mod shadow;
+mod slot;
 mod stats;
+mod version;
 
 #[cfg(test)]
 mod bench;
@@ -113,9 +116,11 @@ pub use host_view::{HostView, NoPools, StaticPools};
 pub use limits::{BreakerConfig, FailPolicy, PluginLimits};
 pub use lowering::{HeaderRef, PackedHeadRef, RequestHeadRef, format_addr};
 pub use registry::{
-    ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PluginSlot, PluginVersion,
-    PrepareError, PreparedPlugins, VersionRequest, VersionSettings, content_hash,
+    ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PrepareError,
+    PreparedPlugins, VersionRequest, content_hash,
 };
 pub use samples::{Expected, RawSample, Sample, describe};
 pub use shadow::{Disagreement, Shadow, ShadowReport};
+pub use slot::PluginSlot;
 pub use stats::PluginStats;
+pub use version::{PluginVersion, VersionSettings};

@@ -36,18 +36,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 
 use super::shadow::Shadow;
-use super::{
-    BreakerState, Decision, EngineConfig, FailPolicy, HostView, LoadReport, Plugin, PluginEngine,
-    PluginError, PluginLimits, PluginRole, PluginSpec, PluginStats, ProbeRequest, ProbeResponse,
-    RequestHead, Sample, Verdict,
-};
+use super::slot::{Declared, PluginSlot};
+use super::version::{PluginVersion, VersionSettings, short};
+use super::{EngineConfig, HostView, PluginEngine, PluginError, PluginRole, PluginSpec};
 use crate::config::{Config, PluginConfig, PluginId, PluginKind};
 
 /// The smallest engine: room for a few plugins loaded through the admin API besides the
@@ -55,223 +52,6 @@ use crate::config::{Config, PluginConfig, PluginId, PluginKind};
 pub const MIN_INSTANCES: u32 = 64;
 /// The largest component the admin API accepts, uploaded or named by path.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
-
-/// One loaded version of a plugin.
-pub struct PluginVersion {
-    pub plugin: Plugin,
-    /// SHA-256 of the component, hex.
-    pub content_hash: String,
-    pub loaded_at: SystemTime,
-    /// Where the component came from: its file, or "upload".
-    pub origin: String,
-    /// The `config` its instances were initialised with.
-    pub config: String,
-    pub report: LoadReport,
-}
-
-impl std::fmt::Debug for PluginVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginVersion")
-            .field("plugin", &self.plugin.name())
-            .field("content_hash", &self.content_hash)
-            .field("origin", &self.origin)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What a version is built with, besides its component.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VersionSettings {
-    pub config: String,
-    pub limits: PluginLimits,
-    pub fail_policy: FailPolicy,
-    pub samples: Arc<[Sample]>,
-    /// The request headers a router is given; `None`: all.
-    pub request_headers: Option<Arc<[http::HeaderName]>>,
-}
-
-impl Default for VersionSettings {
-    fn default() -> Self {
-        VersionSettings {
-            config: String::new(),
-            limits: PluginLimits::default(),
-            fail_policy: FailPolicy::default(),
-            samples: Arc::new([]),
-            request_headers: None,
-        }
-    }
-}
-
-/// A configuration entry as prepared: equal entries reuse their slot untouched.
-#[derive(Debug, Clone, PartialEq)]
-struct Declared {
-    kind: PluginKind,
-    /// `None` for an entry without `path`.
-    content_hash: Option<String>,
-    settings: VersionSettings,
-}
-
-/// One plugin name: its active version (if any), an optional shadow candidate, and what the
-/// configuration says about it.
-pub struct PluginSlot {
-    name: Arc<str>,
-    kind: PluginKind,
-    fail_open: AtomicBool,
-    active: ArcSwapOption<PluginVersion>,
-    shadow: ArcSwapOption<Shadow>,
-    control: Mutex<SlotControl>,
-}
-
-struct SlotControl {
-    /// The configuration entry this slot was last prepared from; `None` for a plugin only the
-    /// admin API loaded.
-    declared: Option<Declared>,
-    /// What new versions get by default: the configuration's settings for this plugin.
-    settings: VersionSettings,
-}
-
-impl PluginSlot {
-    fn new(name: &str, kind: PluginKind, settings: VersionSettings) -> Arc<Self> {
-        Arc::new(PluginSlot {
-            name: name.into(),
-            kind,
-            fail_open: AtomicBool::new(settings.fail_policy == FailPolicy::FailOpen),
-            active: ArcSwapOption::empty(),
-            shadow: ArcSwapOption::empty(),
-            control: Mutex::new(SlotControl {
-                declared: None,
-                settings,
-            }),
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn kind(&self) -> PluginKind {
-        self.kind
-    }
-
-    /// The version serving now, if one is loaded. The hot path: an atomic load and an `Arc`
-    /// clone.
-    pub fn active(&self) -> Option<Arc<PluginVersion>> {
-        self.active.load_full()
-    }
-
-    /// The shadow candidate, when this request is one it compares.
-    pub fn shadow_for_request(&self) -> Option<Arc<Shadow>> {
-        let shadow = self.shadow.load();
-        match &*shadow {
-            Some(s) if s.wants() => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    /// The shadow candidate, if any.
-    pub fn shadow(&self) -> Option<Arc<Shadow>> {
-        self.shadow.load_full()
-    }
-
-    /// The fail policy requests follow when the plugin fails or is not loaded.
-    pub fn fail_policy(&self) -> FailPolicy {
-        if self.fail_open.load(Relaxed) {
-            FailPolicy::FailOpen
-        } else {
-            FailPolicy::FailClosed
-        }
-    }
-
-    /// Whether the configuration declares this plugin (else only the admin API loaded it).
-    pub fn is_declared(&self) -> bool {
-        self.lock().declared.is_some()
-    }
-
-    /// The active version's stats (zero when none is loaded).
-    pub fn stats(&self) -> PluginStats {
-        self.active().map(|v| v.plugin.stats()).unwrap_or_default()
-    }
-
-    /// The active version's breaker (closed when none is loaded).
-    pub fn breaker_state(&self) -> BreakerState {
-        self.active()
-            .map_or(BreakerState::Closed, |v| v.plugin.breaker_state())
-    }
-
-    /// Routes with the active version (see [`Plugin::route`]).
-    pub async fn route(&self, request: &RequestHead) -> Result<Decision, PluginError> {
-        self.require()?.plugin.route(request).await
-    }
-
-    /// Judges a probe response with the active version (see [`Plugin::evaluate`]).
-    pub async fn evaluate(&self, response: &ProbeResponse) -> Result<Verdict, PluginError> {
-        self.require()?.plugin.evaluate(response).await
-    }
-
-    /// Shapes a probe request with the active version (see [`Plugin::shape_probe_request`]).
-    pub async fn shape_probe_request(
-        &self,
-        pool: &str,
-        settings: &str,
-        server: &str,
-    ) -> Result<Option<ProbeRequest>, PluginError> {
-        self.require()?
-            .plugin
-            .shape_probe_request(pool, settings, server)
-            .await
-    }
-
-    /// The active version, or the error a caller's fail policy handles.
-    pub fn require(&self) -> Result<Arc<PluginVersion>, PluginError> {
-        self.active().ok_or_else(|| PluginError::NotLoaded {
-            plugin: self.name.to_string(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SlotControl> {
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn install(&self, version: Arc<PluginVersion>) {
-        let hash = short(&version.content_hash).to_owned();
-        let previous = self.active.swap(Some(version));
-        match previous {
-            Some(p) => tracing::info!(
-                target: "wasmgate::plugin",
-                plugin = %self.name,
-                version = hash,
-                replaced = short(&p.content_hash),
-                "new version in service; requests already running finish on the old one"
-            ),
-            None => tracing::info!(
-                target: "wasmgate::plugin",
-                plugin = %self.name,
-                version = hash,
-                "plugin in service"
-            ),
-        }
-    }
-
-    fn set_declared(&self, declared: Option<Declared>) {
-        let mut control = self.lock();
-        if let Some(d) = &declared {
-            control.settings = d.settings.clone();
-            self.fail_open
-                .store(d.settings.fail_policy == FailPolicy::FailOpen, Relaxed);
-        }
-        control.declared = declared;
-    }
-}
-
-impl std::fmt::Debug for PluginSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginSlot")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("active", &self.active().map(|v| v.content_hash.clone()))
-            .finish_non_exhaustive()
-    }
-}
 
 /// Where a component for the admin API comes from.
 #[derive(Debug, Clone)]
@@ -293,7 +73,6 @@ pub struct VersionRequest {
     pub config: Option<String>,
 }
 
-/// Why an admin change was refused; nothing changed.
 /// Why a configuration's plugins could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -307,6 +86,7 @@ pub enum PrepareError {
     },
 }
 
+/// Why an admin change was refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     #[error("no plugin named {0:?}")]
@@ -836,8 +616,4 @@ pub fn content_hash(wasm: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }

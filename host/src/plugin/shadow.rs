@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::registry::PluginVersion;
 use super::samples::describe;
+use super::version::PluginVersion;
 use super::{Decision, RequestHead};
 
 /// Candidate calls running at once, per shadowed plugin.
