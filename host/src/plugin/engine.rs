@@ -12,11 +12,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::PluginError;
 use super::bindings::Plugins;
+use super::breaker::BreakerConfig;
 use super::cache::{ArtifactCache, ArtifactSource};
 use super::handle::Plugin;
 use super::host_view::HostView;
 use super::instance::StoreState;
-use super::limits::{BreakerConfig, FailPolicy, PluginLimits};
+use crate::config::{FailPolicy, PluginLimits};
 
 /// Engine-wide settings: sized for every plugin together.
 #[derive(Debug, Clone)]

@@ -16,9 +16,9 @@ use super::breaker::{Breaker, BreakerState};
 use super::engine::{PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
 use super::instance::{Answer, Call, Exports, Failure, Instance, RouterExport, StoreState};
-use super::limits::{FailPolicy, PluginLimits};
 use super::lowering::RequestHeadRef;
 use super::stats::{Counters, PluginStats};
+use crate::config::{FailPolicy, PluginLimits};
 
 /// One call in this many (per instance, from its first) is timed for the call-time histogram.
 const TIMED_EVERY: u64 = 8;

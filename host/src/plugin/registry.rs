@@ -44,11 +44,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::shadow::Shadow;
 use super::{
-    BreakerState, Decision, EngineConfig, FailPolicy, HostView, LoadReport, Plugin, PluginEngine,
-    PluginError, PluginLimits, PluginRole, PluginSpec, PluginStats, ProbeRequest, ProbeResponse,
-    RequestHead, Sample, Verdict,
+    BreakerState, Decision, EngineConfig, HostView, LoadReport, Plugin, PluginEngine, PluginError,
+    PluginRole, PluginSpec, PluginStats, ProbeRequest, ProbeResponse, RequestHead, RouterSample,
+    Verdict,
 };
-use crate::config::{Config, PluginConfig, PluginId, PluginKind};
+use crate::config::{Config, FailPolicy, PluginConfig, PluginId, PluginKind, PluginLimits, Sample};
 use crate::error::Error;
 
 /// The smallest engine: room for a few plugins loaded through the admin API besides the
@@ -736,7 +736,7 @@ impl PluginRegistry {
                 reason,
             };
             let decision = plugin
-                .route(&sample.request)
+                .route(&sample.request_head())
                 .await
                 .map_err(|e| mismatch(e.to_string()))?;
             sample.check(&decision).map_err(mismatch)?;

@@ -14,12 +14,12 @@ use http::{Request, Response, StatusCode};
 
 use super::Connection;
 use super::body::ResponseBody;
-use crate::config::PluginId;
+use crate::config::{FailPolicy, PluginId};
 use crate::error::ProxyError;
 use crate::gateway::Shared;
 use crate::plugin::{
-    Decision, FailPolicy, Header, HeaderEdit, HeaderRef, Health, HostView, Plugin, PluginError,
-    RequestHeadRef, ServerState,
+    Decision, Header, HeaderEdit, HeaderRef, Health, HostView, Plugin, PluginError, RequestHeadRef,
+    ServerState,
 };
 use crate::probe::Status;
 use crate::snapshot::{ForwardTarget, Snapshot};
