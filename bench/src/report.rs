@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 
 use clap::ValueEnum;
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::peers::Peer;
 
@@ -56,6 +58,12 @@ impl Scenario {
     }
 }
 
+impl Serialize for Scenario {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
 /// What a run measured: the backend reached directly, or one of the proxies in front of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -74,8 +82,14 @@ impl Via {
     }
 }
 
+impl Serialize for Via {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
 /// One measured run of a load scenario against one target.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct RunResult {
     pub scenario: Scenario,
     pub via: Via,
@@ -85,27 +99,39 @@ pub struct RunResult {
     pub errors: u64,
     pub reconnects: u64,
     pub first_error: Option<String>,
+    #[serde(serialize_with = "figure")]
     pub measured_s: f64,
+    #[serde(rename = "ops_per_s", serialize_with = "figure")]
     pub rate: f64,
+    #[serde(serialize_with = "figure")]
     pub p50_us: f64,
+    #[serde(serialize_with = "figure")]
     pub p90_us: f64,
+    #[serde(serialize_with = "figure")]
     pub p99_us: f64,
+    #[serde(serialize_with = "figure")]
     pub p999_us: f64,
+    #[serde(serialize_with = "figure")]
     pub max_us: f64,
     /// The proxy's CPU time (user + system, all its processes) per operation; proxy runs only.
+    #[serde(rename = "proxy_cpu_us_per_op", serialize_with = "opt_figure")]
     pub gateway_cpu_us_per_op: Option<f64>,
     /// The part of it spent in user space (the proxy's own code and its libraries).
+    #[serde(rename = "proxy_user_cpu_us_per_op", serialize_with = "opt_figure")]
     pub gateway_user_us_per_op: Option<f64>,
     /// The proxy's CPU use over the measured window, in % of one core.
+    #[serde(rename = "proxy_cpu_pct", serialize_with = "opt_figure")]
     pub gateway_cpu_pct: Option<f64>,
     /// The harness's CPU time (load generator + backend, user + system) per operation.
+    #[serde(serialize_with = "opt_figure")]
     pub harness_cpu_us_per_op: Option<f64>,
     /// The harness's own CPU use (load generator + backend), % of one core.
+    #[serde(serialize_with = "figure")]
     pub harness_cpu_pct: f64,
 }
 
 /// One round of the idle-session scenario, through one proxy.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct IdleResult {
     pub via: Via,
     pub round: u32,
@@ -116,33 +142,43 @@ pub struct IdleResult {
     pub rss_before_kib: u64,
     pub rss_open_kib: u64,
     pub rss_closed_kib: u64,
+    #[serde(serialize_with = "figure")]
     pub kib_per_session: f64,
     pub checked: usize,
     pub alive: usize,
 }
 
+#[derive(Serialize)]
 pub struct Settings {
     pub cpus: usize,
     pub rounds: u32,
+    #[serde(serialize_with = "figure")]
     pub duration_s: f64,
+    #[serde(serialize_with = "figure")]
     pub warmup_s: f64,
     pub connections: usize,
     pub ws_sessions: usize,
     pub ws_message_bytes: usize,
     pub idle_sessions: usize,
+    #[serde(serialize_with = "figure")]
     pub settle_s: f64,
     pub client_threads: usize,
     pub backend_threads: usize,
     pub source_addrs: usize,
     pub gateway: Option<String>,
     /// The gateway's worker threads (0: its default, one per core).
+    #[serde(skip)]
     pub gateway_workers: usize,
-    /// The proxies measured, in column order, with their versions.
+    /// The proxies measured, in column order, with their versions (in the JSON: an object from
+    /// proxy to version).
+    #[serde(serialize_with = "proxy_versions")]
     pub proxies: Vec<(Via, String)>,
     pub scenarios: Vec<Scenario>,
     /// How often the http-reload scenario reloads the gateway's configuration.
+    #[serde(skip)]
     pub reload_every: std::time::Duration,
     /// Whether the peers added wasmgate's forwarding fields to every request.
+    #[serde(skip)]
     pub peer_forwarding_headers: bool,
 }
 
@@ -565,98 +601,11 @@ impl Report {
         Some((ceiling / best, peer.key()))
     }
 
+    /// Every run, every idle round and the summary rows, as JSON.
     pub fn json(&self) -> String {
-        let s = &self.settings;
         let columns = self.columns();
-        let mut o = String::new();
-        o.push_str("{\n  \"settings\": {");
-        let _ = write!(
-            o,
-            "\"cpus\": {}, \"rounds\": {}, \"duration_s\": {}, \"warmup_s\": {}, \"connections\": {}, \
-             \"ws_sessions\": {}, \"ws_message_bytes\": {}, \"idle_sessions\": {}, \"settle_s\": {}, \
-             \"client_threads\": {}, \"backend_threads\": {}, \"source_addrs\": {}, \"gateway\": {}, \
-             \"proxies\": {{{}}}, \"scenarios\": [{}]",
-            s.cpus,
-            s.rounds,
-            num(s.duration_s),
-            num(s.warmup_s),
-            s.connections,
-            s.ws_sessions,
-            s.ws_message_bytes,
-            s.idle_sessions,
-            num(s.settle_s),
-            s.client_threads,
-            s.backend_threads,
-            s.source_addrs,
-            opt_str(s.gateway.as_deref()),
-            s.proxies
-                .iter()
-                .map(|(via, version)| format!("{}: {}", string(via.key()), string(version)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            s.scenarios
-                .iter()
-                .map(|sc| string(sc.key()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        o.push_str("},\n  \"runs\": [");
-        for (i, r) in self.runs.iter().enumerate() {
-            o.push_str(if i == 0 { "\n    " } else { ",\n    " });
-            let _ = write!(
-                o,
-                "{{\"scenario\": {}, \"via\": {}, \"round\": {}, \"workers\": {}, \"ops\": {}, \
-                 \"errors\": {}, \"reconnects\": {}, \"first_error\": {}, \"measured_s\": {}, \"ops_per_s\": {}, \
-                 \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \
-                 \"proxy_cpu_us_per_op\": {}, \"proxy_user_cpu_us_per_op\": {}, \"proxy_cpu_pct\": {}, \
-                 \"harness_cpu_us_per_op\": {}, \"harness_cpu_pct\": {}}}",
-                string(r.scenario.key()),
-                string(r.via.key()),
-                r.round,
-                r.workers,
-                r.ops,
-                r.errors,
-                r.reconnects,
-                opt_str(r.first_error.as_deref()),
-                num(r.measured_s),
-                num(r.rate),
-                num(r.p50_us),
-                num(r.p90_us),
-                num(r.p99_us),
-                num(r.p999_us),
-                num(r.max_us),
-                opt_num(r.gateway_cpu_us_per_op),
-                opt_num(r.gateway_user_us_per_op),
-                opt_num(r.gateway_cpu_pct),
-                opt_num(r.harness_cpu_us_per_op),
-                num(r.harness_cpu_pct),
-            );
-        }
-        o.push_str("\n  ],\n  \"idle\": [");
-        for (i, r) in self.idle.iter().enumerate() {
-            o.push_str(if i == 0 { "\n    " } else { ",\n    " });
-            let _ = write!(
-                o,
-                "{{\"via\": {}, \"round\": {}, \"requested\": {}, \"opened\": {}, \"errors\": {}, \"first_error\": {}, \
-                 \"rss_before_kib\": {}, \"rss_open_kib\": {}, \"rss_closed_kib\": {}, \
-                 \"kib_per_session\": {}, \"checked\": {}, \"alive\": {}}}",
-                string(r.via.key()),
-                r.round,
-                r.requested,
-                r.opened,
-                r.errors,
-                opt_str(r.first_error.as_deref()),
-                r.rss_before_kib,
-                r.rss_open_kib,
-                r.rss_closed_kib,
-                num(r.kib_per_session),
-                r.checked,
-                r.alive,
-            );
-        }
-        o.push_str("\n  ],\n  \"summary\": [");
-        let mut first = true;
-        let mut sections: Vec<(Scenario, Vec<Row>)> = s
+        let mut sections: Vec<(Scenario, Vec<Row>)> = self
+            .settings
             .scenarios
             .iter()
             .filter(|&&sc| sc != Scenario::Idle)
@@ -665,30 +614,85 @@ impl Report {
         if !self.idle.is_empty() {
             sections.push((Scenario::Idle, self.idle_rows()));
         }
-        for (scenario, rows) in sections {
-            for row in rows {
-                o.push_str(if first { "\n    " } else { ",\n    " });
-                first = false;
-                let values = columns
-                    .iter()
-                    .zip(&row.values)
-                    .map(|(via, v)| format!("{}: {}", string(via.key()), opt_num(*v)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let _ = write!(
-                    o,
-                    "{{\"scenario\": {}, \"metric\": {}, {values}, \"wasmgate_over_direct\": {}, \
-                     \"wasmgate_over_best_peer\": {}}}",
-                    string(scenario.key()),
-                    string(row.metric),
-                    opt_num(row.ratio_direct(&columns)),
-                    opt_num(row.ratio_best_peer(&columns)),
-                );
-            }
-        }
-        o.push_str("\n  ]\n}\n");
-        o
+        let summary: Vec<SummaryRow<'_>> = sections
+            .iter()
+            .flat_map(|(scenario, rows)| {
+                rows.iter().map(|row| SummaryRow {
+                    scenario: *scenario,
+                    row,
+                    columns: &columns,
+                })
+            })
+            .collect();
+        let json = JsonReport {
+            settings: &self.settings,
+            runs: &self.runs,
+            idle: &self.idle,
+            summary,
+        };
+        let mut out = serde_json::to_string_pretty(&json).expect("a report serialises");
+        out.push('\n');
+        out
     }
+}
+
+/// The JSON file's layout.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    settings: &'a Settings,
+    runs: &'a [RunResult],
+    idle: &'a [IdleResult],
+    summary: Vec<SummaryRow<'a>>,
+}
+
+/// A summary row as JSON: `scenario`, `metric`, one field per column (`direct`, `wasmgate`, each
+/// peer) and the two ratios.
+struct SummaryRow<'a> {
+    scenario: Scenario,
+    row: &'a Row,
+    columns: &'a [Via],
+}
+
+impl Serialize for SummaryRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.columns.len() + 4))?;
+        map.serialize_entry("scenario", &self.scenario)?;
+        map.serialize_entry("metric", self.row.metric)?;
+        for (via, value) in self.columns.iter().zip(&self.row.values) {
+            map.serialize_entry(via.key(), &value.map(rounded))?;
+        }
+        map.serialize_entry(
+            "wasmgate_over_direct",
+            &self.row.ratio_direct(self.columns).map(rounded),
+        )?;
+        map.serialize_entry(
+            "wasmgate_over_best_peer",
+            &self.row.ratio_best_peer(self.columns).map(rounded),
+        )?;
+        map.end()
+    }
+}
+
+/// Three decimals are far below the run-to-run noise; a figure that is not finite is `null`
+/// (serde_json writes it so).
+fn rounded(v: f64) -> f64 {
+    if v.is_finite() {
+        (v * 1000.0).round() / 1000.0
+    } else {
+        v
+    }
+}
+
+fn figure<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    rounded(*v).serialize(s)
+}
+
+fn opt_figure<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(rounded).serialize(s)
+}
+
+fn proxy_versions<S: Serializer>(proxies: &[(Via, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(proxies.iter().map(|(via, version)| (via.key(), version)))
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -730,45 +734,6 @@ fn fmt_mib(v: f64) -> String {
     format!("{v:.1}")
 }
 
-fn num(v: f64) -> String {
-    if v.is_finite() {
-        // Three decimals are far below the run-to-run noise.
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        "null".to_owned()
-    }
-}
-
-fn opt_num(v: Option<f64>) -> String {
-    v.map_or_else(|| "null".to_owned(), num)
-}
-
-fn opt_str(v: Option<&str>) -> String {
-    v.map_or_else(|| "null".to_owned(), string)
-}
-
-/// A JSON string literal.
-fn string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,11 +751,6 @@ mod tests {
         assert_eq!(fmt_count(999.4), "999");
         assert_eq!(fmt_count(1000.0), "1,000");
         assert_eq!(fmt_count(1234567.0), "1,234,567");
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
     }
 
     fn run(via: Via, rate: f64, cpu: Option<(f64, f64)>, harness_us: f64) -> RunResult {
@@ -876,9 +836,38 @@ mod tests {
     }
 
     #[test]
-    fn json_numbers_are_trimmed() {
-        assert_eq!(num(1.5), "1.5");
-        assert_eq!(num(2.0), "2");
-        assert_eq!(num(f64::NAN), "null");
+    fn the_json_has_every_run_and_the_summary() {
+        let mut wasmgate = run(Via::Wasmgate, 60_000.123_456, Some((15.0, 5.0)), 18.0);
+        wasmgate.first_error = Some("reset \"by\" peer\n".into());
+        let r = report(vec![
+            run(Via::Direct, 140_000.0, None, 14.0),
+            wasmgate,
+            run(Via::Peer(Peer::Nginx), 62_000.0, Some((14.0, 2.0)), 18.0),
+        ]);
+        let json: serde_json::Value = serde_json::from_str(&r.json()).expect("valid JSON");
+        assert_eq!(json["settings"]["duration_s"], 5.0);
+        assert_eq!(json["settings"]["proxies"]["nginx"], "nginx");
+        assert_eq!(json["settings"]["scenarios"][0], "http");
+        assert!(json["settings"].get("reload_every").is_none());
+        let run = &json["runs"][1];
+        assert_eq!(run["via"], "wasmgate");
+        assert_eq!(run["ops_per_s"], 60_000.123);
+        assert_eq!(run["proxy_cpu_us_per_op"], 15.0);
+        assert_eq!(run["proxy_user_cpu_us_per_op"], 5.0);
+        assert_eq!(run["first_error"], "reset \"by\" peer\n");
+        assert!(json["runs"][0]["proxy_cpu_pct"].is_null());
+        assert_eq!(json["idle"].as_array().map(Vec::len), Some(0));
+        let rate = &json["summary"][0];
+        assert_eq!(rate["scenario"], "http");
+        assert_eq!(rate["metric"], "requests/s");
+        assert_eq!(rate["direct"], 140_000.0);
+        assert_eq!(rate["nginx"], 62_000.0);
+        assert_eq!(rate["wasmgate_over_direct"], 0.429);
+        assert_eq!(rate["wasmgate_over_best_peer"], 0.968);
+        assert!(rounded(f64::NAN).is_nan());
+        assert_eq!(
+            serde_json::to_string(&Some(rounded(f64::NAN))).unwrap(),
+            "null"
+        );
     }
 }

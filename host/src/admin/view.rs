@@ -323,7 +323,8 @@ pub struct PluginView {
 
 impl PluginView {
     pub fn of(slot: &crate::plugin::PluginSlot) -> Self {
-        use crate::plugin::{BreakerState, FailPolicy};
+        use crate::config::FailPolicy;
+        use crate::plugin::BreakerState;
         let active = slot.active();
         let stats = active
             .as_ref()

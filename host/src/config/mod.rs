@@ -3,7 +3,9 @@
 //! an index, every duration is in range, every header name is valid. Errors name the field's path.
 
 pub mod builtin;
+mod certs;
 mod matchers;
+mod plugins;
 pub mod raw;
 mod validate;
 
@@ -14,7 +16,11 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
+pub use certs::{CertError, CertificateSource, TrustedRoots, provider};
 pub use matchers::{HostPattern, PathPattern};
+pub use plugins::{
+    Expected, FailPolicy, PluginConfig, PluginKind, PluginLimits, Sample, SampleRequest,
+};
 pub(crate) use validate::fmt_duration;
 
 /// Application Gateway's request timeout default (backend HTTP settings).
@@ -162,41 +168,6 @@ impl Config {
     }
 }
 
-/// What a plugin does for the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginKind {
-    Router,
-    Probe,
-}
-
-impl PluginKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::Router => "router",
-            PluginKind::Probe => "probe",
-        }
-    }
-}
-
-/// A WebAssembly plugin (`[[plugins]]`); its component is read and compiled when the gateway
-/// starts.
-#[derive(Debug, Clone)]
-pub struct PluginConfig {
-    pub name: String,
-    /// The component file, resolved against the configuration file's folder; `None` for a
-    /// plugin declared here and loaded through the admin API.
-    pub path: Option<std::path::PathBuf>,
-    pub kind: PluginKind,
-    /// Passed to the plugin's `init`.
-    pub config: String,
-    pub limits: crate::plugin::PluginLimits,
-    pub fail_policy: crate::plugin::FailPolicy,
-    /// Requests with expected decisions that every new version must pass before it serves.
-    pub samples: Vec<crate::plugin::Sample>,
-    /// The request headers a router plugin is given (`request_headers`); `None` gives all.
-    pub request_headers: Option<Vec<http::HeaderName>>,
-}
-
 fn line_col(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -237,11 +208,37 @@ pub struct Listener {
 /// rules belong to the port: listeners sharing one agree on them.
 #[derive(Debug, Clone)]
 pub struct ListenerTls {
-    pub source: crate::tls::CertificateSource,
+    pub source: CertificateSource,
     pub certificate: std::sync::Arc<rustls::sign::CertifiedKey>,
     /// No SNI match (or no SNI) fails the handshake instead of falling back.
     pub require_sni: bool,
-    pub min_version: crate::tls::TlsVersion,
+    pub min_version: TlsVersion,
+}
+
+/// The lowest TLS version an HTTPS listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+
+    pub(crate) fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            TlsVersion::Tls12 => &BOTH,
+            TlsVersion::Tls13 => &TLS13_ONLY,
+        }
+    }
 }
 
 impl Listener {
@@ -333,7 +330,7 @@ pub struct BackendSettings {
     pub probe: Option<ProbeId>,
     pub websocket_timeout: WebSocketTimeout,
     /// HTTPS backends: the roots to verify against; `None` uses the system's.
-    pub trusted_roots: Option<crate::tls::TrustedRoots>,
+    pub trusted_roots: Option<TrustedRoots>,
     /// The probe plugin judging these settings' probes: the settings' own `probe_plugin`, else
     /// their probe's.
     pub probe_plugin: Option<PluginId>,

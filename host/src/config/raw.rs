@@ -3,6 +3,8 @@
 //! Unknown fields are rejected here; every other rule lives in `super::validate`, which turns these
 //! into types that cannot hold an invalid state.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,10 +330,39 @@ pub struct RawPlugin {
     /// Requests with expected decisions every new version must answer as expected
     /// (`[[plugins.samples]]`).
     #[serde(default)]
-    pub samples: Vec<crate::plugin::RawSample>,
+    pub samples: Vec<RawSample>,
     /// The request headers a router is given (default: all).
     #[serde(default)]
     pub request_headers: Option<Vec<String>>,
+}
+
+/// A sample as written in the configuration (`[[plugins.samples]]`; the fields are described in
+/// `super::plugins`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSample {
+    pub host: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_address: Option<String>,
+    #[serde(default)]
+    pub listener: Option<String>,
+    #[serde(default)]
+    pub websocket: bool,
+    pub expect: String,
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub settings: Option<String>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::bindings::Plugins;
 use super::instance::{Call, Exports, Instance, RouterExport, StoreState};
 use super::*;
+use crate::config::PluginLimits;
 
 struct Case {
     label: &'static str,

@@ -5,7 +5,25 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
-use super::limits::BreakerConfig;
+/// When a plugin's circuit breaker opens: `failures` failed calls within `window` open it for
+/// `cool_down`, during which the plugin is not called. After the cool-down one call is let
+/// through: success closes the breaker, failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    pub failures: u32,
+    pub window: Duration,
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            window: Duration::from_secs(10),
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What the breaker does with calls right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

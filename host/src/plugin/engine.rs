@@ -10,10 +10,11 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::PluginError;
 use super::bindings::Plugins;
+use super::breaker::BreakerConfig;
 use super::cache::{ArtifactCache, ArtifactSource};
 use super::epoch::{Busy, Ticker};
 use super::instance::{Sandbox, StoreState};
-use super::limits::{BreakerConfig, FailPolicy, PluginLimits};
+use crate::config::{FailPolicy, PluginLimits};
 
 /// Engine-wide settings: sized for every plugin together.
 #[derive(Debug, Clone)]

@@ -16,9 +16,9 @@ use super::breaker::{Breaker, BreakerState};
 use super::engine::{LoadReport, PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
 use super::instance::{Answer, Call, Exports, Failure, Instance, RouterExport, StoreState};
-use super::limits::{FailPolicy, PluginLimits};
 use super::lowering::RequestHeadRef;
 use super::stats::{Counters, PluginStats};
+use crate::config::{FailPolicy, PluginLimits};
 
 impl PluginEngine {
     /// Compiles (off the async threads, or from the cache), links, creates a first instance

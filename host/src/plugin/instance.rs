@@ -17,9 +17,9 @@ use super::bindings::wasmgate::plugin::types::{
 use super::bindings::wasmgate::plugin::{host, types};
 use super::epoch::LongCalls;
 use super::host_view::HostView;
-use super::limits::PluginLimits;
 use super::lowering::{PackedHeadRef, RequestHeadRef};
 use super::output::{GuestOutput, Stream};
+use crate::config::PluginLimits;
 
 /// Everything a plugin's `Store` holds.
 pub(crate) struct StoreState {

@@ -21,22 +21,24 @@
 //!   one (or creates one, running `init`), arms its deadline, calls, and puts it back. A call that
 //!   fails in any way (trap, deadline, memory limit) drops its instance: a trapped instance may
 //!   hold half-updated state and is never entered again; the next call gets a fresh one.
-//! - Limits per plugin ([`PluginLimits`]): time per call, counted in epoch ticks spent running;
-//!   memory, table elements, core instances, memories and tables per instance, through
-//!   `StoreLimits`. Defaults: 20 ms per call, 1 s for `init`, 128 MiB per memory.
+//! - Limits per plugin ([`PluginLimits`](crate::config::PluginLimits)): time per call, counted
+//!   in epoch ticks spent running; memory, table elements, core instances, memories and tables
+//!   per instance, through `StoreLimits`. Defaults: 20 ms per call, 1 s for `init`, 128 MiB per
+//!   memory.
 //! - A circuit breaker per plugin ([`BreakerConfig`], [`BreakerState`]): `failures` failures
 //!   within `window` stop calls for `cool_down`, then one trial call closes or reopens it.
-//! - Failures come back as [`PluginError`]; the caller applies the plugin's [`FailPolicy`]
-//!   (`fail_closed`: a 5xx; `fail_open`: the native rules). Decisions are checked against the WIT
-//!   contract here ([`check_decision`]); whether the pools and settings they name exist is checked
-//!   by the caller, which reports a bad one with [`Plugin::report_invalid_decision`].
+//! - Failures come back as [`PluginError`]; the caller applies the plugin's
+//!   [`FailPolicy`](crate::config::FailPolicy) (`fail_closed`: a 5xx; `fail_open`: the native
+//!   rules). Decisions are checked against the WIT contract here ([`check_decision`]); whether
+//!   the pools and settings they name exist is checked by the caller, which reports a bad one
+//!   with [`Plugin::report_invalid_decision`].
 //! - [`PluginStats`]: calls, failures by kind, breaker refusals, instances created and discarded,
 //!   call-time p50/p99 from a lock-free log-linear histogram.
 //! - [`PluginRegistry`] (`registry.rs`): the gateway's plugins while it runs — one slot per name
 //!   holding the active version behind an `ArcSwap` (read once per request, no lock), an optional
 //!   [`Shadow`] candidate, `prepare`/`commit` for a new configuration, and the admin operations
 //!   (load, replace, unload, shadow, promote), each new version checked against the plugin's
-//!   [`Sample`]s before it serves.
+//!   [`Sample`](crate::config::Sample)s before it serves.
 //! - The proxy lowers a [`RequestHeadRef`] (`lowering.rs`): the request head borrowed from the
 //!   hyper request, with only the headers the plugin's `request_headers` names.
 //!
@@ -88,7 +90,6 @@ mod error;
 mod handle;
 mod host_view;
 mod instance;
-mod limits;
 mod lowering;
 mod output;
 mod registry;
@@ -107,19 +108,18 @@ pub use bindings::wasmgate::plugin::types::{
     Decision, DirectResponse, Forward, Header, HeaderEdit, Health, LogLevel, ProbeRequest,
     ProbeResponse, Redirect, RequestHead, ServerState, Verdict,
 };
-pub use breaker::BreakerState;
+pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::ArtifactSource;
 pub use engine::{EngineConfig, LoadReport, PluginEngine, PluginRole, PluginSpec};
 pub use error::PluginError;
 pub use handle::{MAX_DIRECT_BODY, MAX_HEADERS, MAX_REASON, Plugin, check_decision};
 pub use host_view::{HostView, NoPools, StaticPools};
-pub use limits::{BreakerConfig, FailPolicy, PluginLimits};
 pub use lowering::{HeaderRef, PackedHeadRef, RequestHeadRef, format_addr};
 pub use registry::{
     ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginRegistry, PrepareError,
     PreparedPlugins, VersionRequest, content_hash,
 };
-pub use samples::{Expected, RawSample, Sample, describe};
+pub use samples::{RouterSample, describe};
 pub use shadow::{Disagreement, Shadow, ShadowReport};
 pub use slot::PluginSlot;
 pub use stats::PluginStats;

@@ -44,7 +44,9 @@ use arc_swap::ArcSwap;
 use super::shadow::Shadow;
 use super::slot::{Declared, PluginSlot};
 use super::version::{PluginVersion, VersionSettings, short};
-use super::{EngineConfig, HostView, PluginEngine, PluginError, PluginRole, PluginSpec};
+use super::{
+    EngineConfig, HostView, PluginEngine, PluginError, PluginRole, PluginSpec, RouterSample,
+};
 use crate::config::{Config, PluginConfig, PluginId, PluginKind};
 
 /// The smallest engine: room for a few plugins loaded through the admin API besides the
@@ -530,7 +532,7 @@ impl PluginRegistry {
                 reason,
             };
             let decision = plugin
-                .route(&sample.request)
+                .route(&sample.request_head())
                 .await
                 .map_err(|e| mismatch(e.to_string()))?;
             sample.check(&decision).map_err(mismatch)?;

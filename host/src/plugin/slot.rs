@@ -9,10 +9,10 @@ use arc_swap::ArcSwapOption;
 use super::shadow::Shadow;
 use super::version::{PluginVersion, VersionSettings, short};
 use super::{
-    BreakerState, Decision, FailPolicy, PluginError, PluginStats, ProbeRequest, ProbeResponse,
-    RequestHead, Verdict,
+    BreakerState, Decision, PluginError, PluginStats, ProbeRequest, ProbeResponse, RequestHead,
+    Verdict,
 };
-use crate::config::PluginKind;
+use crate::config::{FailPolicy, PluginKind};
 
 /// A configuration entry as prepared: equal entries reuse their slot untouched.
 #[derive(Debug, Clone, PartialEq)]

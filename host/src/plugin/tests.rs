@@ -899,7 +899,8 @@ mod registry {
     //! nothing live changes before it.
 
     use super::*;
-    use crate::config::{Config, PluginId};
+    use crate::config::raw::RawSample;
+    use crate::config::{Config, PluginId, Sample};
 
     fn canary(pool: &str) -> String {
         format!(

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{FailPolicy, LoadReport, Plugin, PluginLimits, Sample};
+use super::{LoadReport, Plugin};
+use crate::config::{FailPolicy, PluginLimits, Sample};
 
 /// One loaded version of a plugin.
 pub struct PluginVersion {

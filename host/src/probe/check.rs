@@ -16,10 +16,8 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::evaluate::{Evaluator, ProbeResponse};
 use super::state::ProbeResult;
-use crate::config::fmt_duration;
-use crate::plugin::{
-    FailPolicy, Header, PluginSlot, ProbeRequest, ProbeResponse as PluginProbeResponse,
-};
+use crate::config::{FailPolicy, fmt_duration};
+use crate::plugin::{Header, PluginSlot, ProbeRequest, ProbeResponse as PluginProbeResponse};
 use crate::upstream::{ConnectError, RequestBody, Upstream};
 
 /// Sent with every probe, so backends can tell probes from traffic.

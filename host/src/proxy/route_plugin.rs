@@ -15,10 +15,8 @@ use http::{Request, Response, StatusCode};
 use super::Connection;
 use super::ProxyError;
 use super::body::ResponseBody;
-use crate::config::PluginId;
-use crate::plugin::{
-    Decision, FailPolicy, Header, HeaderEdit, HeaderRef, Plugin, PluginError, RequestHeadRef,
-};
+use crate::config::{FailPolicy, PluginId};
+use crate::plugin::{Decision, Header, HeaderEdit, HeaderRef, Plugin, PluginError, RequestHeadRef};
 use crate::snapshot::{ForwardTarget, Snapshot};
 
 /// What a router plugin decided, as the proxy carries it out.

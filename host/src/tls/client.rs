@@ -8,50 +8,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 
-/// The settings' `trusted_root_certificates`: the files and the certificates read from them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TrustedRoots {
-    pub files: Vec<PathBuf>,
-    pub certificates: Vec<CertificateDer<'static>>,
-    fingerprint: u64,
-}
-
-impl fmt::Debug for TrustedRoots {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TrustedRoots")
-            .field("files", &self.files)
-            .field("certificates", &self.certificates.len())
-            .finish()
-    }
-}
-
-impl TrustedRoots {
-    pub fn load(files: Vec<PathBuf>) -> Result<Self, super::CertError> {
-        let certificates = super::certs::load_roots(&files)?;
-        let mut h = std::hash::DefaultHasher::new();
-        certificates.hash(&mut h);
-        Ok(Self {
-            files,
-            certificates,
-            fingerprint: h.finish(),
-        })
-    }
-
-    /// Identifies the set of roots: upstream connections verified against different roots
-    /// must not share a pool.
-    pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
-    }
-}
+use crate::config::TrustedRoots;
 
 /// The client configuration for backends verified against `roots` (`None`: the system's).
 /// Configurations are shared per set of roots, so their session caches are too (resumption).

@@ -15,8 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, crypto::ring::Ticketer};
 use tokio_rustls::TlsAcceptor;
 
-use super::{CertError, CertificateSource, TlsVersion};
-use crate::config::HostPattern;
+use crate::config::{CertError, CertificateSource, HostPattern, TlsVersion};
 
 /// Sessions remembered for resumption by session id (TLS 1.2); TLS 1.3 resumes with tickets.
 const SESSION_CACHE: usize = 8192;

@@ -1,16 +1,29 @@
 //! Certificates and keys from disk: a PEM chain with its PEM key, or a PKCS#12 (.pfx) bundle as
-//! Application Gateway configurations carry them. Loading checks what would otherwise fail at the
-//! first handshake: the key must match the certificate, and the certificate must not have expired.
-//! Every error names the file.
+//! Application Gateway configurations carry them, and the PEM roots backend settings trust.
+//! Validation reads them, so a bad file is a configuration error naming the field; loading checks
+//! what would otherwise fail at the first handshake: the key must match the certificate, and the
+//! certificate must not have expired. Every error names the file.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use x509_cert::der::Decode;
+
+/// The one crypto provider every TLS configuration of the gateway uses (ring; `crate::tls` says
+/// why). Keys are loaded with it here, so a key it cannot use is refused at validation.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
 
 /// Where an HTTPS listener's certificate comes from. Paths are absolute (resolved against the
 /// configuration file's folder), so a reload reads the same files whatever the working directory.
@@ -101,7 +114,7 @@ impl CertificateSource {
             }
         };
         check_not_expired(&chain[0], cert_file)?;
-        let provider = super::provider();
+        let provider = provider();
         let signing_key = provider
             .key_provider
             .load_private_key(private)
@@ -128,8 +141,44 @@ impl CertificateSource {
     }
 }
 
+/// The settings' `trusted_root_certificates`: the files and the certificates read from them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrustedRoots {
+    pub files: Vec<PathBuf>,
+    pub certificates: Vec<CertificateDer<'static>>,
+    fingerprint: u64,
+}
+
+impl fmt::Debug for TrustedRoots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustedRoots")
+            .field("files", &self.files)
+            .field("certificates", &self.certificates.len())
+            .finish()
+    }
+}
+
+impl TrustedRoots {
+    pub fn load(files: Vec<PathBuf>) -> Result<Self, CertError> {
+        let certificates = load_roots(&files)?;
+        let mut h = std::hash::DefaultHasher::new();
+        certificates.hash(&mut h);
+        Ok(Self {
+            files,
+            certificates,
+            fingerprint: h.finish(),
+        })
+    }
+
+    /// Identifies the set of roots: upstream connections verified against different roots
+    /// must not share a pool.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
 /// Reads PEM root certificates (every certificate in every file) for backend verification.
-pub fn load_roots(files: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+fn load_roots(files: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let mut roots = Vec::new();
     for file in files {
         let pem = read(file)?;

@@ -1,0 +1,140 @@
+//! `[[plugins]]`: kind, component file, fail policy, samples, request headers and limits; and
+//! `[plugin_engine]`, the settings all plugins share.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Result;
+use super::units::opt_duration;
+use crate::config::raw::{RawPlugin, RawPluginEngine};
+use crate::config::*;
+
+pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
+    let kind = match raw.kind.as_str() {
+        "router" => PluginKind::Router,
+        "probe" => PluginKind::Probe,
+        other => {
+            return Err(ConfigError::new(
+                format!("{path}.kind"),
+                format!("unknown kind {other:?}; expected \"router\" or \"probe\""),
+            ));
+        }
+    };
+    let fail_policy = match raw.fail_policy.as_deref() {
+        None | Some("fail_closed") => FailPolicy::FailClosed,
+        Some("fail_open") => FailPolicy::FailOpen,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.fail_policy"),
+                format!("unknown fail policy {other:?}; expected \"fail_closed\" or \"fail_open\""),
+            ));
+        }
+    };
+    let file = raw.path.as_ref().map(|p| base.join(p));
+    // Read now, so a missing or unreadable component is a configuration error naming the
+    // plugin and the file rather than a failure halfway through starting.
+    if let Some(file) = &file
+        && let Err(e) = std::fs::File::open(file)
+    {
+        return Err(ConfigError::new(
+            format!("{path}.path"),
+            format!("plugin {:?}: cannot read {}: {e}", raw.name, file.display()),
+        ));
+    }
+    if kind != PluginKind::Router && !raw.samples.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.samples"),
+            "samples are requests with expected routing decisions: only router plugins take them",
+        ));
+    }
+    let samples = raw
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Sample::validate(s).map_err(|(field, why)| {
+                ConfigError::new(format!("{path}.samples[{i}].{field}"), why)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if kind != PluginKind::Router && raw.request_headers.is_some() {
+        return Err(ConfigError::new(
+            format!("{path}.request_headers"),
+            "only router plugins are given request headers",
+        ));
+    }
+    let request_headers = raw
+        .request_headers
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                        ConfigError::new(
+                            format!("{path}.request_headers[{i}]"),
+                            format!("{n:?} is not a valid header name"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let mut limits = PluginLimits::default();
+    if let Some(l) = &raw.limits {
+        limits.call_timeout = opt_duration(
+            &format!("{path}.limits.call_timeout"),
+            &l.call_timeout,
+            limits.call_timeout,
+            Duration::from_secs(60),
+        )?;
+        if let Some(mb) = l.max_memory_mb {
+            if !(1..=4096).contains(&mb) {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.max_memory_mb"),
+                    format!("{mb} is out of range; it must be from 1 to 4096"),
+                ));
+            }
+            limits.max_memory_bytes = (mb as usize) << 20;
+        }
+        if let Some(n) = l.max_concurrency {
+            if !(1..=1000).contains(&n) {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.max_concurrency"),
+                    format!("{n} is out of range; it must be from 1 to 1000"),
+                ));
+            }
+            limits.max_concurrency = n as usize;
+        }
+    }
+    Ok(PluginConfig {
+        name: raw.name.clone(),
+        path: file,
+        kind,
+        config: raw.config.clone().unwrap_or_default(),
+        limits,
+        fail_policy,
+        samples,
+        request_headers,
+    })
+}
+
+/// `[plugin_engine]`: where compiled components are kept, and the instances alive at once.
+pub(super) fn plugin_engine(
+    raw: Option<&RawPluginEngine>,
+    base: &Path,
+) -> Result<(Option<PathBuf>, Option<u32>)> {
+    let cache_dir = raw.and_then(|e| e.cache_dir.as_ref()).map(|d| base.join(d));
+    let max_instances = match raw.and_then(|e| e.max_instances) {
+        None => None,
+        Some(n @ 1..=10_000) => Some(n as u32),
+        Some(n) => {
+            return Err(ConfigError::new(
+                "plugin_engine.max_instances",
+                format!("{n} is out of range; it must be from 1 to 10000"),
+            ));
+        }
+    };
+    Ok((cache_dir, max_instances))
+}
