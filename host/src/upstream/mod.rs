@@ -697,7 +697,7 @@ mod tests {
     #[tokio::test]
     async fn a_sweep_closes_an_idle_connection_the_server_closed() {
         let (upstream, server) = pooled(true).await;
-        let swept = tokio::time::timeout(Duration::from_secs(2), async {
+        let swept = tokio::time::timeout(Duration::from_secs(30), async {
             while idle(&upstream) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 upstream.sweep();
