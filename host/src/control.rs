@@ -56,6 +56,7 @@ struct RunningSocket {
 
 /// What a configuration reload changed.
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReloadReport {
     /// Sockets bound by this reload, with the listeners on them.
     pub sockets_added: Vec<String>,

@@ -298,7 +298,7 @@ async fn refused_uploads_leave_the_running_version_serving() {
     let before = api(&gw, Method::GET, "/api/plugins/canary", Bytes::new())
         .await
         .expect("view");
-    let hash = before["content_hash"].as_str().expect("hash").to_owned();
+    let hash = before["contentHash"].as_str().expect("hash").to_owned();
     let wasm = canary_wasm();
     let probe = std::fs::read(plugin_path("example-json-health-probe")).expect("component");
     let panic = std::fs::read(plugin_path("fixture-init-panic")).expect("component");
@@ -400,7 +400,7 @@ async fn refused_uploads_leave_the_running_version_serving() {
             .await
             .expect("view");
         assert_eq!(
-            now["content_hash"],
+            now["contentHash"],
             hash.as_str(),
             "{what}: version untouched"
         );
@@ -485,7 +485,7 @@ async fn plugins_declared_without_a_component_and_admin_only_plugins() {
         .expect("list");
     assert_eq!(list[1]["name"], "later");
     assert_eq!(list[1]["state"], "not_loaded");
-    assert_eq!(list[1]["in_config"], true);
+    assert_eq!(list[1]["inConfig"], true);
     assert_routed(other, "app", "/", "native", "not loaded, fail_open").await;
 
     // Loaded with the configuration's `config` (everything to `b`).
@@ -507,7 +507,7 @@ async fn plugins_declared_without_a_component_and_admin_only_plugins() {
     let view = api(&gw, Method::POST, &q, canary_wasm())
         .await
         .expect("load spare");
-    assert_eq!(view["in_config"], false);
+    assert_eq!(view["inConfig"], false);
     let list = api(&gw, Method::GET, "/api/plugins", Bytes::new())
         .await
         .expect("list");
@@ -557,7 +557,7 @@ async fn shadow_mode_counts_agreement_and_promote_puts_the_candidate_in_service(
     }
     let report = eventually_json(&gw, |v| {
         let s = &v["shadow"];
-        s["compared"].as_u64().unwrap_or(0) + s["candidate_errors"].as_u64().unwrap_or(0) >= 40
+        s["compared"].as_u64().unwrap_or(0) + s["candidateErrors"].as_u64().unwrap_or(0) >= 40
     })
     .await;
     let s = &report["shadow"];
@@ -570,7 +570,7 @@ async fn shadow_mode_counts_agreement_and_promote_puts_the_candidate_in_service(
         (Some(40), Some(30), Some(10)),
         "{s:#}"
     );
-    assert_eq!(s["candidate_errors"], 0);
+    assert_eq!(s["candidateErrors"], 0);
     assert_eq!(s["dropped"], 0);
     let examples = s["disagreements"].as_array().expect("examples");
     assert_eq!(examples.len(), 10);

@@ -396,10 +396,10 @@ async fn hostile_routers_are_contained_by_their_fail_policy() {
     assert_eq!(lost_view["kind"], "router");
     assert_eq!(lost_view["breaker"], "open", "{lost_view}");
     assert!(
-        lost_view["invalid_decisions"].as_u64() >= Some(5),
+        lost_view["invalidDecisions"].as_u64() >= Some(5),
         "{lost_view}"
     );
-    assert_eq!(lost_view["content_hash"].as_str().map(str::len), Some(64));
+    assert_eq!(lost_view["contentHash"].as_str().map(str::len), Some(64));
     let closed_view = plugins
         .as_array()
         .and_then(|a| a.iter().find(|p| p["name"] == "loop-closed"))

@@ -226,22 +226,22 @@ fn table(list: &[serde_json::Value]) -> String {
     let rows: Vec<([String; 9], String)> = list
         .iter()
         .map(|p| {
-            let version = p["content_hash"]
+            let version = p["contentHash"]
                 .as_str()
                 .map_or("-".to_owned(), |h| h[..h.len().min(12)].to_owned());
-            let p99 = p["call_p99_us"]
+            let p99 = p["callP99Us"]
                 .as_u64()
                 .map_or("-".to_owned(), |us| format!("{us} µs"));
             let shadow = match p.get("shadow") {
                 Some(s) if !s.is_null() => format!(
                     "shadow {}: {} compared, {} agreed, {} disagreed, {} candidate errors",
-                    s["content_hash"]
+                    s["contentHash"]
                         .as_str()
                         .map_or("", |h| &h[..h.len().min(12)]),
                     s["compared"],
                     s["agreed"],
                     s["disagreed"],
-                    s["candidate_errors"]
+                    s["candidateErrors"]
                 ),
                 _ => String::new(),
             };
@@ -251,7 +251,7 @@ fn table(list: &[serde_json::Value]) -> String {
                     text(&p["kind"]),
                     text(&p["state"]),
                     version,
-                    text(&p["loaded_at"]),
+                    text(&p["loadedAt"]),
                     text(&p["calls"]),
                     text(&p["errors"]),
                     p99,

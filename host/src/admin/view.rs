@@ -288,6 +288,7 @@ fn short_time(t: &str) -> String {
 /// One plugin as `GET /api/plugins` shows it: its active version's identity and stats, and a
 /// shadow candidate's comparison when one runs.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PluginView {
     pub name: String,
     /// "router" or "probe".

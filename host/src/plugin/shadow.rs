@@ -43,6 +43,7 @@ struct Counts {
 
 /// One request on which the candidate decided otherwise.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Disagreement {
     /// RFC 3339, UTC.
     pub at: String,
@@ -54,6 +55,7 @@ pub struct Disagreement {
 
 /// The comparison so far.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ShadowReport {
     pub content_hash: String,
     pub loaded_at: String,
