@@ -70,8 +70,8 @@ pub struct ReloadReport {
 }
 
 /// New sockets bound for a snapshot, not yet serving.
-struct Bound {
-    listener: listener::Bound,
+struct NewSocket {
+    listener: listener::BoundSocket,
     handle: Arc<SocketHandle>,
     key: SocketKey,
 }
@@ -91,7 +91,7 @@ fn bind_frontend(
     snapshot: &Snapshot,
     frontend: usize,
     workers: usize,
-) -> Result<listener::Bound, Error> {
+) -> Result<listener::BoundSocket, Error> {
     let f = &snapshot.frontends[frontend];
     let error = |source| Error::Bind {
         listener: snapshot.config.listener(f.listeners[0]).name.clone(),
@@ -129,7 +129,7 @@ impl Control {
         plugins.commit(prepared);
         let mut bound = Vec::with_capacity(snapshot.frontends.len());
         for i in 0..snapshot.frontends.len() {
-            bound.push(Bound {
+            bound.push(NewSocket {
                 listener: bind_frontend(&snapshot, i, workers.count())?,
                 handle: SocketHandle::new(i, None),
                 key: snapshot.frontends[i].key.clone(),
@@ -285,7 +285,7 @@ impl Control {
                 listener.local_addr(),
                 listener_names(&snapshot, i).join(", ")
             ));
-            fresh.push(Bound {
+            fresh.push(NewSocket {
                 listener,
                 handle: SocketHandle::new(id, None),
                 key: f.key.clone(),
@@ -385,7 +385,7 @@ impl Control {
     }
 
     /// Starts the accept loops of newly bound sockets.
-    fn serve(&self, state: &mut ControlState, bound: Vec<Bound>) {
+    fn serve(&self, state: &mut ControlState, bound: Vec<NewSocket>) {
         let snapshot = self.plane.snapshot.load();
         for b in bound {
             let local = b.listener.local_addr();

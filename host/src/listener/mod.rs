@@ -30,12 +30,12 @@ use crate::client_io::{ClientIo, ClientStream};
 /// The sockets of one listening address: one per [worker](crate::workers), all bound to the same
 /// address with SO_REUSEPORT, so that the kernel spreads new connections over the workers.
 #[derive(Debug)]
-pub struct Bound {
+pub struct BoundSocket {
     sockets: Vec<std::net::TcpListener>,
     local: SocketAddr,
 }
 
-impl Bound {
+impl BoundSocket {
     /// The bound address (with the port the system chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
@@ -47,7 +47,7 @@ impl Bound {
 /// listen on one port and the kernel spreads new connections over all of them, for more
 /// connections than one process's open-file limit allows. A port held by a socket without
 /// SO_REUSEPORT, or by another user's, still fails to bind.
-pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Bound> {
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<BoundSocket> {
     let first = bind_with(addr, true)?;
     // Port 0 asks for any port: the other workers' sockets take the one given to the first.
     let local = first.local_addr()?;
@@ -55,7 +55,7 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Bound> {
     for _ in 1..workers {
         sockets.push(bind_with(local, true)?);
     }
-    Ok(Bound { sockets, local })
+    Ok(BoundSocket { sockets, local })
 }
 
 /// One socket without port sharing: for the admin API, whose answers describe one process.
@@ -113,17 +113,17 @@ impl SocketHandle {
     }
 }
 
-/// The HTTP servers of one socket, configured from the snapshot's limits and cloned per
+/// hyper's connection builders of one socket, configured from the snapshot's limits and cloned per
 /// connection.
 #[derive(Clone)]
-struct Servers {
+struct HttpBuilders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     /// How long a client may take to start (and finish) its TLS handshake.
     handshake_timeout: Duration,
 }
 
-impl Servers {
+impl HttpBuilders {
     fn new(limits: &crate::config::Limits) -> Self {
         let mut http1 = http1::Builder::new();
         http1
@@ -154,7 +154,7 @@ impl Servers {
 /// the connections it accepted. The returned task completes once every worker has stopped
 /// accepting.
 pub fn serve_socket(
-    bound: Bound,
+    bound: BoundSocket,
     socket: Arc<SocketHandle>,
     plane: Arc<DataPlane>,
     workers: &Arc<Workers>,
@@ -217,7 +217,7 @@ async fn accept_loop(
     slots: busy::Slots,
 ) {
     let mut limits = plane.snapshot.load().config.limits;
-    let mut servers = Servers::new(&limits);
+    let mut builders = HttpBuilders::new(&limits);
     // A TCP connection's local port is its listener's: read once here, not once per connection.
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     let forwarded_port = HeaderValue::from(local_port);
@@ -245,7 +245,7 @@ async fn accept_loop(
         let scheme = snapshot.frontends[frontend].protocol;
         if snapshot.config.limits != limits {
             limits = snapshot.config.limits;
-            servers = Servers::new(&limits);
+            builders = HttpBuilders::new(&limits);
         }
         drop(snapshot);
         let tls = match scheme {
@@ -272,7 +272,7 @@ async fn accept_loop(
             scheme,
             tls,
             plane.clone(),
-            servers.clone(),
+            builders.clone(),
         ));
         tokio::spawn(async move {
             let _slot = slot;
@@ -291,7 +291,7 @@ async fn serve(
     scheme: Protocol,
     tls: Option<Arc<ServerTls>>,
     plane: Arc<DataPlane>,
-    servers: Servers,
+    builders: HttpBuilders,
 ) {
     let _guard = plane.track();
     // Inherited from the listening socket on Linux (see `bind_with`).
@@ -308,10 +308,10 @@ async fn serve(
         sni: std::sync::OnceLock::new(),
     });
     match tls {
-        None => serve_http1(stream, conn, &socket, &servers.http1, Handler::Proxy).await,
+        None => serve_http1(stream, conn, &socket, &builders.http1, Handler::Proxy).await,
         // TLS (and HTTP/2 behind it) carries much larger state than plain HTTP/1.1: boxed, so
         // that a plain connection's task does not carry its size.
-        Some(tls) => Box::pin(serve_tls(stream, conn, &socket, tls, servers)).await,
+        Some(tls) => Box::pin(serve_tls(stream, conn, &socket, tls, builders)).await,
     }
 }
 
@@ -320,20 +320,20 @@ async fn serve_tls(
     conn: Arc<Connection>,
     socket: &SocketHandle,
     tls: Arc<ServerTls>,
-    servers: Servers,
+    builders: HttpBuilders,
 ) {
     let client = conn.client;
     // A TLS connection opens with a handshake record (RFC 8446 §5.1, content type 22); anything
     // else is most likely plain HTTP sent to the HTTPS port, which gets its 400 in plain text.
     let mut first = [0u8; 1];
-    match tokio::time::timeout(servers.handshake_timeout, stream.peek(&mut first)).await {
+    match tokio::time::timeout(builders.handshake_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1..)) if first[0] == 0x16 => {}
         Ok(Ok(1..)) => {
             return serve_http1(
                 stream,
                 conn,
                 socket,
-                &servers.http1,
+                &builders.http1,
                 Handler::PlainHttpOnTlsPort,
             )
             .await;
@@ -342,7 +342,7 @@ async fn serve_tls(
         _ => return,
     }
     let accepted =
-        tokio::time::timeout(servers.handshake_timeout, tls.acceptor().accept(stream)).await;
+        tokio::time::timeout(builders.handshake_timeout, tls.acceptor().accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -359,9 +359,9 @@ async fn serve_tls(
         let _ = conn.sni.set(name.into());
     }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_http2(stream, conn, socket, &servers.http2).await
+        serve_http2(stream, conn, socket, &builders.http2).await
     } else {
-        serve_http1(stream, conn, socket, &servers.http1, Handler::Proxy).await
+        serve_http1(stream, conn, socket, &builders.http1, Handler::Proxy).await
     }
 }
 

@@ -752,7 +752,10 @@ async fn repeated_failures_open_the_breaker_until_its_cool_down_ends() {
         }
     })
     .await;
-    assert!(waited.is_ok(), "the breaker half-opens once its cool-down ends");
+    assert!(
+        waited.is_ok(),
+        "the breaker half-opens once its cool-down ends"
+    );
     assert!(
         trap.route(&request("a", "/", &[])).await.is_ok(),
         "the trial call succeeds"
