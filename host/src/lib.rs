@@ -4,9 +4,7 @@
 //! immutable [`snapshot::Snapshot`] and publishes it; the data plane only reads it.
 
 pub mod admin;
-pub mod arm;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod gather;
