@@ -4,12 +4,10 @@
 //! immutable [`snapshot::Snapshot`] and publishes it; the data plane only reads it.
 
 pub mod admin;
-pub mod arm;
 pub mod client_io;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod gather;

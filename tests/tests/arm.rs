@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use wasmgate::arm::{self, Binding, ImportError, ImportOptions, Imported, PortBinding};
+use wasmgate_arm::{self as arm, Binding, ImportError, ImportOptions, Imported, PortBinding};
 use wasmgate_tests::tls::{HttpsBackend, Pki, client_config, https_get, presented, tls_connect};
 use wasmgate_tests::{
     HttpBackend, ProbeAnswer, assert_routed, eventually, free_ports, get, get_with, listener_addr,

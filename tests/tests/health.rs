@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::Message;
 use wasmgate::Config;
+use wasmgate::admin::BackendHealth;
 use wasmgate::admin::view::ServerHealth;
-use wasmgate::admin::{BackendHealth, client};
 use wasmgate::probe::Status;
+use wasmgate_cli::admin::client;
 use wasmgate_tests::config::{listener, settings, single_route};
 use wasmgate_tests::ws::{close_with, round_trip, ws_open};
 use wasmgate_tests::*;

@@ -12,9 +12,9 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use wasmgate::admin::client::{ClientError, call};
 use wasmgate::admin::plugins::percent_encode;
 use wasmgate::config::Config;
+use wasmgate_cli::admin::client::{ClientError, call};
 use wasmgate_tests::config::{basic_rule, listener, pool, settings};
 use wasmgate_tests::*;
 

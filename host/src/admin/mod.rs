@@ -5,8 +5,6 @@
 //! `Authorization: Bearer <token>` (compared in constant time), and a token is required to bind
 //! anything else.
 
-pub mod client;
-pub mod plugin_client;
 pub mod plugins;
 pub mod view;
 

@@ -1,14 +1,14 @@
 //! `wasmgate plugin load|replace|unload|list|shadow|promote`: the plugin endpoints of a running
-//! gateway's admin API ([`super::plugins`]), from the command line.
+//! gateway's admin API ([`wasmgate::admin::plugins`]), from the command line.
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::Method;
+use wasmgate::admin::PLUGINS_PATH;
+use wasmgate::admin::plugins::{PREFIX, percent_encode};
 
-use super::PLUGINS_PATH;
 use super::client::{ClientError, call, call_within};
-use super::plugins::{PREFIX, percent_encode};
 
 /// How long a plugin command waits for the admin API's answer.
 pub const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -261,5 +261,5 @@ fn table(list: &[serde_json::Value]) -> String {
             )
         })
         .collect();
-    super::view::text_table(&HEAD, "SHADOW", &rows, "(no plugins)")
+    wasmgate::admin::view::text_table(&HEAD, "SHADOW", &rows, "(no plugins)")
 }

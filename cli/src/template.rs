@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::{Binding, ImportError, ImportOptions, Imported, PortBinding};
+use wasmgate_arm::{Binding, ImportError, ImportOptions, Imported, PortBinding};
 
 /// Options for reading an ARM template.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -24,7 +24,7 @@ pub struct TemplateArgs {
     pub bind: Option<IpAddr>,
     /// Bind one template frontend port elsewhere: PORT=IP, PORT=IP:PORT or PORT=PORT
     /// (repeatable; port 0 picks a free port).
-    #[arg(long = "bind-port", value_name = "PORT=ADDRESS", value_parser = super::parse_bind_port)]
+    #[arg(long = "bind-port", value_name = "PORT=ADDRESS", value_parser = wasmgate_arm::parse_bind_port)]
     pub bind_port: Vec<(u16, PortBinding)>,
 }
 
@@ -72,8 +72,11 @@ pub fn import(
         ),
         None => (PathBuf::from("."), stem_of(template)),
     };
-    let imported =
-        super::import(&args.options(template, base, PathBuf::from(format!("{stem}.certs"))))?;
+    let imported = wasmgate_arm::import(&args.options(
+        template,
+        base,
+        PathBuf::from(format!("{stem}.certs")),
+    ))?;
     warn(&imported);
     match output {
         Some(out) => std::fs::write(out, &imported.toml).map_err(|e| ImportError::Read {
@@ -150,7 +153,7 @@ fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
 /// When `path` is a template (`.json`), imports it into a fresh temporary folder and returns
 /// the generated configuration file; a TOML path gives `None`.
 pub fn materialize(path: &Path, args: &TemplateArgs) -> Result<Option<Materialized>, ImportError> {
-    if !super::is_template(path) {
+    if !wasmgate_arm::is_template(path) {
         return Ok(None);
     }
     use std::os::unix::fs::DirBuilderExt;
@@ -175,7 +178,7 @@ pub fn materialize(path: &Path, args: &TemplateArgs) -> Result<Option<Materializ
     let mut watched = vec![path.to_path_buf()];
     watched.extend(args.parameters.clone());
     let mut seen = stamps(&watched);
-    let imported = super::import(&options)?;
+    let imported = wasmgate_arm::import(&options)?;
     warn(&imported);
     replace_file(&guard.config_path, &imported.toml).map_err(|e| ImportError::Read {
         file: guard.config_path.display().to_string(),
@@ -197,7 +200,7 @@ pub fn materialize(path: &Path, args: &TemplateArgs) -> Result<Option<Materializ
                 continue;
             }
             seen = now;
-            match super::import(&options) {
+            match wasmgate_arm::import(&options) {
                 Ok(imported) => match replace_file(&config_path, &imported.toml) {
                     Ok(()) => tracing::info!(
                         template = %options.template.display(),

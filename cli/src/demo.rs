@@ -645,8 +645,8 @@ async fn chat(mut ws: Ws, backend: &Backend) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, RuleAction, WebSocketTimeout};
     use http_body_util::{BodyExt, Empty};
+    use wasmgate::config::{Config, RuleAction, WebSocketTimeout};
 
     const LIMIT: Duration = Duration::from_secs(5);
 

@@ -8,7 +8,6 @@
 //! as PEM files ([`certs`]).
 
 pub mod certs;
-pub mod cli;
 pub mod emit;
 pub mod functions;
 pub mod json;
@@ -19,8 +18,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError};
 use json::{Node, Pos, Value};
+use wasmgate::config::{Config, ConfigError};
 
 /// A file's name (as shown in errors) and text.
 pub struct Source {

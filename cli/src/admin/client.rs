@@ -7,8 +7,7 @@ use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
-use super::{BACKEND_HEALTH_PATH, BackendHealth, RELOAD_PATH};
+use wasmgate::admin::{BACKEND_HEALTH_PATH, BackendHealth, RELOAD_PATH};
 
 /// How long `wasmgate health` waits for the admin API.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

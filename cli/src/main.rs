@@ -5,9 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wasmgate::arm::cli::TemplateArgs;
 use wasmgate::workers::WorkerOptions;
-use wasmgate::{Config, Gateway, demo, telemetry};
+use wasmgate::{Config, Gateway, telemetry};
+use wasmgate_cli::admin::{client, plugin_client};
+use wasmgate_cli::demo;
+use wasmgate_cli::template::{self, TemplateArgs};
+
+/// Where `--token` is read from when the command line does not give it.
+const ADMIN_TOKEN_ENV: &str = "WASMGATE_ADMIN_TOKEN";
 
 /// A programmable HTTP and WebSocket gateway with Azure Application Gateway's semantics.
 #[derive(Parser)]
@@ -22,12 +27,12 @@ enum Command {
     /// Load, replace, unload, list, shadow or promote a running gateway's plugins.
     Plugin {
         #[command(subcommand)]
-        command: wasmgate::admin::plugin_client::PluginCommand,
+        command: plugin_client::PluginCommand,
         /// The gateway's admin listener.
         #[arg(long, global = true, default_value = "http://127.0.0.1:9190")]
         admin: String,
-        /// The admin token, when the admin listener requires one (else $WASMGATE_ADMIN_TOKEN).
-        #[arg(long, global = true)]
+        /// The admin token, when the admin listener requires one.
+        #[arg(long, global = true, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
         token: Option<String>,
     },
     /// Serve with a configuration file until SIGTERM or Ctrl-C. The file is applied again on
@@ -84,8 +89,8 @@ enum Command {
         /// The gateway's admin listener.
         #[arg(long, default_value = "http://127.0.0.1:9190")]
         admin: String,
-        /// The admin token, when the admin listener requires one (else $WASMGATE_ADMIN_TOKEN).
-        #[arg(long)]
+        /// The admin token, when the admin listener requires one.
+        #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
         token: Option<String>,
     },
     /// Print the backend health view of a running gateway as a table.
@@ -93,8 +98,8 @@ enum Command {
         /// The gateway's admin listener.
         #[arg(long, default_value = "http://127.0.0.1:9190")]
         admin: String,
-        /// The admin token, when the admin listener requires one (else $WASMGATE_ADMIN_TOKEN).
-        #[arg(long)]
+        /// The admin token, when the admin listener requires one.
+        #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
         token: Option<String>,
     },
 }
@@ -108,7 +113,7 @@ fn main() -> ExitCode {
             template,
             args,
             output,
-        } => wasmgate::arm::cli::import(&template, &args, output.as_deref())
+        } => template::import(&template, &args, output.as_deref())
             .map(|_| ())
             .map_err(Into::into),
         Command::Run {
@@ -138,7 +143,6 @@ fn main() -> ExitCode {
             admin,
             token,
         } => runtime().and_then(|rt| {
-            let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
             let out = rt.block_on(command.run(&admin, token.as_deref()))?;
             print!("{out}");
             Ok(())
@@ -161,7 +165,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn check(path: &Path, template: &TemplateArgs) -> anyhow::Result<()> {
-    let imported = wasmgate::arm::cli::materialize(path, template)?;
+    let imported = template::materialize(path, template)?;
     let config = Config::from_file(imported.as_ref().map_or(path, |m| m.config_path.as_path()))?;
     print!("{}", wasmgate::config::summary(&config));
     println!("{}: valid", path.display());
@@ -175,7 +179,7 @@ async fn run(
     template: TemplateArgs,
 ) -> anyhow::Result<()> {
     // A template is imported once into a private folder that lives as long as the gateway.
-    let imported = wasmgate::arm::cli::materialize(&path, &template)?;
+    let imported = template::materialize(&path, &template)?;
     let path = imported.as_ref().map_or(path, |m| m.config_path.clone());
     let config = Config::from_file(&path)?;
     let gateway = Gateway::start_with(config, workers).await?;
@@ -222,15 +226,13 @@ async fn run_demo(port: u16, print_config: bool) -> anyhow::Result<()> {
 }
 
 async fn health(admin: &str, token: Option<String>) -> anyhow::Result<()> {
-    let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
-    let view = wasmgate::admin::client::fetch(admin, token.as_deref()).await?;
+    let view = client::fetch(admin, token.as_deref()).await?;
     print!("{}", view.table());
     Ok(())
 }
 
 async fn reload(admin: &str, token: Option<String>) -> anyhow::Result<()> {
-    let token = token.or_else(|| std::env::var("WASMGATE_ADMIN_TOKEN").ok());
-    let report = wasmgate::admin::client::reload(admin, token.as_deref()).await?;
+    let report = client::reload(admin, token.as_deref()).await?;
     println!("{report}");
     Ok(())
 }

@@ -1,0 +1,6 @@
+//! What the `wasmgate` command adds to the gateway library: the command line's template options,
+//! the demo, and the clients of a running gateway's admin API.
+
+pub mod admin;
+pub mod demo;
+pub mod template;
