@@ -93,6 +93,8 @@ struct FaultBackend {
     used: Arc<AtomicUsize>,
     /// Lets a [`Fault::ClosesWhenIdle`] connection close, once the test has its answer.
     release: Arc<tokio::sync::Notify>,
+    /// The gateway's address on the connection that answered last.
+    last_peer: Arc<std::sync::Mutex<Option<SocketAddr>>>,
     task: JoinHandle<()>,
 }
 
@@ -105,7 +107,13 @@ impl FaultBackend {
         let hits = Arc::new(AtomicUsize::new(0));
         let used = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(tokio::sync::Notify::new());
-        let counters = (hits.clone(), used.clone(), release.clone());
+        let last_peer = Arc::new(std::sync::Mutex::new(None));
+        let counters = (
+            hits.clone(),
+            used.clone(),
+            release.clone(),
+            last_peer.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -121,6 +129,7 @@ impl FaultBackend {
             hits,
             used,
             release,
+            last_peer,
             task,
         }
     }
@@ -132,6 +141,11 @@ impl FaultBackend {
 
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The gateway's address on the connection that answered last.
+    fn last_peer(&self) -> Option<SocketAddr> {
+        *self.last_peer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn used_connections(&self) -> usize {
@@ -149,7 +163,12 @@ impl Drop for FaultBackend {
 async fn fault_connection(
     mut stream: TcpStream,
     fault: Fault,
-    (hits, used, release): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<tokio::sync::Notify>),
+    (hits, used, release, last_peer): (
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+        Arc<tokio::sync::Notify>,
+        Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    ),
 ) {
     let mut counted = false;
     // Bounded: at most 100 requests per connection.
@@ -237,6 +256,7 @@ async fn fault_connection(
             }
             Fault::ClosesWhenIdle => {
                 let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone";
+                *last_peer.lock().unwrap_or_else(|e| e.into_inner()) = stream.peer_addr().ok();
                 let _ = stream.write_all(ok).await;
                 // Closes once the client has the answer, so the gateway has pooled the
                 // connection by then.
@@ -456,10 +476,14 @@ async fn a_pooled_connection_the_backend_closed_is_not_used() {
         assert_eq!(reply.text(), "done", "{path}");
         // The backend closes the pooled connection, and its close reaches the gateway (its
         // socket there leaves ESTABLISHED) before the next request.
+        let pooled = backend.last_peer().expect("the backend saw the connection");
         backend.release_connection();
         eventually(
             "the backend's close arrives while the connection is pooled",
-            || async { (sockets_to(backend.addr, TCP_ESTABLISHED) == 0).then_some(()) },
+            || async {
+                (socket_state(pooled, backend.addr).as_deref() != Some(TCP_ESTABLISHED))
+                    .then_some(())
+            },
         )
         .await;
     }
@@ -498,6 +522,29 @@ fn assert_reused(backend: &FaultBackend) {
 const TCP_ESTABLISHED: &str = "01";
 /// Closed by the peer, still open here.
 const TCP_CLOSE_WAIT: &str = "08";
+
+/// The state of this host's socket from `local` to `remote`, from `/proc/net/tcp`.
+fn socket_state(local: SocketAddr, remote: SocketAddr) -> Option<String> {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(a) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(a.ip().octets()),
+            a.port()
+        )),
+        SocketAddr::V6(_) => None,
+    };
+    let (local, remote) = (hex(local)?, hex(remote)?);
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("read /proc/net/tcp")
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+                .then(|| fields.get(3).map(|s| s.to_string()))
+                .flatten()
+        })
+}
 
 /// Sockets of this host in `state` towards `peer`, from `/proc/net/tcp`.
 fn sockets_to(peer: SocketAddr, state: &str) -> usize {
