@@ -84,6 +84,15 @@ enum Fault {
     AnswersBeforeBody,
 }
 
+/// What a fault backend's connections share: hits, connections used, the release of a
+/// [`Fault::ClosesWhenIdle`] connection, and the gateway's address on the last one.
+type Counters = (
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    Arc<tokio::sync::Notify>,
+    Arc<std::sync::Mutex<Option<SocketAddr>>>,
+);
+
 /// A backend that answers health probes properly and misbehaves on every other request, so it
 /// stays in rotation while it fails.
 struct FaultBackend {
@@ -163,12 +172,7 @@ impl Drop for FaultBackend {
 async fn fault_connection(
     mut stream: TcpStream,
     fault: Fault,
-    (hits, used, release, last_peer): (
-        Arc<AtomicUsize>,
-        Arc<AtomicUsize>,
-        Arc<tokio::sync::Notify>,
-        Arc<std::sync::Mutex<Option<SocketAddr>>>,
-    ),
+    (hits, used, release, last_peer): Counters,
 ) {
     let mut counted = false;
     // Bounded: at most 100 requests per connection.
