@@ -20,13 +20,13 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol, RedirectTarget, WebSocketTimeout};
+use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol, RedirectId, WebSocketTimeout};
 use crate::error::ProxyError;
 use crate::gateway::Shared;
 use crate::listener::workers;
-use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot, host_without_port};
+use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot};
 use crate::websocket;
-pub(crate) use wasmgate_rules::matching::override_path;
+pub(crate) use wasmgate_rules::matching::{host_without_port, override_path};
 
 use self::body::ResponseBody;
 use self::headers::*;
@@ -179,7 +179,7 @@ impl Connection {
                 } = routed.ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
                 match target {
                     CompiledTarget::Redirect(id) => {
-                        return Ok(self.redirect(snapshot, id.0, &authority, req.uri()));
+                        return Ok(self.redirect(snapshot, *id, &authority, req.uri()));
                     }
                     CompiledTarget::Forward(t) => (t.clone(), matched_prefix, None),
                 }
@@ -605,14 +605,13 @@ impl Connection {
     fn redirect(
         &self,
         snapshot: &Snapshot,
-        id: usize,
+        id: RedirectId,
         authority: &str,
         uri: &Uri,
     ) -> Response<ResponseBody> {
-        let r = &snapshot.config.redirects[id];
-        let location = redirect_location(&snapshot.config, id, authority, uri.path(), uri.query());
+        let location = snapshot.redirect_location(id, authority, uri.path(), uri.query());
         let mut res = Response::new(ResponseBody::Empty);
-        *res.status_mut() = r.status;
+        *res.status_mut() = snapshot.config.redirects[id.0].status;
         if let Ok(v) = HeaderValue::from_str(&location) {
             res.headers_mut().insert(header::LOCATION, v);
         }
@@ -663,55 +662,6 @@ fn write_decimal(out: &mut [u8], mut n: u16) -> usize {
     let len = digits.len() - start;
     out[..len].copy_from_slice(&digits[start..]);
     len
-}
-
-/// Where redirect `id` sends a request for `path` and `query` on `authority`.
-pub(crate) fn redirect_location(
-    config: &crate::config::Config,
-    id: usize,
-    authority: &str,
-    path: &str,
-    query: Option<&str>,
-) -> String {
-    let r = &config.redirects[id];
-    let mut location = match &r.target {
-        RedirectTarget::Url(url) => url.clone(),
-        RedirectTarget::Listener(l) => {
-            // The request's host, on the target listener's scheme and port.
-            let l = config.listener(*l);
-            let host = host_without_port(authority);
-            let default_port = match l.protocol {
-                Protocol::Http => 80,
-                Protocol::Https => 443,
-            };
-            if l.port == default_port {
-                format!("{}://{host}", l.protocol.as_str())
-            } else {
-                format!("{}://{host}:{}", l.protocol.as_str(), l.port)
-            }
-        }
-    };
-    if r.include_path {
-        match &r.target {
-            RedirectTarget::Url(_) => {
-                // Application Gateway appends the path to the target URL.
-                if location.ends_with('/') && path.starts_with('/') {
-                    location.pop();
-                }
-                location.push_str(path);
-            }
-            RedirectTarget::Listener(_) => location.push_str(path),
-        }
-    } else if matches!(r.target, RedirectTarget::Listener(_)) {
-        location.push('/');
-    }
-    if r.include_query_string
-        && let Some(q) = query
-    {
-        location.push(if location.contains('?') { '&' } else { '?' });
-        location.push_str(q);
-    }
-    location
 }
 
 /// A copy of a request without a body, for another attempt.

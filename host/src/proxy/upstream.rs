@@ -257,7 +257,8 @@ impl UpstreamTls {
         };
         let (server_name, follows_request) = match &settings.host {
             HostOverride::Fixed(value) => {
-                let name = crate::snapshot::host_without_port(value.to_str().unwrap_or_default());
+                let name =
+                    wasmgate_rules::matching::host_without_port(value.to_str().unwrap_or_default());
                 (server_name(name).unwrap_or_else(address_name), false)
             }
             HostOverride::FromBackendAddress => (address_name(), false),
