@@ -10,8 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::HeaderValue;
 
+use wasmgate_rules::matching::{HostPattern, PathPattern};
+use wasmgate_rules::redirect::{RedirectTo, Redirection};
+use wasmgate_rules::route::{self, PathRoute, RouteAction, SocketRoutes};
+
 use crate::config::{
-    BackendAddress, Config, HostOverride, ListenerId, PathPattern, PoolId, Protocol, RedirectId,
+    BackendAddress, Config, HostOverride, ListenerId, PoolId, Protocol, RedirectId, RedirectTarget,
     RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
 use crate::probe::{Health, ProbeTarget, TargetKey};
@@ -53,9 +57,9 @@ pub struct Frontend {
     pub protocol: Protocol,
     /// Every listener on this socket, with or without a rule.
     pub listeners: Box<[ListenerId]>,
-    /// The listeners on this socket in evaluation order: multi-site listeners first (by their
-    /// rule's priority, then as listed), the basic listener last.
-    routes: Box<[Route]>,
+    /// The rules of this socket's listeners, in evaluation order (`wasmgate_rules::route`, the
+    /// code the built-in router runs too).
+    routes: SocketRoutes<CompiledTarget>,
 }
 
 /// A listening socket's identity, kept across configuration reloads: the bind address, or —
@@ -73,22 +77,6 @@ impl std::fmt::Display for SocketKey {
             SocketKey::Ephemeral(name) => write!(f, "{name} (port chosen by the OS)"),
         }
     }
-}
-
-#[derive(Debug)]
-struct Route {
-    listener: ListenerId,
-    rule: RuleId,
-    action: CompiledAction,
-}
-
-#[derive(Debug)]
-enum CompiledAction {
-    Target(CompiledTarget),
-    PathMap {
-        path_rules: Box<[(Box<[PathPattern]>, CompiledTarget)]>,
-        default: CompiledTarget,
-    },
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +155,8 @@ pub struct Snapshot {
     sockets: Box<[Option<usize>]>,
     /// Targets that left the configuration and are still draining, for the health view.
     pub draining: Box<[Arc<Health>]>,
+    /// The configuration's redirects, by [`RedirectId`], compiled for answering requests.
+    redirects: Box<[Redirection]>,
 }
 
 impl Snapshot {
@@ -176,14 +166,17 @@ impl Snapshot {
         let mut upstreams: HashMap<UpstreamKey, Arc<Upstream>> = HashMap::new();
         if let Some(prev) = previous {
             for f in prev.frontends.iter() {
-                for r in f.routes.iter() {
-                    r.action.for_each_forward(|t| {
+                for r in f.routes.routes() {
+                    for t in r.action.targets() {
+                        let CompiledTarget::Forward(t) = t else {
+                            continue;
+                        };
                         for m in t.members.iter() {
                             upstreams
                                 .entry(m.upstream.key())
                                 .or_insert_with(|| m.upstream.clone());
                         }
-                    });
+                    }
                 }
             }
         }
@@ -303,65 +296,62 @@ impl Snapshot {
         };
 
         // Group listeners by socket. Port 0 asks the OS for a port per listener.
-        let mut frontends: Vec<(SocketAddr, Protocol, Vec<ListenerId>)> = Vec::new();
-        for (i, l) in config.listeners.iter().enumerate() {
-            let bind = SocketAddr::new(l.bind_address, l.port);
-            match frontends
-                .iter_mut()
-                .find(|(b, _, _)| l.port != 0 && *b == bind)
-            {
-                Some((_, _, ids)) => ids.push(ListenerId(i)),
-                None => frontends.push((bind, l.protocol, vec![ListenerId(i)])),
-            }
-        }
-        let frontends: Box<[Frontend]> = frontends
+        let groups = route::sockets(config.listeners.iter().map(|l| (l.bind_address, l.port)));
+        let frontends: Box<[Frontend]> = groups
             .into_iter()
-            .map(|(bind, protocol, listeners)| {
+            .map(|ids| {
+                let listeners: Box<[ListenerId]> = ids.into_iter().map(ListenerId).collect();
+                let first = config.listener(listeners[0]);
+                let bind = SocketAddr::new(first.bind_address, first.port);
                 let key = if bind.port() == 0 {
-                    SocketKey::Ephemeral(config.listener(listeners[0]).name.as_str().into())
+                    SocketKey::Ephemeral(first.name.as_str().into())
                 } else {
                     SocketKey::Address(bind)
                 };
-                let mut routes: Vec<(bool, u32, usize, Route)> = Vec::new();
-                for (ri, rule) in config.rules.iter().enumerate() {
-                    if !listeners.contains(&rule.listener) {
-                        continue;
-                    }
-                    let action = match rule.action {
-                        RuleAction::Basic(t) => CompiledAction::Target(compile(&t)),
-                        RuleAction::PathBased(m) => {
-                            let map = &config.url_path_maps[m.0];
-                            CompiledAction::PathMap {
-                                path_rules: map
-                                    .path_rules
-                                    .iter()
-                                    .map(|pr| (pr.paths.clone().into(), compile(&pr.target)))
-                                    .collect(),
-                                default: compile(&map.default),
+                let routes = config
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, rule)| listeners.contains(&rule.listener))
+                    .map(|(ri, rule)| route::Route {
+                        listener: rule.listener.0,
+                        rule: ri,
+                        priority: rule.priority,
+                        host_names: config
+                            .listener(rule.listener)
+                            .host_names
+                            .iter()
+                            .map(|h| HostPattern::new(h.as_str()))
+                            .collect(),
+                        action: match rule.action {
+                            RuleAction::Basic(t) => RouteAction::Target(compile(&t)),
+                            RuleAction::PathBased(m) => {
+                                let map = &config.url_path_maps[m.0];
+                                RouteAction::PathMap {
+                                    path_rules: map
+                                        .path_rules
+                                        .iter()
+                                        .map(|pr| PathRoute {
+                                            paths: pr
+                                                .paths
+                                                .iter()
+                                                .map(|p| PathPattern::new(p.as_str()))
+                                                .collect(),
+                                            target: compile(&pr.target),
+                                        })
+                                        .collect(),
+                                    default: compile(&map.default),
+                                }
                             }
-                        }
-                    };
-                    let basic = !config.listener(rule.listener).is_multi_site();
-                    routes.push((
-                        basic,
-                        rule.priority.unwrap_or(u32::MAX),
-                        ri,
-                        Route {
-                            listener: rule.listener,
-                            rule: RuleId(ri),
-                            action,
                         },
-                    ));
-                }
-                // Application Gateway evaluates multi-site listeners before basic ones; among them
-                // the rule priority decides (1 first), then the order of the rules as written.
-                routes.sort_by_key(|(basic, prio, idx, _)| (*basic, *prio, *idx));
+                    })
+                    .collect();
                 Frontend {
                     key,
                     bind,
-                    protocol,
-                    listeners: listeners.into(),
-                    routes: routes.into_iter().map(|(_, _, _, r)| r).collect(),
+                    protocol: first.protocol,
+                    listeners,
+                    routes: SocketRoutes::new(routes),
                 }
             })
             .collect();
@@ -389,6 +379,24 @@ impl Snapshot {
 
         let mut targets: Vec<ProbeTarget> = targets.into_values().collect();
         targets.sort_by_key(|t| (t.pool, t.settings, t.server));
+        let redirects = config
+            .redirects
+            .iter()
+            .map(|r| Redirection {
+                to: match &r.target {
+                    RedirectTarget::Url(url) => RedirectTo::Url(url.as_str().into()),
+                    RedirectTarget::Listener(l) => {
+                        let l = config.listener(*l);
+                        RedirectTo::Listener {
+                            https: l.protocol == Protocol::Https,
+                            port: l.port,
+                        }
+                    }
+                },
+                include_path: r.include_path,
+                include_query_string: r.include_query_string,
+            })
+            .collect();
         let sockets = (0..frontends.len()).map(Some).collect();
         Snapshot {
             config,
@@ -398,6 +406,7 @@ impl Snapshot {
             forward_targets,
             sockets,
             draining: Box::new([]),
+            redirects,
         }
     }
 
@@ -440,58 +449,30 @@ impl Snapshot {
 
     /// Finds the listener, rule and target for a request on `frontend`. `host` is the request's
     /// host without port; `path` excludes the query.
+    #[inline]
     pub fn route(&self, frontend: usize, host: &str, path: &str) -> Option<Routed<'_>> {
-        let f = &self.frontends[frontend];
-        let route = f.routes.iter().find(|r| {
-            let l = self.config.listener(r.listener);
-            l.host_names.is_empty() || l.host_names.iter().any(|h| h.matches(host))
-        })?;
-        let (target, matched_prefix) = match &route.action {
-            CompiledAction::Target(t) => (t, None),
-            CompiledAction::PathMap {
-                path_rules,
-                default,
-            } => path_rules
-                .iter()
-                // First match in list order, not the longest (Application Gateway v2).
-                .find_map(|(patterns, t)| {
-                    patterns
-                        .iter()
-                        .find_map(|p| p.match_len(path))
-                        .map(|n| (t, Some(n)))
-                })
-                .unwrap_or((default, None)),
-        };
+        let routed = self.frontends[frontend].routes.route(host, path)?;
         Some(Routed {
-            listener: route.listener,
-            rule: route.rule,
-            target,
-            matched_prefix,
+            listener: ListenerId(routed.listener),
+            rule: RuleId(routed.rule),
+            target: routed.target,
+            matched_prefix: routed.matched_prefix,
         })
+    }
+
+    /// Where redirect `id` sends a request for `path` and `query` on `authority`.
+    pub fn redirect_location(
+        &self,
+        id: RedirectId,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> String {
+        self.redirects[id.0].location(authority, path, query)
     }
 
     pub fn pool(&self, id: PoolId) -> &Pool {
         &self.pools[id.0]
-    }
-}
-
-impl CompiledAction {
-    fn for_each_forward(&self, mut f: impl FnMut(&ForwardTarget)) {
-        let mut visit = |t: &CompiledTarget| {
-            if let CompiledTarget::Forward(t) = t {
-                f(t)
-            }
-        };
-        match self {
-            CompiledAction::Target(t) => visit(t),
-            CompiledAction::PathMap {
-                path_rules,
-                default,
-            } => {
-                path_rules.iter().for_each(|(_, t)| visit(t));
-                visit(default);
-            }
-        }
     }
 }
 
@@ -514,5 +495,3 @@ fn affinity_id(pool: &str, address: &BackendAddress) -> Box<str> {
     )
     .into()
 }
-
-pub use wasmgate_rules::matching::host_without_port;

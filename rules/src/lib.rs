@@ -1,14 +1,21 @@
-//! The routing-relevant part of a validated gateway configuration, as the gateway hands it to
-//! the built-in basic-rules plugin in `init` (JSON). One definition for both ends: the host
-//! serialises these types from its validated configuration, the plugin deserialises them, so
-//! the two can never disagree about the schema.
+//! Application Gateway's basic rules, written once and compiled both into the gateway (its
+//! native rules) and into the built-in basic-rules plugin, so that the two decide alike by
+//! construction:
 //!
-//! Everything here is already validated: references are indices into the lists, host names and
-//! paths are as written (the plugin applies the matching rules: case-insensitive, `*` and `?` in
-//! host names, `/x/*` and `/x*` path prefixes).
+//! - [`matching`]: host-name and path patterns, the host without its port, path overrides;
+//! - [`route`]: which listener, rule and target a request gets on a listening socket;
+//! - [`redirect`]: the Location a redirect answers with;
+//! - [`packed`]: the layout of the packed request head, written by the gateway, read by the SDK;
+//! - the types below: the routing-relevant part of a validated gateway configuration, as the
+//!   gateway hands it to the built-in plugin in `init` (JSON). The host serialises them from its
+//!   validated configuration, the plugin deserialises them, so the two never disagree about the
+//!   schema. Everything is already validated: references are indices into the lists, host names
+//!   and paths are as written.
 
 pub mod matching;
 pub mod packed;
+pub mod redirect;
+pub mod route;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,64 @@
 //!   `/images*` any continuation of `/images`, and a pattern without a trailing `*` only itself.
 //!   The query is never part of the path.
 
+/// A listener host name, compiled once: lower-cased, and whether it has a wildcard (without
+/// one, matching is a case-insensitive comparison).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pattern: Box<str>,
+    wildcard: bool,
+}
+
+impl HostPattern {
+    pub fn new(pattern: &str) -> Self {
+        let pattern = pattern.to_ascii_lowercase();
+        let wildcard = pattern.contains(['*', '?']);
+        Self {
+            pattern: pattern.into_boxed_str(),
+            wildcard,
+        }
+    }
+
+    /// The pattern as written, lower-cased.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// `host` is the request's host without port, in any case.
+    #[inline]
+    pub fn matches(&self, host: &str) -> bool {
+        if !self.wildcard {
+            return self.pattern.eq_ignore_ascii_case(host);
+        }
+        wildcard(self.pattern.as_bytes(), host.as_bytes())
+    }
+}
+
+/// A path rule's path, compiled once: lower-cased as written (a trailing `*` makes it a prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    pattern: Box<str>,
+}
+
+impl PathPattern {
+    pub fn new(pattern: &str) -> Self {
+        Self {
+            pattern: pattern.to_ascii_lowercase().into_boxed_str(),
+        }
+    }
+
+    /// The pattern as written, lower-cased.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// See [`path_match_len`].
+    #[inline]
+    pub fn match_len(&self, path: &str) -> Option<usize> {
+        path_match_len(&self.pattern, path)
+    }
+}
+
 /// Whether `host` (without port, any case) matches the host-name pattern.
 pub fn host_matches(pattern: &str, host: &str) -> bool {
     if !pattern.contains(['*', '?']) {
@@ -140,6 +198,20 @@ mod tests {
         assert!(host_matches("*", "anything.at.all"));
         assert!(host_matches("a*b*c", "axxbyyc"));
         assert!(!host_matches("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn compiled_patterns_match_as_the_functions_do() {
+        let host = HostPattern::new("WWW.Contoso.com");
+        assert_eq!(host.as_str(), "www.contoso.com");
+        assert!(host.matches("www.CONTOSO.com"));
+        assert!(!host.matches("contoso.com"));
+        assert!(HostPattern::new("*.Contoso.com").matches("a.b.contoso.COM"));
+        assert!(!HostPattern::new("app?.contoso.com").matches("app12.contoso.com"));
+        let path = PathPattern::new("/Images/*");
+        assert_eq!(path.as_str(), "/images/*");
+        assert_eq!(path.match_len("/IMAGES/a.png"), Some(8));
+        assert_eq!(path.match_len("/images"), None);
     }
 
     #[test]

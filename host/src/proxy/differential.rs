@@ -1,7 +1,10 @@
 //! The built-in basic-rules plugin against the native rules: generated configurations (host
 //! names with wildcards, shared ports, priorities, path maps, redirects, path overrides,
-//! rewrite sets) × generated requests, the decision of each compared. Deterministic (fixed
-//! seed); needs the component built by `scripts/build-plugins`.
+//! rewrite sets) × generated requests, the decision of each compared. Both sides run
+//! `wasmgate_rules` (routing, redirects, path overrides), so what this checks is that one
+//! implementation decides alike compiled natively and for Wasm, and that each side reads the
+//! configuration into it alike. Deterministic (fixed seed); needs the component built by
+//! `scripts/build-plugins`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -222,14 +225,14 @@ fn native(
     path: &str,
     query: Option<&str>,
 ) -> Answer {
-    let host = crate::snapshot::host_without_port(authority);
+    let host = wasmgate_rules::matching::host_without_port(authority);
     let Some(routed) = snapshot.route(frontend, host, path) else {
         return Answer::Native;
     };
     match routed.target {
         CompiledTarget::Redirect(id) => Answer::Redirect(
             snapshot.config.redirects[id.0].status.as_u16(),
-            super::route::redirect_location(&snapshot.config, id.0, authority, path, query),
+            snapshot.redirect_location(*id, authority, path, query),
         ),
         CompiledTarget::Forward(t) if t.rewrite_set.is_some() => Answer::Native,
         CompiledTarget::Forward(t) => {

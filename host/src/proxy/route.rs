@@ -12,7 +12,7 @@ use http::{Request, Response};
 use super::body::ResponseBody;
 use super::route_plugin::{PluginForward, RouterOutcome};
 use super::{Connection, ProxyError};
-use crate::config::{Protocol, RedirectTarget};
+use crate::config::RedirectId;
 use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot};
 use crate::websocket::{self, HandshakeError};
 use wasmgate_rules::matching::host_without_port;
@@ -136,7 +136,7 @@ impl Connection {
                     CompiledTarget::Redirect(id) => {
                         return Ok(Route::Respond(self.redirect(
                             snapshot,
-                            id.0,
+                            *id,
                             authority,
                             req.uri(),
                         )));
@@ -156,14 +156,13 @@ impl Connection {
     fn redirect(
         &self,
         snapshot: &Snapshot,
-        id: usize,
+        id: RedirectId,
         authority: &str,
         uri: &Uri,
     ) -> Response<ResponseBody> {
-        let r = &snapshot.config.redirects[id];
-        let location = redirect_location(&snapshot.config, id, authority, uri.path(), uri.query());
+        let location = snapshot.redirect_location(id, authority, uri.path(), uri.query());
         let mut res = Response::new(ResponseBody::Empty);
-        *res.status_mut() = r.status;
+        *res.status_mut() = snapshot.config.redirects[id.0].status;
         if let Ok(v) = HeaderValue::from_str(&location) {
             res.headers_mut().insert(header::LOCATION, v);
         }
@@ -171,53 +170,4 @@ impl Connection {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         res
     }
-}
-
-/// Where redirect `id` sends a request for `path` and `query` on `authority`.
-pub(crate) fn redirect_location(
-    config: &crate::config::Config,
-    id: usize,
-    authority: &str,
-    path: &str,
-    query: Option<&str>,
-) -> String {
-    let r = &config.redirects[id];
-    let mut location = match &r.target {
-        RedirectTarget::Url(url) => url.clone(),
-        RedirectTarget::Listener(l) => {
-            // The request's host, on the target listener's scheme and port.
-            let l = config.listener(*l);
-            let host = host_without_port(authority);
-            let default_port = match l.protocol {
-                Protocol::Http => 80,
-                Protocol::Https => 443,
-            };
-            if l.port == default_port {
-                format!("{}://{host}", l.protocol.as_str())
-            } else {
-                format!("{}://{host}:{}", l.protocol.as_str(), l.port)
-            }
-        }
-    };
-    if r.include_path {
-        match &r.target {
-            RedirectTarget::Url(_) => {
-                // Application Gateway appends the path to the target URL.
-                if location.ends_with('/') && path.starts_with('/') {
-                    location.pop();
-                }
-                location.push_str(path);
-            }
-            RedirectTarget::Listener(_) => location.push_str(path),
-        }
-    } else if matches!(r.target, RedirectTarget::Listener(_)) {
-        location.push('/');
-    }
-    if r.include_query_string
-        && let Some(q) = query
-    {
-        location.push(if location.contains('?') { '&' } else { '?' });
-        location.push_str(q);
-    }
-    location
 }

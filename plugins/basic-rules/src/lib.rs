@@ -2,29 +2,31 @@
 //!
 //! The gateway passes its own rule configuration to `init` as JSON ([`wasmgate_rules`], the one
 //! schema both sides use), and this plugin gives the decision the native rules give for every
-//! request: the listener (multi-site listeners before the basic one, then rule priority, then
-//! the order written; host names case-insensitive with `*` and `?`), the path rule (the first
-//! that matches, case-insensitive, `/x/*` and `/x*` prefixes), redirects (target listener or URL,
-//! with the path and query when asked), and the backend path under a path override. The
-//! gateway's differential test holds the two to the same answers.
+//! request — by running the same code: the listener, rule and path rule come from
+//! [`wasmgate_rules::route`], a redirect's location from [`wasmgate_rules::redirect`], the
+//! backend path under a path override from [`wasmgate_rules::matching`]. What is left here is
+//! reading the configuration into those tables and turning their answer into a decision. The
+//! gateway's differential test holds the two compilations to the same answers.
 //!
 //! It defers (so the native rules answer, identically) where a router's decision cannot say the
 //! same thing: when no listener takes the host (the native 404), and for targets with a rewrite
 //! set (response-header rewrites are not part of a decision).
 
-use wasmgate_rules::matching::{host_matches, host_without_port, override_path, path_match_len};
+use wasmgate_rules::matching::{HostPattern, PathPattern, host_without_port, override_path};
+use wasmgate_rules::redirect::{RedirectTo, Redirection};
+use wasmgate_rules::route::{self, PathRoute, Route, RouteAction, SocketRoutes};
 use wasmgate_rules::{Action, BasicRules, RedirectTarget, Target};
 use wasmgate_sdk::{Decision, Forward, Plugin, RequestHead, Router};
 
-/// The rules compiled for routing: per listener, the routes of its socket in evaluation order.
+/// The rules compiled for routing, with [`wasmgate_rules`]' routing and redirects: the code the
+/// native rules run.
 pub struct Rules {
     config: BasicRules,
-    /// For each listener, indices of the rules its socket evaluates, in order.
-    routes: Vec<Vec<usize>>,
-    /// Lower-cased host patterns per listener.
-    hosts: Vec<Vec<String>>,
-    /// Per listener, whether any rule its socket evaluates has host names to match.
-    multi_site: Vec<bool>,
+    /// For each listener, its socket's index into `sockets`.
+    socket_of: Vec<usize>,
+    sockets: Vec<SocketRoutes<Target>>,
+    /// By index, as `config.redirects`.
+    redirects: Vec<Redirection>,
 }
 
 /// What the rules decide, independent of the WIT types (so it can be tested natively).
@@ -46,52 +48,83 @@ pub enum Outcome {
 
 impl Rules {
     pub fn new(config: BasicRules) -> Self {
-        let socket = |i: usize| {
-            let l = &config.listeners[i];
-            (l.bind_address.clone(), l.port)
-        };
-        let routes: Vec<Vec<usize>> = (0..config.listeners.len())
-            .map(|li| {
-                // Port 0 gives each listener a socket of its own.
-                let shares = |other: usize| {
-                    other == li || (config.listeners[li].port != 0 && socket(other) == socket(li))
-                };
-                let mut rules: Vec<usize> = (0..config.rules.len())
-                    .filter(|&r| shares(config.rules[r].listener))
-                    .collect();
-                rules.sort_by_key(|&r| {
-                    let rule = &config.rules[r];
-                    let basic = config.listeners[rule.listener].host_names.is_empty();
-                    (basic, rule.priority.unwrap_or(u32::MAX), r)
-                });
-                rules
-            })
-            .collect();
-        let hosts = config
-            .listeners
+        let groups = route::sockets(
+            config
+                .listeners
+                .iter()
+                .map(|l| (l.bind_address.as_str(), l.port)),
+        );
+        let mut socket_of = vec![0; config.listeners.len()];
+        let sockets = groups
             .iter()
-            .map(|l| {
-                l.host_names
+            .enumerate()
+            .map(|(socket, listeners)| {
+                for &l in listeners {
+                    socket_of[l] = socket;
+                }
+                let routes = config
+                    .rules
                     .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect()
+                    .enumerate()
+                    .filter(|(_, rule)| listeners.contains(&rule.listener))
+                    .map(|(ri, rule)| Route {
+                        listener: rule.listener,
+                        rule: ri,
+                        priority: rule.priority,
+                        host_names: config.listeners[rule.listener]
+                            .host_names
+                            .iter()
+                            .map(|h| HostPattern::new(h))
+                            .collect(),
+                        action: match &rule.action {
+                            Action::Basic(t) => RouteAction::Target(t.clone()),
+                            Action::PathBased(m) => {
+                                let map = &config.url_path_maps[*m];
+                                RouteAction::PathMap {
+                                    path_rules: map
+                                        .path_rules
+                                        .iter()
+                                        .map(|pr| PathRoute {
+                                            paths: pr
+                                                .paths
+                                                .iter()
+                                                .map(|p| PathPattern::new(p))
+                                                .collect(),
+                                            target: pr.target.clone(),
+                                        })
+                                        .collect(),
+                                    default: map.default.clone(),
+                                }
+                            }
+                        },
+                    })
+                    .collect();
+                SocketRoutes::new(routes)
             })
             .collect();
-        let multi_site = routes
+        let redirects = config
+            .redirects
             .iter()
-            .map(|rules| {
-                rules.iter().any(|&r| {
-                    !config.listeners[config.rules[r].listener]
-                        .host_names
-                        .is_empty()
-                })
+            .map(|r| Redirection {
+                to: match &r.target {
+                    RedirectTarget::Url(url) => RedirectTo::Url(url.as_str().into()),
+                    RedirectTarget::Listener(l) => {
+                        let l = &config.listeners[*l];
+                        RedirectTo::Listener {
+                            https: l.protocol == "https",
+                            port: l.port,
+                        }
+                    }
+                },
+                include_path: r.include_path,
+                include_query_string: r.include_query_string,
             })
             .collect();
         Rules {
             config,
-            routes,
-            hosts,
-            multi_site,
+            socket_of,
+            sockets,
+            redirects,
         }
     }
 
@@ -111,35 +144,17 @@ impl Rules {
         else {
             return Outcome::Defer;
         };
+        let routes = &self.sockets[self.socket_of[li]];
         // Only multi-site listeners look at the host.
-        let host = if self.multi_site[li] {
+        let host = if routes.looks_at_host() {
             host_without_port(authority)
         } else {
             ""
         };
-        let Some(&rule) = self.routes[li].iter().find(|&&r| {
-            let hosts = &self.hosts[self.config.rules[r].listener];
-            hosts.is_empty() || hosts.iter().any(|h| host_matches(h, host))
-        }) else {
+        let Some(routed) = routes.route(host, path) else {
             return Outcome::Defer;
         };
-        let (target, matched) = match &self.config.rules[rule].action {
-            Action::Basic(t) => (t, None),
-            Action::PathBased(m) => {
-                let map = &self.config.url_path_maps[*m];
-                // The first path rule that matches, in list order (Application Gateway v2).
-                map.path_rules
-                    .iter()
-                    .find_map(|pr| {
-                        pr.paths
-                            .iter()
-                            .find_map(|p| path_match_len(p, path))
-                            .map(|n| (&pr.target, Some(n)))
-                    })
-                    .unwrap_or((&map.default, None))
-            }
-        };
-        match target {
+        match routed.target {
             Target::Forward { rewrites: true, .. } => Outcome::Defer,
             Target::Forward { pool, settings, .. } => {
                 let s = &self.config.settings[*settings];
@@ -149,49 +164,13 @@ impl Rules {
                     path: s
                         .path
                         .as_deref()
-                        .map(|prefix| override_path(prefix, path, matched)),
+                        .map(|prefix| override_path(prefix, path, routed.matched_prefix)),
                 }
             }
-            Target::Redirect(r) => self.redirect(*r, authority, path, query),
-        }
-    }
-
-    fn redirect(&self, id: usize, authority: &str, path: &str, query: Option<&str>) -> Outcome {
-        let r = &self.config.redirects[id];
-        let mut location = match &r.target {
-            RedirectTarget::Url(url) => url.clone(),
-            RedirectTarget::Listener(l) => {
-                // The request's host, on the target listener's scheme and port.
-                let l = &self.config.listeners[*l];
-                let host = host_without_port(authority);
-                let default_port = if l.protocol == "https" { 443 } else { 80 };
-                if l.port == default_port {
-                    format!("{}://{host}", l.protocol)
-                } else {
-                    format!("{}://{host}:{}", l.protocol, l.port)
-                }
-            }
-        };
-        if r.include_path {
-            if matches!(r.target, RedirectTarget::Url(_))
-                && location.ends_with('/')
-                && path.starts_with('/')
-            {
-                location.pop();
-            }
-            location.push_str(path);
-        } else if matches!(r.target, RedirectTarget::Listener(_)) {
-            location.push('/');
-        }
-        if r.include_query_string
-            && let Some(q) = query
-        {
-            location.push(if location.contains('?') { '&' } else { '?' });
-            location.push_str(q);
-        }
-        Outcome::Redirect {
-            status: r.status,
-            location,
+            &Target::Redirect(r) => Outcome::Redirect {
+                status: self.config.redirects[r].status,
+                location: self.redirects[r].location(authority, path, query),
+            },
         }
     }
 }
