@@ -29,7 +29,7 @@ pub struct Control {
     /// The threads that serve connections, handed to every socket's accept loops.
     workers: Arc<Workers>,
     state: tokio::sync::Mutex<ControlState>,
-    /// HTTPS frontends' certificates, reloadable on their own.
+    /// HTTPS sockets' certificates, reloadable on their own.
     certificates: ArcSwap<Certificates>,
     /// Listener name → bound address, for [`Gateway::listener_addr`].
     bound: ArcSwap<Vec<(String, SocketAddr)>>,
@@ -76,23 +76,23 @@ struct NewSocket {
     key: SocketKey,
 }
 
-/// The certificates of `snapshot`'s HTTPS frontends.
+/// The certificates of `snapshot`'s HTTPS sockets.
 fn build_certificates(
     snapshot: &Snapshot,
-) -> Result<(Certificates, crate::tls::server::FrontendTls), Error> {
+) -> Result<(Certificates, crate::tls::server::SocketTls), Error> {
     Certificates::build(
         &snapshot.config,
-        snapshot.frontends.iter().map(|f| &f.listeners[..]),
+        snapshot.sockets.iter().map(|f| &f.listeners[..]),
     )
 }
 
-/// Binds a frontend's socket, with the error naming its first listener.
-fn bind_frontend(
+/// Binds the socket the snapshot describes at `socket`, with the error naming its first listener.
+fn bind_socket(
     snapshot: &Snapshot,
-    frontend: usize,
+    socket: usize,
     workers: usize,
 ) -> Result<listener::BoundSocket, Error> {
-    let f = &snapshot.frontends[frontend];
+    let f = &snapshot.sockets[socket];
     let error = |source| Error::Bind {
         listener: snapshot.config.listener(f.listeners[0]).name.clone(),
         addr: f.bind,
@@ -101,8 +101,8 @@ fn bind_frontend(
     listener::bind(f.bind, workers).map_err(error)
 }
 
-fn listener_names(snapshot: &Snapshot, frontend: usize) -> Vec<String> {
-    snapshot.frontends[frontend]
+fn listener_names(snapshot: &Snapshot, socket: usize) -> Vec<String> {
+    snapshot.sockets[socket]
         .listeners
         .iter()
         .map(|l| snapshot.config.listener(*l).name.clone())
@@ -114,7 +114,7 @@ impl Control {
     /// Nothing serves until everything that can fail has succeeded.
     pub async fn start(config: Config, workers: Arc<Workers>) -> Result<Arc<Self>, Error> {
         let mut snapshot = Snapshot::build(config, None, workers.count());
-        let ids: Vec<usize> = (0..snapshot.frontends.len()).collect();
+        let ids: Vec<usize> = (0..snapshot.sockets.len()).collect();
         snapshot.assign_sockets(&ids);
         // Plugins first: the ports open only once every plugin is ready to decide. Their view
         // of the gateway reads the snapshot published here.
@@ -127,16 +127,16 @@ impl Control {
         );
         let prepared = plugins.prepare(&snapshot.config).await?;
         plugins.commit(prepared);
-        let mut bound = Vec::with_capacity(snapshot.frontends.len());
-        for i in 0..snapshot.frontends.len() {
+        let mut bound = Vec::with_capacity(snapshot.sockets.len());
+        for i in 0..snapshot.sockets.len() {
             bound.push(NewSocket {
-                listener: bind_frontend(&snapshot, i, workers.count())?,
+                listener: bind_socket(&snapshot, i, workers.count())?,
                 handle: SocketHandle::new(i, None),
-                key: snapshot.frontends[i].key.clone(),
+                key: snapshot.sockets[i].key.clone(),
             });
         }
-        let (certificates, frontend_tls) = build_certificates(&snapshot)?;
-        for (b, tls) in bound.iter().zip(frontend_tls) {
+        let (certificates, socket_tls) = build_certificates(&snapshot)?;
+        for (b, tls) in bound.iter().zip(socket_tls) {
             b.handle.tls.store(tls);
         }
         let plane = DataPlane::new(cell, plugins);
@@ -264,7 +264,7 @@ impl Control {
         }
 
         // Everything that can fail, with nothing changed yet.
-        let mut ids = Vec::with_capacity(snapshot.frontends.len());
+        let mut ids = Vec::with_capacity(snapshot.sockets.len());
         let mut fresh = Vec::new();
         let mut report = ReloadReport {
             listeners: snapshot.config.listeners.len(),
@@ -272,12 +272,12 @@ impl Control {
             backend_pools: snapshot.config.backend_pools.len(),
             ..ReloadReport::default()
         };
-        for (i, f) in snapshot.frontends.iter().enumerate() {
+        for (i, f) in snapshot.sockets.iter().enumerate() {
             if let Some(s) = state.sockets.iter().find(|s| s.key == f.key) {
                 ids.push(s.handle.id);
                 continue;
             }
-            let listener = bind_frontend(&snapshot, i, self.workers.count())?;
+            let listener = bind_socket(&snapshot, i, self.workers.count())?;
             let id = state.next_socket + fresh.len();
             ids.push(id);
             report.sockets_added.push(format!(
@@ -291,13 +291,13 @@ impl Control {
                 key: f.key.clone(),
             });
         }
-        let (certificates, frontend_tls) = build_certificates(&snapshot)?;
+        let (certificates, socket_tls) = build_certificates(&snapshot)?;
 
         // From here on nothing fails. TLS first: a socket whose protocol changes to HTTPS must
         // find its certificates once the snapshot says so.
         state.next_socket += fresh.len();
-        for (frontend, tls) in frontend_tls.into_iter().enumerate() {
-            let id = ids[frontend];
+        for (socket, tls) in socket_tls.into_iter().enumerate() {
+            let id = ids[socket];
             match state.sockets.iter().find(|s| s.handle.id == id) {
                 Some(s) => s.handle.tls.store(tls),
                 None => {
@@ -389,9 +389,9 @@ impl Control {
         let snapshot = self.plane.snapshot.load();
         for b in bound {
             let local = b.listener.local_addr();
-            if let Some(f) = snapshot.frontend_of(b.handle.id) {
+            if let Some(f) = snapshot.socket_index(b.handle.id) {
                 for name in listener_names(&snapshot, f) {
-                    tracing::info!(listener = %name, address = %local, protocol = snapshot.frontends[f].protocol.as_str(), "listening");
+                    tracing::info!(listener = %name, address = %local, protocol = snapshot.sockets[f].protocol.as_str(), "listening");
                 }
             }
             let task = listener::serve_socket(
@@ -428,7 +428,7 @@ impl Control {
         let snapshot = self.plane.snapshot.load();
         let mut bound = Vec::new();
         for s in &state.sockets {
-            if let Some(f) = snapshot.frontend_of(s.handle.id) {
+            if let Some(f) = snapshot.socket_index(s.handle.id) {
                 for name in listener_names(&snapshot, f) {
                     bound.push((name, s.local));
                 }

@@ -18,7 +18,7 @@ use crate::config::{
     BackendAddress, Config, HostOverride, ListenerId, PoolId, Protocol, RedirectId, RedirectTarget,
     RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
-use crate::probe::{Health, ProbeTarget, TargetKey};
+use crate::probe::{Health, ProbedServer, ServerKey};
 use crate::upstream::{Upstream, UpstreamKey, UpstreamTls};
 
 /// Configuration names (pools, settings) to what they name, looked up on the request path when a
@@ -50,8 +50,8 @@ impl Hasher for NameHasher {
 
 /// Listeners that share one socket: same bind address and port.
 #[derive(Debug)]
-pub struct Frontend {
-    /// What identifies this frontend's socket across snapshots.
+pub struct Socket {
+    /// What identifies this socket across snapshots.
     pub key: SocketKey,
     pub bind: SocketAddr,
     pub protocol: Protocol,
@@ -85,18 +85,18 @@ pub enum CompiledTarget {
     Redirect(RedirectId),
 }
 
-/// A backend pool reached with one backend settings: the pool's members, each with the upstream
+/// A backend pool reached with one backend settings: the pool's servers, each with the upstream
 /// connection pool for its address and port.
 #[derive(Debug)]
 pub struct ForwardTarget {
     pub pool: PoolId,
     pub settings: SettingsId,
     pub rewrite_set: Option<RewriteSetId>,
-    pub members: Box<[Member]>,
+    pub servers: Box<[TargetServer]>,
 }
 
 #[derive(Debug)]
-pub struct Member {
+pub struct TargetServer {
     /// Index of the server in its pool.
     pub server: usize,
     pub upstream: Arc<Upstream>,
@@ -142,17 +142,17 @@ pub struct Routed<'a> {
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Config,
-    pub frontends: Box<[Frontend]>,
+    pub sockets: Box<[Socket]>,
     pub pools: Box<[Pool]>,
     /// Every probe target, ordered by pool, settings and server.
-    pub targets: Box<[ProbeTarget]>,
+    pub targets: Box<[ProbedServer]>,
     /// Pool name → settings name → target, for router plugins' decisions; empty when no router
     /// plugin is configured.
     forward_targets: NameMap<NameMap<Arc<ForwardTarget>>>,
-    /// Socket id → index into `frontends`. Sockets outlive snapshots (a reload keeps the
-    /// sockets whose bind address stays), so connections name their socket, not a frontend.
-    /// Without [`Snapshot::assign_sockets`], socket `i` is frontend `i`.
-    sockets: Box<[Option<usize>]>,
+    /// Socket id → index into `sockets`. Sockets outlive snapshots (a reload keeps the
+    /// sockets whose bind address stays), so connections name their socket by its id.
+    /// Without [`Snapshot::assign_sockets`], socket id `i` is `sockets[i]`.
+    by_socket_id: Box<[Option<usize>]>,
     /// Targets that left the configuration and are still draining, for the health view.
     pub draining: Box<[Arc<Health>]>,
     /// The configuration's redirects, by [`RedirectId`], compiled for answering requests.
@@ -165,13 +165,13 @@ impl Snapshot {
     pub fn build(config: Config, previous: Option<&Snapshot>, workers: usize) -> Self {
         let mut upstreams: HashMap<UpstreamKey, Arc<Upstream>> = HashMap::new();
         if let Some(prev) = previous {
-            for f in prev.frontends.iter() {
+            for f in prev.sockets.iter() {
                 for r in f.routes.routes() {
                     for t in r.action.targets() {
                         let CompiledTarget::Forward(t) = t else {
                             continue;
                         };
-                        for m in t.members.iter() {
+                        for m in t.servers.iter() {
                             upstreams
                                 .entry(m.upstream.key())
                                 .or_insert_with(|| m.upstream.clone());
@@ -200,7 +200,7 @@ impl Snapshot {
 
         // Health is kept per (pool, server address, settings) by name, so a server that stays
         // keeps its state across snapshots.
-        let previous_health: HashMap<TargetKey, Arc<Health>> = previous
+        let previous_health: HashMap<ServerKey, Arc<Health>> = previous
             .map(|prev| {
                 prev.targets
                     .iter()
@@ -208,7 +208,7 @@ impl Snapshot {
                     .collect()
             })
             .unwrap_or_default();
-        let mut targets: HashMap<(PoolId, usize, SettingsId), ProbeTarget> = HashMap::new();
+        let mut targets: HashMap<(PoolId, usize, SettingsId), ProbedServer> = HashMap::new();
 
         let mut forward_cache: HashMap<
             (PoolId, SettingsId, Option<RewriteSetId>),
@@ -226,7 +226,7 @@ impl Snapshot {
                         .entry((pool, settings, rewrite_set))
                         .or_insert_with(|| {
                             let s = config.settings(settings);
-                            let members = config
+                            let servers = config
                                 .pool(pool)
                                 .addresses
                                 .iter()
@@ -255,12 +255,12 @@ impl Snapshot {
                                     let health = targets
                                         .entry((pool, server, settings))
                                         .or_insert_with(|| {
-                                            let key = TargetKey {
+                                            let key = ServerKey {
                                                 pool: config.pool(pool).name.as_str().into(),
                                                 server: a.clone(),
                                                 settings: s.name.as_str().into(),
                                             };
-                                            ProbeTarget {
+                                            ProbedServer {
                                                 pool,
                                                 server,
                                                 settings,
@@ -275,7 +275,7 @@ impl Snapshot {
                                         })
                                         .health
                                         .clone();
-                                    Member {
+                                    TargetServer {
                                         server,
                                         upstream,
                                         host_header,
@@ -287,7 +287,7 @@ impl Snapshot {
                                 pool,
                                 settings,
                                 rewrite_set,
-                                members,
+                                servers,
                             })
                         })
                         .clone(),
@@ -297,7 +297,7 @@ impl Snapshot {
 
         // Group listeners by socket. Port 0 asks the OS for a port per listener.
         let groups = route::sockets(config.listeners.iter().map(|l| (l.bind_address, l.port)));
-        let frontends: Box<[Frontend]> = groups
+        let sockets: Box<[Socket]> = groups
             .into_iter()
             .map(|ids| {
                 let listeners: Box<[ListenerId]> = ids.into_iter().map(ListenerId).collect();
@@ -346,7 +346,7 @@ impl Snapshot {
                         },
                     })
                     .collect();
-                Frontend {
+                Socket {
                     key,
                     bind,
                     protocol: first.protocol,
@@ -377,7 +377,7 @@ impl Snapshot {
             }
         }
 
-        let mut targets: Vec<ProbeTarget> = targets.into_values().collect();
+        let mut targets: Vec<ProbedServer> = targets.into_values().collect();
         targets.sort_by_key(|t| (t.pool, t.settings, t.server));
         let redirects = config
             .redirects
@@ -397,33 +397,34 @@ impl Snapshot {
                 include_query_string: r.include_query_string,
             })
             .collect();
-        let sockets = (0..frontends.len()).map(Some).collect();
+        let by_socket_id = (0..sockets.len()).map(Some).collect();
         Snapshot {
             config,
-            frontends,
+            sockets,
             pools,
             targets: targets.into(),
             forward_targets,
-            sockets,
+            by_socket_id,
             draining: Box::new([]),
             redirects,
         }
     }
 
-    /// Records which socket serves each frontend: `ids[i]` is frontend `i`'s socket id.
+    /// Records each socket's id: `ids[i]` is the id of `sockets[i]`.
     pub fn assign_sockets(&mut self, ids: &[usize]) {
         let len = ids.iter().max().map_or(0, |m| m + 1);
-        let mut sockets = vec![None; len];
-        for (frontend, &id) in ids.iter().enumerate() {
-            sockets[id] = Some(frontend);
+        let mut by_socket_id = vec![None; len];
+        for (index, &id) in ids.iter().enumerate() {
+            by_socket_id[id] = Some(index);
         }
-        self.sockets = sockets.into();
+        self.by_socket_id = by_socket_id.into();
     }
 
-    /// The frontend a socket serves in this snapshot; `None` once its listeners were removed.
+    /// The index in `sockets` of the socket with id `socket`; `None` once its listeners were
+    /// removed.
     #[inline]
-    pub fn frontend_of(&self, socket: usize) -> Option<usize> {
-        self.sockets.get(socket).copied().flatten()
+    pub fn socket_index(&self, socket: usize) -> Option<usize> {
+        self.by_socket_id.get(socket).copied().flatten()
     }
 
     /// The targets of `previous` (and those it was still draining) that this snapshot no longer
@@ -447,11 +448,11 @@ impl Snapshot {
         self.forward_targets.get(pool)?.get(settings)
     }
 
-    /// Finds the listener, rule and target for a request on `frontend`. `host` is the request's
+    /// Finds the listener, rule and target for a request on `socket`. `host` is the request's
     /// host without port; `path` excludes the query.
     #[inline]
-    pub fn route(&self, frontend: usize, host: &str, path: &str) -> Option<Routed<'_>> {
-        let routed = self.frontends[frontend].routes.route(host, path)?;
+    pub fn route(&self, socket: usize, host: &str, path: &str) -> Option<Routed<'_>> {
+        let routed = self.sockets[socket].routes.route(host, path)?;
         Some(Routed {
             listener: ListenerId(routed.listener),
             rule: RuleId(routed.rule),

@@ -1,4 +1,4 @@
-//! Backend pools: round robin, empty pools, dead and slow members, timeouts and error bodies.
+//! Backend pools: round robin, empty pools, dead and slow servers, timeouts and error bodies.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ async fn empty_pool_is_502() {
     assert_eq!(
         reply.status.as_u16(),
         502,
-        "a pool without members answers 502, body {:?}",
+        "a pool without servers answers 502, body {:?}",
         reply.text()
     );
     gw.shutdown().await;

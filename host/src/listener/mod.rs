@@ -1,4 +1,5 @@
-//! Accepting connections: one socket per frontend (listeners sharing a port share it). HTTP
+//! Accepting connections: one listening socket per address and port (listeners sharing a port
+//! share it). HTTP
 //! listeners serve HTTP/1.1; HTTPS listeners complete the TLS handshake first and then serve
 //! HTTP/2 or HTTP/1.1 as ALPN decided, both with upgrades (RFC 6455, RFC 8441). Backends are
 //! always reached with HTTP/1.1.
@@ -81,9 +82,10 @@ fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tc
 /// ones no listener uses any more.
 #[derive(Debug)]
 pub struct SocketHandle {
-    /// The socket's id; a snapshot maps it to its frontend ([`crate::Snapshot::frontend_of`]).
+    /// The socket's id; a snapshot maps it to its description there
+    /// ([`crate::snapshot::Snapshot::socket_index`]).
     pub id: usize,
-    /// The certificates of an HTTPS frontend, read at every handshake.
+    /// The certificates of an HTTPS socket, read at every handshake.
     pub tls: arc_swap::ArcSwapOption<ServerTls>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -209,7 +211,7 @@ async fn accept(
 }
 
 /// Accepts connections on one socket until it (or the gateway) stops. Each connection is
-/// served as the current snapshot says: its frontend's protocol, its certificates, its limits.
+/// served as the current snapshot says: its socket's protocol, its certificates, its limits.
 async fn accept_loop(
     listener: TcpListener,
     socket: Arc<SocketHandle>,
@@ -238,11 +240,11 @@ async fn accept_loop(
             },
         };
         let snapshot = plane.snapshot.load();
-        let Some(frontend) = snapshot.frontend_of(socket.id) else {
+        let Some(index) = snapshot.socket_index(socket.id) else {
             // Accepted just as a reload removed this socket's listeners.
             continue;
         };
-        let scheme = snapshot.frontends[frontend].protocol;
+        let scheme = snapshot.sockets[index].protocol;
         if snapshot.config.limits != limits {
             limits = snapshot.config.limits;
             builders = HttpBuilders::new(&limits);

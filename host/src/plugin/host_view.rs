@@ -12,7 +12,7 @@ pub trait HostView: Send + Sync + 'static {
     /// The names of the configured backend pools.
     fn pools(&self) -> Vec<String>;
 
-    /// The members of `pool` and their health, `None` if there is no such pool.
+    /// The servers of `pool` and their health, `None` if there is no such pool.
     fn pool_state(&self, pool: &str) -> Option<Vec<ServerState>>;
 }
 

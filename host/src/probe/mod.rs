@@ -32,13 +32,13 @@ use crate::upstream::Upstream;
 
 pub use check::{BODY_LIMIT, USER_AGENT};
 pub use evaluate::{Evaluator, NativeEvaluator, ProbeResponse, Verdict};
-pub use state::{Detail, Drain, Group, Health, ProbeResult, Status, TargetKey};
+pub use state::{Detail, Drain, Group, Health, ProbeResult, ServerKey, Status};
 
 use self::check::{Check, PluginJudge};
 
 /// A (pool server, backend settings) pair in use: what the prober probes.
 #[derive(Debug)]
-pub struct ProbeTarget {
+pub struct ProbedServer {
     pub pool: PoolId,
     /// Index of the server in its pool.
     pub server: usize,
@@ -97,10 +97,10 @@ impl Prober {
     /// indexed by [`PluginId`](crate::config::PluginId).
     pub fn start(
         config: &Config,
-        targets: &[ProbeTarget],
+        targets: &[ProbedServer],
         plugins: &[Arc<crate::plugin::PluginSlot>],
     ) -> Self {
-        let mut groups: BTreeMap<(PoolId, SettingsId), Vec<&ProbeTarget>> = BTreeMap::new();
+        let mut groups: BTreeMap<(PoolId, SettingsId), Vec<&ProbedServer>> = BTreeMap::new();
         for t in targets {
             groups.entry((t.pool, t.settings)).or_default().push(t);
         }
@@ -167,7 +167,7 @@ impl Drop for Prober {
 }
 
 fn plan(
-    target: &ProbeTarget,
+    target: &ProbedServer,
     server: &BackendAddress,
     settings: &BackendSettings,
     probe: Option<&Probe>,

@@ -68,7 +68,7 @@ impl fmt::Display for Status {
 /// What identifies a probe target across configurations: names and the address as written, not
 /// indexes, so that a new snapshot can take over the state of targets it keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetKey {
+pub struct ServerKey {
     pub pool: Box<str>,
     pub server: BackendAddress,
     pub settings: Box<str>,
@@ -99,7 +99,7 @@ pub struct ProbeResult {
 /// The health of one (pool server, backend settings) pair.
 #[derive(Debug)]
 pub struct Health {
-    key: TargetKey,
+    key: ServerKey,
     status: AtomicU8,
     /// Whether new requests may go to this server with these settings: healthy, or kept by
     /// `min_servers`. The only field the data plane reads.
@@ -129,7 +129,7 @@ pub struct Drain {
 impl Health {
     /// A new target: Unknown, out of rotation until its first probe succeeds. `workers` is the
     /// number of threads whose requests may wait for it.
-    pub fn new(key: TargetKey, workers: usize) -> Self {
+    pub fn new(key: ServerKey, workers: usize) -> Self {
         Self {
             key,
             status: AtomicU8::new(Status::Unknown.as_u8()),
@@ -200,7 +200,7 @@ impl Health {
         }
     }
 
-    pub fn key(&self) -> &TargetKey {
+    pub fn key(&self) -> &ServerKey {
         &self.key
     }
 
@@ -412,7 +412,7 @@ mod tests {
 
     fn cell(n: u16) -> Arc<Health> {
         Arc::new(Health::new(
-            TargetKey {
+            ServerKey {
                 pool: "pool".into(),
                 server: BackendAddress {
                     host: BackendHost::Ip([127, 0, 0, 1].into()),

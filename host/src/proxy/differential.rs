@@ -220,13 +220,13 @@ fn config(rng: &mut fastrand::Rng) -> String {
 
 fn native(
     snapshot: &Snapshot,
-    frontend: usize,
+    socket: usize,
     authority: &str,
     path: &str,
     query: Option<&str>,
 ) -> Answer {
     let host = wasmgate_rules::matching::host_without_port(authority);
-    let Some(routed) = snapshot.route(frontend, host, path) else {
+    let Some(routed) = snapshot.route(socket, host, path) else {
         return Answer::Native;
     };
     match routed.target {
@@ -307,13 +307,13 @@ async fn builtin_plugin_decides_exactly_as_the_native_rules() {
             .await
             .expect("the basic-rules plugin loads");
         for _ in 0..REQUESTS_PER_CONFIG {
-            let frontend = rng.usize(..snapshot.frontends.len());
-            let listeners = &snapshot.frontends[frontend].listeners;
+            let socket = rng.usize(..snapshot.sockets.len());
+            let listeners = &snapshot.sockets[socket].listeners;
             let listener = listeners[rng.usize(..listeners.len())];
             let authority = HOSTS[rng.usize(..HOSTS.len())].to_ascii_lowercase();
             let path = PATHS[rng.usize(..PATHS.len())];
             let query = QUERIES[rng.usize(..QUERIES.len())];
-            let expected = native(&snapshot, frontend, &authority, path, query);
+            let expected = native(&snapshot, socket, &authority, path, query);
             let head = RequestHead {
                 method: "GET".into(),
                 scheme: "http".into(),

@@ -10,7 +10,7 @@ use http::header;
 use http::{Request, Response, StatusCode};
 
 use super::body::ResponseBody;
-use super::upstream_request::MemberChoice;
+use super::upstream_request::ServerChoice;
 use super::{Connection, ProxyError, stall};
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::{ConnectError, PooledBody, RequestBody, Upstream};
@@ -18,28 +18,28 @@ use wasmgate_rules::matching::host_without_port;
 
 impl Connection {
     /// Sends the request to a member of the target's pool: the affinity member if any, else
-    /// round robin over healthy members. A member that cannot be reached is skipped; one that
+    /// round robin over healthy servers. A member that cannot be reached is skipped; one that
     /// times out is followed by one other attempt when the request can be replayed. With
     /// `only_preferred` (a router plugin named the member) no other member is tried.
     pub(super) async fn forward(
         &self,
         snapshot: &Snapshot,
         target: &ForwardTarget,
-        member: MemberChoice,
+        member: ServerChoice,
         req: Request<RequestBody>,
     ) -> Result<(Response<ResponseBody>, usize), ProxyError> {
-        let MemberChoice {
+        let ServerChoice {
             preferred,
             only_preferred,
         } = member;
         let timeout = snapshot.config.settings(target.settings).request_timeout;
         let pool = snapshot.pool(target.pool);
-        let n = target.members.len();
+        let n = target.servers.len();
         let tries = if only_preferred { n.min(1) } else { n };
         if n == 0 {
             return Err(ProxyError::EmptyPool(pool.name.clone()));
         }
-        let healthy = |i: usize| target.members[i].health.takes_traffic();
+        let healthy = |i: usize| target.servers[i].health.takes_traffic();
         let start = match preferred {
             Some(i) => i,
             None => pool.next_start() % n,
@@ -62,7 +62,7 @@ impl Connection {
             }
             let Some(mut req) = pending.take() else { break };
             attempted = true;
-            let member = &target.members[i];
+            let member = &target.servers[i];
             match member.host_header.as_ref().or(client_host.as_ref()) {
                 Some(h) => req.headers_mut().insert(header::HOST, h.clone()),
                 None => req.headers_mut().remove(header::HOST),

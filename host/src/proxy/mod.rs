@@ -133,8 +133,8 @@ impl Connection {
             member,
             response,
         } = self.upstream_request(snapshot, req, &authority, forwarding)?;
-        let (res, member_index) = self.forward(snapshot, &target, member, request).await?;
-        self.response_filters(snapshot, &target, res, member_index, member, response)
+        let (res, server_index) = self.forward(snapshot, &target, member, request).await?;
+        self.response_filters(snapshot, &target, res, server_index, member, response)
     }
 }
 

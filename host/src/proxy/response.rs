@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use super::body::ResponseBody;
 use super::headers::{apply_rewrites_if, remove_hop_by_hop};
 use super::route::WebSocket;
-use super::upstream_request::{MemberChoice, ResponsePlan};
+use super::upstream_request::{ResponsePlan, ServerChoice};
 use super::{Connection, ProxyError};
 use crate::config::WebSocketTimeout;
 use crate::snapshot::{ForwardTarget, Snapshot};
@@ -20,8 +20,8 @@ impl Connection {
         snapshot: &Snapshot,
         target: &ForwardTarget,
         mut res: Response<ResponseBody>,
-        member_index: usize,
-        member: MemberChoice,
+        server_index: usize,
+        member: ServerChoice,
         plan: ResponsePlan,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let settings = snapshot.config.settings(target.settings);
@@ -53,7 +53,7 @@ impl Connection {
                     idle: settings.websocket_timeout == WebSocketTimeout::Idle,
                 },
                 self.plane.clone(),
-                target.members[member_index].health.drained(),
+                target.servers[server_index].health.drained(),
             );
         }
         if upgraded && extended_connect {
@@ -76,9 +76,9 @@ impl Connection {
             );
         }
         if let Some(name) = settings.affinity.as_ref().map(|a| a.cookie_name.as_str())
-            && member.preferred != Some(member_index)
+            && member.preferred != Some(server_index)
         {
-            let server = &snapshot.pool(target.pool).servers[target.members[member_index].server];
+            let server = &snapshot.pool(target.pool).servers[target.servers[server_index].server];
             add_affinity_cookies(headers, name, &server.affinity_id);
         }
         Ok(res)

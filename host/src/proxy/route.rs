@@ -93,10 +93,10 @@ impl Connection {
         let host = host_without_port(authority);
         // A connection outlives a reload that removed its socket's listeners; its next
         // request finds none.
-        let frontend = snapshot
-            .frontend_of(self.socket_id)
+        let socket = snapshot
+            .socket_index(self.socket_id)
             .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
-        let routed = snapshot.route(frontend, host, req.uri().path());
+        let routed = snapshot.route(socket, host, req.uri().path());
         let router = match &routed {
             Some(r) => snapshot.config.router_for(r.listener, r.rule),
             None => snapshot.config.router,
@@ -106,7 +106,7 @@ impl Connection {
         if let Some(id) = router {
             let listener = match &routed {
                 Some(r) => r.listener,
-                None => snapshot.frontends[frontend].listeners[0],
+                None => snapshot.sockets[socket].listeners[0],
             };
             let listener = &snapshot.config.listener(listener).name;
             let upgrade = handshake.requested();

@@ -31,7 +31,7 @@ pub(super) enum RouterOutcome {
 /// A plugin's forward, resolved against the snapshot.
 pub(super) struct PluginForward {
     pub target: Arc<ForwardTarget>,
-    /// The one member the plugin named, as an index into `target.members`.
+    /// The one member the plugin named, as an index into `target.servers`.
     pub member: Option<usize>,
     pub header_edits: Vec<HeaderEdit>,
     /// Replaces the request's path towards the backend (the query is kept).
@@ -40,7 +40,7 @@ pub(super) struct PluginForward {
 
 impl Connection {
     /// Calls the router plugin `id` of `snapshot`'s configuration for `req` and resolves its
-    /// decision. `listener` is the name of the listener the request matched (or the frontend's
+    /// decision. `listener` is the name of the listener the request matched (or the socket's
     /// first when none did); `websocket` whether it is a well-formed WebSocket handshake.
     ///
     /// The plugin's active version is read once (no lock) and used for the whole request, so a
@@ -139,7 +139,7 @@ impl Connection {
                     Some(server) => {
                         let pool = snapshot.pool(target.pool);
                         let found = target
-                            .members
+                            .servers
                             .iter()
                             .position(|m| pool.servers[m.server].address.to_string() == *server);
                         if found.is_none() {

@@ -26,13 +26,13 @@ use wasmgate_rules::matching::{host_without_port, override_path};
 pub(super) struct UpstreamRequest {
     pub target: Arc<ForwardTarget>,
     pub request: Request<RequestBody>,
-    pub member: MemberChoice,
+    pub member: ServerChoice,
     pub response: ResponsePlan,
 }
 
 /// Which member of the target's pool to try first.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct MemberChoice {
+pub(super) struct ServerChoice {
     /// A router's member, else the one the affinity cookie names.
     pub preferred: Option<usize>,
     /// A router plugin named the member: no other is tried.
@@ -155,10 +155,10 @@ impl Connection {
             RequestBody::Incoming(body)
         };
 
-        let only_member = plugin.as_ref().and_then(|f| f.member);
+        let only_server = plugin.as_ref().and_then(|f| f.member);
         let affinity_cookie = settings.affinity.as_ref().map(|a| a.cookie_name.as_str());
         // A member named by the router overrides the affinity cookie.
-        let preferred = only_member.or_else(|| {
+        let preferred = only_server.or_else(|| {
             affinity_cookie.and_then(|name| affined_member(snapshot, &target, headers, name))
         });
         let mut request = Request::new(body);
@@ -169,9 +169,9 @@ impl Connection {
         Ok(UpstreamRequest {
             target,
             request,
-            member: MemberChoice {
+            member: ServerChoice {
                 preferred,
-                only_preferred: only_member.is_some(),
+                only_preferred: only_server.is_some(),
             },
             response: ResponsePlan {
                 websocket,
@@ -263,7 +263,7 @@ fn affined_member(
             (name == cookie_name).then_some(value.trim_matches('"'))
         })?;
     let pool = snapshot.pool(target.pool);
-    target.members.iter().position(|m| {
+    target.servers.iter().position(|m| {
         let server = &pool.servers[m.server];
         &*server.affinity_id == value && m.health.takes_traffic()
     })

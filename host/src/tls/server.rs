@@ -1,4 +1,4 @@
-//! The TLS side of an HTTPS frontend (the listeners sharing one port): one rustls configuration
+//! The TLS side of an HTTPS socket (the listeners sharing one port): one rustls configuration
 //! whose certificate is chosen per handshake by SNI, from a table that a reload swaps whole.
 //!
 //! Application Gateway's rules: the listener whose host names match the SNI name gives its
@@ -20,7 +20,7 @@ use crate::config::{CertError, CertificateSource, HostPattern, TlsVersion};
 /// Sessions remembered for resumption by session id (TLS 1.2); TLS 1.3 resumes with tickets.
 const SESSION_CACHE: usize = 8192;
 
-/// One listener's certificate on a frontend, in SNI evaluation order.
+/// One listener's certificate on a socket, in SNI evaluation order.
 #[derive(Debug, Clone)]
 pub struct SiteCertificate {
     pub listener: String,
@@ -50,8 +50,8 @@ struct SiteSource {
     source: CertificateSource,
 }
 
-/// Each frontend's TLS configuration, by frontend index; `None` for HTTP frontends.
-pub type FrontendTls = Vec<Option<Arc<ServerTls>>>;
+/// Each socket's TLS configuration, by socket index; `None` for HTTP sockets.
+pub type SocketTls = Vec<Option<Arc<ServerTls>>>;
 
 #[derive(Debug)]
 struct SniResolver {
@@ -87,7 +87,7 @@ pub struct ReloadError {
     pub error: CertError,
 }
 
-/// The TLS configuration of one HTTPS frontend.
+/// The TLS configuration of one HTTPS socket.
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     resolver: Arc<SniResolver>,
@@ -147,7 +147,7 @@ impl ServerTls {
         &self.acceptor
     }
 
-    /// The certificate files of this frontend, for change detection.
+    /// The certificate files of this socket, for change detection.
     pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
         self.sites.iter().flat_map(|s| s.source.files())
     }
@@ -203,29 +203,29 @@ impl FileStamps {
 /// How often certificate files are checked for changes on disk.
 pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The certificates of every HTTPS frontend of a running gateway: reloaded on demand (SIGHUP,
+/// The certificates of every HTTPS socket of a running gateway: reloaded on demand (SIGHUP,
 /// [`crate::Gateway::reload_certificates`]) and when their files change on disk.
 #[derive(Debug, Default)]
 pub struct Certificates {
-    frontends: Vec<Arc<ServerTls>>,
+    sockets: Vec<Arc<ServerTls>>,
 }
 
 impl Certificates {
-    /// The TLS configuration of each frontend (`None` for HTTP frontends), given as the
+    /// The TLS configuration of each socket (`None` for HTTP sockets), given as the
     /// listeners of `config` that share its socket.
     pub fn build<'a>(
         config: &crate::config::Config,
-        frontends: impl ExactSizeIterator<Item = &'a [crate::config::ListenerId]>,
-    ) -> Result<(Self, FrontendTls), crate::Error> {
+        sockets: impl ExactSizeIterator<Item = &'a [crate::config::ListenerId]>,
+    ) -> Result<(Self, SocketTls), crate::Error> {
         let mut all = Vec::new();
-        let mut per_frontend = Vec::with_capacity(frontends.len());
-        for listeners in frontends {
+        let mut per_socket = Vec::with_capacity(sockets.len());
+        for listeners in sockets {
             let mut listeners: Vec<_> = listeners
                 .iter()
                 .filter_map(|id| Some((*id, config.listener(*id).tls.as_ref()?)))
                 .collect();
             let Some(&(first, first_tls)) = listeners.first() else {
-                per_frontend.push(None);
+                per_socket.push(None);
                 continue;
             };
             // The order in which Application Gateway evaluates the port's listeners: multi-site
@@ -260,19 +260,19 @@ impl Certificates {
             )?;
             let tls = Arc::new(tls);
             all.push(tls.clone());
-            per_frontend.push(Some(tls));
+            per_socket.push(Some(tls));
         }
-        Ok((Self { frontends: all }, per_frontend))
+        Ok((Self { sockets: all }, per_socket))
     }
 
     /// Reads every certificate again; see [`ServerTls::reload`].
     pub fn reload(&self) -> Vec<ReloadError> {
-        let errors: Vec<ReloadError> = self.frontends.iter().flat_map(|f| f.reload()).collect();
+        let errors: Vec<ReloadError> = self.sockets.iter().flat_map(|f| f.reload()).collect();
         for e in &errors {
             tracing::error!(error = %e, "certificate not reloaded; the listener keeps its previous one");
         }
         tracing::info!(
-            frontends = self.frontends.len(),
+            sockets = self.sockets.len(),
             failed = errors.len(),
             "certificates reloaded"
         );
@@ -280,7 +280,7 @@ impl Certificates {
     }
 
     fn stamps(&self) -> FileStamps {
-        FileStamps::read(self.frontends.iter().flat_map(|f| f.files()))
+        FileStamps::read(self.sockets.iter().flat_map(|f| f.files()))
     }
 
     /// Reloads whenever a certificate file changes, until `stop` completes.
@@ -288,7 +288,7 @@ impl Certificates {
         self: Arc<Self>,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        if self.frontends.is_empty() {
+        if self.sockets.is_empty() {
             return None;
         }
         Some(tokio::spawn(async move {

@@ -1,4 +1,4 @@
-//! `[[listeners]]`: addresses, host names and HTTPS certificates, and the frontends formed by
+//! `[[listeners]]`: addresses, host names and HTTPS certificates, and the sockets formed by
 //! listeners sharing a port.
 
 use std::collections::HashMap;
@@ -165,9 +165,9 @@ fn listener_tls(
     }))
 }
 
-/// Listeners sharing a port form one frontend: one bind address, at most one basic listener,
+/// Listeners sharing a port form one socket: one bind address, at most one basic listener,
 /// no host name claimed twice.
-pub(super) fn check_frontends(listeners: &[Listener]) -> Result<()> {
+pub(super) fn check_sockets(listeners: &[Listener]) -> Result<()> {
     let mut by_port: HashMap<u16, usize> = HashMap::new();
     for (i, l) in listeners.iter().enumerate() {
         // Port 0 asks the OS for a free port per listener, so such listeners never share.

@@ -26,7 +26,7 @@ use admin::admin;
 use backend_pools::pool;
 use backend_settings::settings;
 use limits::limits;
-use listeners::{check_frontends, listener};
+use listeners::{check_sockets, listener};
 use plugins::{plugin, plugin_engine};
 use probes::{link_probes, probe};
 use redirects::redirect;
@@ -44,7 +44,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         .map(|(i, l)| listener(&format!("listeners[{i}]"), l, base))
         .collect::<Result<Vec<_>>>()?;
     let listener_ids = names("listeners", raw.listeners.iter().map(|l| &l.name))?;
-    check_frontends(&listeners)?;
+    check_sockets(&listeners)?;
 
     let backend_pools = raw
         .backend_pools
