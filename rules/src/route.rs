@@ -107,7 +107,6 @@ impl<T> SocketRoutes<T> {
 
     /// The listener, rule and target for a request. `host` is the request's host without port
     /// (any case); `path` excludes the query.
-    #[inline]
     pub fn route(&self, host: &str, path: &str) -> Option<Routed<'_, T>> {
         let route = self
             .routes
