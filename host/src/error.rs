@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::config::ConfigError;
-use crate::plugin::{PluginError, PrepareError};
+use crate::plugin::PrepareError;
 
 /// Errors from starting or running the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -23,36 +23,14 @@ pub enum Error {
         listener: String,
         source: rustls::Error,
     },
-    /// A plugin failed to load (unreadable, not a component, missing export, `init` failed).
-    #[error("cannot load {0}")]
-    Plugin(#[from] PluginError),
+    /// A configured plugin failed to load (unreadable, not a component, missing export, `init`
+    /// failed); the texts are [`PrepareError`]'s.
+    #[error(transparent)]
+    Plugin(#[from] PrepareError),
     #[error("the gateway was not started from a configuration file, so it cannot read one again")]
     NoConfigFile,
     #[error("the gateway is shutting down")]
     Stopping,
-    #[error("plugin {plugin:?}: cannot read {path}: {source}")]
-    PluginFile {
-        plugin: String,
-        path: std::path::PathBuf,
-        source: io::Error,
-    },
     #[error("cannot start the worker threads: {0}")]
     Workers(io::Error),
-}
-
-impl From<PrepareError> for Error {
-    fn from(e: PrepareError) -> Self {
-        match e {
-            PrepareError::Load(e) => Error::Plugin(e),
-            PrepareError::File {
-                plugin,
-                path,
-                source,
-            } => Error::PluginFile {
-                plugin,
-                path,
-                source,
-            },
-        }
-    }
 }
