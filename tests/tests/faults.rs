@@ -527,48 +527,49 @@ const TCP_ESTABLISHED: &str = "01";
 /// Closed by the peer, still open here.
 const TCP_CLOSE_WAIT: &str = "08";
 
-/// The state of this host's socket from `local` to `remote`, from `/proc/net/tcp`.
-fn socket_state(local: SocketAddr, remote: SocketAddr) -> Option<String> {
-    let hex = |addr: SocketAddr| match addr {
-        SocketAddr::V4(a) => Some(format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(a.ip().octets()),
-            a.port()
-        )),
-        SocketAddr::V6(_) => None,
+/// `/proc/net/tcp`'s form of an IPv4 socket address (`0100007F:1F90`).
+fn proc_address(addr: SocketAddr) -> Option<String> {
+    let SocketAddr::V4(a) = addr else {
+        return None;
     };
-    let (local, remote) = (hex(local)?, hex(remote)?);
-    std::fs::read_to_string("/proc/net/tcp")
-        .expect("read /proc/net/tcp")
-        .lines()
-        .skip(1)
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
-                .then(|| fields.get(3).map(|s| s.to_string()))
-                .flatten()
-        })
+    Some(format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(a.ip().octets()),
+        a.port()
+    ))
 }
 
-/// Sockets of this host in `state` towards `peer`, from `/proc/net/tcp`.
-fn sockets_to(peer: SocketAddr, state: &str) -> usize {
-    let SocketAddr::V4(peer) = peer else {
-        return 0;
-    };
-    let remote = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(peer.ip().octets()),
-        peer.port()
-    );
+/// This host's IPv4 TCP sockets from `/proc/net/tcp`: local address, remote address, state.
+fn proc_sockets() -> Vec<[String; 3]> {
     std::fs::read_to_string("/proc/net/tcp")
         .expect("read /proc/net/tcp")
         .lines()
         .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st
-            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&state)
+        .filter_map(|line| {
+            // sl local_address rem_address st ...
+            let mut fields = line.split_whitespace().skip(1).map(str::to_owned);
+            Some([fields.next()?, fields.next()?, fields.next()?])
         })
+        .collect()
+}
+
+/// The state of this host's socket from `local` to `remote`.
+fn socket_state(local: SocketAddr, remote: SocketAddr) -> Option<String> {
+    let (local, remote) = (proc_address(local)?, proc_address(remote)?);
+    proc_sockets()
+        .into_iter()
+        .find(|[l, r, _]| *l == local && *r == remote)
+        .map(|[_, _, state]| state)
+}
+
+/// Sockets of this host in `state` towards `peer`.
+fn sockets_to(peer: SocketAddr, state: &str) -> usize {
+    let Some(remote) = proc_address(peer) else {
+        return 0;
+    };
+    proc_sockets()
+        .iter()
+        .filter(|[_, r, st]| *r == remote && st == state)
         .count()
 }
 
