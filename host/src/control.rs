@@ -17,7 +17,7 @@ use crate::dataplane::{DataPlane, SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener::{self, SocketHandle};
 use crate::plugin::PluginRegistry;
-use crate::probe::{Drain, FirstRound, Health, Prober};
+use crate::probe::{Drain, FirstRound, Health, Prober, ProbedServer, Status, first_round_bound};
 use crate::snapshot::{Snapshot, SocketKey};
 use crate::tls::Certificates;
 use crate::workers::Workers;
@@ -64,6 +64,13 @@ pub struct ReloadReport {
     pub sockets_removed: Vec<String>,
     /// Backend servers (per backend settings) that left the configuration and are draining.
     pub servers_draining: Vec<String>,
+    /// Backend servers (per backend settings) new to the configuration, each with its status
+    /// when the configuration took effect (`... : Healthy`). They were probed before it did,
+    /// bounded by their probe timeout, so a healthy one serves the first request routed to it.
+    pub servers_added: Vec<String>,
+    /// Those of `servers_added` whose first probe had not answered within that bound: Unknown,
+    /// they take no traffic until a probe succeeds (as in Application Gateway).
+    pub servers_unknown: Vec<String>,
     pub listeners: usize,
     pub rules: usize,
     pub backend_pools: usize,
@@ -140,15 +147,23 @@ impl Control {
             b.handle.tls.store(tls);
         }
         let plane = DataPlane::new(cell, plugins);
-        // Every target is probed at once; servers join the rotation as their probes answer.
-        let prober = {
-            let snapshot = plane.snapshot.load();
-            Prober::start(
-                &snapshot.config,
-                &snapshot.targets,
-                &plane.plugins.current(),
-            )
-        };
+        // Every target is probed at once, and nothing is served before each has answered (or
+        // its probe timeout passed): the ports are bound, so connections wait in their accept
+        // queue instead of meeting pools that are all Unknown and answering 502.
+        let prober = Prober::start(
+            &snapshot.config,
+            &snapshot.targets,
+            &plane.plugins.current(),
+        );
+        let limit = first_round_bound(&snapshot.config, &snapshot.targets);
+        if !prober.wait_for_first_probes(limit).await {
+            for t in snapshot.targets.iter() {
+                if t.health.status() == Status::Unknown {
+                    let key = t.health.key();
+                    tracing::warn!(pool = %key.pool, server = %key.server, settings = %key.settings, "no answer to the first probe; serving without this server until a probe succeeds");
+                }
+            }
+        }
         let control = Arc::new(Control {
             plane,
             workers,
@@ -293,6 +308,15 @@ impl Control {
         }
         let (certificates, socket_tls) = build_certificates(&snapshot)?;
 
+        // Servers new to the configuration are probed before a request can be routed to them,
+        // while the running configuration keeps serving: a path moved to a new pool never meets
+        // a pool that is all Unknown. Servers that stay keep their state and are not waited for.
+        let added = snapshot.added_targets(&previous);
+        if !added.is_empty() {
+            self.probe_added(&snapshot, &added, &plugins.preview(), &mut report)
+                .await;
+        }
+
         // From here on nothing fails. TLS first: a socket whose protocol changes to HTTPS must
         // find its certificates once the snapshot says so.
         state.next_socket += fresh.len();
@@ -310,7 +334,7 @@ impl Control {
         snapshot.assign_sockets(&ids);
 
         // Servers leaving: out of rotation and draining before the new snapshot is seen.
-        state.prober.stop();
+        state.prober.stop_and_wait().await;
         let now = tokio::time::Instant::now();
         let mut draining: Vec<Arc<Health>> = previous
             .draining
@@ -343,8 +367,13 @@ impl Control {
 
         // Plugins are found by name from the configuration a request holds, so publishing the
         // plugin set just before the snapshot is safe for requests of either.
-        self.plane.plugins.commit(plugins);
-        self.plane.snapshot.store(Arc::new(snapshot));
+        let plugins = self.plane.plugins.commit(plugins);
+        // The new prober sets the rotation of every pool (the new servers' by the results of
+        // their first probes) before the snapshot is seen; probes of the servers that stay go
+        // on one interval after their last.
+        let snapshot = Arc::new(snapshot);
+        state.prober = Prober::start(&snapshot.config, &snapshot.targets, &plugins);
+        self.plane.snapshot.store(snapshot);
 
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut state.sockets)
             .into_iter()
@@ -364,13 +393,6 @@ impl Control {
             }
         }
         self.serve(&mut state, fresh);
-        let snapshot = self.plane.snapshot.load();
-        state.prober = Prober::start(
-            &snapshot.config,
-            &snapshot.targets,
-            &self.plane.plugins.current(),
-        );
-        drop(snapshot);
         self.watch_certificates(&mut state, certificates);
         self.publish_bound(&state);
         tracing::info!(
@@ -379,9 +401,45 @@ impl Control {
             sockets_added = report.sockets_added.len(),
             sockets_removed = report.sockets_removed.len(),
             servers_draining = report.servers_draining.len(),
+            servers_added = report.servers_added.len(),
+            servers_unknown = report.servers_unknown.len(),
             "configuration reloaded"
         );
         Ok(report)
+    }
+
+    /// Probes `added`, the servers `snapshot` adds, once each (bounded by their probe timeouts,
+    /// or until the gateway stops) and reports their status. `plugins` is the plugin set of
+    /// `snapshot`, for probe plugins.
+    async fn probe_added(
+        &self,
+        snapshot: &Snapshot,
+        added: &[ProbedServer],
+        plugins: &[Arc<crate::plugin::PluginSlot>],
+        report: &mut ReloadReport,
+    ) {
+        let mut first = Prober::start(&snapshot.config, added, plugins);
+        let limit = first_round_bound(&snapshot.config, added);
+        tokio::select! {
+            _ = first.wait_for_first_probes(limit) => {}
+            _ = self.plane.stopping() => {}
+        }
+        // This prober's groups hold only the new servers: the one started with the snapshot
+        // sets the rotation over whole pools, and none of these probes may land after it.
+        first.stop_and_wait().await;
+        for t in added {
+            let key = t.health.key();
+            let server = format!(
+                "{} in pool {} with settings {}",
+                key.server, key.pool, key.settings
+            );
+            let status = t.health.status();
+            if status == Status::Unknown {
+                tracing::warn!(pool = %key.pool, server = %key.server, settings = %key.settings, "no answer to the first probe; the configuration takes effect without this server until a probe succeeds");
+                report.servers_unknown.push(server.clone());
+            }
+            report.servers_added.push(format!("{server}: {status}"));
+        }
     }
 
     /// Starts the accept loops of newly bound sockets.

@@ -25,7 +25,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds every listener of `config` and starts serving, on one worker thread per core.
+    /// Binds every listener of `config` and starts serving, on one worker thread per core,
+    /// once every backend server has had its first probe answered (bounded by the probe
+    /// timeouts): connections that arrive meanwhile wait in the accept queue.
     pub async fn start(config: Config) -> Result<Self, Error> {
         Self::start_with(config, WorkerOptions::default()).await
     }
@@ -59,10 +61,12 @@ impl Gateway {
 
     /// Applies a new configuration while traffic flows. Everything that can fail — plugins,
     /// binding new ports, loading certificates — is done before anything changes; on an error
-    /// the running configuration keeps serving untouched. Then, at once: new connections and
-    /// requests see the new routing; listeners on new ports start accepting; sockets no listener
-    /// uses any more stop accepting (their connections finish the requests in flight); servers
-    /// that left a pool stop taking new requests and drain (connection draining of their
+    /// the running configuration keeps serving untouched. Servers new to a pool are then probed
+    /// once (bounded by their probe timeout) while it still serves, so that the first request
+    /// routed to a healthy one is served (see [`ReloadReport::servers_added`]). Then, at once:
+    /// new connections and requests see the new routing; listeners on new ports start
+    /// accepting; sockets no listener uses any more stop accepting (their connections finish
+    /// the requests in flight); servers that left a pool stop taking new requests and drain (connection draining of their
     /// backend settings: in-flight requests and WebSocket sessions continue up to the draining
     /// timeout, then WebSocket sessions get a Close 1001 and requests are cut; without draining,
     /// their WebSocket sessions are closed with 1001 at once and requests finish). WebSocket
@@ -89,7 +93,9 @@ impl Gateway {
     }
 
     /// Waits until every backend server has had its first probe answered (or failed), at most
-    /// `timeout`; returns whether they all have. Until then a server takes no traffic.
+    /// `timeout`; returns whether they all have. Until then a server takes no traffic. Start and
+    /// reload wait for it themselves (bounded by the probe timeouts); this tells whether every
+    /// server answered in time.
     pub async fn wait_for_first_probes(&self, timeout: Duration) -> bool {
         self.control.first_round().await.wait(timeout).await
     }

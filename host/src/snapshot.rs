@@ -122,10 +122,50 @@ pub struct Server {
 }
 
 impl Pool {
-    /// Round robin over the healthy servers, starting after the last one picked.
-    pub fn next_start(&self) -> usize {
+    /// The pool's next round-robin turn (see [`ForwardTarget::round_robin`]).
+    pub fn next_turn(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+impl ForwardTarget {
+    /// The server (index into `servers`) whose turn `turn` is: round robin over the servers in
+    /// rotation only, so that each of them takes an equal share whatever the number and the
+    /// position of those out of it. `None` when none is in rotation.
+    pub fn round_robin(&self, turn: usize) -> Option<usize> {
+        pick_in_rotation(turn, self.servers.len(), |i| {
+            self.servers[i].health.takes_traffic()
+        })
+    }
+}
+
+/// The `turn % h`-th, in pool order, of the `h` servers among `0..n` that are `in_rotation`:
+/// `h` consecutive turns visit each of them once. Counting only those in rotation is what keeps
+/// the shares equal: skipping from a turn that falls on a server out of rotation to the next one
+/// in would give that next server the turns of every server down before it. Two passes of
+/// atomic loads, no lock, no allocation.
+pub fn pick_in_rotation(
+    turn: usize,
+    n: usize,
+    in_rotation: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let h = (0..n).filter(|&i| in_rotation(i)).count();
+    if h == 0 {
+        return None;
+    }
+    let mut left = turn % h;
+    let mut last = None;
+    for i in 0..n {
+        if in_rotation(i) {
+            if left == 0 {
+                return Some(i);
+            }
+            left -= 1;
+            last = Some(i);
+        }
+    }
+    // A probe result changed the rotation between the two passes: any server still in it.
+    last
 }
 
 /// What routing decided for one request.
@@ -443,6 +483,21 @@ impl Snapshot {
             .collect()
     }
 
+    /// The targets this snapshot has that `previous` did not: servers new to their pool and
+    /// settings, never probed. Targets that stay (same [`ServerKey`]) share their health.
+    pub fn added_targets(&self, previous: &Snapshot) -> Vec<ProbedServer> {
+        let known: std::collections::HashSet<*const Health> = previous
+            .targets
+            .iter()
+            .map(|t| Arc::as_ptr(&t.health))
+            .collect();
+        self.targets
+            .iter()
+            .filter(|t| !known.contains(&Arc::as_ptr(&t.health)))
+            .cloned()
+            .collect()
+    }
+
     /// The forward target for a pool and settings named by a router plugin.
     pub fn forward_target(&self, pool: &str, settings: &str) -> Option<&Arc<ForwardTarget>> {
         self.forward_targets.get(pool)?.get(settings)
@@ -496,4 +551,115 @@ fn affinity_id(pool: &str, address: &BackendAddress) -> Box<str> {
         fnv(0x84222325_cbf29ce4)
     )
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config::BackendHost;
+    use crate::probe::{Group, ProbeResult};
+
+    /// Each server's picks over `turns` consecutive turns from `first`.
+    fn shares(first: usize, turns: usize, in_rotation: &[bool]) -> Vec<usize> {
+        let mut shares = vec![0; in_rotation.len()];
+        for turn in (0..turns).map(|k| first + k) {
+            if let Some(i) = pick_in_rotation(turn, in_rotation.len(), |i| in_rotation[i]) {
+                shares[i] += 1;
+            }
+        }
+        shares
+    }
+
+    #[test]
+    fn three_servers_the_middle_one_down_share_six_turns_three_and_three() {
+        assert_eq!(shares(0, 6, &[true, false, true]), [3, 0, 3]);
+    }
+
+    /// Every up/down pattern of 1 to 7 servers: `h` consecutive turns, from any turn, visit
+    /// each of the `h` servers in rotation exactly once and none out of it.
+    #[test]
+    fn every_up_down_pattern_gives_the_servers_in_rotation_equal_shares() {
+        for n in 1..=7usize {
+            for mask in 0..(1u32 << n) {
+                let up: Vec<bool> = (0..n).map(|i| mask & (1 << i) != 0).collect();
+                let h = up.iter().filter(|u| **u).count();
+                if h == 0 {
+                    assert!(
+                        (0..n + 3).all(|t| pick_in_rotation(t, n, |i| up[i]).is_none()),
+                        "none in rotation: no pick ({up:?})"
+                    );
+                    continue;
+                }
+                let expected: Vec<usize> = up.iter().map(|u| usize::from(*u)).collect();
+                for first in [0, 1, h, 2 * h + 1, usize::MAX - h + 1] {
+                    assert_eq!(
+                        shares(first, h, &up),
+                        expected,
+                        "{h} turns from {first} over {up:?}"
+                    );
+                }
+                let many: Vec<usize> = expected.iter().map(|e| e * 7).collect();
+                assert_eq!(shares(3, 7 * h, &up), many, "{} turns over {up:?}", 7 * h);
+            }
+        }
+    }
+
+    #[test]
+    fn turns_visit_the_servers_in_rotation_in_pool_order() {
+        let up = [false, true, true, false, true];
+        let picks: Vec<Option<usize>> = (0..6)
+            .map(|t| pick_in_rotation(t, up.len(), |i| up[i]))
+            .collect();
+        assert_eq!(
+            picks,
+            [Some(1), Some(2), Some(4), Some(1), Some(2), Some(4)]
+        );
+    }
+
+    fn cell(port: u16) -> Arc<Health> {
+        Arc::new(Health::new(
+            ServerKey {
+                pool: "pool".into(),
+                server: BackendAddress {
+                    host: BackendHost::Ip([127, 0, 0, 1].into()),
+                    port: Some(port),
+                },
+                settings: "settings".into(),
+            },
+            1,
+        ))
+    }
+
+    fn probe(healthy: bool) -> ProbeResult {
+        ProbeResult {
+            healthy,
+            reason: String::new(),
+            latency: Duration::ZERO,
+            at: SystemTime::now(),
+            note: None,
+        }
+    }
+
+    /// `min_servers` decides the rotation; the round robin shares turns over it, kept
+    /// servers included.
+    #[test]
+    fn servers_kept_by_min_servers_share_the_turns_of_the_rotation() {
+        let cells: Vec<Arc<Health>> = (1..=4).map(cell).collect();
+        let group = Group::new(cells.clone(), 2);
+        for c in &cells {
+            group.record(c, probe(false), 1);
+        }
+        let rotation = |cells: &[Arc<Health>]| -> Vec<bool> {
+            cells.iter().map(|c| c.takes_traffic()).collect()
+        };
+        let up = rotation(&cells);
+        assert_eq!(up, [true, true, false, false], "all down: the first two kept");
+        assert_eq!(shares(0, 8, &up), [4, 4, 0, 0]);
+        group.record(&cells[3], probe(true), 1);
+        let up = rotation(&cells);
+        assert_eq!(up, [true, false, false, true], "one healthy, one kept");
+        assert_eq!(shares(5, 8, &up), [4, 0, 0, 4]);
+    }
 }

@@ -83,7 +83,64 @@ pub enum ProbeAnswer {
     Slow(Duration),
     /// The backend stops listening and drops its connections: connecting is refused.
     Refusing,
+    /// Held until the test opens the gate, then 200 `ok`: the test sees when a probe arrives
+    /// and decides when it is answered.
+    Held(ProbeGate),
 }
+
+/// Holds probes back until the test lets them go ([`ProbeAnswer::Held`]).
+#[derive(Debug, Clone)]
+pub struct ProbeGate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    arrived: tokio::sync::watch::Sender<bool>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl ProbeGate {
+    pub fn new() -> Self {
+        ProbeGate(Arc::new(GateState {
+            arrived: tokio::sync::watch::Sender::new(false),
+            open: tokio::sync::watch::Sender::new(false),
+        }))
+    }
+
+    /// Completes once a probe has arrived (it is held until [`ProbeGate::open`]).
+    pub async fn arrived(&self) {
+        let mut rx = self.0.arrived.subscribe();
+        let _ = rx.wait_for(|arrived| *arrived).await;
+    }
+
+    pub fn has_arrived(&self) -> bool {
+        *self.0.arrived.borrow()
+    }
+
+    /// Answers the probes held and every later one at once.
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        self.0.arrived.send_replace(true);
+        let mut rx = self.0.open.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+impl Default for ProbeGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for ProbeGate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ProbeGate {}
 
 impl ProbeAnswer {
     /// Status and body of the answer, after the delay of `Slow`.
@@ -94,6 +151,10 @@ impl ProbeAnswer {
             ProbeAnswer::Body(b) => (200, b.clone()),
             ProbeAnswer::Slow(d) => {
                 tokio::time::sleep(*d).await;
+                (200, "ok".into())
+            }
+            ProbeAnswer::Held(gate) => {
+                gate.pass().await;
                 (200, "ok".into())
             }
         }

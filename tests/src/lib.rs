@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-pub use backend::{HttpBackend, ProbeAnswer, RawBackend, SeenRequest, dead_address, is_probe};
+pub use backend::{HttpBackend, ProbeAnswer, ProbeGate, RawBackend, SeenRequest, dead_address, is_probe};
 pub use client::{RawResponse, Reply, get, get_with, raw_exchange, send};
 pub use gateway::{listener_addr, start_gateway, start_gateway_unprobed};
 pub use ws::{WsBackend, WsHandshake};

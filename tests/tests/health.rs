@@ -12,7 +12,7 @@ use wasmgate::admin::BackendHealth;
 use wasmgate::admin::view::ServerHealth;
 use wasmgate::probe::Status;
 use wasmgate_cli::admin::client;
-use wasmgate_tests::config::{listener, settings, single_route};
+use wasmgate_tests::config::{basic_rule, listener, pool, settings, single_route};
 use wasmgate_tests::ws::{close_with, round_trip, ws_open};
 use wasmgate_tests::*;
 
@@ -270,40 +270,116 @@ async fn custom_probe_host_path_and_port() {
     gw.shutdown().await;
 }
 
+/// The port opens only once every server has had its first probe answered: a request that
+/// arrives meanwhile waits in the accept queue and is served, instead of meeting a pool that is
+/// all Unknown (502). The first probe is held until a client has sent a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_server_takes_no_traffic_until_its_first_probe_answers() {
+async fn no_request_fails_while_the_first_probes_run_at_start() {
     let b = HttpBackend::start("b").await;
-    b.set_probe_answer(ProbeAnswer::Slow(Duration::from_millis(800)))
-        .await;
-    let toml = probed_route(&[b.addr], "").replace("timeout = \"300ms\"", "timeout = \"3s\"");
-    let gw = start_gateway_unprobed(&toml).await;
-    let addr = listener_addr(&gw, "web");
+    let gate = ProbeGate::new();
+    b.set_probe_answer(ProbeAnswer::Held(gate.clone())).await;
+    let port = free_port();
+    // A probe timeout far beyond what opening the gate takes, on any machine.
+    let toml = (listener("web", port, &[])
+        + &pool("pool", &[b.addr])
+        + &settings("settings", "probe = \"health\"")
+        + &basic_rule("rule", "web", "pool", "settings", "")
+        + &probe_section(""))
+        .replace("timeout = \"300ms\"", "timeout = \"10s\"");
+    let config =
+        Config::from_toml(&toml).unwrap_or_else(|e| panic!("configuration refused: {e}\n{toml}"));
 
-    let s = server(&gw, &b.addr.to_string());
+    // The client starts once the first probe is held (the port is bound by then), sends its
+    // first request, lets the probe go, and goes on sending, one request at a time.
+    const REQUESTS: usize = 50;
+    let client = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            within("the first probe arrives", gate.arrived()).await;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut answers = Vec::with_capacity(REQUESTS);
+            for i in 0..REQUESTS {
+                let request = format!("GET /app/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n");
+                let answer = within("one request", async {
+                    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+                    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await?;
+                    // Sent while the first probe is held: let it go.
+                    gate.open();
+                    wasmgate_tests::client::read_response(&mut stream)
+                        .await
+                        .map_err(std::io::Error::other)
+                })
+                .await;
+                answers.push(match answer {
+                    Ok(r) => (r.status, r.header("x-backend").map(str::to_owned)),
+                    Err(e) => panic!("request {i}: {e}"),
+                });
+            }
+            answers
+        }
+    });
+    let gw = match within_for(2 * WAIT, "Gateway::start", wasmgate::Gateway::start(config)).await {
+        Ok(gw) => gw,
+        Err(e) => panic!("gateway failed to start: {e}"),
+    };
     assert_eq!(
-        (s.health, s.in_rotation, s.health_probe_log.as_str()),
-        (Status::Unknown, false, "Waiting for the first probe")
+        server(&gw, &b.addr.to_string()).health,
+        Status::Healthy,
+        "the gateway starts serving once the first probes have answered"
     );
-    let reply = get(addr, "h.test", "/app/early").await;
-    assert_eq!(
-        reply.status.as_u16(),
-        502,
-        "an Unknown server takes no traffic: {}",
-        reply.text()
+    let answers = within_for(2 * WAIT, "the client's requests", client)
+        .await
+        .expect("client task");
+    let failed: Vec<_> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a != (200, Some("b".to_owned())))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "every request sent from the moment the port was bound is served by b; failed: {failed:?}"
     );
-    assert_eq!(b.hits_under("/app/"), 0);
-
-    assert!(gw.wait_for_first_probes(WAIT).await);
-    assert_eq!(server(&gw, &b.addr.to_string()).health, Status::Healthy);
-    assert_routed(
-        addr,
-        "h.test",
-        "/app/later",
-        "b",
-        "healthy after its first probe",
-    )
-    .await;
+    assert_eq!(b.hits_under("/app/"), REQUESTS);
     gw.shutdown().await;
+}
+
+/// Round robin over the servers in rotation only: each takes an equal share, whatever the
+/// number and the position of the servers down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_spreads_evenly_over_the_healthy_servers() {
+    // Which servers are down, and how many requests each healthy one gets.
+    let patterns: [(&[bool], usize); 4] = [
+        (&[true, false, true], 2),
+        (&[false, true, true, false, true], 3),
+        (&[true, true, false, false], 4),
+        (&[false, false, false, true], 3),
+    ];
+    for (up, each) in patterns {
+        let mut backends = Vec::new();
+        for (i, up) in up.iter().enumerate() {
+            let b = HttpBackend::start(&format!("s{i}")).await;
+            if !up {
+                b.set_probe_answer(ProbeAnswer::Status(503)).await;
+            }
+            backends.push(b);
+        }
+        let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+        let gw = start_gateway(&probed_route(&addrs, "")).await;
+        let addr = listener_addr(&gw, "web");
+        let healthy = up.iter().filter(|u| **u).count();
+        for i in 0..healthy * each {
+            let reply = get(addr, "h.test", &format!("/app/rr/{i}")).await;
+            assert_eq!(reply.status.as_u16(), 200, "request {i} over {up:?}");
+        }
+        let shares: Vec<usize> = backends.iter().map(|b| b.hits_under("/app/rr/")).collect();
+        let expected: Vec<usize> = up.iter().map(|u| if *u { each } else { 0 }).collect();
+        assert_eq!(
+            shares, expected,
+            "{} requests over servers up {up:?}: {each} to each healthy one, none to those down",
+            healthy * each
+        );
+        gw.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

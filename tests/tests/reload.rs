@@ -525,3 +525,94 @@ async fn servers_that_stay_keep_their_probe_schedule() {
     );
     gw.shutdown_within(Duration::from_secs(5)).await;
 }
+
+/// Listener `web`: `/new/*` → pool `new_path_pool`, anything else → pool `old`; `pools` are the
+/// backend pool sections. Default probe (timeout 30 s).
+fn moving_path(pools: &str, new_path_pool: &str) -> String {
+    let mut text = listener("web", 0, &[]);
+    text += pools;
+    text += &settings("settings", "");
+    text += "[[url_path_maps]]\nname = \"paths\"\ndefault_backend_pool = \"old\"\ndefault_backend_settings = \"settings\"\n";
+    text += &format!(
+        "[[url_path_maps.path_rules]]\nname = \"new\"\npaths = [\"/new/*\"]\nbackend_pool = {new_path_pool:?}\nbackend_settings = \"settings\"\n\n"
+    );
+    text += "[[rules]]\nname = \"rule\"\nlistener = \"web\"\nurl_path_map = \"paths\"\n\n";
+    text
+}
+
+/// A reload that sends a path to a brand-new pool fails none of the requests flowing to that
+/// path: the new server is probed before the new configuration routes anything to it (its first
+/// probe is held until a request sent meanwhile has been answered), and the old configuration
+/// serves until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_path_moved_to_a_new_pool_fails_no_request_while_its_server_is_probed() {
+    let old = HttpBackend::start("old").await;
+    let fresh = HttpBackend::start("fresh").await;
+    let gate = ProbeGate::new();
+    fresh
+        .set_probe_answer(ProbeAnswer::Held(gate.clone()))
+        .await;
+    let gw = start_gateway(&moving_path(&pool("old", &[old.addr]), "old")).await;
+    let web = listener_addr(&gw, "web");
+
+    // One request at a time, until the new server has served 20 (at most 5,000 requests).
+    const LIMIT: usize = 5_000;
+    let client = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            let (mut served, mut failed) = (Vec::new(), Vec::new());
+            for i in 0..LIMIT {
+                let held = gate.has_arrived();
+                match wasmgate_tests::client::try_send(web, get_request(&format!("/new/{i}"))).await {
+                    Ok(r) if r.status == 200 => served.push(r.backend().unwrap_or("?").to_owned()),
+                    Ok(r) => failed.push(format!("request {i}: {} {}", r.status, r.text())),
+                    Err(e) => failed.push(format!("request {i}: {e}")),
+                }
+                // A request sent while the new server's first probe was held has been answered.
+                if held {
+                    gate.open();
+                }
+                if served.iter().filter(|b| *b == "fresh").count() == 20 {
+                    break;
+                }
+            }
+            (served, failed)
+        }
+    });
+    let pools = pool("old", &[old.addr]) + &pool("fresh", &[fresh.addr]);
+    let report = reload(&gw, &moving_path(&pools, "fresh")).await;
+    let (served, failed) = within("the client's requests", client)
+        .await
+        .expect("client task");
+    assert!(
+        failed.is_empty(),
+        "no request fails across the reload: {} failed of {}: {:?}",
+        failed.len(),
+        failed.len() + served.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let by_old = served.iter().filter(|b| *b == "old").count();
+    assert!(
+        by_old >= 1,
+        "the old configuration served while the new server was probed: {served:?}"
+    );
+    assert_eq!(
+        served.iter().filter(|b| *b == "fresh").count(),
+        20,
+        "then the new pool serves the path"
+    );
+    assert_eq!(
+        report.servers_added,
+        [format!("{} in pool fresh with settings settings: Healthy", fresh.addr)],
+        "{report:?}"
+    );
+    assert!(report.servers_unknown.is_empty(), "{report:?}");
+    gw.shutdown().await;
+}
+
+fn get_request(path: &str) -> http::Request<String> {
+    http::Request::get(path)
+        .header("host", "reload.test")
+        .body(String::new())
+        .expect("request")
+}

@@ -119,6 +119,24 @@ impl PreparedPlugins {
     pub fn loaded(&self) -> usize {
         self.entries.iter().filter(|e| e.version.is_some()).count()
     }
+
+    /// The set as [`commit`](PluginRegistry::commit) will make it, indexed by the new
+    /// configuration's [`PluginId`], without changing anything live: an entry's own slot, or —
+    /// for an entry whose new version is not installed yet — a stand-in slot serving that
+    /// version. For probing new servers with their probe plugins before the commit.
+    pub fn preview(&self) -> Vec<Arc<PluginSlot>> {
+        self.entries
+            .iter()
+            .map(|e| match &e.version {
+                None => e.slot.clone(),
+                Some(version) => {
+                    let stand_in = PluginSlot::new(&e.slot.name, e.slot.kind, e.declared.settings.clone());
+                    stand_in.active.store(Some(version.clone()));
+                    stand_in
+                }
+            })
+            .collect()
+    }
 }
 
 /// Every plugin of the gateway (see the module docs).

@@ -37,7 +37,7 @@ pub use state::{Detail, Drain, Group, Health, ProbeResult, ServerKey, Status};
 use self::check::{Check, PluginJudge};
 
 /// A (pool server, backend settings) pair in use: what the prober probes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProbedServer {
     pub pool: PoolId,
     /// Index of the server in its pool.
@@ -158,7 +158,39 @@ impl Prober {
             task.abort();
         }
     }
+
+    /// Stops every probe and returns once none can record a result any more (an aborted task
+    /// may be recording one on another thread when the abort comes).
+    pub async fn stop_and_wait(&mut self) {
+        let tasks: Vec<JoinHandle<()>> = self.tasks.drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
+
+/// How long the first round of probes of `targets` may take: the longest probe timeout among
+/// them, plus a second for a probe plugin's judgement (its calls have limits of their own).
+/// Past it, a target still waiting for its first answer is left Unknown.
+pub fn first_round_bound(config: &Config, targets: &[ProbedServer]) -> Duration {
+    let longest = targets
+        .iter()
+        .map(|t| {
+            config
+                .settings(t.settings)
+                .probe
+                .map_or(DEFAULT_PROBE_TIMEOUT, |p| config.probes[p.0].timeout)
+        })
+        .max()
+        .unwrap_or_default();
+    longest + FIRST_ROUND_MARGIN
+}
+
+/// What [`first_round_bound`] adds to the probe timeout.
+const FIRST_ROUND_MARGIN: Duration = Duration::from_secs(1);
 
 impl Drop for Prober {
     fn drop(&mut self) {

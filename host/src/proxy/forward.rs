@@ -40,9 +40,11 @@ impl Connection {
             return Err(ProxyError::EmptyPool(pool.name.clone()));
         }
         let healthy = |i: usize| target.servers[i].health.takes_traffic();
+        // The first member tried: the preferred one, else the round robin's; the others
+        // follow in pool order, skipping those out of rotation.
         let start = match preferred {
             Some(i) => i,
-            None => pool.next_start() % n,
+            None => target.round_robin(pool.next_turn()).unwrap_or(0),
         };
         // A request that reached a backend is sent again only when that is safe: no body to
         // replay and an idempotent method (RFC 9110 §9.2.2). One that never left is always.
