@@ -349,7 +349,7 @@ async fn no_request_fails_while_the_first_probes_run_at_start() {
 async fn round_robin_spreads_evenly_over_the_healthy_servers() {
     // Which servers are down, and how many requests each healthy one gets.
     let patterns: [(&[bool], usize); 4] = [
-        (&[true, false, true], 2),
+        (&[true, false, true], 3),
         (&[false, true, true, false, true], 3),
         (&[true, true, false, false], 4),
         (&[false, false, false, true], 3),
