@@ -17,7 +17,7 @@ use crate::dataplane::{DataPlane, SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener::{self, SocketHandle};
 use crate::plugin::PluginRegistry;
-use crate::probe::{Drain, FirstRound, Health, Prober, ProbedServer, Status, first_round_bound};
+use crate::probe::{Drain, FirstRound, Health, ProbedServer, Prober, Status, first_round_bound};
 use crate::snapshot::{Snapshot, SocketKey};
 use crate::tls::Certificates;
 use crate::workers::Workers;

@@ -655,7 +655,11 @@ mod tests {
             cells.iter().map(|c| c.takes_traffic()).collect()
         };
         let up = rotation(&cells);
-        assert_eq!(up, [true, true, false, false], "all down: the first two kept");
+        assert_eq!(
+            up,
+            [true, true, false, false],
+            "all down: the first two kept"
+        );
         assert_eq!(shares(0, 8, &up), [4, 4, 0, 0]);
         group.record(&cells[3], probe(true), 1);
         let up = rotation(&cells);

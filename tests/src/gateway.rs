@@ -7,28 +7,22 @@ use wasmgate::config::Config;
 
 use crate::{WAIT, within};
 
-/// Parses `toml` and starts a gateway on it, then waits (bounded) until every backend server
-/// has had its first health probe answered, so that healthy servers are in rotation; fails the
-/// test, showing the configuration, if the configuration is refused or the gateway does not
-/// start.
+/// Parses `toml` and starts a gateway on it (which serves once every backend server has had its
+/// first health probe answered, bounded by the probe timeouts), then checks that every one did
+/// answer in time; fails the test, showing the configuration, if the configuration is refused or
+/// the gateway does not start.
 pub async fn start_gateway(toml: &str) -> Gateway {
-    let gw = start_gateway_unprobed(toml).await;
+    let config = Config::from_toml(toml)
+        .unwrap_or_else(|e| panic!("test configuration refused: {e}\n--- config ---\n{toml}"));
+    let gw = match within("Gateway::start", Gateway::start(config)).await {
+        Ok(gw) => gw,
+        Err(e) => panic!("gateway failed to start: {e}\n--- config ---\n{toml}"),
+    };
     assert!(
         gw.wait_for_first_probes(WAIT).await,
         "the first health probes did not all complete within {WAIT:?}\n--- config ---\n{toml}"
     );
     gw
-}
-
-/// [`start_gateway`] without waiting for the first probes: servers are Unknown (out of
-/// rotation) until theirs answer.
-pub async fn start_gateway_unprobed(toml: &str) -> Gateway {
-    let config = Config::from_toml(toml)
-        .unwrap_or_else(|e| panic!("test configuration refused: {e}\n--- config ---\n{toml}"));
-    match within("Gateway::start", Gateway::start(config)).await {
-        Ok(gw) => gw,
-        Err(e) => panic!("gateway failed to start: {e}\n--- config ---\n{toml}"),
-    }
 }
 
 /// The address clients use to reach listener `name` (an unspecified bind address becomes

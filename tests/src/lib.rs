@@ -16,9 +16,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-pub use backend::{HttpBackend, ProbeAnswer, ProbeGate, RawBackend, SeenRequest, dead_address, is_probe};
+pub use backend::{
+    HttpBackend, ProbeAnswer, ProbeGate, RawBackend, SeenRequest, dead_address, is_probe,
+};
 pub use client::{RawResponse, Reply, get, get_with, raw_exchange, send};
-pub use gateway::{listener_addr, start_gateway, start_gateway_unprobed};
+pub use gateway::{listener_addr, start_gateway};
 pub use ws::{WsBackend, WsHandshake};
 
 /// Upper bound for any single network operation in a test (connect, one request, one message).

@@ -299,7 +299,8 @@ async fn no_request_fails_while_the_first_probes_run_at_start() {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut answers = Vec::with_capacity(REQUESTS);
             for i in 0..REQUESTS {
-                let request = format!("GET /app/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n");
+                let request =
+                    format!("GET /app/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n");
                 let answer = within("one request", async {
                     let mut stream = tokio::net::TcpStream::connect(addr).await?;
                     tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await?;
@@ -374,7 +375,8 @@ async fn round_robin_spreads_evenly_over_the_healthy_servers() {
         let shares: Vec<usize> = backends.iter().map(|b| b.hits_under("/app/rr/")).collect();
         let expected: Vec<usize> = up.iter().map(|u| if *u { each } else { 0 }).collect();
         assert_eq!(
-            shares, expected,
+            shares,
+            expected,
             "{} requests over servers up {up:?}: {each} to each healthy one, none to those down",
             healthy * each
         );

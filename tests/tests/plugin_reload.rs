@@ -782,3 +782,71 @@ async fn replacements_and_reloads_under_http_and_websocket_load() {
     variants_consistent(&b, "b");
     gw.shutdown().await;
 }
+
+/// A reload that loads a probe plugin and adds a pool it judges probes the new servers with
+/// that plugin before the configuration takes effect, though the plugin is only installed when
+/// it does: the plugin's verdicts are in the reload's result (a 200 whose body says `degraded`
+/// is Unhealthy, where the native probe would call it Healthy), and traffic follows them from
+/// the first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_probes_its_new_servers_with_the_probe_plugin_it_loads() {
+    let old = HttpBackend::start("old").await;
+    let ok = HttpBackend::start("ok").await;
+    let degraded = HttpBackend::start("degraded").await;
+    ok.set_probe_answer(ProbeAnswer::Body(r#"{"status":"ok"}"#.into()))
+        .await;
+    degraded
+        .set_probe_answer(ProbeAnswer::Body(r#"{"status":"degraded"}"#.into()))
+        .await;
+    let mut toml = plugin_engine_section();
+    toml += &listener("web", 0, &[]);
+    toml += &pool("old", &[old.addr]);
+    toml += &settings("web", "");
+    let gw = start(&(toml.clone() + &basic_rule("rule", "web", "old", "web", ""))).await;
+
+    toml += &pool("checked", &[ok.addr, degraded.addr]);
+    toml += &settings("checked", "probe = \"health\"");
+    toml += &basic_rule("rule", "web", "checked", "checked", "");
+    toml +=
+        "[[probes]]\nname = \"health\"\npath = \"/healthz\"\nprobe_plugin = \"json-health\"\n\n";
+    toml += &plugin_section(
+        "json-health",
+        "example-json-health-probe",
+        "probe",
+        r#"config = '{"path": "/status"}'"#,
+    );
+    let config = Config::from_toml(&toml)
+        .unwrap_or_else(|e| panic!("test configuration refused: {e}\n--- config ---\n{toml}"));
+    let report = within_for(Duration::from_secs(120), "reload", gw.reload(config))
+        .await
+        .unwrap_or_else(|e| panic!("reload refused: {e}"));
+    assert_eq!(
+        report.servers_added,
+        [
+            format!("{} in pool checked with settings checked: Healthy", ok.addr),
+            format!(
+                "{} in pool checked with settings checked: Unhealthy",
+                degraded.addr
+            ),
+        ],
+        "{report:?}"
+    );
+    assert!(report.servers_unknown.is_empty(), "{report:?}");
+    assert_eq!(
+        ok.probes().first().map(|p| p.uri.clone()).as_deref(),
+        Some("/status"),
+        "the plugin shaped the first probe"
+    );
+    let addr = listener_addr(&gw, "web");
+    for i in 0..4 {
+        assert_routed(
+            addr,
+            "app",
+            &format!("/x/{i}"),
+            "ok",
+            "only the healthy server",
+        )
+        .await;
+    }
+    gw.shutdown().await;
+}

@@ -563,7 +563,8 @@ async fn a_path_moved_to_a_new_pool_fails_no_request_while_its_server_is_probed(
             let (mut served, mut failed) = (Vec::new(), Vec::new());
             for i in 0..LIMIT {
                 let held = gate.has_arrived();
-                match wasmgate_tests::client::try_send(web, get_request(&format!("/new/{i}"))).await {
+                match wasmgate_tests::client::try_send(web, get_request(&format!("/new/{i}"))).await
+                {
                     Ok(r) if r.status == 200 => served.push(r.backend().unwrap_or("?").to_owned()),
                     Ok(r) => failed.push(format!("request {i}: {} {}", r.status, r.text())),
                     Err(e) => failed.push(format!("request {i}: {e}")),
@@ -603,7 +604,10 @@ async fn a_path_moved_to_a_new_pool_fails_no_request_while_its_server_is_probed(
     );
     assert_eq!(
         report.servers_added,
-        [format!("{} in pool fresh with settings settings: Healthy", fresh.addr)],
+        [format!(
+            "{} in pool fresh with settings settings: Healthy",
+            fresh.addr
+        )],
         "{report:?}"
     );
     assert!(report.servers_unknown.is_empty(), "{report:?}");

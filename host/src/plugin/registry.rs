@@ -130,7 +130,8 @@ impl PreparedPlugins {
             .map(|e| match &e.version {
                 None => e.slot.clone(),
                 Some(version) => {
-                    let stand_in = PluginSlot::new(&e.slot.name, e.slot.kind, e.declared.settings.clone());
+                    let stand_in =
+                        PluginSlot::new(&e.slot.name, e.slot.kind, e.declared.settings.clone());
                     stand_in.active.store(Some(version.clone()));
                     stand_in
                 }
