@@ -5,7 +5,8 @@
 //! atomic load.
 //!
 //! Each target has one task and at most one probe in flight. Every target is probed at once at
-//! start, so healthy servers join the rotation within milliseconds; after that the probes of
+//! start (the gateway serves once this first round has answered, see [`first_round_bound`]), and
+//! a reload probes the targets it adds before routing to them; after that the probes of
 //! different targets are spread over the interval (a random phase, then ±10 % per round), so
 //! many targets never probe in step.
 
