@@ -335,7 +335,7 @@ async fn clients_without_a_valid_certificate_are_refused_in_the_handshake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn revoked_certificates_are_refused_and_a_new_list_applies_on_reload() {
+async fn revoked_certificates_are_refused_and_new_lists_apply_when_they_change() {
     let pki = Pki::new("gateway CA");
     let ca = Ca::root("Contoso Client CA");
     let ca_file = pki.write("clients.pem", &ca.pem_chain);
@@ -356,11 +356,23 @@ async fn revoked_certificates_are_refused_and_a_new_list_applies_on_reload() {
     let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&alice))).await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
 
-    // Alice's certificate is revoked too: new handshakes see the new list.
+    // Alice's certificate is revoked too: once the watcher sees the list change on disk, new
+    // handshakes use it.
     pki.write("clients.crl", &ca.crl(&[&[0x66], &[0x01]]));
+    eventually("the new revocation list applies", || {
+        let config = client(&pki, Some(&alice));
+        let gw = &gw;
+        async move {
+            let answer = get(gw, "site", "a.example", "a.example", config).await;
+            refused(&answer).then_some(())
+        }
+    })
+    .await;
+    // And a list that no longer names her, reloaded on demand, lets her in again.
+    pki.write("clients.crl", &ca.crl(&[&[0x66]]));
     assert!(gw.reload_certificates().is_empty());
     let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&alice))).await;
-    assert!(refused(&answer), "revoked after the reload: {answer:?}");
+    assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
     gw.shutdown().await;
 }
 
@@ -481,4 +493,98 @@ async fn sni_listeners_on_one_port_have_profiles_of_their_own() {
     );
     assert_eq!(backend_a.hits(), 1);
     gw.shutdown().await;
+}
+
+#[test]
+fn invalid_ssl_profiles_are_refused_naming_the_field() {
+    let pki = Pki::new("gateway CA");
+    let ca = Ca::root("Contoso Client CA");
+    let good = pki.write("clients.pem", &ca.pem_chain);
+    let empty = pki.write("empty.pem", "no certificate here\n");
+    let huge = pki.write("huge.pem", &ca.pem_chain.repeat(60));
+    let garbage_crl = pki.write("garbage.crl", "not a revocation list");
+    let missing = pki.path("missing.pem");
+    let shown = |p: &Path| format!("{:?}", p.display().to_string());
+    let listener = https_listener("site", 443, &[], &pki, "ssl_profile = \"p\"");
+    let with = |profile_extra: &str, files: &[&Path]| {
+        format!("{listener}{}", profile("p", files, profile_extra))
+    };
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "unknown profile",
+            https_listener("site", 443, &[], &pki, "ssl_profile = \"nope\""),
+            "listeners[0].ssl_profile: no ssl_profile named \"nope\"".into(),
+        ),
+        (
+            "profile on an http listener",
+            "[[listeners]]\nname = \"site\"\nport = 80\nssl_profile = \"p\"\n".into(),
+            "listeners[0].ssl_profile: only an https listener takes TLS settings".into(),
+        ),
+        (
+            "no trusted certificates",
+            with("", &[]),
+            "ssl_profiles[0].trusted_client_certificates: list at least one PEM file of trusted client CA certificates".into(),
+        ),
+        (
+            "six chains",
+            with("", &[&good, &good, &good, &good, &good, &good]),
+            "ssl_profiles[0].trusted_client_certificates: at most 5 trusted client CA chains per SSL profile, found 6".into(),
+        ),
+        (
+            "missing file",
+            with("", &[&missing]),
+            format!(
+                "ssl_profiles[0].trusted_client_certificates: SSL profile \"p\": cannot read {}: No such file or directory (os error 2)",
+                shown(&missing)
+            ),
+        ),
+        (
+            "file without a certificate",
+            with("", &[&empty]),
+            format!(
+                "ssl_profiles[0].trusted_client_certificates: SSL profile \"p\": {} holds no certificate",
+                shown(&empty)
+            ),
+        ),
+        (
+            "file over 25 KB",
+            with("", &[&huge]),
+            format!(
+                "ssl_profiles[0].trusted_client_certificates: SSL profile \"p\": {} is larger than 25600 bytes",
+                shown(&huge)
+            ),
+        ),
+        (
+            "unknown mode",
+            with("verify_client_auth_mode = \"lenient\"", &[&good]),
+            "ssl_profiles[0].verify_client_auth_mode: \"lenient\" is not a mode; use \"strict\" or \"passthrough\"".into(),
+        ),
+        (
+            "missing revocation list",
+            with(&format!("revocation_lists = [{}]", toml_path(&missing)), &[&good]),
+            format!(
+                "ssl_profiles[0].revocation_lists: SSL profile \"p\": cannot read {}: No such file or directory (os error 2)",
+                shown(&missing)
+            ),
+        ),
+        (
+            "revocation list that is not one",
+            with(&format!("revocation_lists = [{}]", toml_path(&garbage_crl)), &[&good]),
+            format!(
+                "ssl_profiles[0].revocation_lists: SSL profile \"p\": {} is not a certificate revocation list rustls can read",
+                shown(&garbage_crl)
+            ),
+        ),
+        (
+            "two profiles of one name",
+            format!("{}{}", with("", &[&good]), profile("p", &[&good], "")),
+            "ssl_profiles[1].name: \"p\" is already the name of ssl_profiles[0]".into(),
+        ),
+    ];
+    for (what, toml, expected) in cases {
+        let err = wasmgate::config::Config::from_toml(&toml)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted\n{toml}"));
+        assert_eq!(err.to_string(), expected, "{what}");
+    }
 }

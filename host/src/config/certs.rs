@@ -245,33 +245,26 @@ impl ClientCas {
         let mut crls = Vec::with_capacity(revocation_lists.len());
         for file in revocation_lists {
             let data = read(file)?;
-            if data.starts_with(b"-----BEGIN") {
-                for crl in CertificateRevocationListDer::pem_slice_iter(&data) {
-                    crls.push(crl.map_err(|e| CertError::Pem {
-                        file: shown(file),
-                        reason: e.to_string(),
-                    })?);
-                }
-            } else {
-                crls.push(CertificateRevocationListDer::from(data));
-            }
+            let parsed: Vec<CertificateRevocationListDer<'static>> =
+                if data.starts_with(b"-----BEGIN") {
+                    CertificateRevocationListDer::pem_slice_iter(&data)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| CertError::Pem {
+                            file: shown(file),
+                            reason: e.to_string(),
+                        })?
+                } else {
+                    vec![CertificateRevocationListDer::from(data)]
+                };
+            // Built alone first, so that a list rustls cannot read is named by its file.
+            verifier(&roots, parsed.clone()).map_err(|_| CertError::BadRevocationList {
+                file: shown(file),
+            })?;
+            crls.extend(parsed);
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider(),
-        )
-        .with_crls(crls)
-        .only_check_end_entity_revocation()
-        .allow_unknown_revocation_status()
-        .build()
-        .map_err(|e| CertError::Verifier {
-            files: revocation_lists
-                .iter()
-                .chain(files)
-                .map(|f| shown(f))
-                .collect::<Vec<_>>()
-                .join(", "),
-            reason: format!("{e:?}"),
+        let verifier = verifier(&roots, crls).map_err(|e| CertError::Verifier {
+            files: files.iter().map(|f| shown(f)).collect::<Vec<_>>().join(", "),
+            reason: e.to_string(),
         })?;
         Ok(Self {
             files: files.to_vec(),
@@ -289,6 +282,23 @@ impl ClientCas {
             .chain(&self.revocation_lists)
             .map(PathBuf::as_path)
     }
+}
+
+/// rustls's WebPKI client verifier for `roots` and `crls`. Revocation is checked for the
+/// client's own certificate; one whose issuer has no list given is not refused for it.
+fn verifier(
+    roots: &rustls::RootCertStore,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, rustls::server::VerifierBuilderError>
+{
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots.clone()),
+        provider(),
+    )
+    .with_crls(crls)
+    .only_check_end_entity_revocation()
+    .allow_unknown_revocation_status()
+    .build()
 }
 
 /// The DER subject of a chain's issuing CA: the certificate furthest from a root by the
@@ -380,6 +390,8 @@ pub enum CertError {
     Expired { file: String, expired: String },
     #[error("{file} is larger than {limit} bytes")]
     TooLarge { file: String, limit: u64 },
+    #[error("{file} is not a certificate revocation list rustls can read")]
+    BadRevocationList { file: String },
     #[error("cannot verify client certificates with {files}: {reason}")]
     Verifier { files: String, reason: String },
 }

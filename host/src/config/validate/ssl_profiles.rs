@@ -43,11 +43,14 @@ pub(super) fn ssl_profile(path: &str, raw: &RawSslProfile, base: &Path) -> Resul
         .collect();
     let lists: Vec<_> = raw.revocation_lists.iter().map(|f| base.join(f)).collect();
     let cas = ClientCas::load(&files, &lists).map_err(|e| {
+        let in_lists = |file: &String| {
+            lists
+                .iter()
+                .any(|l| &format!("{:?}", l.display().to_string()) == file)
+        };
         let field = match &e {
-            CertError::Verifier { .. } if !lists.is_empty() => "revocation_lists",
-            CertError::Read { file, .. } | CertError::Pem { file, .. }
-                if lists.iter().any(|l| &format!("{:?}", l.display().to_string()) == file) =>
-            {
+            CertError::BadRevocationList { .. } => "revocation_lists",
+            CertError::Read { file, .. } | CertError::Pem { file, .. } if in_lists(file) => {
                 "revocation_lists"
             }
             _ => "trusted_client_certificates",
