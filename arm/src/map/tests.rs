@@ -52,6 +52,7 @@ fn run(text: &str) -> Result<(String, Vec<Warning>), ArmError> {
         "resources[0]",
         &Binding::default(),
         &mut certs,
+        None,
     );
     let _ = std::fs::remove_dir_all(&dir);
     let m = m?;
