@@ -1259,7 +1259,10 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
         ("contosoBackendPort", contoso.addr.port().to_string()),
         ("fabrikamBackend", "127.0.0.1".into()),
         // Nothing listens there: the gateway answers 502 itself.
-        ("fabrikamBackendPort", wasmgate_tests::dead_address().port().to_string()),
+        (
+            "fabrikamBackendPort",
+            wasmgate_tests::dead_address().port().to_string(),
+        ),
         ("backendRootCertData", b64(backend_ca.ca_pem())),
         ("clientCaData", b64(partners.ca_pem())),
     ];
@@ -1284,7 +1287,11 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
         "OCSP is reported: {:?}",
         imported.warnings
     );
-    assert!(!imported.toml.contains("custom_error_pages"), "{}", imported.toml);
+    assert!(
+        !imported.toml.contains("custom_error_pages"),
+        "{}",
+        imported.toml
+    );
 
     let imported = try_import_with(
         "mtls",
@@ -1303,14 +1310,17 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
         "contoso-502.html",
         "[[custom_error_pages]]\nstatus = 403",
     ] {
-        assert!(toml.contains(expected), "{expected:?} missing from:\n{toml}");
+        assert!(
+            toml.contains(expected),
+            "{expected:?} missing from:\n{toml}"
+        );
     }
 
     let gw = start_gateway(toml).await;
     let addr = listener_addr(&gw, "contosoListener");
     let server_ca = fixture_cert("ca");
     // The contoso site asks for a partner certificate: none, no handshake.
-    let plain = client_config(&[server_ca.clone()], &["http/1.1"]);
+    let plain = client_config(&[server_ca], &["http/1.1"]);
     let refused = tokio::spawn(https_get(
         addr,
         "www.contoso.com",
@@ -1319,11 +1329,17 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
         "/",
     ))
     .await;
-    assert!(refused.is_err(), "a client without a certificate is refused");
+    assert!(
+        refused.is_err(),
+        "a client without a certificate is refused"
+    );
     // The fabrikam site asks for none; its dead backend gets the gateway-wide 502 page.
     let reply = https_get(addr, "fabrikam.com", plain, "www.fabrikam.com", "/").await;
     assert_eq!(reply.status.as_u16(), 502);
     assert_eq!(reply.text(), "<h1>Our servers are resting</h1>\n");
-    assert_eq!(reply.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     gw.shutdown().await;
 }

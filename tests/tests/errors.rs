@@ -284,7 +284,11 @@ async fn custom_error_pages_replace_the_gateways_errors_but_never_a_backends_res
     let failing = HttpBackend::builder("failing").status(502).start().await;
     let port = free_port();
     let mut toml = listener("own", port, &["own.example"]);
-    toml += &page("listeners.custom_error_pages", 502, &pages.path("own-502.html"));
+    toml += &page(
+        "listeners.custom_error_pages",
+        502,
+        &pages.path("own-502.html"),
+    );
     toml += &listener("web", port, &["web.example"]);
     toml += &listener("passing", port, &["passing.example"]);
     toml += &pool("dead", &[dead_address()]);
@@ -299,9 +303,24 @@ async fn custom_error_pages_replace_the_gateways_errors_but_never_a_backends_res
     let addr = listener_addr(&gw, "web");
 
     let cases = [
-        ("own.example", 502, "<h1>the listener's own 502</h1>", "text/html; charset=utf-8"),
-        ("web.example", 502, "<h1>gateway-wide 502</h1>", "text/html; charset=utf-8"),
-        ("unknown.example", 404, "nothing here", "text/plain; charset=utf-8"),
+        (
+            "own.example",
+            502,
+            "<h1>the listener's own 502</h1>",
+            "text/html; charset=utf-8",
+        ),
+        (
+            "web.example",
+            502,
+            "<h1>gateway-wide 502</h1>",
+            "text/html; charset=utf-8",
+        ),
+        (
+            "unknown.example",
+            404,
+            "nothing here",
+            "text/plain; charset=utf-8",
+        ),
     ];
     for (host, status, body, content_type) in cases {
         let reply = get(addr, host, "/").await;

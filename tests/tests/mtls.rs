@@ -40,7 +40,9 @@ struct ClientCert {
 fn ca_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::OrganizationName, "Contoso");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Contoso");
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params
@@ -79,7 +81,9 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.serial_number = Some(SerialNumber::from_slice(serial));
         let key = KeyPair::generate().expect("client key");
-        let cert = params.signed_by(&key, &self.issuer).expect("client certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("client certificate");
         let mut chain = vec![cert.der().clone()];
         chain.extend(self.chain.iter().cloned());
         ClientCert {
@@ -147,16 +151,16 @@ async fn get(
     host: &str,
     config: Arc<ClientConfig>,
 ) -> Result<(StatusCode, Option<String>), String> {
-    let tcp = within(
-        "connect",
-        TcpStream::connect(listener_addr(gw, listener)),
+    let tcp = within("connect", TcpStream::connect(listener_addr(gw, listener)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    let stream = within(
+        "TLS handshake",
+        TlsConnector::from(config).connect(name, tcp),
     )
     .await
-    .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(sni.to_string()).expect("server name");
-    let stream = within("TLS handshake", TlsConnector::from(config).connect(name, tcp))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    .map_err(|e| format!("handshake: {e}"))?;
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let req = if h2 {
         Request::get(format!("https://{host}/"))
@@ -296,7 +300,14 @@ async fn a_valid_client_certificate_is_served_and_its_variables_reach_the_backen
     );
     let (gw, backend) = one_site(&pki, &[&ca_file], "", &format!("{rule}{rewrites}")).await;
 
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&alice))).await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&alice)),
+    )
+    .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
     let seen = backend.last();
     for header in [
@@ -324,12 +335,26 @@ async fn clients_without_a_valid_certificate_are_refused_in_the_handshake() {
     let none = get(&gw, "site", "a.example", "a.example", client(&pki, None)).await;
     assert!(refused(&none), "no certificate: {none:?}");
     let stranger = other.client("mallory", &[7]);
-    let foreign = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&stranger))).await;
+    let foreign = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&stranger)),
+    )
+    .await;
     assert!(refused(&foreign), "another CA's certificate: {foreign:?}");
     assert_eq!(backend.hits(), 0, "a refused client reaches no backend");
 
     let alice = ca.client("alice", &[1]);
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&alice))).await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&alice)),
+    )
+    .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
     gw.shutdown().await;
 }
@@ -351,9 +376,23 @@ async fn revoked_certificates_are_refused_and_new_lists_apply_when_they_change()
 
     let revoked = ca.client("revoked", &[0x66]);
     let alice = ca.client("alice", &[0x01]);
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&revoked))).await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&revoked)),
+    )
+    .await;
     assert!(refused(&answer), "a revoked certificate: {answer:?}");
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&alice))).await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&alice)),
+    )
+    .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
 
     // Alice's certificate is revoked too: once the watcher sees the list change on disk, new
@@ -371,7 +410,14 @@ async fn revoked_certificates_are_refused_and_new_lists_apply_when_they_change()
     // And a list that no longer names her, reloaded on demand, lets her in again.
     pki.write("clients.crl", &ca.crl(&[&[0x66]]));
     assert!(gw.reload_certificates().is_empty());
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&alice))).await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&alice)),
+    )
+    .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
     gw.shutdown().await;
 }
@@ -388,16 +434,46 @@ async fn the_issuer_dn_check_accepts_only_the_chains_issuing_ca() {
     let by_root = root.client("bob", &[2]);
 
     let rule = basic_rule("rule", "site", "pool", "settings", "");
-    let (gw, _b) = one_site(&pki, &[&ca_file], "verify_client_cert_issuer_dn = true", &rule).await;
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&by_issuing))).await;
+    let (gw, _b) = one_site(
+        &pki,
+        &[&ca_file],
+        "verify_client_cert_issuer_dn = true",
+        &rule,
+    )
+    .await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&by_issuing)),
+    )
+    .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&by_root))).await;
-    assert!(refused(&answer), "issued by the root, not the issuing CA: {answer:?}");
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&by_root)),
+    )
+    .await;
+    assert!(
+        refused(&answer),
+        "issued by the root, not the issuing CA: {answer:?}"
+    );
     gw.shutdown().await;
 
     // Without the check, any certificate chaining to the root is accepted.
     let (gw, _b) = one_site(&pki, &[&ca_file], "", &rule).await;
-    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, Some(&by_root))).await;
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&by_root)),
+    )
+    .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
     gw.shutdown().await;
 }
@@ -412,11 +488,20 @@ async fn passthrough_mode_serves_every_client_and_passes_the_verdict_on() {
     for (header, value) in [
         ("x-success", "SUCCESS"),
         ("x-none", "NONE"),
-        ("x-unknown-issuer", "FAILED:unable to get local issuer certificate"),
+        (
+            "x-unknown-issuer",
+            "FAILED:unable to get local issuer certificate",
+        ),
     ] {
         rewrites += &exact(header, "var_client_certificate_verification", value);
     }
-    let rule = basic_rule("rule", "site", "pool", "settings", "rewrite_set = \"certificate\"");
+    let rule = basic_rule(
+        "rule",
+        "site",
+        "pool",
+        "settings",
+        "rewrite_set = \"certificate\"",
+    );
     let (gw, backend) = one_site(
         &pki,
         &[&ca_file],
@@ -426,12 +511,27 @@ async fn passthrough_mode_serves_every_client_and_passes_the_verdict_on() {
     .await;
 
     let cases = [
-        ("a valid certificate", Some(ca.client("alice", &[1])), "x-success"),
+        (
+            "a valid certificate",
+            Some(ca.client("alice", &[1])),
+            "x-success",
+        ),
         ("no certificate", None, "x-none"),
-        ("another CA's certificate", Some(other.client("mallory", &[2])), "x-unknown-issuer"),
+        (
+            "another CA's certificate",
+            Some(other.client("mallory", &[2])),
+            "x-unknown-issuer",
+        ),
     ];
     for (what, cert, header) in cases {
-        let answer = get(&gw, "site", "a.example", "a.example", client(&pki, cert.as_ref())).await;
+        let answer = get(
+            &gw,
+            "site",
+            "a.example",
+            "a.example",
+            client(&pki, cert.as_ref()),
+        )
+        .await;
         assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))), "{what}");
         let seen = backend.last();
         assert_eq!(seen.header(header), Some("yes"), "{what}: {seen:?}");
@@ -472,15 +572,39 @@ async fn sni_listeners_on_one_port_have_profiles_of_their_own() {
     let bob = ca_b.client("bob", &[2]);
     let ok = |b: &str| Ok((StatusCode::OK, Some(b.to_string())));
     assert_eq!(
-        get(&gw, "site-a", "a.example", "a.example", client(&pki, Some(&alice))).await,
+        get(
+            &gw,
+            "site-a",
+            "a.example",
+            "a.example",
+            client(&pki, Some(&alice))
+        )
+        .await,
         ok("a")
     );
     assert_eq!(
-        get(&gw, "site-a", "b.example", "b.example", client(&pki, Some(&bob))).await,
+        get(
+            &gw,
+            "site-a",
+            "b.example",
+            "b.example",
+            client(&pki, Some(&bob))
+        )
+        .await,
         ok("b")
     );
-    let crossed = get(&gw, "site-a", "b.example", "b.example", client(&pki, Some(&alice))).await;
-    assert!(refused(&crossed), "profile a's client on site b: {crossed:?}");
+    let crossed = get(
+        &gw,
+        "site-a",
+        "b.example",
+        "b.example",
+        client(&pki, Some(&alice)),
+    )
+    .await;
+    assert!(
+        refused(&crossed),
+        "profile a's client on site b: {crossed:?}"
+    );
     assert_eq!(
         get(&gw, "site-a", "c.example", "c.example", client(&pki, None)).await,
         ok("c"),

@@ -35,9 +35,9 @@ impl Mapper<'_> {
             s.set("name", Tv::str(&item.name));
             let refs_path = join(path, "trustedClientCertificates");
             let refs = match p.get("trustedClientCertificates") {
-                Some(n) if is_set(n) => n.as_array().ok_or_else(|| {
-                    self.err(n, &refs_path, "expected an array of references")
-                })?,
+                Some(n) if is_set(n) => n
+                    .as_array()
+                    .ok_or_else(|| self.err(n, &refs_path, "expected an array of references"))?,
                 _ => {
                     return Err(self.err(
                         p,
@@ -59,7 +59,9 @@ impl Mapper<'_> {
                     .find(|t| t.name == name)
                     .expect("resolved reference");
                 self.keys(&ca.props, &ca.path, &["data"], &[])?;
-                let data = self.string(&ca.props, "data", &ca.path)?.unwrap_or_default();
+                let data = self
+                    .string(&ca.props, "data", &ca.path)?
+                    .unwrap_or_default();
                 let node = ca.props.get("data").unwrap_or(&ca.props);
                 let file = self
                     .certs
@@ -86,8 +88,12 @@ impl Mapper<'_> {
                 if self.bool(auth, "verifyClientCertIssuerDN", &auth_path)? == Some(true) {
                     s.set("verify_client_cert_issuer_dn", Tv::Bool(true));
                 }
-                if self.choice(auth, "verifyClientRevocation", &auth_path, &["None", "OCSP"])?
-                    == Some("OCSP")
+                if self.choice(
+                    auth,
+                    "verifyClientRevocation",
+                    &auth_path,
+                    &["None", "OCSP"],
+                )? == Some("OCSP")
                 {
                     self.ignore(
                         &join(&auth_path, "verifyClientRevocation"),
@@ -178,12 +184,10 @@ impl Mapper<'_> {
                 continue;
             };
             let mut s = Section::new("custom_error_pages", ipath.clone());
-            s.notes.push(format!("page {url}, read from the error page folder"));
+            s.notes
+                .push(format!("page {url}, read from the error page folder"));
             s.set("status", Tv::Int(status.into()));
-            s.set(
-                "file",
-                Tv::Str(dir.join(&file_name).display().to_string()),
-            );
+            s.set("file", Tv::Str(dir.join(&file_name).display().to_string()));
             sections.push(s);
         }
         Ok(sections)

@@ -83,10 +83,10 @@ impl Mapper<'_> {
         port_names: &[String],
         frontend_ips: &[String],
         ssl_names: &[String],
-        profile_names: &[String],
         min_tls: Option<&'static str>,
     ) -> Result<Vec<(String, Section)>, ArmError> {
         let items = self.items(props, "httpListeners")?;
+        let profile_names = self.names(props, "sslProfiles")?;
         // Application Gateway sets "require SNI" per listener; wasmgate per port, so a port
         // requires SNI only when all its HTTPS listeners do.
         let mut sni: HashMap<String, Vec<bool>> = HashMap::new();
@@ -107,9 +107,12 @@ impl Mapper<'_> {
                     "sslProfile",
                     "customErrorConfigurations",
                 ],
-                &[("firewallPolicy", "Web Application Firewall is not part of wasmgate")],
+                &[(
+                    "firewallPolicy",
+                    "Web Application Firewall is not part of wasmgate",
+                )],
             )?;
-            let profile = self.opt_ref(p, "sslProfile", path, "sslProfiles", profile_names)?;
+            let profile = self.opt_ref(p, "sslProfile", path, "sslProfiles", &profile_names)?;
             if p.get("frontendIPConfiguration").is_some() {
                 self.opt_ref(
                     p,

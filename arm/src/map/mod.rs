@@ -185,7 +185,6 @@ impl Mapper<'_> {
         let root_names = self.names(props, "trustedRootCertificates")?;
         let min_tls = self.ssl_policy(props)?;
         let ssl_profiles = self.ssl_profiles(props)?;
-        let profile_names = self.names(props, "sslProfiles")?;
 
         let mut sections = Vec::new();
         let listeners = self.listeners(
@@ -194,7 +193,6 @@ impl Mapper<'_> {
             &port_names,
             &frontend_ips,
             &ssl_names,
-            &profile_names,
             min_tls,
         )?;
         let listener_names: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();

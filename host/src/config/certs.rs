@@ -257,13 +257,16 @@ impl ClientCas {
                     vec![CertificateRevocationListDer::from(data)]
                 };
             // Built alone first, so that a list rustls cannot read is named by its file.
-            verifier(&roots, parsed.clone()).map_err(|_| CertError::BadRevocationList {
-                file: shown(file),
-            })?;
+            verifier(&roots, parsed.clone())
+                .map_err(|_| CertError::BadRevocationList { file: shown(file) })?;
             crls.extend(parsed);
         }
         let verifier = verifier(&roots, crls).map_err(|e| CertError::Verifier {
-            files: files.iter().map(|f| shown(f)).collect::<Vec<_>>().join(", "),
+            files: files
+                .iter()
+                .map(|f| shown(f))
+                .collect::<Vec<_>>()
+                .join(", "),
             reason: e.to_string(),
         })?;
         Ok(Self {
@@ -291,14 +294,11 @@ fn verifier(
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, rustls::server::VerifierBuilderError>
 {
-    rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots.clone()),
-        provider(),
-    )
-    .with_crls(crls)
-    .only_check_end_entity_revocation()
-    .allow_unknown_revocation_status()
-    .build()
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
 }
 
 /// The DER subject of a chain's issuing CA: the certificate furthest from a root by the
@@ -309,12 +309,11 @@ fn issuing_subject(chain: &[CertificateDer<'_>], file: &Path) -> Result<Vec<u8>,
     let names = chain
         .iter()
         .map(|der| {
-            let cert = x509_cert::Certificate::from_der(der).map_err(|e| {
-                CertError::BadCertificate {
+            let cert =
+                x509_cert::Certificate::from_der(der).map_err(|e| CertError::BadCertificate {
                     file: shown(file),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             let tbs = cert.tbs_certificate();
             let der = |n: &x509_cert::name::Name| n.to_der().unwrap_or_default();
             Ok((der(tbs.subject()), der(tbs.issuer())))

@@ -161,7 +161,11 @@ impl Connection {
     /// A listener with an SSL profile serves only connections whose handshake was made under
     /// that profile: a client that negotiated another site's TLS (by SNI) and then names this
     /// listener's host gets 421 (RFC 9110 §15.5.20) instead of skipping client authentication.
-    fn check_ssl_profile(&self, snapshot: &Snapshot, listener: ListenerId) -> Result<(), ProxyError> {
+    fn check_ssl_profile(
+        &self,
+        snapshot: &Snapshot,
+        listener: ListenerId,
+    ) -> Result<(), ProxyError> {
         let Some(profile) = snapshot
             .config
             .listener(listener)

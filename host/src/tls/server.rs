@@ -280,7 +280,10 @@ impl ServerTls {
             .resolver
             .table
             .load()
-            .site(start.client_hello().server_name(), self.resolver.require_sni)
+            .site(
+                start.client_hello().server_name(),
+                self.resolver.require_sni,
+            )
             .and_then(|s| s.profile);
         let Some(index) = profile else {
             let stream = start.into_stream(self.acceptor.config().clone()).await?;
@@ -302,11 +305,10 @@ impl ServerTls {
     /// The certificate files of this socket, for change detection: the listeners'
     /// certificates, and their profiles' client CA chains and revocation lists.
     pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
-        self.sites.iter().flat_map(|s| s.source.files()).chain(
-            self.profiles
-                .iter()
-                .flat_map(|p| p.auth.cas.all_files()),
-        )
+        self.sites
+            .iter()
+            .flat_map(|s| s.source.files())
+            .chain(self.profiles.iter().flat_map(|p| p.auth.cas.all_files()))
     }
 
     /// Reads every certificate again and swaps the table. Handshakes in progress and
@@ -367,9 +369,7 @@ fn client_certificate(
     let (end_entity, intermediates) = conn.peer_certificates()?.split_first()?;
     let verdict = match verifier.mode() {
         ClientAuthMode::Strict => Ok(()),
-        ClientAuthMode::Passthrough => {
-            verifier.check(end_entity, intermediates, UnixTime::now())
-        }
+        ClientAuthMode::Passthrough => verifier.check(end_entity, intermediates, UnixTime::now()),
     };
     Some(ClientCertificate::new(end_entity, verdict))
 }

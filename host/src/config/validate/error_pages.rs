@@ -32,22 +32,30 @@ pub(super) fn error_pages(path: &str, raw: &[RawErrorPage], base: &Path) -> Resu
         if let Some(j) = pages.iter().position(|q| q.status == status) {
             return Err(ConfigError::new(
                 format!("{field}.status"),
-                format!("{status_code} already has a page ({path}[{j}])", status_code = p.status),
+                format!(
+                    "{status_code} already has a page ({path}[{j}])",
+                    status_code = p.status
+                ),
             ));
         }
         let file = base.join(&p.file);
         let shown = format!("{:?}", p.file);
         let size = std::fs::metadata(&file)
-            .map_err(|e| ConfigError::new(format!("{field}.file"), format!("cannot read {shown}: {e}")))?
+            .map_err(|e| {
+                ConfigError::new(format!("{field}.file"), format!("cannot read {shown}: {e}"))
+            })?
             .len();
         if size > MAX_ERROR_PAGE_BYTES {
             return Err(ConfigError::new(
                 format!("{field}.file"),
-                format!("{shown} is {size} bytes; a custom error page holds at most {MAX_ERROR_PAGE_BYTES}"),
+                format!(
+                    "{shown} is {size} bytes; a custom error page holds at most {MAX_ERROR_PAGE_BYTES}"
+                ),
             ));
         }
-        let body = std::fs::read(&file)
-            .map_err(|e| ConfigError::new(format!("{field}.file"), format!("cannot read {shown}: {e}")))?;
+        let body = std::fs::read(&file).map_err(|e| {
+            ConfigError::new(format!("{field}.file"), format!("cannot read {shown}: {e}"))
+        })?;
         let content_type = match (&p.content_type, content_type_of(&file)) {
             (Some(t), _) => HeaderValue::from_str(t).map_err(|_| {
                 ConfigError::new(

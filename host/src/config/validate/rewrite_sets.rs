@@ -110,9 +110,7 @@ fn rewrite_condition(
             "var_client_certificate_subject" => ServerVariable::ClientCertificateSubject,
             "var_client_certificate_serial" => ServerVariable::ClientCertificateSerial,
             "var_client_certificate_fingerprint" => ServerVariable::ClientCertificateFingerprint,
-            "var_client_certificate_verification" => {
-                ServerVariable::ClientCertificateVerification
-            }
+            "var_client_certificate_verification" => ServerVariable::ClientCertificateVerification,
             _ => {
                 return Err(ConfigError::new(
                     format!("{path}.variable"),
