@@ -476,6 +476,50 @@ async fn the_issuer_dn_check_accepts_only_the_chains_issuing_ca() {
     .await;
     assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
     gw.shutdown().await;
+
+    // Two chains of different lengths in one file (Application Gateway's scenario 5): the
+    // deepest CA, here the second chain's second intermediate, is the issuer DN checked.
+    let short = root.intermediate("Contoso Short CA");
+    let upper = root.intermediate("Contoso Upper CA");
+    let deepest = upper.intermediate("Contoso Deepest CA");
+    let both = format!(
+        "{}{}{}",
+        short.pem_chain,
+        upper.pem_chain.trim_start_matches(&root.pem_chain),
+        deepest.pem_chain.trim_start_matches(&upper.pem_chain)
+    );
+    let both_file = pki.write("both.pem", &both);
+    let (gw, _b) = one_site(
+        &pki,
+        &[&both_file],
+        "verify_client_cert_issuer_dn = true",
+        &rule,
+    )
+    .await;
+    let by_deepest = deepest.client("carol", &[3]);
+    let by_short = short.client("dave", &[4]);
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&by_deepest)),
+    )
+    .await;
+    assert_eq!(answer, Ok((StatusCode::OK, Some("app".into()))));
+    let answer = get(
+        &gw,
+        "site",
+        "a.example",
+        "a.example",
+        client(&pki, Some(&by_short)),
+    )
+    .await;
+    assert!(
+        refused(&answer),
+        "issued by the shorter chain's CA: {answer:?}"
+    );
+    gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

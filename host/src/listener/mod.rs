@@ -349,7 +349,7 @@ async fn serve_tls(
         Ok(Ok((s, handshake))) => {
             if handshake.ssl_profile.is_some() {
                 // Rewrites read the client certificate; requests check the profile.
-                let _ = conn.handshake.set(handshake);
+                let _ = conn.handshake.set(Box::new(handshake));
             }
             s
         }

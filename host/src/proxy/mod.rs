@@ -58,8 +58,9 @@ pub struct Connection {
     /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
     pub sni: std::sync::OnceLock<Box<str>>,
     /// The SSL profile and client certificate of an HTTPS connection whose handshake was made
-    /// under a profile (mutual TLS); unset otherwise.
-    pub handshake: std::sync::OnceLock<crate::tls::Handshake>,
+    /// under a profile (mutual TLS); unset otherwise. Boxed: most connections have none, and
+    /// every connection carries this field.
+    pub handshake: std::sync::OnceLock<Box<crate::tls::Handshake>>,
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is
