@@ -455,3 +455,30 @@ fn invalid_custom_error_pages_are_refused_naming_the_field() {
         assert_eq!(err.to_string(), expected, "{what}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_request_head_gets_the_408_page() {
+    let pages = Pages::new(&[("408.html", "<p>too slow</p>")]);
+    let b = HttpBackend::start("app").await;
+    let mut toml = single_route(&[b.addr], "");
+    toml += &page("custom_error_pages", 408, &pages.path("408.html"));
+    toml += "[limits]\nclient_idle_timeout = \"300ms\"\n";
+    let gw = start_gateway(&toml).await;
+    let mut stream = within("connect", TcpStream::connect(listener_addr(&gw, "web")))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x.test\r\nX-Partial: ")
+        .await
+        .expect("write a partial head");
+    let (closed, got) = read_until_closed(&mut stream, WAIT).await;
+    assert!(closed, "the stalled connection is closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        text.contains("content-type: text/html; charset=utf-8\r\n"),
+        "{text:?}"
+    );
+    assert!(text.ends_with("\r\n\r\n<p>too slow</p>"), "{text:?}");
+    gw.shutdown().await;
+}

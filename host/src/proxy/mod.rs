@@ -92,6 +92,22 @@ impl HeadTimeout for Connection {
         self.head_timed_out
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// The gateway-wide 408 page (no listener is known before a request head is complete).
+    fn request_timeout_response(&self) -> Option<Vec<u8>> {
+        let snapshot = self.plane.snapshot.load();
+        let page = snapshot
+            .config
+            .error_page(None, http::StatusCode::REQUEST_TIMEOUT)?;
+        let mut out = format!(
+            "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
+            page.content_type.to_str().unwrap_or("text/html"),
+            page.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&page.body);
+        Some(out)
+    }
 }
 
 impl Connection {
