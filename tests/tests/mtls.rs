@@ -756,3 +756,56 @@ fn invalid_ssl_profiles_are_refused_naming_the_field() {
         assert_eq!(err.to_string(), expected, "{what}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_configuration_reload_adds_and_removes_client_authentication() {
+    let pki = Pki::new("gateway CA");
+    let ca = Ca::root("Contoso Client CA");
+    let ca_file = pki.write("clients.pem", &ca.pem_chain);
+    let backend = HttpBackend::start("app").await;
+    let port = free_port();
+    let toml = |extra: &str| {
+        let mut toml = https_listener("site", port, &[], &pki, extra);
+        toml += &profile("partners", &[&ca_file], "");
+        toml += &pool("pool", &[backend.addr]);
+        toml += &settings("settings", "");
+        toml += &basic_rule("rule", "site", "pool", "settings", "");
+        toml
+    };
+    let config =
+        |extra: &str| wasmgate::config::Config::from_toml(&toml(extra)).expect("configuration");
+    let gw = start_gateway(&toml("")).await;
+    let ok = Ok((StatusCode::OK, Some("app".to_string())));
+    assert_eq!(
+        get(&gw, "site", "a.example", "a.example", client(&pki, None)).await,
+        ok
+    );
+
+    gw.reload(config("ssl_profile = \"partners\""))
+        .await
+        .expect("reload with the profile");
+    let answer = get(&gw, "site", "a.example", "a.example", client(&pki, None)).await;
+    assert!(
+        refused(&answer),
+        "no certificate after the reload: {answer:?}"
+    );
+    let alice = ca.client("alice", &[1]);
+    assert_eq!(
+        get(
+            &gw,
+            "site",
+            "a.example",
+            "a.example",
+            client(&pki, Some(&alice))
+        )
+        .await,
+        ok
+    );
+
+    gw.reload(config("")).await.expect("reload without it");
+    assert_eq!(
+        get(&gw, "site", "a.example", "a.example", client(&pki, None)).await,
+        ok
+    );
+    gw.shutdown().await;
+}
