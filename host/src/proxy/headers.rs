@@ -481,4 +481,58 @@ mod tests {
         assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
     }
+
+    #[test]
+    fn client_certificate_variables_without_and_with_a_certificate() {
+        let request = HeaderMap::new();
+        let set = vec![
+            rewrite(
+                "a-none",
+                vec![condition(
+                    ServerVariable::ClientCertificateVerification,
+                    "^NONE$",
+                    false,
+                )],
+            ),
+            rewrite(
+                "b-subject",
+                vec![condition(
+                    ServerVariable::ClientCertificateSubject,
+                    "",
+                    false,
+                )],
+            ),
+            rewrite(
+                "c-alice",
+                vec![condition(
+                    ServerVariable::ClientCertificateSubject,
+                    "^CN=alice$",
+                    false,
+                )],
+            ),
+        ];
+        let mut facts = RequestFacts {
+            headers: &request,
+            client: "127.0.0.1:1".parse().unwrap(),
+            host: "h",
+            method: "GET",
+            path_and_query: "/",
+            scheme: "https",
+            server_port: 443,
+            client_certificate: None,
+        };
+        // No certificate: the verdict is NONE and the other variables have no value, so even an
+        // empty pattern does not match them.
+        assert_eq!(request_conditions(&set, &facts), [true, false, false]);
+        let alice = ClientCertificate {
+            pem: String::new(),
+            subject: "CN=alice".into(),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            fingerprint: "00".into(),
+            verification: "SUCCESS".into(),
+        };
+        facts.client_certificate = Some(&alice);
+        assert_eq!(request_conditions(&set, &facts), [false, true, true]);
+    }
 }
