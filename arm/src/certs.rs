@@ -106,6 +106,31 @@ impl CertWriter {
         Ok(file)
     }
 
+    /// Decodes a base64 trusted client CA (`.cer`: DER, or PEM text that may hold a whole
+    /// chain) and writes `<name>.client-ca.pem`.
+    pub fn trusted_client_ca(&mut self, name: &str, data: &str) -> Result<String, String> {
+        let key = format!("client-ca/{name}");
+        if let Some(done) = self.roots.get(&key) {
+            return Ok(done.clone());
+        }
+        let bytes = decode(data)?;
+        let text = if bytes.starts_with(b"-----BEGIN") {
+            String::from_utf8(bytes).map_err(|_| "the PEM certificate is not text".to_string())?
+        } else {
+            if bytes.first() != Some(&0x30) {
+                return Err("not a certificate (expected DER or PEM after base64)".into());
+            }
+            pem("CERTIFICATE", &bytes)
+        };
+        let file = self.write(
+            &format!("{}.client-ca.pem", file_stem(name)),
+            text.as_bytes(),
+            0o644,
+        )?;
+        self.roots.insert(key, file.clone());
+        Ok(file)
+    }
+
     fn write(&self, file: &str, contents: &[u8], mode: u32) -> Result<String, String> {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::create_dir_all(&self.dir)

@@ -188,6 +188,9 @@ pub struct ImportOptions {
     pub base: PathBuf,
     /// Where certificate files are written, relative to `base` unless absolute.
     pub cert_dir: PathBuf,
+    /// A folder holding the pages `customErrorConfigurations` name, each as the file named by
+    /// its URL's last path segment; without one those pages are reported as not imported.
+    pub error_pages: Option<PathBuf>,
 }
 
 /// An imported template: the TOML text, the parts left out, and the validated configuration.
@@ -263,7 +266,14 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     };
     let mut certs = certs::CertWriter::new(real_dir, shown_dir);
     let mapped = settle_deferred(
-        map::map_gateway(file, &evaluated, &path, &opts.binding, &mut certs),
+        map::map_gateway(
+            file,
+            &evaluated,
+            &path,
+            &opts.binding,
+            &mut certs,
+            opts.error_pages.as_deref(),
+        ),
         failed,
     )?;
     warnings.extend(mapped.warnings);

@@ -26,6 +26,11 @@ pub struct TemplateArgs {
     /// (repeatable; port 0 picks a free port).
     #[arg(long = "bind-port", value_name = "PORT=ADDRESS", value_parser = wasmgate_arm::parse_bind_port)]
     pub bind_port: Vec<(u16, PortBinding)>,
+    /// A folder holding the custom error pages a template's customErrorPageUrl values name
+    /// (each read as the file named by the URL's last path segment); the importer fetches no
+    /// URL, and without this folder those pages are left out with a warning.
+    #[arg(long = "error-pages", value_name = "DIR")]
+    pub error_pages: Option<PathBuf>,
 }
 
 fn parse_set(text: &str) -> Result<(String, String), String> {
@@ -50,6 +55,11 @@ impl TemplateArgs {
             },
             base,
             cert_dir,
+            // Absolute, so the configuration finds the pages wherever it is written.
+            error_pages: self
+                .error_pages
+                .as_ref()
+                .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone())),
         }
     }
 }

@@ -72,6 +72,11 @@ impl std::io::Write for TryWriter<'_> {
 /// per-connection state answers it).
 pub trait HeadTimeout: Send + Sync {
     fn head_timed_out(&self) -> bool;
+
+    /// The whole 408 response, when a custom error page replaces the built-in one.
+    fn request_timeout_response(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 pub struct ClientIo<S: ClientStream> {
@@ -103,8 +108,15 @@ impl<S: ClientStream> Drop for ClientIo<S> {
     fn drop(&mut self) {
         // hyper gave up waiting for the rest of a request head. A connection that was merely
         // idle between requests is closed quietly (a 408 there would race a new request).
-        if self.request_started && self.conn.as_ref().is_some_and(|c| c.head_timed_out()) {
-            self.stream.write_last_words(REQUEST_TIMEOUT);
+        let Some(conn) = self.conn.as_ref().filter(|_| self.request_started) else {
+            return;
+        };
+        if conn.head_timed_out() {
+            // Last words: a custom page larger than the socket takes at once is cut short.
+            match conn.request_timeout_response() {
+                Some(custom) => self.stream.write_last_words(&custom),
+                None => self.stream.write_last_words(REQUEST_TIMEOUT),
+            }
         }
     }
 }

@@ -47,6 +47,17 @@ fn try_import(
     sets: &[(&str, String)],
     ports: &[(u16, u16)],
 ) -> Result<Imported, ImportError> {
+    try_import_with(name, params, sets, ports, None)
+}
+
+/// [`try_import`] with `wasmgate import --error-pages` given.
+fn try_import_with(
+    name: &str,
+    params: bool,
+    sets: &[(&str, String)],
+    ports: &[(u16, u16)],
+    error_pages: Option<PathBuf>,
+) -> Result<Imported, ImportError> {
     let dir = scratch(name);
     arm::import(&ImportOptions {
         template: fixture(&format!("{name}/azuredeploy.json")),
@@ -72,6 +83,7 @@ fn try_import(
         },
         base: dir.clone(),
         cert_dir: dir.join("certs"),
+        error_pages,
     })
 }
 
@@ -785,6 +797,7 @@ fn import_variant(name: &str, from: &str, to: &str) -> Result<Imported, ImportEr
         binding: Binding::default(),
         base: dir.clone(),
         cert_dir: dir.join("certs"),
+        error_pages: None,
     })
 }
 
@@ -813,7 +826,7 @@ fn unsupported_parts_are_errors_naming_the_json_path() {
             "basic",
             "\"requireServerNameIndication\": false",
             "\"sslProfile\": { \"id\": \"x\" }",
-            "httpListeners[0].properties.sslProfile: SSL profiles",
+            "httpListeners[0].properties.sslProfile.id: 'x' does not name a sslProfiles item",
         ),
         (
             "basic",
@@ -949,6 +962,7 @@ fn overlapping_sites(pool_port: u16, front: u16, priorities: Option<(i64, i64)>)
         },
         base: dir.clone(),
         cert_dir: dir.join("certs"),
+        error_pages: None,
     })
     .unwrap_or_else(|e| panic!("import: {e}"))
 }
@@ -1229,4 +1243,103 @@ fn network_interfaces_with_a_static_address_join_their_pool() {
         text.contains("resources[0].properties.ipConfigurations[0].properties.privateIPAddress: this network interface joins a backend pool, but its address is assigned by Azure"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn ssl_profiles_and_custom_error_pages_are_imported() {
+    let contoso = HttpBackend::start("contoso").await;
+    let partners = Pki::new("partner CA");
+    let backend_ca = Pki::new("fabrikam backend CA");
+    let b64 = |pem: String| base64::engine::general_purpose::STANDARD.encode(pem);
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let sets = [
+        ("contosoBackend", "127.0.0.1".to_string()),
+        ("contosoBackendPort", contoso.addr.port().to_string()),
+        ("fabrikamBackend", "127.0.0.1".into()),
+        // Nothing listens there: the gateway answers 502 itself.
+        (
+            "fabrikamBackendPort",
+            wasmgate_tests::dead_address().port().to_string(),
+        ),
+        ("backendRootCertData", b64(backend_ca.ca_pem())),
+        ("clientCaData", b64(partners.ca_pem())),
+    ];
+
+    // Without a folder of pages, the pages are reported, not fetched.
+    let imported = try_import_with("mtls", true, &sets, &[(443, front)], None)
+        .unwrap_or_else(|e| panic!("import: {e}"));
+    for page in [
+        "properties.customErrorConfigurations[0]",
+        "properties.customErrorConfigurations[1]",
+        "httpListeners[0].properties.customErrorConfigurations[0]",
+    ] {
+        let warning = imported
+            .warnings
+            .iter()
+            .find(|w| w.path.ends_with(page))
+            .unwrap_or_else(|| panic!("{page} not reported: {:?}", imported.warnings));
+        assert!(warning.reason.contains("--error-pages"), "{warning}");
+    }
+    assert!(
+        warned(&imported, "clientAuthConfiguration.verifyClientRevocation"),
+        "OCSP is reported: {:?}",
+        imported.warnings
+    );
+    assert!(
+        !imported.toml.contains("custom_error_pages"),
+        "{}",
+        imported.toml
+    );
+
+    let imported = try_import_with(
+        "mtls",
+        true,
+        &sets,
+        &[(443, front)],
+        Some(fixture("mtls/error-pages")),
+    )
+    .unwrap_or_else(|e| panic!("import with pages: {e}"));
+    let toml = &imported.toml;
+    for expected in [
+        "[[ssl_profiles]]\nname = \"partnersProfile\"",
+        "verify_client_cert_issuer_dn = true",
+        "ssl_profile = \"partnersProfile\"",
+        "[[listeners.custom_error_pages]]\nstatus = 502",
+        "contoso-502.html",
+        "[[custom_error_pages]]\nstatus = 403",
+    ] {
+        assert!(
+            toml.contains(expected),
+            "{expected:?} missing from:\n{toml}"
+        );
+    }
+
+    let gw = start_gateway(toml).await;
+    let addr = listener_addr(&gw, "contosoListener");
+    let server_ca = fixture_cert("ca");
+    // The contoso site asks for a partner certificate: none, no handshake.
+    let plain = client_config(&[server_ca], &["http/1.1"]);
+    let refused = tokio::spawn(https_get(
+        addr,
+        "www.contoso.com",
+        plain.clone(),
+        "www.contoso.com",
+        "/",
+    ))
+    .await;
+    assert!(
+        refused.is_err(),
+        "a client without a certificate is refused"
+    );
+    // The fabrikam site asks for none; its dead backend gets the gateway-wide 502 page.
+    let reply = https_get(addr, "fabrikam.com", plain, "www.fabrikam.com", "/").await;
+    assert_eq!(reply.status.as_u16(), 502);
+    assert_eq!(reply.text(), "<h1>Our servers are resting</h1>\n");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    gw.shutdown().await;
 }

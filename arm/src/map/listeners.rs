@@ -86,6 +86,7 @@ impl Mapper<'_> {
         min_tls: Option<&'static str>,
     ) -> Result<Vec<(String, Section)>, ArmError> {
         let items = self.items(props, "httpListeners")?;
+        let profile_names = self.names(props, "sslProfiles")?;
         // Application Gateway sets "require SNI" per listener; wasmgate per port, so a port
         // requires SNI only when all its HTTPS listeners do.
         let mut sni: HashMap<String, Vec<bool>> = HashMap::new();
@@ -104,15 +105,14 @@ impl Mapper<'_> {
                     "sslCertificate",
                     "requireServerNameIndication",
                     "sslProfile",
+                    "customErrorConfigurations",
                 ],
-                &[
-                    ("firewallPolicy", "Web Application Firewall is not part of wasmgate"),
-                    ("customErrorConfigurations", "custom error pages are not supported; wasmgate answers errors with its own short bodies"),
-                ],
+                &[(
+                    "firewallPolicy",
+                    "Web Application Firewall is not part of wasmgate",
+                )],
             )?;
-            if let Some(n) = p.get("sslProfile").filter(|n| is_set(n)) {
-                return Err(self.err(n, &join(path, "sslProfile"), "SSL profiles (per-listener TLS policy, client certificate authentication) are not supported"));
-            }
+            let profile = self.opt_ref(p, "sslProfile", path, "sslProfiles", &profile_names)?;
             if p.get("frontendIPConfiguration").is_some() {
                 self.opt_ref(
                     p,
@@ -193,6 +193,9 @@ impl Mapper<'_> {
                 if let Some(v) = min_tls {
                     s.set("min_tls_version", Tv::str(v));
                 }
+                if let Some(profile) = profile {
+                    s.set("ssl_profile", Tv::Str(profile));
+                }
                 let require = self
                     .bool(p, "requireServerNameIndication", path)?
                     .unwrap_or(false);
@@ -203,6 +206,15 @@ impl Mapper<'_> {
                     &join(path, "sslCertificate"),
                     "an Http listener takes no certificate",
                 ));
+            } else if profile.is_some() {
+                return Err(self.err(
+                    p,
+                    &join(path, "sslProfile"),
+                    "an Http listener takes no SSL profile",
+                ));
+            }
+            for page in self.error_pages(p, path)? {
+                s.children.push(("custom_error_pages", page));
             }
             out.push((item.name.clone(), s, port_name, protocol));
         }

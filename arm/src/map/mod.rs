@@ -8,6 +8,7 @@
 //! regard to case, as ARM does.
 
 mod access;
+mod client_auth;
 mod listeners;
 mod pools;
 mod probes;
@@ -39,6 +40,7 @@ pub fn map_gateway(
     path: &str,
     binding: &Binding,
     certs: &mut CertWriter,
+    error_pages: Option<&std::path::Path>,
 ) -> Result<Mapped, ArmError> {
     let gw_name = resource
         .get("name")
@@ -51,6 +53,7 @@ pub fn map_gateway(
         warnings: Vec::new(),
         binding,
         certs,
+        error_pages,
         props_path: join(path, "properties"),
     };
     m.resource_keys(resource, path)?;
@@ -68,6 +71,8 @@ struct Mapper<'a> {
     warnings: Vec<Warning>,
     binding: &'a Binding,
     certs: &'a mut CertWriter,
+    /// Where the pages `customErrorConfigurations` name are read from (`--error-pages`).
+    error_pages: Option<&'a std::path::Path>,
     props_path: String,
 }
 
@@ -109,6 +114,7 @@ impl Mapper<'_> {
                 "sslProfiles",
                 "trustedClientCertificates",
                 "loadDistributionPolicies",
+                "customErrorConfigurations",
             ],
             &[
                 ("sku", "instance size, tier and capacity: a wasmgate process is one instance; run more processes to scale"),
@@ -121,7 +127,6 @@ impl Mapper<'_> {
                 ("enableFips", INFRA),
                 ("privateLinkConfigurations", INFRA),
                 ("privateEndpointConnections", INFRA),
-                ("customErrorConfigurations", "custom error pages are not supported; wasmgate answers errors with its own short bodies"),
                 ("globalConfiguration", INFRA),
                 ("defaultPredefinedSslPolicy", "wasmgate's TLS settings are rustls defaults with TLS 1.2 at least"),
             ],
@@ -130,15 +135,10 @@ impl Mapper<'_> {
             "listeners",
             "routingRules",
             "backendSettingsCollection",
-            "sslProfiles",
-            "trustedClientCertificates",
             "loadDistributionPolicies",
         ] {
             if let Some(n) = props.get(key).filter(|n| is_set(n)) {
                 let why = match key {
-                    "sslProfiles" | "trustedClientCertificates" => {
-                        "client certificate authentication (mutual TLS) is not supported"
-                    }
                     "loadDistributionPolicies" => {
                         "load distribution policies are not supported (pools are round robin)"
                     }
@@ -184,6 +184,7 @@ impl Mapper<'_> {
         let ssl_names = self.names(props, "sslCertificates")?;
         let root_names = self.names(props, "trustedRootCertificates")?;
         let min_tls = self.ssl_policy(props)?;
+        let ssl_profiles = self.ssl_profiles(props)?;
 
         let mut sections = Vec::new();
         let listeners = self.listeners(
@@ -216,6 +217,8 @@ impl Mapper<'_> {
         sections.extend(self.rules(props, &listener_names, &map_names, &refs)?);
         sections.extend(self.redirects(props, &listener_names)?);
         sections.extend(self.rewrites(props)?);
+        sections.extend(ssl_profiles);
+        sections.extend(self.error_pages(props, &pp)?);
         Ok(sections)
     }
 }

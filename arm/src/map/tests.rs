@@ -52,6 +52,7 @@ fn run(text: &str) -> Result<(String, Vec<Warning>), ArmError> {
         "resources[0]",
         &Binding::default(),
         &mut certs,
+        None,
     );
     let _ = std::fs::remove_dir_all(&dir);
     let m = m?;
@@ -437,4 +438,53 @@ fn unset_values() {
     assert!(!is_set(&Node::new(Value::Bool(false), p())));
     assert!(is_set(&Node::new(Value::Int(0), p())));
     assert!(is_set(&Node::new(Value::String("x".into()), p())));
+}
+
+#[test]
+fn ssl_profiles_and_error_pages_that_cannot_be_imported_are_refused_or_reported() {
+    // An SSL profile on a plain HTTP listener.
+    refused(
+        "\"protocol\": \"Http\" }",
+        &format!(
+            "\"protocol\": \"Http\", \"sslProfile\": {{ \"id\": \"{GW}/sslProfiles/sp\" }} }} }} ], \"sslProfiles\": [ {{ \"name\": \"sp\", \"properties\": {{ \"trustedClientCertificates\": [ {{ \"id\": \"{GW}/trustedClientCertificates/ca\" }} ] }} }} ], \"trustedClientCertificates\": [ {{ \"name\": \"ca\", \"properties\": {{ \"data\": \"MAA=\" }}"
+        ),
+        "httpListeners[0].properties.sslProfile: an Http listener takes no SSL profile",
+    );
+    // A profile naming no trusted client CA.
+    refused(
+        "\"frontendPorts\"",
+        "\"sslProfiles\": [ { \"name\": \"sp\", \"properties\": { \"clientAuthConfiguration\": { \"verifyClientCertIssuerDN\": true } } } ], \"frontendPorts\"",
+        "sslProfiles[0].properties.trustedClientCertificates: an SSL profile with client authentication needs \"trustedClientCertificates\"",
+    );
+    // Trusted client CA data that is no certificate.
+    refused(
+        "\"frontendPorts\"",
+        &format!(
+            "\"sslProfiles\": [ {{ \"name\": \"sp\", \"properties\": {{ \"trustedClientCertificates\": [ {{ \"id\": \"{GW}/trustedClientCertificates/ca\" }} ] }} }} ], \"trustedClientCertificates\": [ {{ \"name\": \"ca\", \"properties\": {{ \"data\": \"AAAA\" }} }} ], \"frontendPorts\""
+        ),
+        "trustedClientCertificates[0].properties.data: not a certificate",
+    );
+    // A status that is no status.
+    refused(
+        "\"frontendPorts\"",
+        "\"customErrorConfigurations\": [ { \"statusCode\": \"Teapot\", \"customErrorPageUrl\": \"https://x.example/p.html\" } ], \"frontendPorts\"",
+        "customErrorConfigurations[0].statusCode: 'Teapot' is not a status",
+    );
+    // Without an error page folder the pages are reported; a status wasmgate never answers by
+    // itself is reported whatever the folder.
+    let (toml, warnings) = patched(
+        "\"frontendPorts\"",
+        "\"customErrorConfigurations\": [ { \"statusCode\": \"HttpStatus502\", \"customErrorPageUrl\": \"https://x.example/pages/502.html\" }, { \"statusCode\": \"HttpStatus405\", \"customErrorPageUrl\": \"https://x.example/405.html\" } ], \"frontendPorts\"",
+    )
+    .unwrap();
+    assert!(!toml.contains("custom_error_pages"), "{toml}");
+    let reasons: Vec<&str> = warnings.iter().map(|w| w.reason.as_str()).collect();
+    assert!(
+        reasons.contains(&"the 502 page at https://x.example/pages/502.html is not fetched; save it and import with --error-pages DIR (read as DIR/502.html)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"wasmgate never answers 405 itself, so no page replaces it"),
+        "{reasons:?}"
+    );
 }

@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 use rustls::sign::CertifiedKey;
 use x509_cert::der::Decode;
 
@@ -177,6 +179,174 @@ impl TrustedRoots {
     }
 }
 
+/// An SSL profile's trusted client CA chains and revocation lists, read from their files, with
+/// rustls's verifier built from them (so a bad file or list is refused at validation).
+#[derive(Clone)]
+pub struct ClientCas {
+    pub files: Vec<PathBuf>,
+    pub revocation_lists: Vec<PathBuf>,
+    /// Every certificate of every chain: the trust anchors.
+    pub certificates: Vec<CertificateDer<'static>>,
+    /// Per chain file, the DER subject of its issuing CA (the certificate deepest in the
+    /// chain), for `verify_client_cert_issuer_dn`.
+    pub issuers: Vec<Vec<u8>>,
+    /// Chain and revocation checks of client certificates against the roots above.
+    pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl fmt::Debug for ClientCas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCas")
+            .field("files", &self.files)
+            .field("revocation_lists", &self.revocation_lists)
+            .field("certificates", &self.certificates.len())
+            .finish()
+    }
+}
+
+/// Largest trusted client CA file, as Application Gateway limits them (25 KB).
+pub const MAX_CLIENT_CA_FILE_BYTES: u64 = 25 * 1024;
+
+impl ClientCas {
+    /// Reads the chains and the lists. The revocation status is checked for the client's own
+    /// certificate; a certificate whose issuer has no list given is not refused for it.
+    pub fn load(files: &[PathBuf], revocation_lists: &[PathBuf]) -> Result<Self, CertError> {
+        let mut certificates = Vec::new();
+        let mut issuers = Vec::with_capacity(files.len());
+        let mut roots = rustls::RootCertStore::empty();
+        for file in files {
+            let pem = read(file)?;
+            if pem.len() as u64 > MAX_CLIENT_CA_FILE_BYTES {
+                return Err(CertError::TooLarge {
+                    file: shown(file),
+                    limit: MAX_CLIENT_CA_FILE_BYTES,
+                });
+            }
+            let chain = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CertError::Pem {
+                    file: shown(file),
+                    reason: e.to_string(),
+                })?;
+            if chain.is_empty() {
+                return Err(CertError::NoCertificate { file: shown(file) });
+            }
+            issuers.push(issuing_subject(&chain, file)?);
+            for cert in &chain {
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| CertError::BadCertificate {
+                        file: shown(file),
+                        reason: e.to_string(),
+                    })?;
+            }
+            certificates.extend(chain);
+        }
+        let mut crls = Vec::with_capacity(revocation_lists.len());
+        for file in revocation_lists {
+            let data = read(file)?;
+            let parsed: Vec<CertificateRevocationListDer<'static>> =
+                if data.starts_with(b"-----BEGIN") {
+                    CertificateRevocationListDer::pem_slice_iter(&data)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| CertError::Pem {
+                            file: shown(file),
+                            reason: e.to_string(),
+                        })?
+                } else {
+                    vec![CertificateRevocationListDer::from(data)]
+                };
+            // Built alone first, so that a list rustls cannot read is named by its file.
+            verifier(&roots, parsed.clone())
+                .map_err(|_| CertError::BadRevocationList { file: shown(file) })?;
+            crls.extend(parsed);
+        }
+        let verifier = verifier(&roots, crls).map_err(|e| CertError::Verifier {
+            files: files
+                .iter()
+                .map(|f| shown(f))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            files: files.to_vec(),
+            revocation_lists: revocation_lists.to_vec(),
+            certificates,
+            issuers,
+            verifier,
+        })
+    }
+
+    /// The files to watch for changes.
+    pub fn all_files(&self) -> impl Iterator<Item = &Path> {
+        self.files
+            .iter()
+            .chain(&self.revocation_lists)
+            .map(PathBuf::as_path)
+    }
+}
+
+/// rustls's WebPKI client verifier for `roots` and `crls`. Revocation is checked for the
+/// client's own certificate; one whose issuer has no list given is not refused for it.
+fn verifier(
+    roots: &rustls::RootCertStore,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, rustls::server::VerifierBuilderError>
+{
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
+}
+
+/// The DER subject of a chain's issuing CA: the certificate furthest from a root by the
+/// issuer links within the file, the first of equals (Application Gateway's rule for
+/// "verify client certificate issuer's DN", scenarios 1 to 5).
+fn issuing_subject(chain: &[CertificateDer<'_>], file: &Path) -> Result<Vec<u8>, CertError> {
+    use x509_cert::der::Encode;
+    let names = chain
+        .iter()
+        .map(|der| {
+            let cert =
+                x509_cert::Certificate::from_der(der).map_err(|e| CertError::BadCertificate {
+                    file: shown(file),
+                    reason: e.to_string(),
+                })?;
+            let tbs = cert.tbs_certificate();
+            let der = |n: &x509_cert::name::Name| n.to_der().unwrap_or_default();
+            Ok((der(tbs.subject()), der(tbs.issuer())))
+        })
+        .collect::<Result<Vec<_>, CertError>>()?;
+    let depth = |start: usize| {
+        let mut depth = 0;
+        let mut at = start;
+        // Bounded by the chain's length, so a loop of issuers ends too.
+        while depth < names.len() {
+            let (subject, issuer) = &names[at];
+            if subject == issuer {
+                break;
+            }
+            match names.iter().position(|(s, _)| s == issuer) {
+                Some(parent) => {
+                    at = parent;
+                    depth += 1;
+                }
+                None => break,
+            }
+        }
+        depth
+    };
+    let mut best = 0;
+    for i in 1..names.len() {
+        if depth(i) > depth(best) {
+            best = i;
+        }
+    }
+    Ok(names[best].0.clone())
+}
+
 /// Reads PEM root certificates (every certificate in every file) for backend verification.
 fn load_roots(files: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let mut roots = Vec::new();
@@ -217,6 +387,12 @@ pub enum CertError {
     KeyMismatch { key: String, cert: String },
     #[error("the certificate in {file} expired on {expired}")]
     Expired { file: String, expired: String },
+    #[error("{file} is larger than {limit} bytes")]
+    TooLarge { file: String, limit: u64 },
+    #[error("{file} is not a certificate revocation list rustls can read")]
+    BadRevocationList { file: String },
+    #[error("cannot verify client certificates with {files}: {reason}")]
+    Verifier { files: String, reason: String },
 }
 
 fn shown(path: &Path) -> String {

@@ -4,6 +4,7 @@
 
 pub mod builtin;
 mod certs;
+mod error_pages;
 mod matchers;
 mod plugins;
 pub mod raw;
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-pub use certs::{CertError, CertificateSource, TrustedRoots, provider};
+pub use certs::{CertError, CertificateSource, ClientCas, TrustedRoots, provider};
+pub use error_pages::{ErrorPage, ErrorPages, MAX_ERROR_PAGE_BYTES};
 pub use matchers::{HostPattern, PathPattern};
 pub use plugins::{
     Expected, FailPolicy, PluginConfig, PluginKind, PluginLimits, Sample, SampleRequest,
@@ -73,7 +75,8 @@ id_type!(
     RedirectId,
     RewriteSetId,
     ProbeId,
-    PluginId
+    PluginId,
+    SslProfileId
 );
 
 /// A validated gateway configuration.
@@ -101,6 +104,11 @@ pub struct Config {
     /// Plugin instances alive at once over all plugins (`[plugin_engine] max_instances`);
     /// `None` sizes the engine from the configured plugins.
     pub plugin_max_instances: Option<u32>,
+    /// Client authentication settings, referred to by HTTPS listeners (`ssl_profile`).
+    pub ssl_profiles: Vec<SslProfile>,
+    /// Pages answered instead of the gateway's own error bodies, unless the listener has its
+    /// own for the status.
+    pub custom_error_pages: ErrorPages,
 }
 
 impl Config {
@@ -149,6 +157,21 @@ impl Config {
     }
     pub fn plugin(&self, id: PluginId) -> &PluginConfig {
         &self.plugins[id.0]
+    }
+    pub fn ssl_profile(&self, id: SslProfileId) -> &SslProfile {
+        &self.ssl_profiles[id.0]
+    }
+
+    /// The custom page for a status the gateway generates on `listener` (the listener's own,
+    /// else the gateway-wide one); `listener` is `None` before a listener is known.
+    pub fn error_page(
+        &self,
+        listener: Option<ListenerId>,
+        status: StatusCode,
+    ) -> Option<&ErrorPage> {
+        listener
+            .and_then(|l| self.listeners[l.0].custom_error_pages.get(status))
+            .or_else(|| self.custom_error_pages.get(status))
     }
 
     /// The router plugin for a request taken by `rule` on `listener`: the rule's, else the
@@ -202,6 +225,8 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// The router plugin for this listener's requests, unless their rule names one.
     pub router: Option<PluginId>,
+    /// Pages answered instead of the gateway's own error bodies on this listener.
+    pub custom_error_pages: ErrorPages,
 }
 
 /// An HTTPS listener's certificate (loaded and checked at validation) and handshake rules. The
@@ -213,6 +238,38 @@ pub struct ListenerTls {
     /// No SNI match (or no SNI) fails the handshake instead of falling back.
     pub require_sni: bool,
     pub min_version: TlsVersion,
+    /// The SSL profile whose client authentication applies (mutual TLS).
+    pub ssl_profile: Option<SslProfileId>,
+}
+
+/// An SSL profile (`[[ssl_profiles]]`): the client authentication of the HTTPS listeners that
+/// name it, as Application Gateway's SSL profiles carry it.
+#[derive(Debug, Clone)]
+pub struct SslProfile {
+    pub name: String,
+    pub client_auth: ClientAuth,
+}
+
+/// Mutual TLS: which client certificates a listener accepts.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// The trusted client CA chains and revocation lists, read at validation and again on
+    /// certificate reload.
+    pub cas: ClientCas,
+    /// The client certificate's issuer must be the issuing CA (the deepest certificate) of one
+    /// of the trusted chains, not merely chain up to one of their roots.
+    pub verify_issuer_dn: bool,
+    pub mode: ClientAuthMode,
+}
+
+/// Application Gateway's `verifyClientAuthMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// A client without a valid certificate fails the handshake.
+    Strict,
+    /// The gateway asks for a certificate but accepts any, or none; the verdict reaches the
+    /// backend through `client_certificate_verification`.
+    Passthrough,
 }
 
 /// The lowest TLS version an HTTPS listener accepts.
@@ -438,6 +495,18 @@ pub enum ServerVariable {
     ServerPort,
     /// `var_http_status`: the response status; response rewrites only.
     Status,
+    /// `var_client_certificate`: the client certificate, PEM, URL-encoded.
+    ClientCertificate,
+    /// `var_client_certificate_issuer`: its issuer DN (RFC 4514).
+    ClientCertificateIssuer,
+    /// `var_client_certificate_subject`: its subject DN (RFC 4514).
+    ClientCertificateSubject,
+    /// `var_client_certificate_serial`: its serial number, hex.
+    ClientCertificateSerial,
+    /// `var_client_certificate_fingerprint`: its SHA-1 fingerprint, hex.
+    ClientCertificateFingerprint,
+    /// `var_client_certificate_verification`: `SUCCESS`, `FAILED:<reason>` or `NONE`.
+    ClientCertificateVerification,
 }
 
 #[derive(Debug, Clone)]

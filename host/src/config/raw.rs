@@ -36,6 +36,12 @@ pub struct RawConfig {
     pub routing: Option<RawRouting>,
     #[serde(default)]
     pub plugin_engine: Option<RawPluginEngine>,
+    /// Client authentication settings HTTPS listeners refer to by name (`ssl_profile`).
+    #[serde(default)]
+    pub ssl_profiles: Vec<RawSslProfile>,
+    /// Pages answered instead of the gateway's own error bodies, for every listener.
+    #[serde(default)]
+    pub custom_error_pages: Vec<RawErrorPage>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +72,44 @@ pub struct RawListener {
     /// The router plugin for requests this listener accepts (unless their rule names one).
     #[serde(default)]
     pub router: Option<String>,
+    /// HTTPS: the `[[ssl_profiles]]` entry whose client authentication applies.
+    #[serde(default)]
+    pub ssl_profile: Option<String>,
+    /// Pages answered instead of the gateway's own error bodies, before the gateway-wide ones.
+    #[serde(default)]
+    pub custom_error_pages: Vec<RawErrorPage>,
+}
+
+/// An SSL profile (`[[ssl_profiles]]`): client authentication (mutual TLS) for the HTTPS
+/// listeners that name it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSslProfile {
+    pub name: String,
+    /// PEM files, each a trusted client CA chain (root, then any intermediates).
+    #[serde(default)]
+    pub trusted_client_certificates: Vec<String>,
+    /// Also require the client certificate's issuer to be the issuing CA of one of the files.
+    #[serde(default)]
+    pub verify_client_cert_issuer_dn: bool,
+    /// Certificate revocation lists (PEM or DER) checked against client certificates.
+    #[serde(default)]
+    pub revocation_lists: Vec<String>,
+    /// "strict" (default): a client without a valid certificate fails the handshake;
+    /// "passthrough": any certificate, or none, is accepted and the verdict passed on.
+    #[serde(default)]
+    pub verify_client_auth_mode: Option<String>,
+}
+
+/// A custom error page: the body answered for one status the gateway generates itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorPage {
+    pub status: i64,
+    pub file: String,
+    /// Default: from the file's extension (.html, .htm, .txt, .json).
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

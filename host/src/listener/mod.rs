@@ -308,6 +308,7 @@ async fn serve(
         forwarded: crate::proxy::Forwarded::new(client, forwarded_port),
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
+        handshake: std::sync::OnceLock::new(),
     });
     match tls {
         None => serve_http1(stream, conn, &socket, &builders.http1, Handler::Proxy).await,
@@ -343,10 +344,15 @@ async fn serve_tls(
         // Closed, failed, or silent for the idle timeout.
         _ => return,
     }
-    let accepted =
-        tokio::time::timeout(builders.handshake_timeout, tls.acceptor().accept(stream)).await;
+    let accepted = tokio::time::timeout(builders.handshake_timeout, tls.accept(stream)).await;
     let stream = match accepted {
-        Ok(Ok(s)) => s,
+        Ok(Ok((s, handshake))) => {
+            if handshake.ssl_profile.is_some() {
+                // Rewrites read the client certificate; requests check the profile.
+                let _ = conn.handshake.set(Box::new(handshake));
+            }
+            s
+        }
         Ok(Err(e)) => {
             tracing::debug!(client = %client, error = %e, "TLS handshake failed");
             return;
@@ -390,8 +396,12 @@ async fn serve_http1<S: ClientStream>(
             Ok::<_, Infallible>(match handler {
                 Handler::Proxy => conn.handle(req).await,
                 Handler::PlainHttpOnTlsPort => {
+                    let snapshot = conn.plane.snapshot.load();
+                    let page = snapshot
+                        .config
+                        .error_page(None, http::StatusCode::BAD_REQUEST);
                     ProxyError::BadRequest("a plain HTTP request was sent to an HTTPS port")
-                        .into_response()
+                        .into_response_with(page)
                 }
             })
         }

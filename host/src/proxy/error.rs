@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
+use crate::config::ErrorPage;
 use crate::plugin::PluginError;
 use crate::tls::TlsFailure;
 use crate::websocket::HandshakeError;
@@ -43,6 +44,10 @@ pub enum ProxyError {
     Drained(Box<str>),
     #[error("this gateway speaks WebSocket version 13")]
     WebSocketVersion,
+    /// The host's listener requires client authentication the connection's handshake, made
+    /// for another host, did not do.
+    #[error("the connection was not made for this host's listener; open a new one")]
+    Misdirected,
     /// A router plugin failed (deadline, trap, memory limit, breaker open, invalid decision)
     /// and its fail policy is `fail_closed`.
     #[error("{0}")]
@@ -91,7 +96,8 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge
             | ProxyError::TooManyHeaders(_)
             | ProxyError::BodyTooLarge(_)
-            | ProxyError::WebSocketVersion => Origin::Client,
+            | ProxyError::WebSocketVersion
+            | ProxyError::Misdirected => Origin::Client,
             ProxyError::EmptyPool(_) | ProxyError::Drained(_) => Origin::Gateway,
             ProxyError::NoHealthyServer(_)
             | ProxyError::Unreachable(_)
@@ -107,6 +113,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoListener(_) => StatusCode::NOT_FOUND,
             ProxyError::WebSocketVersion => StatusCode::UPGRADE_REQUIRED,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge | ProxyError::TooManyHeaders(_) => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -132,18 +139,27 @@ impl ProxyError {
 
     /// The response the client gets: the status and the reason in a short text body.
     pub fn into_response(self) -> Response<ResponseBody> {
+        self.into_response_with(None)
+    }
+
+    /// The response the client gets, with `page` (the listener's or the gateway's custom error
+    /// page for the status, when configured) as its body instead of the reason.
+    pub fn into_response_with(self, page: Option<&ErrorPage>) -> Response<ResponseBody> {
         let status = self.status();
-        let body = format!(
-            "{} {}: {self}\n",
-            status.as_str(),
-            status.canonical_reason().unwrap_or("")
-        );
-        let mut res = Response::new(ResponseBody::Full(Bytes::from(body)));
+        let (body, content_type) = match page {
+            Some(page) => (page.body.clone(), page.content_type.clone()),
+            None => (
+                Bytes::from(format!(
+                    "{} {}: {self}\n",
+                    status.as_str(),
+                    status.canonical_reason().unwrap_or("")
+                )),
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        };
+        let mut res = Response::new(ResponseBody::Full(body));
         *res.status_mut() = status;
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        res.headers_mut().insert(header::CONTENT_TYPE, content_type);
         match status {
             // A malformed request leaves the connection in an unknown state; the rest of an
             // oversized body is not worth reading (RFC 9110 §15.5.14).

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use http::StatusCode;
 
 use crate::config::{HeaderRewrite, RewriteCondition, ServerVariable};
+use crate::tls::ClientCertificate;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -110,6 +111,8 @@ pub struct RequestFacts<'a> {
     pub scheme: &'a str,
     /// The listener's port.
     pub server_port: u16,
+    /// The client's certificate, on a mutual TLS connection that presented one.
+    pub client_certificate: Option<&'a ClientCertificate>,
 }
 
 /// For each rewrite, whether its conditions on the request hold (conditions on the response
@@ -155,6 +158,22 @@ fn request_value<'a>(v: &ServerVariable, f: &RequestFacts<'a>) -> Option<Option<
         ServerVariable::RequestUri => Some(Cow::Borrowed(f.path_and_query)),
         ServerVariable::Scheme => Some(Cow::Borrowed(f.scheme)),
         ServerVariable::ServerPort => Some(Cow::Owned(f.server_port.to_string())),
+        ServerVariable::ClientCertificate => f.client_certificate.map(|c| Cow::Borrowed(&*c.pem)),
+        ServerVariable::ClientCertificateIssuer => {
+            f.client_certificate.map(|c| Cow::Borrowed(&*c.issuer))
+        }
+        ServerVariable::ClientCertificateSubject => {
+            f.client_certificate.map(|c| Cow::Borrowed(&*c.subject))
+        }
+        ServerVariable::ClientCertificateSerial => {
+            f.client_certificate.map(|c| Cow::Borrowed(&*c.serial))
+        }
+        ServerVariable::ClientCertificateFingerprint => {
+            f.client_certificate.map(|c| Cow::Borrowed(&*c.fingerprint))
+        }
+        ServerVariable::ClientCertificateVerification => Some(Cow::Borrowed(
+            f.client_certificate.map_or("NONE", |c| &*c.verification),
+        )),
         ServerVariable::ResponseHeader(_) | ServerVariable::Status => return None,
     })
 }
@@ -281,6 +300,7 @@ mod tests {
             path_and_query: "/api/v1/items?limit=5",
             scheme: "https",
             server_port: 443,
+            client_certificate: None,
         };
         let set = vec![
             rewrite(
@@ -401,6 +421,7 @@ mod tests {
             path_and_query: "/",
             scheme: "http",
             server_port: 80,
+            client_certificate: None,
         };
         assert!(request_conditions(&set, &facts).is_empty());
         let mut headers = HeaderMap::new();
@@ -459,5 +480,59 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn client_certificate_variables_without_and_with_a_certificate() {
+        let request = HeaderMap::new();
+        let set = vec![
+            rewrite(
+                "a-none",
+                vec![condition(
+                    ServerVariable::ClientCertificateVerification,
+                    "^NONE$",
+                    false,
+                )],
+            ),
+            rewrite(
+                "b-subject",
+                vec![condition(
+                    ServerVariable::ClientCertificateSubject,
+                    "",
+                    false,
+                )],
+            ),
+            rewrite(
+                "c-alice",
+                vec![condition(
+                    ServerVariable::ClientCertificateSubject,
+                    "^CN=alice$",
+                    false,
+                )],
+            ),
+        ];
+        let mut facts = RequestFacts {
+            headers: &request,
+            client: "127.0.0.1:1".parse().unwrap(),
+            host: "h",
+            method: "GET",
+            path_and_query: "/",
+            scheme: "https",
+            server_port: 443,
+            client_certificate: None,
+        };
+        // No certificate: the verdict is NONE and the other variables have no value, so even an
+        // empty pattern does not match them.
+        assert_eq!(request_conditions(&set, &facts), [true, false, false]);
+        let alice = ClientCertificate {
+            pem: String::new(),
+            subject: "CN=alice".into(),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            fingerprint: "00".into(),
+            verification: "SUCCESS".into(),
+        };
+        facts.client_certificate = Some(&alice);
+        assert_eq!(request_conditions(&set, &facts), [false, true, true]);
     }
 }

@@ -57,6 +57,10 @@ pub struct Connection {
     pub head_timed_out: std::sync::atomic::AtomicBool,
     /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
     pub sni: std::sync::OnceLock<Box<str>>,
+    /// The SSL profile and client certificate of an HTTPS connection whose handshake was made
+    /// under a profile (mutual TLS); unset otherwise. Boxed: most connections have none, and
+    /// every connection carries this field.
+    pub handshake: std::sync::OnceLock<Box<crate::tls::Handshake>>,
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is
@@ -88,6 +92,22 @@ impl HeadTimeout for Connection {
         self.head_timed_out
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// The gateway-wide 408 page (no listener is known before a request head is complete).
+    fn request_timeout_response(&self) -> Option<Vec<u8>> {
+        let snapshot = self.plane.snapshot.load();
+        let page = snapshot
+            .config
+            .error_page(None, http::StatusCode::REQUEST_TIMEOUT)?;
+        let mut out = format!(
+            "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
+            page.content_type.to_str().unwrap_or("text/html"),
+            page.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&page.body);
+        Some(out)
+    }
 }
 
 impl Connection {
@@ -98,11 +118,13 @@ impl Connection {
         let mut log = AccessLog::start(self.client, &req);
         let snapshot = self.plane.snapshot.load_full();
         let h2 = req.version() == Version::HTTP_2;
-        let res = match self.proxy(&snapshot, req).await {
+        let mut listener = None;
+        let res = match self.proxy(&snapshot, req, &mut listener).await {
             Ok(res) => res,
             Err(e) => {
                 tracing::debug!(client = %self.client, error = %e, origin = e.origin().as_str(), "request failed");
-                let mut res = e.into_response();
+                let page = snapshot.config.error_page(listener, e.status());
+                let mut res = e.into_response_with(page);
                 if h2 {
                     // RFC 9113 §8.2.2: no connection-specific fields in HTTP/2.
                     res.headers_mut().remove(header::CONNECTION);
@@ -121,9 +143,10 @@ impl Connection {
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
+        listener: &mut Option<crate::config::ListenerId>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let authority = checks::request(&req, &snapshot.config.limits)?;
-        let forwarding = match self.route(snapshot, &req, &authority).await? {
+        let forwarding = match self.route(snapshot, &req, &authority, listener).await? {
             Route::Respond(res) => return Ok(res),
             Route::Forward(forwarding) => forwarding,
         };

@@ -12,7 +12,7 @@ use http::{Request, Response};
 use super::body::ResponseBody;
 use super::route_plugin::{PluginForward, RouterOutcome};
 use super::{Connection, ProxyError};
-use crate::config::RedirectId;
+use crate::config::{ListenerId, RedirectId};
 use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot};
 use crate::websocket::{self, HandshakeError};
 use wasmgate_rules::matching::host_without_port;
@@ -89,6 +89,7 @@ impl Connection {
         snapshot: &Snapshot,
         req: &Request<B>,
         authority: &str,
+        listener_seen: &mut Option<ListenerId>,
     ) -> Result<Route, ProxyError> {
         let host = host_without_port(authority);
         // A connection outlives a reload that removed its socket's listeners; its next
@@ -97,6 +98,10 @@ impl Connection {
             .socket_index(self.socket_id)
             .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
         let routed = snapshot.route(socket, host, req.uri().path());
+        if let Some(r) = &routed {
+            *listener_seen = Some(r.listener);
+            self.check_ssl_profile(snapshot, r.listener)?;
+        }
         let router = match &routed {
             Some(r) => snapshot.config.router_for(r.listener, r.rule),
             None => snapshot.config.router,
@@ -151,6 +156,30 @@ impl Connection {
             }
         };
         Ok(Route::Forward(forwarding))
+    }
+
+    /// A listener with an SSL profile serves only connections whose handshake was made under
+    /// that profile: a client that negotiated another site's TLS (by SNI) and then names this
+    /// listener's host gets 421 (RFC 9110 §15.5.20) instead of skipping client authentication.
+    fn check_ssl_profile(
+        &self,
+        snapshot: &Snapshot,
+        listener: ListenerId,
+    ) -> Result<(), ProxyError> {
+        let Some(profile) = snapshot
+            .config
+            .listener(listener)
+            .tls
+            .as_ref()
+            .and_then(|t| t.ssl_profile)
+        else {
+            return Ok(());
+        };
+        let wanted = snapshot.config.ssl_profile(profile).name.as_str();
+        match self.handshake.get().and_then(|h| h.ssl_profile.as_deref()) {
+            Some(made) if made == wanted => Ok(()),
+            _ => Err(ProxyError::Misdirected),
+        }
     }
 
     fn redirect(

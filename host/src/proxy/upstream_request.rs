@@ -136,6 +136,10 @@ impl Connection {
                 path_and_query: original.as_str(),
                 scheme: self.scheme.as_str(),
                 server_port: self.local_port,
+                client_certificate: self
+                    .handshake
+                    .get()
+                    .and_then(|h| h.client_certificate.as_ref()),
             };
             let passed = request_conditions(&set.request_headers, &facts);
             response_rewrites_passed = request_conditions(&set.response_headers, &facts);

@@ -7,10 +7,12 @@
 //! ChaCha20-Poly1305, RSA and ECDSA certificates).
 
 pub mod client;
+pub mod client_auth;
 pub mod server;
 
 pub use client::TlsFailure;
-pub use server::{Certificates, ReloadError, ServerTls};
+pub use client_auth::ClientCertificate;
+pub use server::{Certificates, Handshake, ReloadError, ServerTls};
 
 // One crypto provider for every TLS configuration; certificate loading, which validation
 // does, needs it too, so it is defined there.

@@ -10,12 +10,20 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::pki_types::UnixTime;
+use rustls::server::{
+    Acceptor, ClientHello, ResolvesServerCert, ServerConnection, ServerSessionMemoryCache,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, crypto::ring::Ticketer};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
-use crate::config::{CertError, CertificateSource, HostPattern, TlsVersion};
+use super::client_auth::{ClientCertificate, ProfileVerifier};
+use crate::config::{
+    CertError, CertificateSource, ClientAuth, ClientAuthMode, ClientCas, HostPattern, TlsVersion,
+};
 
 /// Sessions remembered for resumption by session id (TLS 1.2); TLS 1.3 resumes with tickets.
 const SESSION_CACHE: usize = 8192;
@@ -28,6 +36,8 @@ pub struct SiteCertificate {
     pub host_names: Vec<HostPattern>,
     pub source: CertificateSource,
     pub certificate: Arc<CertifiedKey>,
+    /// The listener's SSL profile: its name and client authentication.
+    pub client_auth: Option<(String, ClientAuth)>,
 }
 
 #[derive(Debug)]
@@ -40,6 +50,27 @@ struct Site {
     /// Empty: matches any name.
     host_names: Box<[HostPattern]>,
     certificate: Arc<CertifiedKey>,
+    /// Index into [`ServerTls::profiles`] of the site's SSL profile.
+    profile: Option<usize>,
+}
+
+impl Table {
+    /// The site whose certificate a handshake gets, by SNI name (see the module's rules).
+    fn site(&self, name: Option<&str>, require_sni: bool) -> Option<&Site> {
+        if let Some(name) = name {
+            let matched = self
+                .sites
+                .iter()
+                .find(|s| s.host_names.is_empty() || s.host_names.iter().any(|h| h.matches(name)));
+            if matched.is_some() {
+                return matched;
+            }
+        }
+        if require_sni {
+            return None;
+        }
+        self.sites.first()
+    }
 }
 
 /// Where a site's certificate is read from on reload.
@@ -61,21 +92,11 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = self.table.load();
-        if let Some(name) = hello.server_name() {
-            let matched = table
-                .sites
-                .iter()
-                .find(|s| s.host_names.is_empty() || s.host_names.iter().any(|h| h.matches(name)));
-            if let Some(site) = matched {
-                return Some(site.certificate.clone());
-            }
-        }
-        if self.require_sni {
-            // rustls answers with a handshake_failure alert.
-            return None;
-        }
-        table.sites.first().map(|s| s.certificate.clone())
+        // None (no match under `require_sni`): rustls answers with a handshake_failure alert.
+        self.table
+            .load()
+            .site(hello.server_name(), self.require_sni)
+            .map(|s| s.certificate.clone())
     }
 }
 
@@ -92,6 +113,74 @@ pub struct ServerTls {
     acceptor: TlsAcceptor,
     resolver: Arc<SniResolver>,
     sites: Box<[SiteSource]>,
+    /// The SSL profiles of the socket's listeners, each with a rustls configuration of its own
+    /// (the client certificate verifier belongs to the configuration, so the handshake picks
+    /// one by SNI before it goes on). Empty: no listener on the socket asks for client
+    /// certificates, and handshakes take the plain path.
+    profiles: Box<[ProfileTls]>,
+    min_version: TlsVersion,
+}
+
+/// One SSL profile on a socket.
+struct ProfileTls {
+    name: Arc<str>,
+    /// A listener using it, named when its files cannot be reloaded.
+    listener: String,
+    auth: ClientAuth,
+    current: ArcSwap<ProfileConfig>,
+}
+
+struct ProfileConfig {
+    config: Arc<ServerConfig>,
+    verifier: Arc<ProfileVerifier>,
+}
+
+/// What the handshake of a connection established about its client.
+#[derive(Debug, Default)]
+pub struct Handshake {
+    /// The SSL profile the handshake was made under.
+    pub ssl_profile: Option<Arc<str>>,
+    /// The client's certificate, when it presented one.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+fn server_config(
+    min_version: TlsVersion,
+    resolver: Arc<SniResolver>,
+    verifier: Option<Arc<ProfileVerifier>>,
+) -> Result<ServerConfig, rustls::Error> {
+    let builder = ServerConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(min_version.versions())?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // A session cache and ticket keys of its own per configuration: a session made without a
+    // client certificate (or under another profile) never resumes under a profile.
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.ticketer = Ticketer::new()?;
+    Ok(config)
+}
+
+impl ProfileConfig {
+    fn new(
+        min_version: TlsVersion,
+        resolver: Arc<SniResolver>,
+        cas: &ClientCas,
+        auth: &ClientAuth,
+    ) -> Result<Self, rustls::Error> {
+        let verifier = Arc::new(ProfileVerifier::new(cas, auth));
+        Ok(Self {
+            config: Arc::new(server_config(
+                min_version,
+                resolver,
+                Some(verifier.clone()),
+            )?),
+            verifier,
+        })
+    }
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -117,21 +206,53 @@ impl ServerTls {
                     .map(|s| Site {
                         host_names: s.host_names.clone().into(),
                         certificate: s.certificate.clone(),
+                        profile: None,
                     })
                     .collect(),
             }),
             require_sni,
         });
-        let mut config = ServerConfig::builder_with_provider(super::provider())
-            .with_protocol_versions(min_version.versions())?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
-        config.ticketer = Ticketer::new()?;
+        let config = server_config(min_version, resolver.clone(), None)?;
+        let mut profiles: Vec<ProfileTls> = Vec::new();
+        let mut profile_of = Vec::with_capacity(sites.len());
+        for site in &sites {
+            let Some((name, auth)) = &site.client_auth else {
+                profile_of.push(None);
+                continue;
+            };
+            if let Some(i) = profiles.iter().position(|p| &*p.name == name) {
+                profile_of.push(Some(i));
+                continue;
+            }
+            profile_of.push(Some(profiles.len()));
+            profiles.push(ProfileTls {
+                name: name.as_str().into(),
+                listener: site.listener.clone(),
+                current: ArcSwap::from_pointee(ProfileConfig::new(
+                    min_version,
+                    resolver.clone(),
+                    &auth.cas,
+                    auth,
+                )?),
+                auth: auth.clone(),
+            });
+        }
+        resolver.table.store(Arc::new(Table {
+            sites: sites
+                .iter()
+                .zip(&profile_of)
+                .map(|(s, p)| Site {
+                    host_names: s.host_names.clone().into(),
+                    certificate: s.certificate.clone(),
+                    profile: *p,
+                })
+                .collect(),
+        }));
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,
+            profiles: profiles.into(),
+            min_version,
             sites: sites
                 .into_iter()
                 .map(|s| SiteSource {
@@ -143,13 +264,51 @@ impl ServerTls {
         })
     }
 
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    /// Completes a client's handshake. Without SSL profiles on the socket this is rustls's
+    /// acceptor; with them, the ClientHello is read first and its SNI name picks the site, whose
+    /// profile (or none) gives the configuration the handshake goes on with.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<(TlsStream<TcpStream>, Handshake)> {
+        if self.profiles.is_empty() {
+            let stream = self.acceptor.accept(stream).await?;
+            return Ok((stream, Handshake::default()));
+        }
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let profile = self
+            .resolver
+            .table
+            .load()
+            .site(
+                start.client_hello().server_name(),
+                self.resolver.require_sni,
+            )
+            .and_then(|s| s.profile);
+        let Some(index) = profile else {
+            let stream = start.into_stream(self.acceptor.config().clone()).await?;
+            return Ok((stream, Handshake::default()));
+        };
+        let profile = &self.profiles[index];
+        let current = profile.current.load_full();
+        let stream = start.into_stream(current.config.clone()).await?;
+        let client_certificate = client_certificate(stream.get_ref().1, &current.verifier);
+        Ok((
+            stream,
+            Handshake {
+                ssl_profile: Some(profile.name.clone()),
+                client_certificate,
+            },
+        ))
     }
 
-    /// The certificate files of this socket, for change detection.
+    /// The certificate files of this socket, for change detection: the listeners'
+    /// certificates, and their profiles' client CA chains and revocation lists.
     pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
-        self.sites.iter().flat_map(|s| s.source.files())
+        self.sites
+            .iter()
+            .flat_map(|s| s.source.files())
+            .chain(self.profiles.iter().flat_map(|p| p.auth.cas.all_files()))
     }
 
     /// Reads every certificate again and swaps the table. Handshakes in progress and
@@ -164,6 +323,7 @@ impl ServerTls {
             .zip(current.sites.iter())
             .map(|(site, old)| Site {
                 host_names: site.host_names.clone(),
+                profile: old.profile,
                 certificate: match site.source.load() {
                     Ok(cert) => Arc::new(cert),
                     Err(error) => {
@@ -177,8 +337,41 @@ impl ServerTls {
             })
             .collect();
         self.resolver.table.store(Arc::new(Table { sites }));
+        // A profile's new chains or lists apply to new handshakes; sessions made under the old
+        // ones are not resumed (the new configuration has new session keys).
+        for profile in self.profiles.iter() {
+            let files = &profile.auth.cas;
+            let reloaded = ClientCas::load(&files.files, &files.revocation_lists).and_then(|cas| {
+                ProfileConfig::new(self.min_version, self.resolver.clone(), &cas, &profile.auth)
+                    .map_err(|e| CertError::Verifier {
+                        files: profile.name.to_string(),
+                        reason: e.to_string(),
+                    })
+            });
+            match reloaded {
+                Ok(config) => profile.current.store(Arc::new(config)),
+                Err(error) => errors.push(ReloadError {
+                    listener: profile.listener.clone(),
+                    error,
+                }),
+            }
+        }
         errors
     }
+}
+
+/// The client certificate of a completed handshake, with its verdict: in strict mode the
+/// handshake only completes with a valid certificate; in passthrough mode it is checked now.
+fn client_certificate(
+    conn: &ServerConnection,
+    verifier: &ProfileVerifier,
+) -> Option<ClientCertificate> {
+    let (end_entity, intermediates) = conn.peer_certificates()?.split_first()?;
+    let verdict = match verifier.mode() {
+        ClientAuthMode::Strict => Ok(()),
+        ClientAuthMode::Passthrough => verifier.check(end_entity, intermediates, UnixTime::now()),
+    };
+    Some(ClientCertificate::new(end_entity, verdict))
 }
 
 /// Modification stamps of a set of files, to notice when certificates change on disk.
@@ -250,6 +443,10 @@ impl Certificates {
                     host_names: config.listener(*id).host_names.clone(),
                     source: tls.source.clone(),
                     certificate: tls.certificate.clone(),
+                    client_auth: tls.ssl_profile.map(|p| {
+                        let profile = config.ssl_profile(p);
+                        (profile.name.clone(), profile.client_auth.clone())
+                    }),
                 })
                 .collect();
             let tls = ServerTls::new(sites, first_tls.min_version, first_tls.require_sni).map_err(

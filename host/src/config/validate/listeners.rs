@@ -61,6 +61,11 @@ pub(super) fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Lis
         host_names,
         tls,
         router: None,
+        custom_error_pages: super::error_pages::error_pages(
+            &format!("{path}.custom_error_pages"),
+            &raw.custom_error_pages,
+            base,
+        )?,
     })
 }
 
@@ -79,6 +84,7 @@ fn listener_tls(
         ("certificate_password", raw.certificate_password.is_some()),
         ("require_sni", raw.require_sni.is_some()),
         ("min_tls_version", raw.min_tls_version.is_some()),
+        ("ssl_profile", raw.ssl_profile.is_some()),
     ];
     if protocol == Protocol::Http {
         if let Some((field, _)) = fields.iter().find(|(_, set)| *set) {
@@ -162,6 +168,8 @@ fn listener_tls(
         certificate: std::sync::Arc::new(certificate),
         require_sni: raw.require_sni.unwrap_or(false),
         min_version,
+        // Resolved once the profiles are known.
+        ssl_profile: None,
     }))
 }
 

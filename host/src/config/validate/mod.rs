@@ -7,6 +7,7 @@
 mod admin;
 mod backend_pools;
 mod backend_settings;
+mod error_pages;
 mod limits;
 mod listeners;
 mod plugins;
@@ -15,6 +16,7 @@ mod redirects;
 mod rewrite_sets;
 mod rules;
 mod samples;
+mod ssl_profiles;
 mod units;
 
 use std::collections::HashMap;
@@ -45,6 +47,28 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         .collect::<Result<Vec<_>>>()?;
     let listener_ids = names("listeners", raw.listeners.iter().map(|l| &l.name))?;
     check_sockets(&listeners)?;
+
+    let ssl_profiles = raw
+        .ssl_profiles
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ssl_profiles::ssl_profile(&format!("ssl_profiles[{i}]"), p, base))
+        .collect::<Result<Vec<_>>>()?;
+    let profile_ids = names("ssl_profiles", raw.ssl_profiles.iter().map(|p| &p.name))?;
+    let mut listeners = listeners;
+    for (i, (l, r)) in listeners.iter_mut().zip(&raw.listeners).enumerate() {
+        if let (Some(tls), Some(name)) = (&mut l.tls, &r.ssl_profile) {
+            let field = format!("listeners[{i}].ssl_profile");
+            tls.ssl_profile = Some(SslProfileId(lookup(
+                &field,
+                &profile_ids,
+                "ssl_profile",
+                name,
+            )?));
+        }
+    }
+    let custom_error_pages =
+        error_pages::error_pages("custom_error_pages", &raw.custom_error_pages, base)?;
 
     let backend_pools = raw
         .backend_pools
@@ -144,7 +168,6 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         }
         Ok(Some(PluginId(id)))
     };
-    let mut listeners = listeners;
     for (i, (l, r)) in listeners.iter_mut().zip(&raw.listeners).enumerate() {
         l.router = router(format!("listeners[{i}].router"), &r.router)?;
     }
@@ -202,6 +225,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         limits,
         probes,
         admin,
+        ssl_profiles,
+        custom_error_pages,
     };
     if builtin_used.get() {
         let path = builtin::builtin_component().map_err(|why| ConfigError::new("", why))?;

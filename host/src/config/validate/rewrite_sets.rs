@@ -105,11 +105,17 @@ fn rewrite_condition(
             "var_request_scheme" => ServerVariable::Scheme,
             "var_server_port" => ServerVariable::ServerPort,
             "var_http_status" => ServerVariable::Status,
+            "var_client_certificate" => ServerVariable::ClientCertificate,
+            "var_client_certificate_issuer" => ServerVariable::ClientCertificateIssuer,
+            "var_client_certificate_subject" => ServerVariable::ClientCertificateSubject,
+            "var_client_certificate_serial" => ServerVariable::ClientCertificateSerial,
+            "var_client_certificate_fingerprint" => ServerVariable::ClientCertificateFingerprint,
+            "var_client_certificate_verification" => ServerVariable::ClientCertificateVerification,
             _ => {
                 return Err(ConfigError::new(
                     format!("{path}.variable"),
                     format!(
-                        "{name:?} is not a supported server variable (http_req_<header>, http_resp_<header>, var_client_ip, var_client_port, var_host, var_http_method, var_uri_path, var_query_string, var_request_uri, var_request_scheme, var_server_port, var_http_status)"
+                        "{name:?} is not a supported server variable (http_req_<header>, http_resp_<header>, var_client_ip, var_client_port, var_host, var_http_method, var_uri_path, var_query_string, var_request_uri, var_request_scheme, var_server_port, var_http_status, var_client_certificate, var_client_certificate_issuer, var_client_certificate_subject, var_client_certificate_serial, var_client_certificate_fingerprint, var_client_certificate_verification)"
                     ),
                 ));
             }
