@@ -160,6 +160,34 @@ impl Config {
             .or(self.router)
     }
 
+    /// Who uses plugin `id`, in the configuration's words: `routing.router`, `listener "web"`,
+    /// `rule "shop"`, `backend settings "api"` (whose probes it judges). Empty when nothing does.
+    pub fn plugin_users(&self, id: PluginId) -> Vec<String> {
+        let mut users = Vec::new();
+        if self.router == Some(id) {
+            users.push("routing.router".to_owned());
+        }
+        users.extend(
+            self.listeners
+                .iter()
+                .filter(|l| l.router == Some(id))
+                .map(|l| format!("listener {:?}", l.name)),
+        );
+        users.extend(
+            self.rules
+                .iter()
+                .filter(|r| r.router == Some(id))
+                .map(|r| format!("rule {:?}", r.name)),
+        );
+        users.extend(
+            self.backend_settings
+                .iter()
+                .filter(|s| s.probe_plugin == Some(id))
+                .map(|s| format!("backend settings {:?}", s.name)),
+        );
+        users
+    }
+
     /// Whether any rule, listener or the gateway names a router plugin.
     pub fn has_routers(&self) -> bool {
         self.router.is_some()
@@ -650,6 +678,27 @@ pub fn summary(config: &Config) -> String {
                 ""
             }
         );
+    }
+    if !config.plugins.is_empty() {
+        let _ = writeln!(out, "plugins:");
+        for (i, p) in config.plugins.iter().enumerate() {
+            let source = p.path.as_ref().map_or_else(
+                || "(no path: loaded through the admin API)".to_owned(),
+                |f| f.display().to_string(),
+            );
+            let users = config.plugin_users(PluginId(i));
+            let users = if users.is_empty() {
+                "used by nothing".to_owned()
+            } else {
+                format!("used by {}", users.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<6} {source}  {users}",
+                p.name,
+                p.kind.as_str()
+            );
+        }
     }
     let _ = writeln!(out, "rules:");
     for r in &config.rules {

@@ -6,23 +6,85 @@
 //! written to a directory and read back, keyed by the component's SHA-256 and the engine's
 //! compatibility hash (wasmtime version, target, and every setting that changes generated code).
 //!
+//! # How much stays in memory
+//!
+//! A compiled component is a few hundred KiB of machine code for a small Rust plugin and tens of
+//! MiB for a Python one. The memory cache holds, by the component's SHA-256, every component a
+//! loaded plugin still uses (a slot's active version, a shadow candidate, a version a running
+//! request still holds — through a `Weak`, so it holds none of them alive) plus the [`RECENT`] most
+//! recently loaded ones (a version replaced and then restored, a reload that brings one back).
+//! Anything else is freed as soon as its last plugin is, so loading one version after another
+//! through the admin API leaves the process's memory flat. A component loaded again after it
+//! was dropped comes from the disk cache in milliseconds (or is compiled again without one).
+//!
 //! Reading an artifact back is `unsafe` in wasmtime: the bytes are native code that will run.
 //! [`ArtifactCache::read`] is the one place that does it, and only for bytes it can trust (see
 //! its SAFETY note).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const MAGIC: &[u8; 8] = b"WGCWASM1";
+
+/// Compiled components kept in memory although no plugin uses them any more.
+pub(crate) const RECENT: usize = 4;
+
+/// A compiled component, shared by every plugin loaded from the same bytes; it is freed with the
+/// last of them (and once it has left the [`RECENT`] ones).
+pub(crate) struct Compiled {
+    component: Component,
+}
+
+impl Compiled {
+    pub(crate) fn component(&self) -> &Component {
+        &self.component
+    }
+}
+
+type Digest32 = [u8; 32];
+
+#[derive(Default)]
+struct Memory {
+    /// Every component handed out that may still be in use, by digest; entries whose plugins are
+    /// all gone are removed at the next insert.
+    live: HashMap<Digest32, Weak<Compiled>>,
+    /// The most recently loaded components, the newest last: at most [`RECENT`].
+    recent: VecDeque<(Digest32, Arc<Compiled>)>,
+}
+
+impl Memory {
+    fn get(&mut self, digest: &Digest32) -> Option<Arc<Compiled>> {
+        let compiled = self.live.get(digest)?.upgrade()?;
+        self.touch(*digest, &compiled);
+        Some(compiled)
+    }
+
+    fn insert(&mut self, digest: Digest32, compiled: &Arc<Compiled>) {
+        self.live.insert(digest, Arc::downgrade(compiled));
+        self.touch(digest, compiled);
+        self.live.retain(|_, c| c.strong_count() > 0);
+    }
+
+    /// Makes `compiled` the most recent one, dropping the oldest beyond [`RECENT`].
+    fn touch(&mut self, digest: Digest32, compiled: &Arc<Compiled>) {
+        if let Some(i) = self.recent.iter().position(|(d, _)| *d == digest) {
+            self.recent.remove(i);
+        }
+        self.recent.push_back((digest, compiled.clone()));
+        while self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+}
 
 /// Where a loaded component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +100,7 @@ pub enum ArtifactSource {
 pub(crate) struct ArtifactCache {
     dir: Option<PathBuf>,
     engine_key: String,
-    memory: Mutex<HashMap<[u8; 32], Component>>,
+    memory: Mutex<Memory>,
 }
 
 impl ArtifactCache {
@@ -61,10 +123,10 @@ impl ArtifactCache {
         &self,
         engine: &Engine,
         wasm: &[u8],
-    ) -> wasmtime::Result<(Component, ArtifactSource)> {
-        let digest: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(component) = self.lock().get(&digest) {
-            return Ok((component.clone(), ArtifactSource::Memory));
+    ) -> wasmtime::Result<(Arc<Compiled>, ArtifactSource)> {
+        let digest: Digest32 = Sha256::digest(wasm).into();
+        if let Some(compiled) = self.lock().get(&digest) {
+            return Ok((compiled, ArtifactSource::Memory));
         }
         let path = self
             .dir
@@ -99,12 +161,21 @@ impl ArtifactCache {
                 c
             }
         };
-        self.lock().insert(digest, component.clone());
-        Ok((component, source))
+        let compiled = Arc::new(Compiled { component });
+        self.lock().insert(digest, &compiled);
+        Ok((compiled, source))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Component>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Components held in memory: (in use or recent, recent).
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let memory = self.lock();
+        let live = memory.live.values().filter(|c| c.strong_count() > 0).count();
+        (live, memory.recent.len())
     }
 
     /// Reads a cached artifact; `Ok(None)` when there is none.

@@ -70,6 +70,8 @@ impl Default for EngineConfig {
 pub struct PluginSpec {
     /// The plugin's name, used in logs, errors and stats.
     pub name: String,
+    /// Where the component came from (its file, or "upload"), for errors about its bytes.
+    pub origin: Option<String>,
     /// The component's bytes.
     pub wasm: Arc<[u8]>,
     /// Passed to the plugin's `init`.
@@ -123,6 +125,7 @@ impl PluginSpec {
     ) -> Self {
         PluginSpec {
             name: name.into(),
+            origin: None,
             wasm: wasm.into(),
             config: config.into(),
             limits: PluginLimits::default(),

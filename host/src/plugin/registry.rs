@@ -75,16 +75,17 @@ pub struct VersionRequest {
     pub config: Option<String>,
 }
 
-/// Why a configuration's plugins could not be prepared.
+/// Why a configuration's plugins could not be prepared. Each text is one line naming the plugin
+/// (and carries no `source`, so that a chain of causes does not repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("cannot load {0}")]
+    #[error(transparent)]
     Load(#[from] PluginError),
-    #[error("plugin {plugin:?}: cannot read {path}: {source}")]
+    #[error("plugin {plugin:?}: cannot read {}: {error}", path.display())]
     File {
         plugin: String,
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -517,6 +518,7 @@ impl PluginRegistry {
         let engine = self.engine()?;
         let content_hash = content_hash(&wasm);
         let mut spec = PluginSpec::new(name, wasm, settings.config.clone());
+        spec.origin = Some(origin.clone());
         spec.limits = settings.limits.clone();
         spec.fail_policy = settings.fail_policy;
         spec.request_headers = settings.request_headers.clone();
@@ -579,10 +581,10 @@ fn check_name(name: &str) -> Result<(), ChangeError> {
 async fn read_component(p: &PluginConfig, path: &std::path::Path) -> Result<Vec<u8>, PrepareError> {
     read_file(path.to_owned(), None)
         .await
-        .map_err(|source| PrepareError::File {
+        .map_err(|error| PrepareError::File {
             plugin: p.name.clone(),
             path: path.to_owned(),
-            source,
+            error,
         })
 }
 
