@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wasmgate::workers::WorkerOptions;
 use wasmgate::plugin::ArtifactSource;
+use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway, telemetry};
 use wasmgate_cli::admin::{client, plugin_client};
 use wasmgate_cli::demo;

@@ -76,6 +76,19 @@ id_type!(
     PluginId
 );
 
+/// Where compiled plugins are kept between starts (`[plugin_engine] cache_dir`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PluginCache {
+    /// The per-user cache directory (`$WASMGATE_PLUGIN_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/wasmgate`, else `~/.cache/wasmgate`); memory only when there is none.
+    #[default]
+    Default,
+    /// This directory (resolved against the configuration file's folder).
+    Dir(std::path::PathBuf),
+    /// Memory only: every start compiles again.
+    Off,
+}
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,9 +108,8 @@ pub struct Config {
     /// The gateway-wide router plugin (`[routing] router`): used when neither the rule nor the
     /// listener names one.
     pub router: Option<PluginId>,
-    /// Where compiled plugin components are kept between starts (`[plugin_engine] cache_dir`);
-    /// `None` compiles every plugin at every start.
-    pub plugin_cache_dir: Option<std::path::PathBuf>,
+    /// Where compiled plugin components are kept between starts (`[plugin_engine] cache_dir`).
+    pub plugin_cache: PluginCache,
     /// Plugin instances alive at once over all plugins (`[plugin_engine] max_instances`);
     /// `None` sizes the engine from the configured plugins.
     pub plugin_max_instances: Option<u32>,

@@ -108,7 +108,10 @@ pub enum PluginError {
 
 /// " (origin)", or nothing.
 fn in_parens(origin: &Option<String>) -> String {
-    origin.as_deref().map(|o| format!(" ({o})")).unwrap_or_default()
+    origin
+        .as_deref()
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default()
 }
 
 impl PluginError {

@@ -215,16 +215,19 @@ impl Plugin {
         };
         // The first instance proves that the component instantiates and accepts its
         // configuration, then waits for the first call.
-        let first = plugin.new_instance().await.map_err(|failure| match failure {
-            Failure::Trap(reason) => PluginError::InitTrap {
-                plugin: spec.name.clone(),
-                reason,
-            },
-            other => PluginError::Init {
-                plugin: spec.name.clone(),
-                message: plugin.init_failure(other),
-            },
-        })?;
+        let first = plugin
+            .new_instance()
+            .await
+            .map_err(|failure| match failure {
+                Failure::Trap(reason) => PluginError::InitTrap {
+                    plugin: spec.name.clone(),
+                    reason,
+                },
+                other => PluginError::Init {
+                    plugin: spec.name.clone(),
+                    message: plugin.init_failure(other),
+                },
+            })?;
         let _ = plugin.inner.idle.push(first);
         Ok(plugin)
     }

@@ -241,7 +241,10 @@ mod tests {
             trap_reason("wasm trap: wasm `unreachable` instruction executed", python),
             "wasm trap: wasm `unreachable` instruction executed (stderr: ValueError: boom)"
         );
-        assert_eq!(trap_reason("wasm trap: out of bounds", ""), "wasm trap: out of bounds");
+        assert_eq!(
+            trap_reason("wasm trap: out of bounds", ""),
+            "wasm trap: out of bounds"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::cache::cache_dir;
 use super::shadow::Shadow;
 use super::slot::{Declared, PluginSlot};
 use super::version::{PluginVersion, VersionSettings, short};
@@ -149,6 +150,7 @@ impl PluginRegistry {
             // Twice: a replacement or a shadow candidate runs beside each active version.
             (configured * 2).max(MIN_INSTANCES)
         });
+        let cache = cache_dir(&config.plugin_cache, |name| std::env::var_os(name));
         PluginRegistry {
             host,
             engine_config: EngineConfig {
@@ -158,7 +160,8 @@ impl PluginRegistry {
                 total_memories: instances * 2,
                 total_tables: instances * 4,
                 total_stacks: instances,
-                cache_dir: config.plugin_cache_dir.clone(),
+                cache_dir: cache.dir,
+                cache_dir_optional: !cache.required,
                 workers,
                 ..EngineConfig::default()
             },
