@@ -148,7 +148,9 @@ fn error_line(output: &Output) -> String {
 }
 
 fn router(name: &str, file: &str, extra: &str) -> String {
-    format!("[[plugins]]\nname = \"{name}\"\nkind = \"router\"\npath = \"plugins/{file}\"\n{extra}\n")
+    format!(
+        "[[plugins]]\nname = \"{name}\"\nkind = \"router\"\npath = \"plugins/{file}\"\n{extra}\n"
+    )
 }
 
 /// Each refused plugin: `check` fails as `run` does, with the same line.
@@ -171,9 +173,16 @@ fn a_plugin_file_holding_text_is_refused_by_check_and_run() {
     refused_by_check_and_run(&case, &expected);
     // --no-plugins checks the configuration alone.
     let out = case.check(&["--no-plugins"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("plugins not loaded (--no-plugins)"), "{stdout}");
+    assert!(
+        stdout.contains("plugins not loaded (--no-plugins)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -235,8 +244,16 @@ fn check_lists_the_plugins_and_who_uses_each_and_caches_them_for_the_user() {
             "canary.wasm",
             &format!("config = '{CANARY_CONFIG}'\n{samples}")
         ),
-        router("edge", "canary.wasm", &format!("config = '{CANARY_CONFIG}'")),
-        router("spare", "canary.wasm", &format!("config = '{CANARY_CONFIG}'")),
+        router(
+            "edge",
+            "canary.wasm",
+            &format!("config = '{CANARY_CONFIG}'")
+        ),
+        router(
+            "spare",
+            "canary.wasm",
+            &format!("config = '{CANARY_CONFIG}'")
+        ),
     );
     let case = Case::new(
         "router = \"canary\"",
@@ -320,7 +337,11 @@ fn check_lists_the_plugins_and_who_uses_each_and_caches_them_for_the_user() {
 fn the_cache_can_be_turned_off_in_the_configuration_or_the_environment() {
     let plugins = format!(
         "{}\n[plugin_engine]\ncache_dir = false\n",
-        router("canary", "canary.wasm", &format!("config = '{CANARY_CONFIG}'"))
+        router(
+            "canary",
+            "canary.wasm",
+            &format!("config = '{CANARY_CONFIG}'")
+        )
     );
     let case = Case::new(
         "router = \"canary\"",
@@ -339,7 +360,11 @@ fn the_cache_can_be_turned_off_in_the_configuration_or_the_environment() {
     // The environment overrides the configuration: `off`, or a directory.
     let case = Case::new(
         "router = \"canary\"",
-        &router("canary", "canary.wasm", &format!("config = '{CANARY_CONFIG}'")),
+        &router(
+            "canary",
+            "canary.wasm",
+            &format!("config = '{CANARY_CONFIG}'"),
+        ),
         &[("canary.wasm", component("example-canary-router"))],
     );
     let run = |value: &Path| {

@@ -1,10 +1,12 @@
-//! Compiled components, kept in memory and (optionally) on disk.
+//! Compiled components, kept in memory and on disk.
 //!
 //! Compiling takes 20 ms for a small Rust component and about 4 s for a Python or JavaScript
 //! one; loading a precompiled artifact takes 0.1–15 ms. A gateway that restarts or reloads with
 //! interpreted plugins would otherwise spend seconds of CPU per plugin each time, so artifacts are
 //! written to a directory and read back, keyed by the component's SHA-256 and the engine's
 //! compatibility hash (wasmtime version, target, and every setting that changes generated code).
+//! The directory is the per-user cache directory unless the configuration names another or turns
+//! it off, or [`CACHE_DIR_ENV`] overrides both ([`cache_dir`]).
 //!
 //! # How much stays in memory
 //!
