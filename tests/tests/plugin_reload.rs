@@ -309,7 +309,7 @@ async fn refused_uploads_leave_the_running_version_serving() {
             "/api/plugins/canary/replace".into(),
             b"\0asm but not really".to_vec(),
             422,
-            "not a valid component",
+            "plugin \"canary\" (upload): not a valid WebAssembly component: failed to parse",
         ),
         (
             "wrong kind",
