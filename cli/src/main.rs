@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use wasmgate::plugin::ArtifactSource;
 use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway, telemetry};
 use wasmgate_cli::admin::{client, plugin_client};
@@ -55,10 +56,14 @@ enum Command {
         #[command(flatten)]
         template: TemplateArgs,
     },
-    /// Validate a configuration, print a summary, and exit 1 on the first error.
+    /// Validate a configuration and load its plugins as `run` would (compile, instantiate,
+    /// `init`, samples), print a summary, and exit 1 on the first error.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the configuration only: do not load the plugins.
+        #[arg(long)]
+        no_plugins: bool,
         #[command(flatten)]
         template: TemplateArgs,
     },
@@ -108,7 +113,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
     let result = match cli.command {
-        Command::Check { config, template } => check(&config, &template),
+        Command::Check {
+            config,
+            no_plugins,
+            template,
+        } => check(&config, no_plugins, &template),
         Command::Import {
             template,
             args,
@@ -164,10 +173,39 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn check(path: &Path, template: &TemplateArgs) -> anyhow::Result<()> {
+fn check(path: &Path, no_plugins: bool, template: &TemplateArgs) -> anyhow::Result<()> {
     let imported = template::materialize(path, template)?;
     let config = Config::from_file(imported.as_ref().map_or(path, |m| m.config_path.as_path()))?;
     print!("{}", wasmgate::config::summary(&config));
+    if no_plugins {
+        if !config.plugins.is_empty() {
+            println!("plugins not loaded (--no-plugins)");
+        }
+    } else if config.plugins.iter().any(|p| p.path.is_some()) {
+        let slots = runtime()?.block_on(Gateway::check_plugins(config.clone()))?;
+        println!("plugins loaded:");
+        for (slot, p) in slots.iter().zip(&config.plugins) {
+            let Some(version) = slot.active() else {
+                continue;
+            };
+            let report = version.report;
+            let samples = match p.samples.len() {
+                0 => String::new(),
+                1 => ", 1 sample passed".to_owned(),
+                n => format!(", {n} samples passed"),
+            };
+            println!(
+                "  {:<20} {} in {} ms, init in {} ms{samples}",
+                slot.name(),
+                match report.artifact {
+                    ArtifactSource::Compiled => "compiled",
+                    ArtifactSource::Disk | ArtifactSource::Memory => "read from the cache",
+                },
+                report.compile_time.as_millis(),
+                report.init_time.as_millis(),
+            );
+        }
+    }
     println!("{}: valid", path.display());
     Ok(())
 }

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::control::{Control, ReloadReport};
+use crate::dataplane::{SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener;
 use crate::plugin::{PluginRegistry, PluginSlot};
@@ -57,6 +59,19 @@ impl Gateway {
             )
         });
         Ok(Self { control, admin })
+    }
+
+    /// Loads every plugin of `config` with a file as starting would — compiled (or read from the
+    /// artifact cache), instantiated, `init` run with its `config`, its kind checked, its samples
+    /// answered — without binding a port or serving; for `wasmgate check`. Returns the plugins,
+    /// in the configuration's order; the first failure is the error.
+    pub async fn check_plugins(config: Config) -> Result<Vec<Arc<PluginSlot>>, Error> {
+        let snapshot = Snapshot::build(config, None, 1);
+        let cell: SnapshotCell = Arc::new(ArcSwap::from_pointee(snapshot));
+        let snapshot = cell.load_full();
+        let plugins = PluginRegistry::new(&snapshot.config, Arc::new(SnapshotView(cell)), 1);
+        let prepared = plugins.prepare(&snapshot.config).await?;
+        Ok(plugins.commit(prepared).to_vec())
     }
 
     /// Applies a new configuration while traffic flows. Everything that can fail — plugins,

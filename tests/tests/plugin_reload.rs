@@ -309,7 +309,7 @@ async fn refused_uploads_leave_the_running_version_serving() {
             "/api/plugins/canary/replace".into(),
             b"\0asm but not really".to_vec(),
             422,
-            "not a valid component",
+            "plugin \"canary\" (upload): not a valid WebAssembly component: failed to parse",
         ),
         (
             "wrong kind",
@@ -330,7 +330,7 @@ async fn refused_uploads_leave_the_running_version_serving() {
             "/api/plugins/canary/replace".into(),
             panic,
             422,
-            "init failed",
+            "init trapped",
         ),
         (
             "sample fails",
@@ -406,6 +406,33 @@ async fn refused_uploads_leave_the_running_version_serving() {
         );
         assert!(now.get("shadow").is_none(), "{what}: no shadow");
         assert_routed(addr, "app", "/", "a", what).await;
+    }
+
+    // A refused component is described in one line naming the plugin: what the file is, or the
+    // guest's panic without the runtime's backtrace hint.
+    let panic = std::fs::read(plugin_path("fixture-init-panic")).expect("component");
+    let exact: [(&str, Vec<u8>, String); 2] = [
+        (
+            "text",
+            b"hello, not wasm\n".to_vec(),
+            r#"plugin "canary" (upload): not a WebAssembly component (the file starts with "hello, not wasm")"#.into(),
+        ),
+        (
+            "init panic",
+            panic,
+            format!(
+                "plugin \"canary\": init trapped: panicked at fixtures/init-panic/src/lib.rs:9:9: \
+                 init-panic fixture refuses config {:?}",
+                all_to("a")
+            ),
+        ),
+    ];
+    for (what, body, expected) in exact {
+        let (status, text) = api(&gw, Method::POST, "/api/plugins/canary/replace", body)
+            .await
+            .expect_err(what);
+        assert_eq!(status, 422, "{what}");
+        assert_eq!(text, expected, "{what}");
     }
 
     // Over the size limit: refused from the declared length, before any byte is read.

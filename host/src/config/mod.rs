@@ -79,6 +79,19 @@ id_type!(
     SslProfileId
 );
 
+/// Where compiled plugins are kept between starts (`[plugin_engine] cache_dir`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PluginCache {
+    /// The per-user cache directory (`$WASMGATE_PLUGIN_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/wasmgate`, else `~/.cache/wasmgate`); memory only when there is none.
+    #[default]
+    Default,
+    /// This directory (resolved against the configuration file's folder).
+    Dir(std::path::PathBuf),
+    /// Memory only: every start compiles again.
+    Off,
+}
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -98,9 +111,8 @@ pub struct Config {
     /// The gateway-wide router plugin (`[routing] router`): used when neither the rule nor the
     /// listener names one.
     pub router: Option<PluginId>,
-    /// Where compiled plugin components are kept between starts (`[plugin_engine] cache_dir`);
-    /// `None` compiles every plugin at every start.
-    pub plugin_cache_dir: Option<std::path::PathBuf>,
+    /// Where compiled plugin components are kept between starts (`[plugin_engine] cache_dir`).
+    pub plugin_cache: PluginCache,
     /// Plugin instances alive at once over all plugins (`[plugin_engine] max_instances`);
     /// `None` sizes the engine from the configured plugins.
     pub plugin_max_instances: Option<u32>,
@@ -181,6 +193,34 @@ impl Config {
             .router
             .or(self.listeners[listener.0].router)
             .or(self.router)
+    }
+
+    /// Who uses plugin `id`, in the configuration's words: `routing.router`, `listener "web"`,
+    /// `rule "shop"`, `backend settings "api"` (whose probes it judges). Empty when nothing does.
+    pub fn plugin_users(&self, id: PluginId) -> Vec<String> {
+        let mut users = Vec::new();
+        if self.router == Some(id) {
+            users.push("routing.router".to_owned());
+        }
+        users.extend(
+            self.listeners
+                .iter()
+                .filter(|l| l.router == Some(id))
+                .map(|l| format!("listener {:?}", l.name)),
+        );
+        users.extend(
+            self.rules
+                .iter()
+                .filter(|r| r.router == Some(id))
+                .map(|r| format!("rule {:?}", r.name)),
+        );
+        users.extend(
+            self.backend_settings
+                .iter()
+                .filter(|s| s.probe_plugin == Some(id))
+                .map(|s| format!("backend settings {:?}", s.name)),
+        );
+        users
     }
 
     /// Whether any rule, listener or the gateway names a router plugin.
@@ -719,6 +759,27 @@ pub fn summary(config: &Config) -> String {
                 ""
             }
         );
+    }
+    if !config.plugins.is_empty() {
+        let _ = writeln!(out, "plugins:");
+        for (i, p) in config.plugins.iter().enumerate() {
+            let source = p.path.as_ref().map_or_else(
+                || "(no path: loaded through the admin API)".to_owned(),
+                |f| f.display().to_string(),
+            );
+            let users = config.plugin_users(PluginId(i));
+            let users = if users.is_empty() {
+                "used by nothing".to_owned()
+            } else {
+                format!("used by {}", users.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<6} {source}  {users}",
+                p.name,
+                p.kind.as_str()
+            );
+        }
     }
     let _ = writeln!(out, "rules:");
     for r in &config.rules {

@@ -432,13 +432,43 @@ pub struct RawRouting {
     pub router: Option<String>,
 }
 
+/// `[plugin_engine] cache_dir`: a directory, or `true`/`false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawCacheDir {
+    Dir(String),
+    Enabled(bool),
+}
+
+impl<'de> Deserialize<'de> for RawCacheDir {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawCacheDir;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a directory, or false to keep compiled plugins in memory only")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawCacheDir, E> {
+                Ok(RawCacheDir::Enabled(v))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCacheDir, E> {
+                Ok(RawCacheDir::Dir(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Settings shared by all plugins (`[plugin_engine]`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPluginEngine {
-    /// A directory for compiled components, relative to the configuration file's folder.
+    /// A directory for compiled components, relative to the configuration file's folder;
+    /// `false` keeps them in memory only; absent (or `true`): the per-user cache directory.
     #[serde(default)]
-    pub cache_dir: Option<String>,
+    pub cache_dir: Option<RawCacheDir>,
     /// Plugin instances alive at once over all plugins (the pooling allocator's size).
     #[serde(default)]
     pub max_instances: Option<i64>,

@@ -179,7 +179,11 @@ fn plugin_call_costs() {
             })
             .await;
 
-            let pre = engine.inner.linker.instantiate_pre(&component).unwrap();
+            let pre = engine
+                .inner
+                .linker
+                .instantiate_pre(component.component())
+                .unwrap();
             let exports = Exports::find(&pre).unwrap();
             let name: Arc<str> = case.component.into();
             let limits = PluginLimits::default();
@@ -216,7 +220,7 @@ fn plugin_call_costs() {
         let mut linker = Linker::<StoreState>::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
         Plugins::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).unwrap();
-        let pre = linker.instantiate_pre(&component).unwrap();
+        let pre = linker.instantiate_pre(component.component()).unwrap();
         let exports = Exports::find(&pre).unwrap();
         let (state, _) = StoreState::new(&case.component.into(), &PluginLimits::default(), &host);
         let mut store = Store::new(engine.wasmtime(), state);

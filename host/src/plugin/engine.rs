@@ -28,6 +28,10 @@ pub struct EngineConfig {
     pub watch_interval: Duration,
     /// Where compiled artifacts are kept between runs; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Whether a `cache_dir` that cannot be used (not creatable, writable by others, owned by
+    /// another user) only costs the disk cache, with a warning, instead of failing the engine:
+    /// so for the per-user default, not for a directory the operator named.
+    pub cache_dir_optional: bool,
     /// Threads that call plugins on the request path: each counts its calls apart.
     pub workers: usize,
     /// Component instances alive at once, over all plugins (each live plugin instance is one).
@@ -54,6 +58,7 @@ impl Default for EngineConfig {
             // core anyway.
             watch_interval: Duration::from_millis(4),
             cache_dir: None,
+            cache_dir_optional: false,
             workers: crate::workers::per_core(),
             total_component_instances: 1000,
             total_core_instances: 16_000,
@@ -70,6 +75,8 @@ impl Default for EngineConfig {
 pub struct PluginSpec {
     /// The plugin's name, used in logs, errors and stats.
     pub name: String,
+    /// Where the component came from (its file, or "upload"), for errors about its bytes.
+    pub origin: Option<String>,
     /// The component's bytes.
     pub wasm: Arc<[u8]>,
     /// Passed to the plugin's `init`.
@@ -123,6 +130,7 @@ impl PluginSpec {
     ) -> Self {
         PluginSpec {
             name: name.into(),
+            origin: None,
             wasm: wasm.into(),
             config: config.into(),
             limits: PluginLimits::default(),
@@ -184,7 +192,8 @@ impl PluginEngine {
             .map_err(|e| engine_error(&e))?;
 
         let cache =
-            ArtifactCache::new(&engine, config.cache_dir.clone()).map_err(|e| engine_error(&e))?;
+            ArtifactCache::new(&engine, config.cache_dir.clone(), config.cache_dir_optional)
+                .map_err(|e| engine_error(&e))?;
         let ticker = Ticker::start(
             engine.clone(),
             config.epoch_tick,

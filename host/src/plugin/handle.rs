@@ -13,6 +13,7 @@ use super::bindings::wasmgate::plugin::types::{
     Decision, HeaderEdit, ProbeRequest, ProbeResponse, RequestHead, Verdict,
 };
 use super::breaker::{Breaker, BreakerState};
+use super::cache::Compiled;
 use super::engine::{LoadReport, PluginEngine, PluginRole, PluginSpec};
 use super::host_view::HostView;
 use super::instance::{Answer, Call, Exports, Failure, Instance, RouterExport, StoreState};
@@ -58,27 +59,26 @@ impl PluginEngine {
         };
         let compiled = compile.await;
         progress.abort();
-        let (component, artifact) = compiled
-            .map_err(|e| PluginError::Compile {
-                plugin: spec.name.clone(),
-                reason: format!("compilation thread failed: {e}"),
-            })?
-            .map_err(|e| PluginError::Compile {
-                plugin: spec.name.clone(),
-                reason: format!("{e:#}"),
-            })?;
+        let compile_error = |reason| PluginError::Compile {
+            plugin: spec.name.clone(),
+            origin: spec.origin.clone(),
+            reason,
+        };
+        let (compiled, artifact) = compiled
+            .map_err(|e| compile_error(format!("compilation thread failed: {e}")))?
+            .map_err(|e| compile_error(compile_failure(&spec.wasm, &e)))?;
         let compile_time = started.elapsed();
 
         let pre = self
             .inner
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(compiled.component())
             .map_err(|e| PluginError::Link {
                 plugin: spec.name.clone(),
                 reason: format!("{e:#}"),
             })?;
         let started = Instant::now();
-        let plugin = Plugin::new(self.clone(), spec, pre, host).await?;
+        let plugin = Plugin::new(self.clone(), spec, compiled, pre, host).await?;
         let report = LoadReport {
             artifact,
             compile_time,
@@ -96,6 +96,37 @@ impl PluginEngine {
         );
         Ok((plugin, report))
     }
+}
+
+/// Why `wasm` did not compile, in one line: what the file is when it is not a component at all
+/// (its first bytes, rather than the byte arrays of the parser's message), else the compiler's
+/// reason.
+fn compile_failure(wasm: &[u8], error: &wasmtime::Error) -> String {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: &[u8] = &[1, 0, 0, 0];
+    if wasm.is_empty() {
+        return "not a WebAssembly component (the file is empty)".to_owned();
+    }
+    if !wasm.starts_with(MAGIC) {
+        let start = &wasm[..wasm.len().min(16)];
+        let start = start.split(|&b| b == b'\n').next().unwrap_or(start);
+        return format!(
+            "not a WebAssembly component (the file starts with {:?})",
+            String::from_utf8_lossy(start)
+        );
+    }
+    if wasm.get(4..8) == Some(CORE_MODULE) {
+        return "a core WebAssembly module, not a component (build it for wasm32-wasip2, or \
+                wrap it with `wasm-tools component new`)"
+            .to_owned();
+    }
+    let reason = format!("{error:#}");
+    let mut reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    if reason.len() > 300 {
+        reason.truncate(reason.floor_char_boundary(300));
+        reason.push('…');
+    }
+    format!("not a valid WebAssembly component: {reason}")
 }
 
 /// One call in this many (per instance, from its first) is timed for the call-time histogram.
@@ -117,6 +148,9 @@ pub struct Plugin {
 struct PluginInner {
     name: Arc<str>,
     engine: PluginEngine,
+    /// Marks the compiled component as in use for the engine's memory cache (`pre` holds the
+    /// component itself).
+    _compiled: Arc<Compiled>,
     pre: InstancePre<StoreState>,
     exports: Exports,
     config: String,
@@ -136,6 +170,7 @@ impl Plugin {
     pub(crate) async fn new(
         engine: PluginEngine,
         spec: PluginSpec,
+        compiled: Arc<Compiled>,
         pre: InstancePre<StoreState>,
         host: Arc<dyn HostView>,
     ) -> Result<Plugin, PluginError> {
@@ -164,6 +199,7 @@ impl Plugin {
             inner: Arc::new(PluginInner {
                 name: spec.name.as_str().into(),
                 engine,
+                _compiled: compiled,
                 pre,
                 exports,
                 config: spec.config,
@@ -182,9 +218,15 @@ impl Plugin {
         let first = plugin
             .new_instance()
             .await
-            .map_err(|message| PluginError::Init {
-                plugin: spec.name.clone(),
-                message,
+            .map_err(|failure| match failure {
+                Failure::Trap(reason) => PluginError::InitTrap {
+                    plugin: spec.name.clone(),
+                    reason,
+                },
+                other => PluginError::Init {
+                    plugin: spec.name.clone(),
+                    message: plugin.init_failure(other),
+                },
             })?;
         let _ = plugin.inner.idle.push(first);
         Ok(plugin)
@@ -409,14 +451,14 @@ impl Plugin {
     async fn instantiate(&self) -> Result<Box<Instance>, PluginError> {
         self.new_instance()
             .await
-            .map_err(|reason| PluginError::Instantiate {
+            .map_err(|failure| PluginError::Instantiate {
                 plugin: self.inner.name.to_string(),
-                reason,
+                reason: self.init_failure(failure),
             })
     }
 
     /// A new instance with `init` done, or why there is none.
-    async fn new_instance(&self) -> Result<Box<Instance>, String> {
+    async fn new_instance(&self) -> Result<Box<Instance>, Failure> {
         let inner = &*self.inner;
         let _busy = inner.engine.inner.busy();
         let instance = Instance::new(
@@ -430,21 +472,26 @@ impl Plugin {
         )
         .await;
         inner.counters.instances_created.fetch_add(1, Relaxed);
-        let reason = match instance {
-            Ok(instance) => return Ok(Box::new(instance)),
-            Err(Failure::InitRefused(message)) => message,
-            Err(Failure::Deadline) => format!(
+        if instance.is_err() {
+            inner.counters.instances_discarded.fetch_add(1, Relaxed);
+        }
+        instance.map(Box::new)
+    }
+
+    /// Why instantiating and initialising failed, in words.
+    fn init_failure(&self, failure: Failure) -> String {
+        let limits = &self.inner.limits;
+        match failure {
+            Failure::InitRefused(message) | Failure::Trap(message) => message,
+            Failure::Deadline => format!(
                 "instantiation and init ran past the {:?} deadline",
-                inner.limits.init_timeout
+                limits.init_timeout
             ),
-            Err(Failure::MemoryLimit) => format!(
+            Failure::MemoryLimit => format!(
                 "the {}-byte memory limit is too small for this component",
-                inner.limits.max_memory_bytes
+                limits.max_memory_bytes
             ),
-            Err(Failure::Trap(reason)) => reason,
-        };
-        inner.counters.instances_discarded.fetch_add(1, Relaxed);
-        Err(reason)
+        }
     }
 
     fn call_error(&self, call: &'static str, failure: Failure) -> PluginError {

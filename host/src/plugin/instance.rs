@@ -18,7 +18,7 @@ use super::bindings::wasmgate::plugin::{host, types};
 use super::epoch::LongCalls;
 use super::host_view::HostView;
 use super::lowering::{PackedHeadRef, RequestHeadRef};
-use super::output::{GuestOutput, Stream};
+use super::output::{GuestOutput, Stream, trap_reason};
 use crate::config::PluginLimits;
 
 /// Everything a plugin's `Store` holds.
@@ -205,7 +205,8 @@ impl Exports {
 pub(crate) enum Failure {
     Deadline,
     MemoryLimit,
-    /// The trap or host error, with what the guest wrote to stderr during the call.
+    /// The trap or host error, or the guest's panic message, in one line
+    /// ([`trap_reason`]).
     Trap(String),
     /// `init` returned `Err` with this message.
     InitRefused(String),
@@ -437,16 +438,11 @@ impl Instance {
         if state.limiter.memory_refused {
             return Failure::MemoryLimit;
         }
-        let mut reason = match error.downcast_ref::<wasmtime::Trap>() {
+        let trap = match error.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => trap.to_string(),
             None => format!("{error:#}"),
         };
-        let stderr = self.stderr.take_tail();
-        if !stderr.is_empty() {
-            reason.push_str("; stderr: ");
-            reason.push_str(&stderr);
-        }
-        Failure::Trap(reason)
+        Failure::Trap(trap_reason(&trap, &self.stderr.take_tail()))
     }
 }
 

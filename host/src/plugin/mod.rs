@@ -12,11 +12,12 @@
 //!   (no preopens, environment, arguments or sockets; stdin closed; stdout and stderr go to
 //!   tracing), and the `host` interface answered from a [`HostView`] the gateway supplies.
 //! - [`PluginEngine::load`] compiles on a blocking thread, or takes the compiled component from
-//!   memory or from the on-disk artifact cache (keyed by the component's SHA-256 and the engine's
-//!   compatibility hash; see `cache.rs` for why reading it back is safe), builds the
+//!   memory (while a plugin uses it, and the few most recent) or from the on-disk artifact cache
+//!   (by default in the per-user cache directory; keyed by the component's SHA-256 and the
+//!   engine's compatibility hash; see `cache.rs` for why reading it back is safe), builds the
 //!   `InstancePre` once, creates a first instance and runs `init(config)` in it. Any failure is a
-//!   load error naming the plugin, with the plugin's own message (a panic in `init` included: the
-//!   end of the guest's stderr is quoted).
+//!   one-line load error naming the plugin, with the plugin's own message (a panic in `init` as
+//!   `init trapped: panicked at FILE:LINE:COL: message`; the whole of stderr is in the log).
 //! - A [`Plugin`] keeps up to `max_concurrency` warm instances in a lock-free queue; a call takes
 //!   one (or creates one, running `init`), arms its deadline, calls, and puts it back. A call that
 //!   fails in any way (trap, deadline, memory limit) drops its instance: a trapped instance may
@@ -109,7 +110,7 @@ pub use bindings::wasmgate::plugin::types::{
     ProbeResponse, Redirect, RequestHead, ServerState, Verdict,
 };
 pub use breaker::{BreakerConfig, BreakerState};
-pub use cache::ArtifactSource;
+pub use cache::{ArtifactSource, CACHE_DIR_ENV};
 pub use engine::{EngineConfig, LoadReport, PluginEngine, PluginRole, PluginSpec};
 pub use error::PluginError;
 pub use handle::{MAX_DIRECT_BODY, MAX_HEADERS, MAX_REASON, Plugin, check_decision};

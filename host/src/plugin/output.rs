@@ -76,6 +76,9 @@ impl GuestOutput {
         let line = line.trim_end_matches('\r');
         let dropped = state.dropped;
         match self.stream {
+            // The Rust runtime's hint after a panic: the guest's environment is not the
+            // operator's to set.
+            Stream::Stderr if is_backtrace_hint(line) => {}
             Stream::Stdout => {
                 tracing::info!(target: "wasmgate::plugin", plugin = %self.plugin, stream = "stdout", dropped, "{line}")
             }
@@ -176,9 +179,73 @@ impl AsyncWrite for GuestOutput {
     }
 }
 
+/// A failed call's reason in one line: a Rust guest's panic as `panicked at FILE:LINE:COL:
+/// MESSAGE` (without the thread name and the backtrace hint, which a plugin's user cannot act
+/// on), else the trap followed by the last line the guest wrote to stderr (a Python or
+/// JavaScript exception's own line). The whole of stderr is in the log.
+pub(crate) fn trap_reason(trap: &str, stderr: &str) -> String {
+    if let Some(panic) = panic_message(stderr) {
+        return panic;
+    }
+    let last = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !is_backtrace_hint(l));
+    match last {
+        Some(line) => format!("{trap} (stderr: {line})"),
+        None => trap.to_owned(),
+    }
+}
+
+/// `thread '<unnamed>' (1) panicked at src/lib.rs:9:9:` and the message lines after it →
+/// `panicked at src/lib.rs:9:9: message`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let start = lines.iter().rposition(|l| l.contains("panicked at "))?;
+    let head = lines[start];
+    let at = head[head.find("panicked at ")?..]
+        .trim_end()
+        .trim_end_matches(':');
+    let message: Vec<&str> = lines[start + 1..]
+        .iter()
+        .map(|l| l.trim())
+        .take_while(|l| !is_backtrace_hint(l))
+        .filter(|l| !l.is_empty())
+        .collect();
+    Some(if message.is_empty() {
+        at.to_owned()
+    } else {
+        format!("{at}: {}", message.join(" "))
+    })
+}
+
+fn is_backtrace_hint(line: &str) -> bool {
+    line.starts_with("note: run with `RUST_BACKTRACE") || line.starts_with("stack backtrace:")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trap_reason_is_one_line_without_the_backtrace_hint() {
+        let panic = "thread '<unnamed>' (1) panicked at src/lib.rs:12:9:\nboom\n\
+                     note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            trap_reason("wasm trap: wasm `unreachable` instruction executed", panic),
+            "panicked at src/lib.rs:12:9: boom"
+        );
+        let python = "Traceback (most recent call last):\n  File \"app.py\", line 3, in init\n\
+                      ValueError: boom\n";
+        assert_eq!(
+            trap_reason("wasm trap: wasm `unreachable` instruction executed", python),
+            "wasm trap: wasm `unreachable` instruction executed (stderr: ValueError: boom)"
+        );
+        assert_eq!(
+            trap_reason("wasm trap: out of bounds", ""),
+            "wasm trap: out of bounds"
+        );
+    }
 
     #[test]
     fn keeps_the_end_of_stderr_and_caps_lines() {

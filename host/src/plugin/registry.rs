@@ -41,6 +41,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::cache::cache_dir;
 use super::shadow::Shadow;
 use super::slot::{Declared, PluginSlot};
 use super::version::{PluginVersion, VersionSettings, short};
@@ -75,16 +76,17 @@ pub struct VersionRequest {
     pub config: Option<String>,
 }
 
-/// Why a configuration's plugins could not be prepared.
+/// Why a configuration's plugins could not be prepared. Each text is one line naming the plugin
+/// (and carries no `source`, so that a chain of causes does not repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("cannot load {0}")]
+    #[error(transparent)]
     Load(#[from] PluginError),
-    #[error("plugin {plugin:?}: cannot read {path}: {source}")]
+    #[error("plugin {plugin:?}: cannot read {}: {error}", path.display())]
     File {
         plugin: String,
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -167,6 +169,7 @@ impl PluginRegistry {
             // Twice: a replacement or a shadow candidate runs beside each active version.
             (configured * 2).max(MIN_INSTANCES)
         });
+        let cache = cache_dir(&config.plugin_cache, |name| std::env::var_os(name));
         PluginRegistry {
             host,
             engine_config: EngineConfig {
@@ -176,7 +179,8 @@ impl PluginRegistry {
                 total_memories: instances * 2,
                 total_tables: instances * 4,
                 total_stacks: instances,
-                cache_dir: config.plugin_cache_dir.clone(),
+                cache_dir: cache.dir,
+                cache_dir_optional: !cache.required,
                 workers,
                 ..EngineConfig::default()
             },
@@ -536,6 +540,7 @@ impl PluginRegistry {
         let engine = self.engine()?;
         let content_hash = content_hash(&wasm);
         let mut spec = PluginSpec::new(name, wasm, settings.config.clone());
+        spec.origin = Some(origin.clone());
         spec.limits = settings.limits.clone();
         spec.fail_policy = settings.fail_policy;
         spec.request_headers = settings.request_headers.clone();
@@ -598,10 +603,10 @@ fn check_name(name: &str) -> Result<(), ChangeError> {
 async fn read_component(p: &PluginConfig, path: &std::path::Path) -> Result<Vec<u8>, PrepareError> {
     read_file(path.to_owned(), None)
         .await
-        .map_err(|source| PrepareError::File {
+        .map_err(|error| PrepareError::File {
             plugin: p.name.clone(),
             path: path.to_owned(),
-            source,
+            error,
         })
 }
 

@@ -691,15 +691,21 @@ async fn a_panic_in_init_fails_the_load_with_the_panic_message() {
         .await
         .unwrap_err();
     match &err {
-        PluginError::Init { plugin, message } => {
+        PluginError::InitTrap { plugin, reason } => {
             assert_eq!(plugin, "fixture-init-panic");
-            assert!(
-                message.contains("init-panic fixture refuses config"),
-                "{message}"
+            assert_eq!(
+                reason,
+                "panicked at fixtures/init-panic/src/lib.rs:9:9: \
+                 init-panic fixture refuses config \"secret=1\""
             );
         }
-        other => panic!("expected an init error, got {other}"),
+        other => panic!("expected an init trap, got {other}"),
     }
+    assert_eq!(
+        err.to_string(),
+        "plugin \"fixture-init-panic\": init trapped: panicked at \
+         fixtures/init-panic/src/lib.rs:9:9: init-panic fixture refuses config \"secret=1\""
+    );
 }
 
 #[tokio::test]
@@ -845,6 +851,29 @@ async fn bytes_that_are_not_a_component_fail_to_compile() {
     let spec = PluginSpec::new("junk", &b"\0asm not really"[..], "");
     let err = engine().load(spec, Arc::new(NoPools)).await.unwrap_err();
     assert!(matches!(err, PluginError::Compile { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("plugin \"junk\": not a valid WebAssembly component: ")
+            && !text.contains('\n'),
+        "{text}"
+    );
+
+    let mut spec = PluginSpec::new("junk", &b"hello world\nsecond line"[..], "");
+    spec.origin = Some("plugins/junk.wasm".into());
+    let err = engine().load(spec, Arc::new(NoPools)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"junk\" (plugins/junk.wasm): not a WebAssembly component (the file starts with \"hello world\")"
+    );
+
+    let core_module = b"\0asm\x01\0\0\0";
+    let spec = PluginSpec::new("core", &core_module[..], "");
+    let err = engine().load(spec, Arc::new(NoPools)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"core\": a core WebAssembly module, not a component (build it for \
+         wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+    );
 }
 
 #[test]

@@ -208,10 +208,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         None => None,
     };
 
-    let (plugin_cache_dir, plugin_max_instances) = plugin_engine(raw.plugin_engine.as_ref(), base)?;
+    let (plugin_cache, plugin_max_instances) = plugin_engine(raw.plugin_engine.as_ref(), base)?;
 
     let mut config = Config {
-        plugin_cache_dir,
+        plugin_cache,
         plugin_max_instances,
         plugins,
         router: gateway_router,

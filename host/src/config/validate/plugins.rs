@@ -1,12 +1,12 @@
 //! `[[plugins]]`: kind, component file, fail policy, samples, request headers and limits; and
 //! `[plugin_engine]`, the settings all plugins share.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::Result;
 use super::units::opt_duration;
-use crate::config::raw::{RawPlugin, RawPluginEngine};
+use crate::config::raw::{RawCacheDir, RawPlugin, RawPluginEngine};
 use crate::config::*;
 
 pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginConfig> {
@@ -124,8 +124,18 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
 pub(super) fn plugin_engine(
     raw: Option<&RawPluginEngine>,
     base: &Path,
-) -> Result<(Option<PathBuf>, Option<u32>)> {
-    let cache_dir = raw.and_then(|e| e.cache_dir.as_ref()).map(|d| base.join(d));
+) -> Result<(PluginCache, Option<u32>)> {
+    let cache_dir = match raw.and_then(|e| e.cache_dir.as_ref()) {
+        None | Some(RawCacheDir::Enabled(true)) => PluginCache::Default,
+        Some(RawCacheDir::Enabled(false)) => PluginCache::Off,
+        Some(RawCacheDir::Dir(d)) if d.is_empty() => {
+            return Err(ConfigError::new(
+                "plugin_engine.cache_dir",
+                "an empty path; give a directory, or false to keep compiled plugins in memory only",
+            ));
+        }
+        Some(RawCacheDir::Dir(d)) => PluginCache::Dir(base.join(d)),
+    };
     let max_instances = match raw.and_then(|e| e.max_instances) {
         None => None,
         Some(n @ 1..=10_000) => Some(n as u32),
