@@ -352,17 +352,24 @@ async fn the_gateways_own_errors_never_show_a_backend_address() {
     }
     // An HTTPS backend setting in front of a plain HTTP server: the TLS handshake fails.
     toml += &pool("tls", &[plain.addr]);
-    toml += &settings("https", "protocol = \"https\"\nrequest_timeout = \"2s\"");
+    // Probes that keep every server in rotation (`min_servers`), so that requests reach the
+    // failing servers and the errors of each failure are what the client sees.
+    toml += "[[probes]]\nname = \"keep\"\nprotocol = \"http\"\nhost = \"probe.example\"\nmin_servers = 1\n\n";
+    toml += "[[probes]]\nname = \"keep-tls\"\nprotocol = \"https\"\nhost = \"probe.example\"\nmin_servers = 1\n\n";
+    toml += &settings(
+        "https",
+        "protocol = \"https\"\nrequest_timeout = \"2s\"\nprobe = \"keep-tls\"",
+    );
     toml += &basic_rule("tls", "tls", "tls", "https", "");
     toml += &pool("dead", &[dead]);
     toml += &pool("slow", &[slow.addr]);
     toml += &pool("empty", &[]);
     toml += "[[backend_pools]]\nname = \"dns\"\naddresses = [\"backend.invalid:8080\"]\n\n";
-    toml += &settings("settings", "request_timeout = \"300ms\"");
+    toml += &settings("settings", "request_timeout = \"300ms\"\nprobe = \"keep\"");
     for name in ["dead", "slow", "empty", "dns"] {
         toml += &basic_rule(name, name, name, "settings", "");
     }
-    let gw = wasmgate_tests::start_gateway_unprobed(&toml).await;
+    let gw = wasmgate_tests::start_gateway(&toml).await;
     let addr = listener_addr(&gw, "dead");
     let internal = [
         "127.0.0.1".to_string(),
