@@ -18,6 +18,7 @@ mod forward;
 pub mod headers;
 mod log;
 mod response;
+pub mod rewrite;
 mod route;
 pub mod route_plugin;
 pub mod stall;
@@ -57,6 +58,8 @@ pub struct Connection {
     pub head_timed_out: std::sync::atomic::AtomicBool,
     /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
     pub sni: std::sync::OnceLock<Box<str>>,
+    /// The TLS version the handshake agreed (`TLSv1.3`), as rewrites' `ssl_connection_protocol`.
+    pub tls_protocol: std::sync::OnceLock<&'static str>,
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is

@@ -1,0 +1,459 @@
+//! Rewrite sets, as Application Gateway applies them: a set's rules in sequence, each acting
+//! when all its conditions hold. On the request (decided in the route phase, since a URL
+//! rewrite may re-evaluate the path map) the header and URL actions; on the response, the
+//! response header actions, whose conditions may test the response. Conditions and values
+//! read server variables through one function, [`lookup`].
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+use regex_automata::Input;
+use regex_automata::util::captures::Captures;
+
+use super::headers::X_FORWARDED_FOR;
+use crate::config::{
+    Config, RewriteCondition, RewriteRule, RewriteSet, RewriteSetId, ServerVariable, Template,
+    TemplatePart,
+};
+
+/// What a request's rewrites can read, as the client sent it (its URL as rewritten, once a
+/// rewrite re-evaluated the path map).
+pub struct RequestFacts<'a> {
+    pub headers: &'a HeaderMap,
+    pub client: SocketAddr,
+    /// The host, without a port.
+    pub host: &'a str,
+    pub method: &'a str,
+    pub version: Version,
+    pub path_and_query: &'a str,
+    pub scheme: &'a str,
+    /// The listener's port.
+    pub server_port: u16,
+    /// The TLS version of an HTTPS connection (`TLSv1.3`).
+    pub tls_protocol: Option<&'a str>,
+}
+
+/// What response rewrites can read: the response as the backend sent it.
+pub struct ResponseFacts<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+}
+
+/// Where a variable is looked up: the variables of the request exist on the request, those of
+/// the response (`http_resp_*`, `http_status`, `sent_bytes`) on the response.
+#[derive(Clone, Copy)]
+pub enum Facts<'a> {
+    Request(&'a RequestFacts<'a>),
+    Response(&'a ResponseFacts<'a>),
+}
+
+/// A server variable's value; `None` when it has none (an absent header or cookie).
+pub fn lookup<'a>(v: &ServerVariable, facts: Facts<'a>) -> Option<Cow<'a, str>> {
+    let f = match facts {
+        Facts::Request(f) => f,
+        Facts::Response(r) => {
+            return match v {
+                ServerVariable::ResponseHeader(name) => header_str(r.headers, name),
+                ServerVariable::Status => Some(Cow::Borrowed(r.status.as_str())),
+                ServerVariable::SentBytes => {
+                    // "HTTP/1.1 200 OK\r\n", the fields, the blank line, the announced body.
+                    let line: u64 =
+                        9 + 4 + r.status.canonical_reason().map_or(0, |s| s.len() as u64) + 2;
+                    Some(Cow::Owned((line + head_len(r.headers)).to_string()))
+                }
+                // Validation keeps request variables out of what is decided on the response.
+                _ => None,
+            };
+        }
+    };
+    let (path, query) = f
+        .path_and_query
+        .split_once('?')
+        .unwrap_or((f.path_and_query, ""));
+    let text = |s: &'a str| Some(Cow::Borrowed(s));
+    match v {
+        ServerVariable::RequestHeader(name) => header_str(f.headers, name),
+        ServerVariable::AddXForwardedForProxy => {
+            let ip = f.client.ip();
+            Some(Cow::Owned(match header_str(f.headers, &X_FORWARDED_FOR) {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip.to_string(),
+            }))
+        }
+        ServerVariable::ClientIp => Some(Cow::Owned(f.client.ip().to_string())),
+        ServerVariable::ClientPort => Some(Cow::Owned(f.client.port().to_string())),
+        ServerVariable::ClientUser => basic_user(f.headers).map(Cow::Owned),
+        ServerVariable::Cookie(name) => f
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (n, value) = pair.trim().split_once('=')?;
+                (n == &**name).then_some(Cow::Borrowed(value))
+            }),
+        ServerVariable::Host | ServerVariable::ServerName => text(f.host),
+        ServerVariable::Method => text(f.method),
+        ServerVariable::HttpVersion => text(match f.version {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2.0",
+            Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        }),
+        ServerVariable::QueryString | ServerVariable::RequestQuery => text(query),
+        ServerVariable::ReceivedBytes => {
+            // The request line ("GET /x HTTP/1.1\r\n"), the fields, the blank line, the body.
+            let line = (f.method.len() + 1 + f.path_and_query.len() + 1 + 8 + 2) as u64;
+            Some(Cow::Owned((line + head_len(f.headers)).to_string()))
+        }
+        ServerVariable::Scheme => text(f.scheme),
+        ServerVariable::RequestUri => text(f.path_and_query),
+        ServerVariable::ServerPort => Some(Cow::Owned(f.server_port.to_string())),
+        ServerVariable::SslConnectionProtocol => text(f.tls_protocol.unwrap_or("")),
+        ServerVariable::SslEnabled => text(if f.tls_protocol.is_some() { "on" } else { "" }),
+        ServerVariable::UriPath => text(path),
+        ServerVariable::ResponseHeader(_) | ServerVariable::Status | ServerVariable::SentBytes => {
+            None
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(Cow::Borrowed)
+}
+
+/// The header section's length as sent (`name: value\r\n` each, then `\r\n`) plus the body's
+/// announced length.
+fn head_len(headers: &HeaderMap) -> u64 {
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    let body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (fields + 2) as u64 + body
+}
+
+/// RFC 7617: the user id of `Authorization: Basic base64(user:password)`.
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, _) = text.split_once(':')?;
+    Some(user.to_owned())
+}
+
+/// What a request's rewrite sets decided on it.
+#[derive(Debug, Default)]
+pub struct RequestRewrite {
+    /// Request header actions in the order they apply: a value sets, `None` deletes.
+    pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// The path the backend gets, when a rule set it.
+    pub path: Option<String>,
+    /// The query the backend gets, when a rule set it (empty: none).
+    pub query: Option<String>,
+    /// Whether a rule that acted asked for the path map to be evaluated again.
+    pub reroute: bool,
+    /// Rules whose conditions on the request held and that act on the response.
+    pub response: Vec<ResponseRule>,
+}
+
+/// A rule to finish on the response: its conditions on the response, then its header actions.
+#[derive(Debug)]
+pub struct ResponseRule {
+    set: RewriteSetId,
+    rule: usize,
+    /// Each action's value with what the request knows filled in (`None` deletes).
+    values: Vec<Option<Vec<Piece>>>,
+}
+
+/// Part of a value: text, or a part of the template known only on the response.
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Later(usize),
+}
+
+/// The captures of one rule's conditions that its values use: (condition, its value, groups).
+type Captured<'a> = Vec<(usize, Cow<'a, str>, Captures)>;
+
+/// Whether the conditions of `rule` that `facts` can answer hold; the captures its values use
+/// are recorded in `captured`.
+fn conditions_hold<'a>(rule: &RewriteRule, facts: Facts<'a>, captured: &mut Captured<'a>) -> bool {
+    let on_response = matches!(facts, Facts::Response(_));
+    rule.conditions
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.variable.on_response() == on_response)
+        .all(|(i, c)| {
+            let value = lookup(&c.variable, facts);
+            if c.captures_used && !c.negate {
+                let Some(value) = value else { return false };
+                let mut caps = c.pattern.create_captures();
+                c.pattern
+                    .search_captures(&Input::new(value.as_ref()), &mut caps);
+                let matched = caps.is_match();
+                if matched {
+                    captured.push((i, value, caps));
+                }
+                matched
+            } else {
+                holds(c, value.as_deref())
+            }
+        })
+}
+
+/// A condition's verdict on a value: the pattern is searched for (not anchored), a missing
+/// value matches nothing, and `negate` turns the result around.
+fn holds(c: &RewriteCondition, value: Option<&str>) -> bool {
+    value.is_some_and(|v| c.pattern.is_match(v)) != c.negate
+}
+
+/// Group `group` of what condition `condition` matched; empty when it did not take part.
+fn capture<'c>(captured: &'c Captured<'_>, condition: usize, group: usize) -> &'c str {
+    captured
+        .iter()
+        .find(|(i, ..)| *i == condition)
+        .and_then(|(_, value, caps)| caps.get_group(group).map(|span| &value[span.range()]))
+        .unwrap_or("")
+}
+
+/// How a rendered value is written: as is (headers), or percent-encoded where a URL's path or
+/// query cannot carry a byte (RFC 3986 §2.1).
+#[derive(Clone, Copy)]
+enum Encoding {
+    Header,
+    Path,
+    Query,
+}
+
+fn push_encoded(out: &mut String, value: &str, encoding: Encoding) {
+    let excluded: &[u8] = match encoding {
+        Encoding::Header => return out.push_str(value),
+        Encoding::Path => b"?#",
+        Encoding::Query => b"#",
+    };
+    for b in value.bytes() {
+        if b.is_ascii_graphic() && !excluded.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// A template's value on the request.
+fn render(
+    t: &Template,
+    facts: &RequestFacts<'_>,
+    captured: &Captured<'_>,
+    encoding: Encoding,
+) -> String {
+    let mut out = String::new();
+    for part in &t.parts {
+        match part {
+            TemplatePart::Text(s) => out.push_str(s),
+            TemplatePart::Variable(v) => {
+                if let Some(value) = lookup(v, Facts::Request(facts)) {
+                    push_encoded(&mut out, &value, encoding);
+                }
+            }
+            TemplatePart::Capture { condition, group } => {
+                push_encoded(&mut out, capture(captured, *condition, *group), encoding)
+            }
+        }
+    }
+    out
+}
+
+/// Evaluates `set`'s rules on the request into `out`. Every condition sees the request as it
+/// was before the set: a rule does not see what an earlier one rewrote.
+pub fn on_request(
+    id: RewriteSetId,
+    set: &RewriteSet,
+    facts: &RequestFacts<'_>,
+    out: &mut RequestRewrite,
+) {
+    let mut captured = Vec::new();
+    for (index, rule) in set.rules.iter().enumerate() {
+        captured.clear();
+        if !conditions_hold(rule, Facts::Request(facts), &mut captured) {
+            continue;
+        }
+        for action in &rule.request_headers {
+            let value = action.value.as_ref().and_then(|t| {
+                let text = render(t, facts, &captured, Encoding::Header);
+                // A variable's value may be empty, which deletes as an empty value does.
+                (!text.is_empty())
+                    .then(|| HeaderValue::from_str(&text).ok())
+                    .flatten()
+            });
+            out.headers.push((action.name.clone(), value));
+        }
+        if let Some(url) = &rule.url {
+            if let Some(path) = &url.path {
+                let mut p = render(path, facts, &captured, Encoding::Path);
+                if !p.starts_with('/') {
+                    p.insert(0, '/');
+                }
+                out.path = Some(p);
+            }
+            if let Some(query) = &url.query {
+                out.query = Some(render(query, facts, &captured, Encoding::Query));
+            }
+            out.reroute |= url.reroute;
+        }
+        if !rule.response_headers.is_empty() {
+            let values = rule
+                .response_headers
+                .iter()
+                .map(|a| {
+                    a.value.as_ref().map(|t| {
+                        t.parts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, part)| match part {
+                                TemplatePart::Text(s) => Piece::Text(s.to_string()),
+                                TemplatePart::Variable(v) if v.on_response() => Piece::Later(i),
+                                TemplatePart::Capture { condition, .. }
+                                    if rule.conditions[*condition].variable.on_response() =>
+                                {
+                                    Piece::Later(i)
+                                }
+                                _ => {
+                                    let one = Template {
+                                        parts: Box::new([part.clone()]),
+                                    };
+                                    Piece::Text(render(&one, facts, &captured, Encoding::Header))
+                                }
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            out.response.push(ResponseRule {
+                set: id,
+                rule: index,
+                values,
+            });
+        }
+    }
+}
+
+impl RequestRewrite {
+    /// Applies the request header actions.
+    pub fn apply_headers(&mut self, headers: &mut HeaderMap) {
+        for (name, value) in self.headers.drain(..) {
+            match value {
+                Some(v) => {
+                    headers.insert(name, v);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The URL after the actions, given the URL before them.
+    pub fn url(&self, path_and_query: &str) -> String {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.path.as_deref().unwrap_or(path).to_owned();
+        match self.query.as_deref().or(query) {
+            Some(q) if !q.is_empty() => {
+                url.push('?');
+                url.push_str(q);
+            }
+            _ => {}
+        }
+        url
+    }
+
+    /// Whether the URL changes.
+    pub fn rewrites_url(&self) -> bool {
+        self.path.is_some() || self.query.is_some()
+    }
+}
+
+/// Finishes the response rules on the response: their conditions on the response (which see
+/// it as the backend sent it), then their header actions in order.
+pub fn on_response(
+    config: &Config,
+    rules: &[ResponseRule],
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) {
+    if rules.is_empty() {
+        return;
+    }
+    let mut edits: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
+    {
+        let facts = ResponseFacts {
+            status,
+            headers: &*headers,
+        };
+        let mut captured = Vec::new();
+        for r in rules {
+            let rule = &config.rewrite_sets[r.set.0].rules[r.rule];
+            captured.clear();
+            if !conditions_hold(rule, Facts::Response(&facts), &mut captured) {
+                continue;
+            }
+            for (action, value) in rule.response_headers.iter().zip(&r.values) {
+                let value = value.as_ref().and_then(|pieces| {
+                    let template = action.value.as_ref()?;
+                    let mut text = String::new();
+                    for piece in pieces {
+                        match piece {
+                            Piece::Text(s) => text.push_str(s),
+                            Piece::Later(i) => match &template.parts[*i] {
+                                TemplatePart::Variable(v) => {
+                                    if let Some(value) = lookup(v, Facts::Response(&facts)) {
+                                        text.push_str(&value);
+                                    }
+                                }
+                                TemplatePart::Capture { condition, group } => {
+                                    text.push_str(capture(&captured, *condition, *group))
+                                }
+                                TemplatePart::Text(s) => text.push_str(s),
+                            },
+                        }
+                    }
+                    (!text.is_empty())
+                        .then(|| HeaderValue::from_str(&text).ok())
+                        .flatten()
+                });
+                edits.push((action.name.clone(), value));
+            }
+        }
+    }
+    for (name, value) in edits {
+        match value {
+            Some(v) => {
+                headers.insert(name, v);
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    }
+}
