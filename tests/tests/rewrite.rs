@@ -1,0 +1,285 @@
+//! Rewrite rules end to end: URL rewrites the backend sees, captures from conditions, the path
+//! map re-evaluated with a rewritten path, server variables in values, conditions with negate
+//! and case.
+
+use wasmgate_tests::config::{basic_rule, listener, pool, settings};
+use wasmgate_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn url_rewrites_set_the_path_and_query_the_backend_gets() {
+    let b = HttpBackend::start("app").await;
+    let mut toml = listener("web", 0, &[]);
+    toml += &pool("pool", &[b.addr]);
+    toml += &settings("settings", "");
+    toml += &basic_rule("rule", "web", "pool", "settings", "rewrite_set = \"rw\"");
+    toml += r#"
+[[rewrite_sets]]
+name = "rw"
+[[rewrite_sets.rules]]
+name = "shop"
+conditions = [{ variable = "var_uri_path", pattern = '^/shop/(\w+)/(\d+)$' }]
+request_headers = [{ name = "x-category", value = "{var_uri_path_1}" }]
+url_configuration = { modified_path = "/products/{var_uri_path_2}", modified_query_string = "category={var_uri_path_1}&src=gw" }
+[[rewrite_sets.rules]]
+name = "drop-query"
+conditions = [{ variable = "var_uri_path", pattern = "^/private/" }]
+url_configuration = { modified_query_string = "" }
+[[rewrite_sets.rules]]
+name = "late"
+rule_sequence = 200
+conditions = [{ variable = "var_query_string", pattern = "^late=(.*)$" }]
+url_configuration = { modified_path = "/late/{var_query_string_1}" }
+[[rewrite_sets.rules]]
+name = "early"
+rule_sequence = 50
+conditions = [{ variable = "var_query_string", pattern = "^late=" }]
+url_configuration = { modified_path = "/early" }
+"#;
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+
+    get(addr, "site.test", "/shop/shoes/42?x=1").await;
+    let seen = b.last();
+    assert_eq!(
+        seen.uri, "/products/42?category=shoes&src=gw",
+        "path and query set from the path's captures"
+    );
+    assert_eq!(seen.header("x-category"), Some("shoes"));
+    assert_eq!(
+        seen.header("x-original-url"),
+        Some("/shop/shoes/42?x=1"),
+        "X-Original-URL keeps what the client asked for"
+    );
+
+    get(addr, "site.test", "/private/a?token=secret").await;
+    assert_eq!(b.last().uri, "/private/a", "an empty query string removes it");
+
+    get(addr, "site.test", "/other?q=1").await;
+    assert_eq!(b.last().uri, "/other?q=1", "no condition held: the URL is kept");
+
+    get(addr, "site.test", "/x?late=a%20b").await;
+    assert_eq!(
+        b.last().uri,
+        "/late/a%20b?late=a%20b",
+        "rules apply by rule_sequence: the later rule's path wins"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn captures_from_a_header_with_negate_and_case() {
+    let b = HttpBackend::start("app").await;
+    let mut toml = listener("web", 0, &[]);
+    toml += &pool("pool", &[b.addr]);
+    toml += &settings("settings", "");
+    toml += &basic_rule("rule", "web", "pool", "settings", "rewrite_set = \"rw\"");
+    toml += r#"
+[[rewrite_sets]]
+name = "rw"
+[[rewrite_sets.rules]]
+name = "tenant"
+conditions = [{ variable = "http_req_Host", pattern = '^([a-z]+)\.contoso\.com$' }]
+request_headers = [{ name = "x-tenant", value = "tenant={http_req_Host_1}" }]
+url_configuration = { modified_path = "/{http_req_Host_1}{var_uri_path}" }
+[[rewrite_sets.rules]]
+name = "no-debug"
+conditions = [{ variable = "http_req_X-Debug", pattern = "^1$", negate = true }]
+request_headers = [{ name = "x-debug-off", value = "yes" }]
+[[rewrite_sets.rules]]
+name = "exact-case"
+conditions = [{ variable = "http_req_X-Mode", pattern = "^Beta$", ignore_case = false }]
+request_headers = [{ name = "x-beta", value = "yes" }]
+[[rewrite_sets.rules]]
+name = "both"
+conditions = [
+  { variable = "var_http_method", pattern = "^GET$" },
+  { variable = "var_uri_path", pattern = "^/page" },
+]
+request_headers = [{ name = "x-both", value = "yes" }]
+"#;
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+
+    get_with(addr, "Blue.Contoso.com", "/page", &[("x-mode", "Beta")]).await;
+    let seen = b.last();
+    assert_eq!(
+        seen.header("x-tenant"),
+        Some("tenant=Blue"),
+        "a capture keeps the value's case (ignore_case is the default)"
+    );
+    assert_eq!(seen.path(), "/Blue/page");
+    assert_eq!(seen.header("x-debug-off"), Some("yes"), "absent header, negated");
+    assert_eq!(seen.header("x-beta"), Some("yes"));
+    assert_eq!(seen.header("x-both"), Some("yes"), "all conditions hold");
+
+    get_with(
+        addr,
+        "other.test",
+        "/page",
+        &[("x-debug", "1"), ("x-mode", "beta")],
+    )
+    .await;
+    let seen = b.last();
+    assert_eq!(seen.header("x-tenant"), None, "the host does not match");
+    assert_eq!(seen.path(), "/page");
+    assert_eq!(seen.header("x-debug-off"), None, "negated condition matched");
+    assert_eq!(seen.header("x-beta"), None, "ignore_case false: beta is not Beta");
+
+    get(addr, "other.test", "/elsewhere").await;
+    assert_eq!(b.last().header("x-both"), None, "one of two conditions fails");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reroute_evaluates_the_path_map_again_with_the_new_path() {
+    let legacy = HttpBackend::start("legacy").await;
+    let new = HttpBackend::start("new").await;
+    let mut toml = listener("web", 0, &[]);
+    toml += &pool("legacy", &[legacy.addr]);
+    toml += &pool("new", &[new.addr]);
+    toml += &settings("settings", "");
+    toml += "[[rules]]\nname = \"paths\"\nlistener = \"web\"\nkind = \"path_based\"\nurl_path_map = \"map\"\n\n";
+    toml += r#"
+[[url_path_maps]]
+name = "map"
+default_backend_pool = "legacy"
+default_backend_settings = "settings"
+[[url_path_maps.path_rules]]
+name = "old"
+paths = ["/old/*"]
+backend_pool = "legacy"
+backend_settings = "settings"
+rewrite_set = "move"
+[[url_path_maps.path_rules]]
+name = "keep"
+paths = ["/keep/*"]
+backend_pool = "legacy"
+backend_settings = "settings"
+rewrite_set = "stay"
+[[url_path_maps.path_rules]]
+name = "loop"
+paths = ["/loop/*"]
+backend_pool = "legacy"
+backend_settings = "settings"
+rewrite_set = "loop"
+[[url_path_maps.path_rules]]
+name = "new"
+paths = ["/new/*"]
+backend_pool = "new"
+backend_settings = "settings"
+
+[[rewrite_sets]]
+name = "move"
+[[rewrite_sets.rules]]
+name = "to-new"
+conditions = [{ variable = "var_uri_path", pattern = "^/old/(.*)$" }]
+url_configuration = { modified_path = "/new/{var_uri_path_1}", reroute = true }
+
+[[rewrite_sets]]
+name = "stay"
+[[rewrite_sets.rules]]
+name = "path-only"
+url_configuration = { modified_path = "/new/kept" }
+
+[[rewrite_sets]]
+name = "loop"
+[[rewrite_sets.rules]]
+name = "again"
+conditions = [{ variable = "var_uri_path", pattern = "^/loop/" }]
+url_configuration = { modified_path = "{var_uri_path}", reroute = true }
+"#;
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+
+    let reply = get(addr, "site.test", "/old/orders?id=7").await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(new.hits(), 1, "the rewritten path chose the /new/* path rule");
+    assert_eq!(new.last().uri, "/new/orders?id=7");
+    assert_eq!(legacy.hits(), 0);
+
+    get(addr, "site.test", "/keep/x").await;
+    assert_eq!(
+        legacy.last().uri,
+        "/new/kept",
+        "without reroute the original path chose the target; the backend gets the new path"
+    );
+    assert_eq!(new.hits(), 1);
+
+    let reply = get(addr, "site.test", "/loop/x").await;
+    assert_eq!(
+        reply.status.as_u16(),
+        500,
+        "a rewrite that keeps re-evaluating the path map is refused"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_variables_in_request_and_response_values() {
+    let b = HttpBackend::builder("app")
+        .header("x-app-version", "build-1234")
+        .start()
+        .await;
+    let mut toml = listener("web", 0, &[]);
+    toml += &pool("pool", &[b.addr]);
+    toml += &settings("settings", "");
+    toml += &basic_rule("rule", "web", "pool", "settings", "rewrite_set = \"rw\"");
+    toml += r#"
+[[rewrite_sets]]
+name = "rw"
+[[rewrite_sets.rules]]
+name = "variables"
+request_headers = [
+  { name = "x-client-ip", value = "{var_client_ip}" },
+  { name = "x-forwarded-for", value = "{var_add_x_forwarded_for_proxy}" },
+  { name = "x-method", value = "{var_http_method} {var_http_version}" },
+  { name = "x-cookie", value = "{var_cookie_session}" },
+  { name = "x-user", value = "{var_client_user}" },
+  { name = "x-where", value = "{var_request_scheme}://{var_host}:{var_server_port}{var_request_uri}" },
+  { name = "x-query", value = "{var_query_string}|{var_request_query}" },
+  { name = "x-ssl", value = "[{var_ssl_enabled}]" },
+]
+response_headers = [{ name = "x-served", value = "{var_uri_path} {var_http_status}" }]
+[[rewrite_sets.rules]]
+name = "version"
+conditions = [{ variable = "http_resp_X-App-Version", pattern = '^build-(\d+)$' }]
+response_headers = [{ name = "x-build", value = "{http_resp_X-App-Version_1} for {var_client_ip}" }]
+"#;
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+
+    let reply = get_with(
+        addr,
+        "site.test",
+        "/v?a=1",
+        &[
+            ("cookie", "theme=dark; session=abc123"),
+            ("authorization", "Basic dXNlcjpwYXNz"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    )
+    .await;
+    let seen = b.last();
+    assert_eq!(seen.header("x-client-ip"), Some("127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1"),
+        "add_x_forwarded_for_proxy: the client's list and its IP, no port"
+    );
+    assert_eq!(seen.header("x-method"), Some("GET HTTP/1.1"));
+    assert_eq!(seen.header("x-cookie"), Some("abc123"));
+    assert_eq!(seen.header("x-user"), Some("user"), "Basic user:pass");
+    assert_eq!(
+        seen.header("x-where"),
+        Some(format!("http://site.test:{}/v?a=1", addr.port()).as_str())
+    );
+    assert_eq!(seen.header("x-query"), Some("a=1|a=1"));
+    assert_eq!(seen.header("x-ssl"), Some("[]"), "ssl_enabled is empty on HTTP");
+    assert_eq!(reply.header("x-served"), Some("/v 200"));
+    assert_eq!(
+        reply.header("x-build"),
+        Some("1234 for 127.0.0.1"),
+        "a capture from a response header, beside a request variable"
+    );
+    gw.shutdown().await;
+}
