@@ -52,10 +52,18 @@ url_configuration = { modified_path = "/early" }
     );
 
     get(addr, "site.test", "/private/a?token=secret").await;
-    assert_eq!(b.last().uri, "/private/a", "an empty query string removes it");
+    assert_eq!(
+        b.last().uri,
+        "/private/a",
+        "an empty query string removes it"
+    );
 
     get(addr, "site.test", "/other?q=1").await;
-    assert_eq!(b.last().uri, "/other?q=1", "no condition held: the URL is kept");
+    assert_eq!(
+        b.last().uri,
+        "/other?q=1",
+        "no condition held: the URL is kept"
+    );
 
     get(addr, "site.test", "/x?late=a%20b").await;
     assert_eq!(
@@ -108,7 +116,11 @@ request_headers = [{ name = "x-both", value = "yes" }]
         "a capture keeps the value's case (ignore_case is the default)"
     );
     assert_eq!(seen.path(), "/Blue/page");
-    assert_eq!(seen.header("x-debug-off"), Some("yes"), "absent header, negated");
+    assert_eq!(
+        seen.header("x-debug-off"),
+        Some("yes"),
+        "absent header, negated"
+    );
     assert_eq!(seen.header("x-beta"), Some("yes"));
     assert_eq!(seen.header("x-both"), Some("yes"), "all conditions hold");
 
@@ -122,11 +134,23 @@ request_headers = [{ name = "x-both", value = "yes" }]
     let seen = b.last();
     assert_eq!(seen.header("x-tenant"), None, "the host does not match");
     assert_eq!(seen.path(), "/page");
-    assert_eq!(seen.header("x-debug-off"), None, "negated condition matched");
-    assert_eq!(seen.header("x-beta"), None, "ignore_case false: beta is not Beta");
+    assert_eq!(
+        seen.header("x-debug-off"),
+        None,
+        "negated condition matched"
+    );
+    assert_eq!(
+        seen.header("x-beta"),
+        None,
+        "ignore_case false: beta is not Beta"
+    );
 
     get(addr, "other.test", "/elsewhere").await;
-    assert_eq!(b.last().header("x-both"), None, "one of two conditions fails");
+    assert_eq!(
+        b.last().header("x-both"),
+        None,
+        "one of two conditions fails"
+    );
     gw.shutdown().await;
 }
 
@@ -193,7 +217,11 @@ url_configuration = { modified_path = "{var_uri_path}", reroute = true }
 
     let reply = get(addr, "site.test", "/old/orders?id=7").await;
     assert_eq!(reply.status.as_u16(), 200);
-    assert_eq!(new.hits(), 1, "the rewritten path chose the /new/* path rule");
+    assert_eq!(
+        new.hits(),
+        1,
+        "the rewritten path chose the /new/* path rule"
+    );
     assert_eq!(new.last().uri, "/new/orders?id=7");
     assert_eq!(legacy.hits(), 0);
 
@@ -274,7 +302,11 @@ response_headers = [{ name = "x-build", value = "{http_resp_X-App-Version_1} for
         Some(format!("http://site.test:{}/v?a=1", addr.port()).as_str())
     );
     assert_eq!(seen.header("x-query"), Some("a=1|a=1"));
-    assert_eq!(seen.header("x-ssl"), Some("[]"), "ssl_enabled is empty on HTTP");
+    assert_eq!(
+        seen.header("x-ssl"),
+        Some("[]"),
+        "ssl_enabled is empty on HTTP"
+    );
     assert_eq!(reply.header("x-served"), Some("/v 200"));
     assert_eq!(
         reply.header("x-build"),
@@ -282,4 +314,148 @@ response_headers = [{ name = "x-build", value = "{http_resp_X-App-Version_1} for
         "a capture from a response header, beside a request variable"
     );
     gw.shutdown().await;
+}
+
+/// A gateway with one basic rule (taking `rule_extra`), and `sets` appended.
+fn config_with(rule_extra: &str, sets: &str) -> String {
+    let mut toml = "[[listeners]]\nname = \"web\"\nport = 8080\n\n".to_string();
+    toml += "[[backend_pools]]\nname = \"pool\"\naddresses = [\"10.0.0.4\"]\n\n";
+    toml += "[[backend_settings]]\nname = \"settings\"\nport = 80\n\n";
+    toml += &format!(
+        "[[rules]]\nname = \"rule\"\nlistener = \"web\"\nbackend_pool = \"pool\"\nbackend_settings = \"settings\"\n{rule_extra}\n\n"
+    );
+    toml + "[[rewrite_sets]]\nname = \"rw\"\n" + sets
+}
+
+/// One rule `r` of set `rw` with these lines.
+fn one_rule(lines: &str) -> String {
+    config_with(
+        "",
+        &format!("[[rewrite_sets.rules]]\nname = \"r\"\n{lines}\n"),
+    )
+}
+
+#[test]
+fn invalid_rewrite_rules_are_refused_with_exact_errors() {
+    let url = |u: &str| one_rule(&format!("url_configuration = {{ {u} }}"));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "an invalid regular expression",
+            one_rule(
+                "conditions = [{ variable = \"var_uri_path\", pattern = \"^/(a\" }]\nrequest_headers = [{ name = \"x\", value = \"1\" }]",
+            ),
+            "rewrite_sets[0].rules[0].conditions[0].pattern: \"^/(a\" is not a regular expression: unclosed group",
+        ),
+        (
+            "an unknown variable in a condition",
+            one_rule(
+                "conditions = [{ variable = \"var_nope\", pattern = \"x\" }]\nrequest_headers = [{ name = \"x\", value = \"1\" }]",
+            ),
+            "rewrite_sets[0].rules[0].conditions[0].variable: \"var_nope\" is not a supported server variable (http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path)",
+        ),
+        (
+            "an unknown variable in a value",
+            one_rule("request_headers = [{ name = \"x\", value = \"a{var_nope}\" }]"),
+            "rewrite_sets[0].rules[0].request_headers[0].value: {var_nope} is not a supported server variable (http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path)",
+        ),
+        (
+            "a capture group beyond the pattern's",
+            one_rule(
+                "conditions = [{ variable = \"var_uri_path\", pattern = \"^/(a)/(b)\" }]\nurl_configuration = { modified_path = \"/{var_uri_path_3}\" }",
+            ),
+            "rewrite_sets[0].rules[0].url_configuration.modified_path: {var_uri_path_3} uses capture group 3 of the condition on var_uri_path, whose pattern has 2",
+        ),
+        (
+            "a capture of a variable no condition tests",
+            one_rule("request_headers = [{ name = \"x\", value = \"{http_req_Host_1}\" }]"),
+            "rewrite_sets[0].rules[0].request_headers[0].value: {http_req_Host_1} uses a capture of http_req_Host, which no condition of this rule tests",
+        ),
+        (
+            "a response variable in a request header value",
+            one_rule("request_headers = [{ name = \"x\", value = \"{var_sent_bytes}\" }]"),
+            "rewrite_sets[0].rules[0].request_headers[0].value: {var_sent_bytes} is known only once the response arrives: use it in response_headers",
+        ),
+        (
+            "a response condition on a rule that rewrites the URL",
+            one_rule(
+                "conditions = [{ variable = \"var_http_status\", pattern = \"^5\" }]\nurl_configuration = { modified_path = \"/x\" }",
+            ),
+            "rewrite_sets[0].rules[0].conditions[0].variable: \"var_http_status\" is known only once the response arrives: use it in response_headers",
+        ),
+        (
+            "reroute on a basic rule",
+            config_with(
+                "rewrite_set = \"rw\"",
+                "[[rewrite_sets.rules]]\nname = \"r\"\nconditions = [{ variable = \"var_uri_path\", pattern = \"^/a\" }]\nurl_configuration = { modified_path = \"/b\", reroute = true }\n",
+            ),
+            "rules[0].rewrite_set: rewrite set \"rw\" re-evaluates the path map (reroute), which only a path_based rule has",
+        ),
+        (
+            "every rule reroutes unconditionally",
+            url("modified_path = \"/b\", reroute = true"),
+            "rewrite_sets[0].rules: every rule re-evaluates the path map unconditionally, which would never end: add a condition, or a rule without reroute",
+        ),
+        (
+            "a relative path",
+            url("modified_path = \"b/c\""),
+            "rewrite_sets[0].rules[0].url_configuration.modified_path: \"b/c\" does not start with \"/\"",
+        ),
+        (
+            "a path with a space",
+            url("modified_path = \"/a b\""),
+            "rewrite_sets[0].rules[0].url_configuration.modified_path: \"/a b\" holds a character a URL cannot carry here (spaces, controls, non-ASCII, '?', '#')",
+        ),
+        (
+            "a query string with its question mark",
+            url("modified_query_string = \"?a=1\""),
+            "rewrite_sets[0].rules[0].url_configuration.modified_query_string: \"?a=1\": the query string is written without the leading \"?\"",
+        ),
+        (
+            "an empty URL configuration",
+            url(""),
+            "rewrite_sets[0].rules[0].url_configuration: a URL configuration needs modified_path, modified_query_string or reroute",
+        ),
+        (
+            "a rule without actions",
+            one_rule(""),
+            "rewrite_sets[0].rules[0]: a rule needs an action: request_headers, response_headers or url_configuration",
+        ),
+        (
+            "rules beside the header lists",
+            config_with(
+                "",
+                "[[rewrite_sets.request_headers]]\nname = \"x\"\nvalue = \"1\"\n[[rewrite_sets.rules]]\nname = \"r\"\nrequest_headers = [{ name = \"y\", value = \"1\" }]\n",
+            ),
+            "rewrite_sets[0].rules: a rewrite set has either rules or request_headers/response_headers lists, not both",
+        ),
+        (
+            "two rules of one name",
+            config_with(
+                "",
+                "[[rewrite_sets.rules]]\nname = \"r\"\nrequest_headers = [{ name = \"y\", value = \"1\" }]\n[[rewrite_sets.rules]]\nname = \"r\"\nrequest_headers = [{ name = \"z\", value = \"1\" }]\n",
+            ),
+            "rewrite_sets[0].rules[1].name: \"r\" names two rules of this set",
+        ),
+        (
+            "Upgrade rewritten by a rule",
+            one_rule("response_headers = [{ name = \"Upgrade\", value = \"h2c\" }]"),
+            "rewrite_sets[0].rules[0].response_headers[0].name: \"Upgrade\" cannot be rewritten",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, toml, expected) in cases {
+        match wasmgate::config::Config::from_toml(&toml) {
+            Ok(_) => failures.push(format!("{what}: accepted\n{toml}")),
+            // The regular expression's own explanation follows the prefix checked.
+            Err(e)
+                if e.to_string() == expected
+                    || (expected.ends_with("error parsing regex")
+                        && e.to_string().starts_with(expected)) => {}
+            Err(e) => failures.push(format!(
+                "{what}:\n  expected {expected:?}\n  got      {:?}",
+                e.to_string()
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -359,7 +359,9 @@ fn variable_part(
                 group,
             });
         }
-        if ServerVariable::parse(name).is_none() {
+        // A header name with an underscore is no header the gateway forwards (see
+        // `drop_unusual_names`): `{http_req_Host_1}` is always a capture.
+        if !matches!(ServerVariable::parse(name), Some(ServerVariable::Cookie(_))) {
             return Err(ConfigError::new(
                 field,
                 format!(
@@ -426,9 +428,19 @@ fn rewrite_condition(
         )
         .build(&raw.pattern)
         .map_err(|e| {
+            // The syntax error's last line says what is wrong ("unclosed group"); the lines
+            // above it draw the pattern.
+            let why = std::error::Error::source(&e).map_or_else(
+                || e.to_string(),
+                |s| {
+                    let text = s.to_string();
+                    let last = text.lines().last().unwrap_or_default();
+                    last.strip_prefix("error: ").unwrap_or(last).to_owned()
+                },
+            );
             ConfigError::new(
                 format!("{path}.pattern"),
-                format!("{:?} is not a regular expression: {e}", raw.pattern),
+                format!("{:?} is not a regular expression: {why}", raw.pattern),
             )
         })?;
     Ok(RewriteCondition {
