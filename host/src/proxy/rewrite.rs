@@ -457,3 +457,155 @@ pub fn on_response(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rewrite set of a configuration whose one set has these rules.
+    fn set(rules: &str) -> Config {
+        let toml = format!(
+            "[[listeners]]\nname = \"web\"\nport = 8080\n\n[[backend_pools]]\nname = \"pool\"\naddresses = [\"10.0.0.4\"]\n\n[[backend_settings]]\nname = \"settings\"\nport = 80\n\n[[rules]]\nname = \"rule\"\nlistener = \"web\"\nbackend_pool = \"pool\"\nbackend_settings = \"settings\"\n\n[[rewrite_sets]]\nname = \"rw\"\n{rules}"
+        );
+        Config::from_toml(&toml).unwrap()
+    }
+
+    fn facts<'a>(headers: &'a HeaderMap, path_and_query: &'a str) -> RequestFacts<'a> {
+        RequestFacts {
+            headers,
+            client: "192.0.2.7:50000".parse().unwrap(),
+            host: "www.contoso.com",
+            method: "POST",
+            version: Version::HTTP_2,
+            path_and_query,
+            scheme: "https",
+            server_port: 443,
+            tls_protocol: Some("TLSv1.3"),
+        }
+    }
+
+    #[test]
+    fn every_request_variable_has_its_documented_value() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.1".parse().unwrap());
+        h.insert("cookie", "a=1; session=xyz".parse().unwrap());
+        h.insert("authorization", "Basic YWxpY2U6c2VjcmV0".parse().unwrap());
+        h.insert("content-length", "10".parse().unwrap());
+        let f = facts(&h, "/a/b?x=1&y=2");
+        let value = |name: &str| {
+            let v = ServerVariable::parse(name).unwrap_or_else(|| panic!("{name}"));
+            lookup(&v, Facts::Request(&f)).map(|c| c.into_owned())
+        };
+        let cases = [
+            ("var_add_x_forwarded_for_proxy", "203.0.113.1, 192.0.2.7"),
+            ("var_client_ip", "192.0.2.7"),
+            ("var_client_port", "50000"),
+            ("var_client_user", "alice"),
+            ("var_cookie_session", "xyz"),
+            ("var_host", "www.contoso.com"),
+            ("var_http_method", "POST"),
+            ("var_http_version", "HTTP/2.0"),
+            ("var_query_string", "x=1&y=2"),
+            ("var_request_query", "x=1&y=2"),
+            ("var_request_scheme", "https"),
+            ("var_request_uri", "/a/b?x=1&y=2"),
+            ("var_server_name", "www.contoso.com"),
+            ("var_server_port", "443"),
+            ("var_ssl_connection_protocol", "TLSv1.3"),
+            ("var_ssl_enabled", "on"),
+            ("var_uri_path", "/a/b"),
+            ("http_req_Cookie", "a=1; session=xyz"),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(value(name).as_deref(), Some(expected), "{name}");
+        }
+        // "POST /a/b?x=1&y=2 HTTP/1.1\r\n" (28) + fields (4 of them) + "\r\n" + 10 body bytes.
+        let fields: usize = h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        assert_eq!(
+            value("var_received_bytes"),
+            Some((28 + fields + 2 + 10).to_string())
+        );
+        assert_eq!(
+            value("var_cookie_none"),
+            None,
+            "an absent cookie has no value"
+        );
+        assert_eq!(value("http_req_X-None"), None);
+
+        let mut res = HeaderMap::new();
+        res.insert("content-length", "5".parse().unwrap());
+        let r = ResponseFacts {
+            status: StatusCode::NOT_FOUND,
+            headers: &res,
+        };
+        let sent = lookup(&ServerVariable::SentBytes, Facts::Response(&r)).unwrap();
+        // "HTTP/1.1 404 Not Found\r\n" (24) + "content-length: 5\r\n" (19) + "\r\n" + 5.
+        assert_eq!(sent, "50");
+        assert_eq!(
+            lookup(&ServerVariable::Status, Facts::Response(&r)).as_deref(),
+            Some("404")
+        );
+    }
+
+    #[test]
+    fn captured_values_are_percent_encoded_in_the_url_only() {
+        let config = set(r#"[[rewrite_sets.rules]]
+name = "r"
+conditions = [{ variable = "http_req_X-Name", pattern = '^(.*)$' }]
+request_headers = [{ name = "x-copy", value = "{http_req_X-Name_1}" }]
+url_configuration = { modified_path = "{http_req_X-Name_1}", modified_query_string = "n={http_req_X-Name_1}" }
+"#);
+        let mut h = HeaderMap::new();
+        h.insert("x-name", "a b?c#d".parse().unwrap());
+        let f = facts(&h, "/old?q=1");
+        let mut out = RequestRewrite::default();
+        on_request(RewriteSetId(0), &config.rewrite_sets[0], &f, &mut out);
+        assert_eq!(
+            out.path.as_deref(),
+            Some("/a%20b%3Fc%23d"),
+            "a leading / is added"
+        );
+        assert_eq!(out.query.as_deref(), Some("n=a%20b?c%23d"));
+        assert_eq!(out.url("/old?q=1"), "/a%20b%3Fc%23d?n=a%20b?c%23d");
+        assert_eq!(out.headers[0].1.as_ref().unwrap(), "a b?c#d");
+    }
+
+    #[test]
+    fn response_rules_finish_on_the_response() {
+        let config = set(r#"[[rewrite_sets.rules]]
+name = "r"
+conditions = [
+  { variable = "var_uri_path", pattern = '^/(\w+)' },
+  { variable = "http_resp_Location", pattern = '^http://internal/(.*)$' },
+]
+response_headers = [
+  { name = "location", value = "https://{var_host}/{http_resp_Location_1}" },
+  { name = "x-section", value = "{var_uri_path_1} {var_http_status}" },
+  { name = "server" },
+]
+"#);
+        let h = HeaderMap::new();
+        let f = facts(&h, "/shop/x");
+        let mut out = RequestRewrite::default();
+        on_request(RewriteSetId(0), &config.rewrite_sets[0], &f, &mut out);
+        assert_eq!(out.response.len(), 1, "the request's condition held");
+
+        let mut res = HeaderMap::new();
+        res.insert("location", "http://internal/next?a=1".parse().unwrap());
+        res.insert("server", "backend".parse().unwrap());
+        on_response(&config, &out.response, StatusCode::FOUND, &mut res);
+        assert_eq!(res["location"], "https://www.contoso.com/next?a=1");
+        assert_eq!(res["x-section"], "shop 302");
+        assert!(!res.contains_key("server"));
+
+        let mut other = HeaderMap::new();
+        other.insert("location", "https://elsewhere/".parse().unwrap());
+        on_response(&config, &out.response, StatusCode::FOUND, &mut other);
+        assert_eq!(other.len(), 1, "the response's condition failed: {other:?}");
+
+        let f = facts(&h, "/");
+        let mut out = RequestRewrite::default();
+        on_request(RewriteSetId(0), &config.rewrite_sets[0], &f, &mut out);
+        assert!(out.response.is_empty(), "the request's condition failed");
+    }
+}

@@ -13,8 +13,8 @@ use crate::config::*;
 const DEFAULT_SEQUENCE: u32 = 100;
 
 pub(super) fn rewrite_set(path: &str, raw: &RawRewriteSet) -> Result<RewriteSet> {
-    if !raw.rules.is_empty() && !(raw.request_headers.is_empty() && raw.response_headers.is_empty())
-    {
+    let header_lists = !raw.request_headers.is_empty() || !raw.response_headers.is_empty();
+    if !raw.rules.is_empty() && header_lists {
         return Err(ConfigError::new(
             format!("{path}.rules"),
             "a rewrite set has either rules or request_headers/response_headers lists, not both",
