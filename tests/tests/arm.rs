@@ -794,8 +794,8 @@ fn unsupported_parts_are_errors_naming_the_json_path() {
         (
             "rewrite",
             "\"headerValue\": \"wasmgate\"",
-            "\"headerValue\": \"{var_client_ip}\"",
-            "rewriteRules[0].actionSet.requestHeaderConfigurations[0].headerValue: the value uses server variable '{var_client_ip}'",
+            "\"headerValue\": \"wasmgate\", \"headerValueMatcher\": { \"pattern\": \"x\" }",
+            "rewriteRules[0].actionSet.requestHeaderConfigurations[0].headerValueMatcher: rewriting part of a header value by pattern is not supported",
         ),
         (
             "basic",
