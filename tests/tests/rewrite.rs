@@ -3,6 +3,7 @@
 //! and case.
 
 use wasmgate_tests::config::{basic_rule, listener, pool, settings};
+use wasmgate_tests::tls::{Pki, client_config, https_get, toml_path};
 use wasmgate_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -312,6 +313,94 @@ response_headers = [{ name = "x-build", value = "{http_resp_X-App-Version_1} for
         reply.header("x-build"),
         Some("1234 for 127.0.0.1"),
         "a capture from a response header, beside a request variable"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_variables_over_https_and_http2() {
+    let pki = Pki::new("rewrite CA");
+    let leaf = pki.issue(&["secure.example"]);
+    let (cert, key) = pki.write_leaf("secure", &leaf);
+    let b = HttpBackend::start("app").await;
+    let mut toml = format!(
+        "[[listeners]]\nname = \"web\"\nprotocol = \"https\"\nport = 0\nbind_address = \"127.0.0.1\"\ncertificate = {}\ncertificate_key = {}\n\n",
+        toml_path(&cert),
+        toml_path(&key)
+    );
+    toml += &pool("pool", &[b.addr]);
+    toml += &settings("settings", "");
+    toml += &basic_rule("rule", "web", "pool", "settings", "rewrite_set = \"rw\"");
+    toml += r#"
+[[rewrite_sets]]
+name = "rw"
+[[rewrite_sets.rules]]
+name = "tls"
+conditions = [{ variable = "var_ssl_enabled", pattern = "^on$" }]
+request_headers = [
+  { name = "x-tls", value = "{var_ssl_connection_protocol} {var_request_scheme} {var_http_version}" },
+]
+"#;
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+    for (alpn, version) in [("h2", "HTTP/2.0"), ("http/1.1", "HTTP/1.1")] {
+        let config = client_config(&[pki.ca_der()], &[alpn]);
+        let reply = https_get(addr, "secure.example", config, "secure.example", "/").await;
+        assert_eq!(reply.status.as_u16(), 200);
+        assert_eq!(
+            b.last().header("x-tls"),
+            Some(format!("TLSv1.3 https {version}").as_str()),
+            "{alpn}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reroute_onto_a_redirect_answers_with_the_rewritten_url() {
+    let b = HttpBackend::start("app").await;
+    let mut toml = listener("web", 0, &[]);
+    toml += &pool("pool", &[b.addr]);
+    toml += &settings("settings", "");
+    toml += "[[rules]]\nname = \"paths\"\nlistener = \"web\"\nurl_path_map = \"map\"\n\n";
+    toml += r#"
+[[redirects]]
+name = "moved"
+redirect_type = "found"
+target_url = "https://new.example"
+
+[[url_path_maps]]
+name = "map"
+default_backend_pool = "pool"
+default_backend_settings = "settings"
+default_rewrite_set = "retire"
+[[url_path_maps.path_rules]]
+name = "gone"
+paths = ["/gone/*"]
+redirect = "moved"
+
+[[rewrite_sets]]
+name = "retire"
+[[rewrite_sets.rules]]
+name = "retired"
+conditions = [{ variable = "var_uri_path", pattern = "^/retired/(.*)$" }]
+url_configuration = { modified_path = "/gone/{var_uri_path_1}", modified_query_string = "from=retired", reroute = true }
+"#;
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+    let reply = get(addr, "site.test", "/retired/page?x=1").await;
+    assert_eq!(reply.status.as_u16(), 302);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://new.example/gone/page?from=retired")
+    );
+    assert_eq!(b.hits(), 0);
+    let reply = get(addr, "site.test", "/kept?x=1").await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(
+        b.last().uri,
+        "/kept?x=1",
+        "the default's condition did not hold"
     );
     gw.shutdown().await;
 }
