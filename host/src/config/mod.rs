@@ -414,14 +414,6 @@ pub struct RewriteRule {
     pub url: Option<UrlRewrite>,
 }
 
-impl RewriteRule {
-    /// Whether a condition tests the response, so the rule is decided only when it arrives
-    /// (such a rule has response header actions only).
-    pub fn tests_response(&self) -> bool {
-        self.conditions.iter().any(|c| c.variable.on_response())
-    }
-}
-
 /// Sets a header to a value (text and variables), or deletes it (`value` `None`).
 #[derive(Debug, Clone)]
 pub struct HeaderAction {
@@ -460,16 +452,17 @@ pub enum TemplatePart {
     },
 }
 
-impl Template {
-    /// Whether the value can be known only once the response arrives.
+impl TemplatePart {
+    /// Whether the part can be known only once the response arrives; `conditions` are its
+    /// rule's.
     pub fn on_response(&self, conditions: &[RewriteCondition]) -> bool {
-        self.parts.iter().any(|p| match p {
+        match self {
             TemplatePart::Text(_) => false,
             TemplatePart::Variable(v) => v.on_response(),
             TemplatePart::Capture { condition, .. } => {
                 conditions[*condition].variable.on_response()
             }
-        })
+        }
     }
 }
 

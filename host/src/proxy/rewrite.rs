@@ -183,7 +183,8 @@ pub struct ResponseRule {
     values: Vec<Option<Vec<Piece>>>,
 }
 
-/// Part of a value: text, or a part of the template known only on the response.
+/// Part of a response value: what the request knew, or a part of the template to read on the
+/// response (its text, or what only the response knows).
 #[derive(Debug)]
 enum Piece {
     Text(String),
@@ -267,19 +268,29 @@ fn render(
 ) -> String {
     let mut out = String::new();
     for part in &t.parts {
-        match part {
-            TemplatePart::Text(s) => out.push_str(s),
-            TemplatePart::Variable(v) => {
-                if let Some(value) = lookup(v, Facts::Request(facts)) {
-                    push_encoded(&mut out, &value, encoding);
-                }
-            }
-            TemplatePart::Capture { condition, group } => {
-                push_encoded(&mut out, capture(captured, *condition, *group), encoding)
-            }
-        }
+        render_part(part, facts, captured, encoding, &mut out);
     }
     out
+}
+
+fn render_part(
+    part: &TemplatePart,
+    facts: &RequestFacts<'_>,
+    captured: &Captured<'_>,
+    encoding: Encoding,
+    out: &mut String,
+) {
+    match part {
+        TemplatePart::Text(s) => out.push_str(s),
+        TemplatePart::Variable(v) => {
+            if let Some(value) = lookup(v, Facts::Request(facts)) {
+                push_encoded(out, &value, encoding);
+            }
+        }
+        TemplatePart::Capture { condition, group } => {
+            push_encoded(out, capture(captured, *condition, *group), encoding)
+        }
+    }
 }
 
 /// Evaluates `set`'s rules on the request into `out`. Every condition sees the request as it
@@ -329,18 +340,20 @@ pub fn on_request(
                             .iter()
                             .enumerate()
                             .map(|(i, part)| match part {
-                                TemplatePart::Text(s) => Piece::Text(s.to_string()),
-                                TemplatePart::Variable(v) if v.on_response() => Piece::Later(i),
-                                TemplatePart::Capture { condition, .. }
-                                    if rule.conditions[*condition].variable.on_response() =>
-                                {
-                                    Piece::Later(i)
-                                }
+                                // What the request knows is written now; the template's text
+                                // and what only the response knows are read on the response.
+                                TemplatePart::Text(_) => Piece::Later(i),
+                                _ if part.on_response(&rule.conditions) => Piece::Later(i),
                                 _ => {
-                                    let one = Template {
-                                        parts: Box::new([part.clone()]),
-                                    };
-                                    Piece::Text(render(&one, facts, &captured, Encoding::Header))
+                                    let mut text = String::new();
+                                    render_part(
+                                        part,
+                                        facts,
+                                        &captured,
+                                        Encoding::Header,
+                                        &mut text,
+                                    );
+                                    Piece::Text(text)
                                 }
                             })
                             .collect()

@@ -299,14 +299,7 @@ fn template(
             parts.push(TemplatePart::Text(std::mem::take(&mut text).into()));
         }
         let part = variable_part(field, name, conditions)?;
-        let on_response = match &part {
-            TemplatePart::Variable(v) => v.on_response(),
-            TemplatePart::Capture { condition, .. } => {
-                conditions[*condition].variable.on_response()
-            }
-            TemplatePart::Text(_) => false,
-        };
-        if on_response && !response {
+        if part.on_response(conditions) && !response {
             return Err(ConfigError::new(
                 field,
                 format!(
