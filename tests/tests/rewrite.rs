@@ -339,6 +339,7 @@ name = "tls"
 conditions = [{ variable = "var_ssl_enabled", pattern = "^on$" }]
 request_headers = [
   { name = "x-tls", value = "{var_ssl_connection_protocol} {var_request_scheme} {var_http_version}" },
+  { name = "x-host", value = "{http_req_Host}" },
 ]
 "#;
     let gw = start_gateway(&toml).await;
@@ -351,6 +352,11 @@ request_headers = [
             b.last().header("x-tls"),
             Some(format!("TLSv1.3 https {version}").as_str()),
             "{alpn}"
+        );
+        assert_eq!(
+            b.last().header("x-host"),
+            Some("secure.example"),
+            "{alpn}: HTTP/2's :authority stands for Host"
         );
     }
     gw.shutdown().await;

@@ -24,7 +24,8 @@ use crate::config::{
 pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     pub client: SocketAddr,
-    /// The host, without a port.
+    /// The request's authority (Host, or HTTP/2's `:authority`), and its host without a port.
+    pub authority: &'a str,
     pub host: &'a str,
     pub method: &'a str,
     pub version: Version,
@@ -75,6 +76,10 @@ pub fn lookup<'a>(v: &ServerVariable, facts: Facts<'a>) -> Option<Cow<'a, str>> 
         .unwrap_or((f.path_and_query, ""));
     let text = |s: &'a str| Some(Cow::Borrowed(s));
     match v {
+        // An HTTP/2 request carries its host as `:authority`, which stands for Host.
+        ServerVariable::RequestHeader(name) if name == header::HOST => {
+            header_str(f.headers, name).or(Some(Cow::Borrowed(f.authority)))
+        }
         ServerVariable::RequestHeader(name) => header_str(f.headers, name),
         ServerVariable::AddXForwardedForProxy => {
             let ip = f.client.ip();
@@ -487,6 +492,7 @@ mod tests {
         RequestFacts {
             headers,
             client: "192.0.2.7:50000".parse().unwrap(),
+            authority: "www.contoso.com:443",
             host: "www.contoso.com",
             method: "POST",
             version: Version::HTTP_2,
@@ -528,6 +534,7 @@ mod tests {
             ("var_ssl_enabled", "on"),
             ("var_uri_path", "/a/b"),
             ("http_req_Cookie", "a=1; session=xyz"),
+            ("http_req_Host", "www.contoso.com:443"),
         ];
         for (name, expected) in cases {
             assert_eq!(value(name).as_deref(), Some(expected), "{name}");

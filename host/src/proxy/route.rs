@@ -202,6 +202,7 @@ impl Connection {
             let facts = RequestFacts {
                 headers: req.headers(),
                 client: self.client,
+                authority,
                 host: host_without_port(authority),
                 method: req.method().as_str(),
                 version: req.version(),
