@@ -5,6 +5,7 @@
 //! read server variables through one function, [`lookup`].
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use base64::Engine as _;
@@ -259,7 +260,7 @@ fn push_encoded(out: &mut String, value: &str, encoding: Encoding) {
         if b.is_ascii_graphic() && !excluded.contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
 }
