@@ -517,6 +517,17 @@ impl Snapshot {
         })
     }
 
+    /// Rule `rule`'s path map on `socket` evaluated again for `path`; `None` for a basic rule.
+    pub fn reroute(&self, socket: usize, rule: RuleId, path: &str) -> Option<Routed<'_>> {
+        let routed = self.sockets[socket].routes.reroute(rule.0, path)?;
+        Some(Routed {
+            listener: ListenerId(routed.listener),
+            rule: RuleId(routed.rule),
+            target: routed.target,
+            matched_prefix: routed.matched_prefix,
+        })
+    }
+
     /// Where redirect `id` sends a request for `path` and `query` on `authority`.
     pub fn redirect_location(
         &self,

@@ -112,7 +112,24 @@ impl<T> SocketRoutes<T> {
             .routes
             .iter()
             .find(|r| r.host_names.is_empty() || r.host_names.iter().any(|h| h.matches(host)))?;
-        let (target, matched_prefix) = match &route.action {
+        Some(route.action.select(route, path))
+    }
+
+    /// Rule `rule`'s path map evaluated again for `path` (Application Gateway's "re-evaluate
+    /// path map" after a URL rewrite); `None` when the rule is not on this socket or is basic.
+    pub fn reroute(&self, rule: usize, path: &str) -> Option<Routed<'_, T>> {
+        let route = self.routes.iter().find(|r| r.rule == rule)?;
+        match route.action {
+            RouteAction::Target(_) => None,
+            RouteAction::PathMap { .. } => Some(route.action.select(route, path)),
+        }
+    }
+}
+
+impl<T> RouteAction<T> {
+    /// The target for `path` (without the query).
+    fn select<'a>(&'a self, route: &Route<T>, path: &str) -> Routed<'a, T> {
+        let (target, matched_prefix) = match self {
             RouteAction::Target(t) => (t, None),
             RouteAction::PathMap {
                 path_rules,
@@ -128,16 +145,14 @@ impl<T> SocketRoutes<T> {
                 })
                 .unwrap_or((default, None)),
         };
-        Some(Routed {
+        Routed {
             listener: route.listener,
             rule: route.rule,
             target,
             matched_prefix,
-        })
+        }
     }
-}
 
-impl<T> RouteAction<T> {
     /// Every target the action can choose.
     pub fn targets(&self) -> impl Iterator<Item = &T> {
         let (path_rules, last): (&[PathRoute<T>], &T) = match self {

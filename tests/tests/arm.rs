@@ -807,8 +807,8 @@ fn unsupported_parts_are_errors_naming_the_json_path() {
         (
             "rewrite",
             "\"headerValue\": \"wasmgate\"",
-            "\"headerValue\": \"{var_client_ip}\"",
-            "rewriteRules[0].actionSet.requestHeaderConfigurations[0].headerValue: the value uses server variable '{var_client_ip}'",
+            "\"headerValue\": \"wasmgate\", \"headerValueMatcher\": { \"pattern\": \"x\" }",
+            "rewriteRules[0].actionSet.requestHeaderConfigurations[0].headerValueMatcher: rewriting part of a header value by pattern is not supported",
         ),
         (
             "basic",
@@ -1340,6 +1340,72 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
     assert_eq!(
         reply.header("content-type"),
         Some("text/html; charset=utf-8")
+
+async fn url_rewrites_reroute_through_the_path_map_and_drop_the_query() {
+    let (port, backends) = shared_port_backends(&["default", "images", "video"]).await;
+    let [front] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let imported = import(
+        "url-rewrite",
+        false,
+        &[
+            ("defaultBackend", "127.0.0.2".into()),
+            ("imagesBackend", "127.0.0.3".into()),
+            ("videoBackend", "127.0.0.4".into()),
+            ("backendPort", port.to_string()),
+        ],
+        &[(80, front)],
+    );
+    assert!(
+        imported.toml.contains(
+            "url_configuration = { modified_path = \"/video/{var_uri_path_1}\", reroute = true }"
+        ),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        imported
+            .toml
+            .contains("url_configuration = { modified_query_string = \"\" }"),
+        "{}",
+        imported.toml
+    );
+    let gw = start_gateway(&imported.toml).await;
+    let addr = listener_addr(&gw, "appGatewayHttpListener");
+    let [_, images, video] = &backends[..] else {
+        unreachable!()
+    };
+
+    get(addr, "www.contoso.com", "/images/legacy/clip.mp4").await;
+    assert_eq!(
+        video.hits(),
+        1,
+        "reroute: the new path chose the video rule"
+    );
+    assert_eq!(video.last().uri, "/video/clip.mp4");
+    assert_eq!(images.hits(), 0);
+
+    get(addr, "www.contoso.com", "/images/a.png?token=s3cr3t").await;
+    let seen = images.last();
+    assert_eq!(
+        seen.uri, "/images/a.png",
+        "an empty query string removes it"
+    );
+    assert_eq!(seen.header("x-image-path"), Some("/images/a.png"));
+    get_with(
+        addr,
+        "www.contoso.com",
+        "/images/b.png?Token=kept",
+        &[("x-keep-path", "yes")],
+    )
+    .await;
+    let seen = images.last();
+    assert_eq!(seen.uri, "/images/b.png?Token=kept", "ignoreCase false");
+    assert_eq!(
+        seen.header("x-image-path"),
+        None,
+        "negated condition matched"
     );
     gw.shutdown().await;
 }

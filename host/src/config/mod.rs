@@ -489,50 +489,117 @@ pub struct Redirect {
     pub include_query_string: bool,
 }
 
+/// A rewrite set: Application Gateway's rewrite rule set, its rules in the order they apply.
 #[derive(Debug, Clone)]
-pub struct HeaderRewrite {
-    pub name: HeaderName,
-    /// `None` deletes the header.
-    pub value: Option<HeaderValue>,
-    /// The rewrite applies only when all of these hold (none: always).
-    pub conditions: Vec<RewriteCondition>,
+pub struct RewriteSet {
+    pub name: String,
+    /// Ascending rule sequence; rules of equal sequence in the order written.
+    pub rules: Vec<RewriteRule>,
+    /// Whether a rule may re-evaluate the path map (`url.reroute`).
+    pub reroutes: bool,
 }
 
-/// A condition of a header rewrite, as Application Gateway's rewrite rules write them: a server
-/// variable, a regular expression searched for in its value, and whether to negate the result.
-/// A variable without a value (an absent header) matches nothing.
+/// A rewrite rule: when all its conditions hold, its actions apply.
+#[derive(Debug, Clone)]
+pub struct RewriteRule {
+    pub name: String,
+    pub sequence: u32,
+    /// All must hold (none: always).
+    pub conditions: Vec<RewriteCondition>,
+    pub request_headers: Vec<HeaderAction>,
+    pub response_headers: Vec<HeaderAction>,
+    pub url: Option<UrlRewrite>,
+}
+
+/// Sets a header to a value (text and variables), or deletes it (`value` `None`).
+#[derive(Debug, Clone)]
+pub struct HeaderAction {
+    pub name: HeaderName,
+    pub value: Option<Template>,
+}
+
+/// Application Gateway's URL configuration: the path and query the backend gets, and whether the
+/// path map is evaluated again with the new path.
+#[derive(Debug, Clone)]
+pub struct UrlRewrite {
+    /// `None` keeps the path.
+    pub path: Option<Template>,
+    /// `None` keeps the query; a value that comes out empty removes it.
+    pub query: Option<Template>,
+    /// Application Gateway's "re-evaluate path map".
+    pub reroute: bool,
+}
+
+/// A value written as text with server variables and captures in braces (`/shop/{var_uri_path_1}`),
+/// parsed once when the configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Box<[TemplatePart]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(Box<str>),
+    /// `{var_client_ip}`, `{http_req_Host}`: a variable's whole value.
+    Variable(ServerVariable),
+    /// `{var_uri_path_1}`: group `group` of what the rule's condition `condition` matched.
+    Capture {
+        condition: usize,
+        group: usize,
+    },
+}
+
+impl TemplatePart {
+    /// Whether the part can be known only once the response arrives; `conditions` are its
+    /// rule's.
+    pub fn on_response(&self, conditions: &[RewriteCondition]) -> bool {
+        match self {
+            TemplatePart::Text(_) => false,
+            TemplatePart::Variable(v) => v.on_response(),
+            TemplatePart::Capture { condition, .. } => {
+                conditions[*condition].variable.on_response()
+            }
+        }
+    }
+}
+
+/// A condition of a rewrite rule, as Application Gateway writes them: a server variable, an RE2
+/// regular expression searched for in its value, and whether to negate the result. A variable
+/// without a value (an absent header) matches nothing.
 #[derive(Debug, Clone)]
 pub struct RewriteCondition {
     pub variable: ServerVariable,
     pub pattern: regex_automata::meta::Regex,
     pub negate: bool,
+    /// Whether a value of the rule uses this condition's capture groups (then the match records
+    /// them; otherwise it only answers yes or no, which is cheaper).
+    pub captures_used: bool,
 }
 
-/// The server variables rewrite conditions can test (Application Gateway's names in brackets).
+/// The server variables of Application Gateway's rewrites (its names in brackets). Adding one
+/// means a variant here, its name in [`ServerVariable::parse`], and its value in the proxy's one
+/// lookup function (`proxy::rewrite::lookup`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerVariable {
     /// A request header (`http_req_<name>`).
     RequestHeader(HeaderName),
     /// A response header (`http_resp_<name>`); response rewrites only.
     ResponseHeader(HeaderName),
+    /// `var_add_x_forwarded_for_proxy`: the client's X-Forwarded-For with the client's IP
+    /// (without port) appended.
+    AddXForwardedForProxy,
     /// `var_client_ip`
     ClientIp,
     /// `var_client_port`
     ClientPort,
+    /// `var_client_user`: the user name of Basic authentication (`Authorization: Basic`).
+    ClientUser,
+    /// `var_cookie_<name>`: that cookie's value.
+    Cookie(Box<str>),
     /// `var_host`: the request's host, without a port.
     Host,
     /// `var_http_method`
     Method,
-    /// `var_uri_path`: the path as the client sent it.
-    UriPath,
-    /// `var_query_string`: the query, without `?`.
-    QueryString,
-    /// `var_request_uri`: path and query as the client sent them.
-    RequestUri,
-    /// `var_request_scheme`: `http` or `https`.
-    Scheme,
-    /// `var_server_port`: the listener's port.
-    ServerPort,
     /// `var_http_status`: the response status; response rewrites only.
     Status,
     /// `var_client_certificate`: the client certificate, PEM, URL-encoded.
@@ -547,13 +614,92 @@ pub enum ServerVariable {
     ClientCertificateFingerprint,
     /// `var_client_certificate_verification`: `SUCCESS`, `FAILED:<reason>` or `NONE`.
     ClientCertificateVerification,
+    /// `var_http_version`: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`.
+    HttpVersion,
+    /// `var_query_string`: the query, without `?`.
+    QueryString,
+    /// `var_received_bytes`: the request's length: request line, header fields and the body
+    /// its Content-Length announces.
+    ReceivedBytes,
+    /// `var_request_query`: the arguments of the request line (the query, as `query_string`).
+    RequestQuery,
+    /// `var_request_scheme`: `http` or `https`.
+    Scheme,
+    /// `var_request_uri`: path and query as the client sent them.
+    RequestUri,
+    /// `var_sent_bytes`: the response's length as the backend sent it: status line, header
+    /// fields and the body its Content-Length announces; response rewrites only.
+    SentBytes,
+    /// `var_server_name`: the host name the request was served for.
+    ServerName,
+    /// `var_server_port`: the listener's port.
+    ServerPort,
+    /// `var_ssl_connection_protocol`: `TLSv1.2`, `TLSv1.3`; empty on plain HTTP.
+    SslConnectionProtocol,
+    /// `var_ssl_enabled`: `on` over TLS, else empty.
+    SslEnabled,
+    /// `var_uri_path`: the path, without the query.
+    UriPath,
 }
 
-#[derive(Debug, Clone)]
-pub struct RewriteSet {
-    pub name: String,
-    pub request_headers: Vec<HeaderRewrite>,
-    pub response_headers: Vec<HeaderRewrite>,
+impl ServerVariable {
+    /// The names `var_<name>` takes, for error messages.
+    pub const NAMES: &'static str = "http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_certificate, var_client_certificate_fingerprint, var_client_certificate_issuer, var_client_certificate_serial, var_client_certificate_subject, var_client_certificate_verification, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path";
+
+    /// A variable from Application Gateway's name for it (`var_uri_path`, `http_req_Host`);
+    /// `None` when it names none.
+    pub fn parse(name: &str) -> Option<ServerVariable> {
+        let lower = name.to_ascii_lowercase();
+        let header = |prefix: &str| HeaderName::from_bytes(&name.as_bytes()[prefix.len()..]).ok();
+        if lower.starts_with("http_req_") {
+            return header("http_req_").map(ServerVariable::RequestHeader);
+        }
+        if lower.starts_with("http_resp_") {
+            return header("http_resp_").map(ServerVariable::ResponseHeader);
+        }
+        let var = lower.strip_prefix("var_")?;
+        if var.starts_with("cookie_") {
+            // Cookie names keep their case: the case the client sends.
+            let cookie = &name["var_cookie_".len()..];
+            return (!cookie.is_empty()).then(|| ServerVariable::Cookie(cookie.into()));
+        }
+        Some(match var {
+            "add_x_forwarded_for_proxy" => ServerVariable::AddXForwardedForProxy,
+            "client_ip" => ServerVariable::ClientIp,
+            "client_port" => ServerVariable::ClientPort,
+            "client_user" => ServerVariable::ClientUser,
+            "client_certificate" => ServerVariable::ClientCertificate,
+            "client_certificate_issuer" => ServerVariable::ClientCertificateIssuer,
+            "client_certificate_subject" => ServerVariable::ClientCertificateSubject,
+            "client_certificate_serial" => ServerVariable::ClientCertificateSerial,
+            "client_certificate_fingerprint" => ServerVariable::ClientCertificateFingerprint,
+            "client_certificate_verification" => ServerVariable::ClientCertificateVerification,
+            "host" => ServerVariable::Host,
+            "http_method" => ServerVariable::Method,
+            "http_status" => ServerVariable::Status,
+            "http_version" => ServerVariable::HttpVersion,
+            "query_string" => ServerVariable::QueryString,
+            "received_bytes" => ServerVariable::ReceivedBytes,
+            "request_query" => ServerVariable::RequestQuery,
+            "request_scheme" => ServerVariable::Scheme,
+            "request_uri" => ServerVariable::RequestUri,
+            "sent_bytes" => ServerVariable::SentBytes,
+            "server_name" => ServerVariable::ServerName,
+            "server_port" => ServerVariable::ServerPort,
+            "ssl_connection_protocol" => ServerVariable::SslConnectionProtocol,
+            "ssl_enabled" => ServerVariable::SslEnabled,
+            "uri_path" => ServerVariable::UriPath,
+            _ => return None,
+        })
+    }
+
+    /// Whether the value exists only once the backend's response arrives.
+    pub fn on_response(&self) -> bool {
+        matches!(
+            self,
+            ServerVariable::ResponseHeader(_) | ServerVariable::Status | ServerVariable::SentBytes
+        )
+    }
 }
 
 /// Front-end limits. The defaults are Application Gateway's.

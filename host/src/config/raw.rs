@@ -242,6 +242,49 @@ pub struct RawRewriteSet {
     pub request_headers: Vec<RawHeaderRewrite>,
     #[serde(default)]
     pub response_headers: Vec<RawHeaderRewrite>,
+    /// Application Gateway's rewrite rules; a set has these or the header lists above.
+    #[serde(default)]
+    pub rules: Vec<RawRewriteRule>,
+}
+
+/// A rewrite rule: conditions (all must hold) and the actions taken when they do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewriteRule {
+    pub name: String,
+    /// Lower first; Application Gateway's default is 100.
+    #[serde(default)]
+    pub rule_sequence: Option<u32>,
+    #[serde(default)]
+    pub conditions: Vec<RawRewriteCondition>,
+    #[serde(default)]
+    pub request_headers: Vec<RawHeaderAction>,
+    #[serde(default)]
+    pub response_headers: Vec<RawHeaderAction>,
+    #[serde(default)]
+    pub url_configuration: Option<RawUrlRewrite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderAction {
+    pub name: String,
+    /// Absent or empty: the header is deleted.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Application Gateway's `urlConfiguration`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUrlRewrite {
+    #[serde(default)]
+    pub modified_path: Option<String>,
+    #[serde(default)]
+    pub modified_query_string: Option<String>,
+    /// Application Gateway's "re-evaluate path map".
+    #[serde(default)]
+    pub reroute: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -309,6 +309,7 @@ async fn serve(
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
         handshake: std::sync::OnceLock::new(),
+        tls_protocol: std::sync::OnceLock::new(),
     });
     match tls {
         None => serve_http1(stream, conn, &socket, &builders.http1, Handler::Proxy).await,
@@ -365,6 +366,13 @@ async fn serve_tls(
     if let Some(name) = stream.get_ref().1.server_name() {
         // Router plugins see the name the client asked for in its handshake.
         let _ = conn.sni.set(name.into());
+    }
+    if let Some(version) = stream.get_ref().1.protocol_version() {
+        let _ = conn.tls_protocol.set(match version {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        });
     }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_http2(stream, conn, socket, &builders.http2).await

@@ -52,6 +52,10 @@ pub enum ProxyError {
     /// and its fail policy is `fail_closed`.
     #[error("{0}")]
     Plugin(PluginError),
+    /// Rewrite sets kept re-evaluating the path map (Application Gateway answers 500 when a
+    /// request's rewrites loop).
+    #[error("the request's URL rewrites re-evaluated the path map more than {0} times")]
+    RewriteLoop(usize),
 }
 
 impl From<HandshakeError> for ProxyError {
@@ -98,7 +102,9 @@ impl ProxyError {
             | ProxyError::BodyTooLarge(_)
             | ProxyError::WebSocketVersion
             | ProxyError::Misdirected => Origin::Client,
-            ProxyError::EmptyPool(_) | ProxyError::Drained(_) => Origin::Gateway,
+            ProxyError::EmptyPool(_) | ProxyError::Drained(_) | ProxyError::RewriteLoop(_) => {
+                Origin::Gateway
+            }
             ProxyError::NoHealthyServer(_)
             | ProxyError::Unreachable(_)
             | ProxyError::Timeout(_)
@@ -133,7 +139,7 @@ impl ProxyError {
             }
             // Any other plugin failure is the gateway's own routing failing, not a backend:
             // 500, so it is never mistaken for a backend's 502/504.
-            ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Plugin(_) | ProxyError::RewriteLoop(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -18,6 +18,7 @@ mod forward;
 pub mod headers;
 mod log;
 mod response;
+pub mod rewrite;
 mod route;
 pub mod route_plugin;
 pub mod stall;
@@ -61,6 +62,8 @@ pub struct Connection {
     /// under a profile (mutual TLS); unset otherwise. Boxed: most connections have none, and
     /// every connection carries this field.
     pub handshake: std::sync::OnceLock<Box<crate::tls::Handshake>>,
+    /// The TLS version the handshake agreed (`TLSv1.3`), as rewrites' `ssl_connection_protocol`.
+    pub tls_protocol: std::sync::OnceLock<&'static str>,
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is

@@ -6,7 +6,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ResponseBody;
-use super::headers::{apply_rewrites_if, remove_hop_by_hop};
+use super::headers::remove_hop_by_hop;
+use super::rewrite;
 use super::route::WebSocket;
 use super::upstream_request::{ResponsePlan, ServerChoice};
 use super::{Connection, ProxyError};
@@ -67,14 +68,7 @@ impl Connection {
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
-        if let Some(set) = target.rewrite_set {
-            apply_rewrites_if(
-                headers,
-                &snapshot.config.rewrite_sets[set.0].response_headers,
-                &plan.response_rewrites_passed,
-                Some(status),
-            );
-        }
+        rewrite::on_response(&snapshot.config, &plan.response_rewrites, status, headers);
         if let Some(name) = settings.affinity.as_ref().map(|a| a.cookie_name.as_str())
             && member.preferred != Some(server_index)
         {

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::Uri;
 use http::{Request, Response};
 
 use super::body::ResponseBody;
+use super::rewrite::{self, RequestFacts, RequestRewrite};
 use super::route_plugin::{PluginForward, RouterOutcome};
 use super::{Connection, ProxyError};
-use crate::config::{ListenerId, RedirectId};
+use crate::config::{ListenerId, RedirectId, RuleId};
 use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot};
 use crate::websocket::{self, HandshakeError};
 use wasmgate_rules::matching::host_without_port;
@@ -32,7 +32,13 @@ pub(super) struct Forwarding {
     /// The router plugin's forward, when one decided.
     pub plugin: Option<PluginForward>,
     pub handshake: Handshake,
+    /// What the target's rewrite set decided; `None` without one.
+    pub rewrite: Option<Box<RequestRewrite>>,
 }
+
+/// How many times a request's URL rewrites may re-evaluate the path map before the request is
+/// refused (Application Gateway answers 500 to a rewrite loop; it does not say after how many).
+const MAX_REROUTES: usize = 8;
 
 /// Whether the request is a WebSocket handshake, plain (RFC 6455) or HTTP/2's extended CONNECT
 /// (RFC 8441). A router is told; a malformed handshake is refused in the upstream-request
@@ -130,28 +136,49 @@ impl Connection {
                 matched_prefix: None,
                 plugin: Some(f),
                 handshake,
+                rewrite: None,
             },
             None => {
                 let Routed {
                     target,
                     matched_prefix,
+                    rule,
                     ..
                 } = routed.ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
                 match target {
                     CompiledTarget::Redirect(id) => {
+                        let uri = req.uri();
                         return Ok(Route::Respond(self.redirect(
                             snapshot,
                             *id,
                             authority,
-                            req.uri(),
+                            uri.path(),
+                            uri.query(),
                         )));
                     }
-                    CompiledTarget::Forward(t) => Forwarding {
-                        target: t.clone(),
-                        matched_prefix,
-                        plugin: None,
-                        handshake,
-                    },
+                    CompiledTarget::Forward(t) => {
+                        let mut forwarding = Forwarding {
+                            target: t.clone(),
+                            matched_prefix,
+                            plugin: None,
+                            handshake,
+                            rewrite: None,
+                        };
+                        // Only a target with a rewrite set pays for this.
+                        if t.rewrite_set.is_some()
+                            && let Some(res) = self.rewrite(
+                                snapshot,
+                                socket,
+                                rule,
+                                req,
+                                authority,
+                                &mut forwarding,
+                            )?
+                        {
+                            return Ok(Route::Respond(res));
+                        }
+                        forwarding
+                    }
                 }
             }
         };
@@ -182,14 +209,85 @@ impl Connection {
         }
     }
 
+    /// Evaluates the target's rewrite set on the request. A rule that rewrote the URL and asks
+    /// for it ("re-evaluate path map") sends the request through the rule's path map again with
+    /// the new path; the rewrite set of the target found there is evaluated in turn. A redirect
+    /// found there answers the request.
+    fn rewrite<B>(
+        &self,
+        snapshot: &Snapshot,
+        socket: usize,
+        rule: RuleId,
+        req: &Request<B>,
+        authority: &str,
+        forwarding: &mut Forwarding,
+    ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+        let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut out = Box::<RequestRewrite>::default();
+        let mut url: Option<String> = None;
+        let mut reroutes = 0;
+        while let Some(set) = forwarding.target.rewrite_set {
+            let current = url.as_deref().unwrap_or(original);
+            let facts = RequestFacts {
+                headers: req.headers(),
+                client: self.client,
+                authority,
+                host: host_without_port(authority),
+                method: req.method().as_str(),
+                version: req.version(),
+                path_and_query: current,
+                scheme: self.scheme.as_str(),
+                server_port: self.local_port,
+                tls_protocol: self.tls_protocol.get().copied(),
+                client_certificate: self
+                    .handshake
+                    .get()
+                    .and_then(|h| h.client_certificate.as_ref()),
+            };
+            out.reroute = false;
+            rewrite::on_request(set, &snapshot.config.rewrite_sets[set.0], &facts, &mut out);
+            if out.rewrites_url() {
+                url = Some(out.url(current));
+            }
+            if !out.reroute {
+                break;
+            }
+            reroutes += 1;
+            if reroutes > MAX_REROUTES {
+                return Err(ProxyError::RewriteLoop(MAX_REROUTES));
+            }
+            let current = url.as_deref().unwrap_or(original);
+            let (path, query) = match current.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (current, None),
+            };
+            // Validation keeps reroutes away from basic rules, which have no path map.
+            let Some(routed) = snapshot.reroute(socket, rule, path) else {
+                break;
+            };
+            match routed.target {
+                CompiledTarget::Redirect(id) => {
+                    return Ok(Some(self.redirect(snapshot, *id, authority, path, query)));
+                }
+                CompiledTarget::Forward(t) => {
+                    forwarding.target = t.clone();
+                    forwarding.matched_prefix = routed.matched_prefix;
+                }
+            }
+        }
+        forwarding.rewrite = Some(out);
+        Ok(None)
+    }
+
     fn redirect(
         &self,
         snapshot: &Snapshot,
         id: RedirectId,
         authority: &str,
-        uri: &Uri,
+        path: &str,
+        query: Option<&str>,
     ) -> Response<ResponseBody> {
-        let location = snapshot.redirect_location(id, authority, uri.path(), uri.query());
+        let location = snapshot.redirect_location(id, authority, path, query);
         let mut res = Response::new(ResponseBody::Empty);
         *res.status_mut() = snapshot.config.redirects[id.0].status;
         if let Ok(v) = HeaderValue::from_str(&location) {

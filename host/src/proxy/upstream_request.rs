@@ -15,12 +15,13 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::headers::*;
+use super::rewrite::ResponseRule;
 use super::route::{Forwarding, WebSocket};
 use super::{Connection, ProxyError, route_plugin};
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::RequestBody;
 use crate::websocket;
-use wasmgate_rules::matching::{host_without_port, override_path};
+use wasmgate_rules::matching::override_path;
 
 /// The request as the backend gets it, and what the later phases need to finish it.
 pub(super) struct UpstreamRequest {
@@ -47,8 +48,8 @@ pub(super) struct ResponsePlan {
     /// The key the gateway sent for an RFC 8441 handshake, which the backend's accept must
     /// answer.
     pub websocket_key: Option<HeaderValue>,
-    /// Which response header rewrites passed their conditions (decided on the request).
-    pub response_rewrites_passed: Vec<bool>,
+    /// The rewrite rules to finish on the response (their conditions on the request held).
+    pub response_rewrites: Vec<ResponseRule>,
 }
 
 impl Connection {
@@ -64,6 +65,7 @@ impl Connection {
             matched_prefix,
             plugin,
             handshake,
+            rewrite,
         } = forwarding;
         let websocket = handshake.check()?;
         let client_upgrade = (websocket != WebSocket::No).then(|| hyper::upgrade::on(&mut req));
@@ -79,18 +81,22 @@ impl Connection {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let plugin_path = plugin.as_ref().and_then(|f| f.path.as_deref());
-        // A router's path is the path the backend gets; a path override rewrites the client's.
-        let new_path = match (&settings.path, plugin_path) {
+        let rewritten_path = rewrite.as_ref().and_then(|r| r.path.as_deref());
+        // A router's path, or a rewrite rule's, is the path the backend gets; a path override
+        // rewrites the client's.
+        let new_path = match (&settings.path, plugin_path.or(rewritten_path)) {
             (None, None) => None,
             (_, Some(path)) => Some(path.to_owned()),
             (Some(prefix), None) => Some(override_path(prefix, original.path(), matched_prefix)),
         };
-        let target_uri = match new_path {
+        let new_query = rewrite.as_ref().and_then(|r| r.query.as_deref());
+        let target_uri = match (new_path, new_query) {
             // The common case reuses the client's target without copying it.
-            None => Uri::from(original.clone()),
-            // The query is kept either way.
-            Some(mut p) => {
-                if let Some(q) = original.query() {
+            (None, None) => Uri::from(original.clone()),
+            // The client's query is kept unless a rewrite set another (empty: none).
+            (p, q) => {
+                let mut p = p.unwrap_or_else(|| original.path().to_owned());
+                if let Some(q) = q.map_or(original.query(), |q| Some(q).filter(|q| !q.is_empty())) {
                     p.push('?');
                     p.push_str(q);
                 }
@@ -123,27 +129,11 @@ impl Connection {
             authority,
             original.as_str(),
         );
-        // Rewrite conditions see the request as the client sent it; those of response rewrites
-        // on the request are decided now, while its headers are at hand.
-        let mut response_rewrites_passed = Vec::new();
-        if let Some(set) = target.rewrite_set {
-            let set = &snapshot.config.rewrite_sets[set.0];
-            let facts = RequestFacts {
-                headers,
-                client: self.client,
-                host: host_without_port(authority),
-                method: parts.method.as_str(),
-                path_and_query: original.as_str(),
-                scheme: self.scheme.as_str(),
-                server_port: self.local_port,
-                client_certificate: self
-                    .handshake
-                    .get()
-                    .and_then(|h| h.client_certificate.as_ref()),
-            };
-            let passed = request_conditions(&set.request_headers, &facts);
-            response_rewrites_passed = request_conditions(&set.response_headers, &facts);
-            apply_rewrites_if(headers, &set.request_headers, &passed, None);
+        // Header rewrites come after the forwarding fields, so that a rule may replace them.
+        let mut response_rewrites = Vec::new();
+        if let Some(mut r) = rewrite {
+            r.apply_headers(headers);
+            response_rewrites = std::mem::take(&mut r.response);
         }
         if let Some(f) = &plugin {
             route_plugin::apply_header_edits(headers, &f.header_edits);
@@ -181,7 +171,7 @@ impl Connection {
                 websocket,
                 client_upgrade,
                 websocket_key,
-                response_rewrites_passed,
+                response_rewrites,
             },
         })
     }

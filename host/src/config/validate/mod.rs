@@ -125,6 +125,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         settings: &settings_ids,
         redirects: &redirect_ids,
         rewrite_sets: &rewrite_ids,
+        rewrite_reroutes: &rewrite_sets.iter().map(|s| s.reroutes).collect::<Vec<_>>(),
     };
 
     let map_ids = names("url_path_maps", raw.url_path_maps.iter().map(|m| &m.name))?;
@@ -275,6 +276,8 @@ struct Refs<'a> {
     settings: &'a HashMap<&'a str, usize>,
     redirects: &'a HashMap<&'a str, usize>,
     rewrite_sets: &'a HashMap<&'a str, usize>,
+    /// Per rewrite set: whether it may re-evaluate the path map.
+    rewrite_reroutes: &'a [bool],
 }
 
 fn lookup(path: &str, ids: &HashMap<&str, usize>, kind: &str, name: &str) -> Result<usize> {

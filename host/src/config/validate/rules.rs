@@ -237,7 +237,7 @@ fn rule(
                 "only a path_based rule takes a url_path_map",
             ));
         }
-        RuleAction::Basic(target(
+        let target = target(
             path,
             TargetFields {
                 names: PLAIN_TARGET_FIELDS,
@@ -247,7 +247,24 @@ fn rule(
                 rewrite_set: &raw.rewrite_set,
             },
             refs,
-        )?)
+        )?;
+        // Application Gateway refuses "re-evaluate path map" on a basic rule: it has no path map,
+        // and evaluating the rule again would only loop.
+        if let Target::Forward {
+            rewrite_set: Some(set),
+            ..
+        } = target
+            && refs.rewrite_reroutes[set.0]
+        {
+            return Err(ConfigError::new(
+                format!("{path}.rewrite_set"),
+                format!(
+                    "rewrite set {:?} re-evaluates the path map (reroute), which only a path_based rule has",
+                    raw.rewrite_set.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        RuleAction::Basic(target)
     };
     Ok(Rule {
         name: raw.name.clone(),
