@@ -1340,7 +1340,12 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
     assert_eq!(
         reply.header("content-type"),
         Some("text/html; charset=utf-8")
+    );
+    gw.shutdown().await;
+}
 
+
+#[tokio::test]
 async fn url_rewrites_reroute_through_the_path_map_and_drop_the_query() {
     let (port, backends) = shared_port_backends(&["default", "images", "video"]).await;
     let [front] = free_ports(1)[..] else {
