@@ -1344,7 +1344,6 @@ async fn ssl_profiles_and_custom_error_pages_are_imported() {
     gw.shutdown().await;
 }
 
-
 #[tokio::test]
 async fn url_rewrites_reroute_through_the_path_map_and_drop_the_query() {
     let (port, backends) = shared_port_backends(&["default", "images", "video"]).await;

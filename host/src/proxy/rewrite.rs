@@ -15,11 +15,11 @@ use regex_automata::Input;
 use regex_automata::util::captures::Captures;
 
 use super::headers::X_FORWARDED_FOR;
-use crate::tls::ClientCertificate;
 use crate::config::{
     Config, RewriteCondition, RewriteRule, RewriteSet, RewriteSetId, ServerVariable, Template,
     TemplatePart,
 };
+use crate::tls::ClientCertificate;
 
 /// What a request's rewrites can read, as the client sent it (its URL as rewritten, once a
 /// rewrite re-evaluated the path map).
@@ -139,10 +139,9 @@ pub fn lookup<'a>(v: &ServerVariable, facts: Facts<'a>) -> Option<Cow<'a, str>> 
         ServerVariable::ClientCertificateFingerprint => {
             f.client_certificate.map(|c| Cow::Borrowed(&*c.fingerprint))
         }
-        ServerVariable::ClientCertificateVerification => text(
-            f.client_certificate
-                .map_or("NONE", |c| &*c.verification),
-        ),
+        ServerVariable::ClientCertificateVerification => {
+            text(f.client_certificate.map_or("NONE", |c| &*c.verification))
+        }
         ServerVariable::ResponseHeader(_) | ServerVariable::Status | ServerVariable::SentBytes => {
             None
         }
@@ -548,7 +547,10 @@ mod tests {
         };
         f.client_certificate = Some(&alice);
         for (v, expected) in [
-            (ServerVariable::ClientCertificate, "-----BEGIN%20CERTIFICATE-----"),
+            (
+                ServerVariable::ClientCertificate,
+                "-----BEGIN%20CERTIFICATE-----",
+            ),
             (ServerVariable::ClientCertificateSubject, "CN=alice"),
             (ServerVariable::ClientCertificateIssuer, "CN=ca"),
             (ServerVariable::ClientCertificateSerial, "01"),
