@@ -680,7 +680,7 @@ fn probe_configuration_errors_name_the_field() {
         ),
         (
             with_probe("").replace("unhealthy_threshold = 2", "unhealthy_threshold = 21"),
-            "probes[0].unhealthy_threshold: 21 is out of range; it must be 1 to 20".into(),
+            "probes[0].unhealthy_threshold: 21 is out of range; it must be from 1 to 20".into(),
         ),
         (
             with_probe("").replace("body = \"ok\"", &format!("body = {:?}", "x".repeat(4091))),

@@ -44,7 +44,7 @@ pub struct RawListener {
     pub name: String,
     #[serde(default)]
     pub protocol: Option<String>,
-    pub port: u16,
+    pub port: i64,
     #[serde(default)]
     pub bind_address: Option<String>,
     #[serde(default)]
@@ -80,7 +80,7 @@ pub struct RawBackendPool {
 #[serde(deny_unknown_fields)]
 pub struct RawBackendSettings {
     pub name: String,
-    pub port: u16,
+    pub port: i64,
     #[serde(default)]
     pub protocol: Option<String>,
     #[serde(default)]
@@ -272,7 +272,7 @@ pub struct RawProbe {
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<i64>,
     #[serde(default)]
     pub interval: Option<RawDuration>,
     #[serde(default)]
@@ -303,7 +303,7 @@ pub struct RawAdmin {
     #[serde(default)]
     pub bind_address: Option<String>,
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<i64>,
     #[serde(default)]
     pub token: Option<String>,
 }

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::Result;
+use super::units::opt_in_range;
 use crate::config::raw::RawAdmin;
 use crate::config::*;
 
@@ -16,6 +17,7 @@ pub(super) fn admin(raw: &RawAdmin) -> Result<Admin> {
             )
         })?,
     };
+    let port = opt_in_range("admin.port", raw.port, 0..=65_535)?.unwrap_or(DEFAULT_ADMIN_PORT);
     let token = match raw.token.as_deref() {
         None => None,
         Some(t) if t.chars().count() < 16 => {
@@ -42,7 +44,7 @@ pub(super) fn admin(raw: &RawAdmin) -> Result<Admin> {
         ));
     }
     Ok(Admin {
-        bind: SocketAddr::new(ip, raw.port.unwrap_or(DEFAULT_ADMIN_PORT)),
+        bind: SocketAddr::new(ip, port),
         token,
     })
 }

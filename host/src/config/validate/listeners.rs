@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use super::units::in_range;
 use super::{Result, protocol};
 use crate::config::raw::RawListener;
 use crate::config::*;
@@ -56,7 +57,8 @@ pub(super) fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Lis
     Ok(Listener {
         name: raw.name.clone(),
         protocol,
-        port: raw.port,
+        // Port 0 asks the OS for a free port.
+        port: in_range(&format!("{path}.port"), raw.port, 0..=65_535)?,
         bind_address,
         host_names,
         tls,
