@@ -26,6 +26,11 @@ pub struct TemplateArgs {
     /// (repeatable; port 0 picks a free port).
     #[arg(long = "bind-port", value_name = "PORT=ADDRESS", value_parser = wasmgate_arm::parse_bind_port)]
     pub bind_port: Vec<(u16, PortBinding)>,
+    /// Import what Azure Resource Manager would refuse where its meaning is clear:
+    /// `resourceId(<full id>, '/child/name')` (the names are appended to the id), and
+    /// parameters without a value that the gateway does not read.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 fn parse_set(text: &str) -> Result<(String, String), String> {
@@ -50,6 +55,7 @@ impl TemplateArgs {
             },
             base,
             cert_dir,
+            lenient: self.lenient,
         }
     }
 }

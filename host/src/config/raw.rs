@@ -306,6 +306,20 @@ pub struct RawAdmin {
     pub port: Option<i64>,
     #[serde(default)]
     pub token: Option<String>,
+    /// HTTPS, as a listener's certificate: a PEM chain with `certificate_key`, or a PKCS#12
+    /// bundle in `certificate_pfx` (with `certificate_password`).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    #[serde(default)]
+    pub certificate_key: Option<String>,
+    #[serde(default)]
+    pub certificate_pfx: Option<String>,
+    #[serde(default)]
+    pub certificate_password: Option<String>,
+    /// Serve plain HTTP on an address that is not loopback (the token then crosses the network
+    /// in clear).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// A WebAssembly plugin (`[[plugins]]`).
