@@ -600,7 +600,8 @@ async fn the_health_command_prints_a_table() {
     reaches(&gw, b.addr, Status::Unhealthy, "wrong body").await;
 
     let url = format!("http://{}", gw.admin_addr().expect("admin"));
-    let view = within("wasmgate health", client::fetch(&url, Some(TOKEN)))
+    let api = client::AdminApi::new(&url, Some(TOKEN), None).expect("admin URL");
+    let view = within("wasmgate health", client::fetch(&api))
         .await
         .expect("the health view");
     let table = view.table();
@@ -628,7 +629,8 @@ async fn the_health_command_prints_a_table() {
     );
     assert!(line_a.contains("settings (probe health)"), "{table}");
 
-    let refused = client::fetch(&url, Some("not-the-token-0123456")).await;
+    let wrong = client::AdminApi::new(&url, Some("not-the-token-0123456"), None).expect("URL");
+    let refused = client::fetch(&wrong).await;
     assert!(
         matches!(refused, Err(client::ClientError::Unauthorized { .. })),
         "a wrong token is reported as such: {refused:?}"
