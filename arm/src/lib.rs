@@ -191,6 +191,10 @@ pub struct ImportOptions {
     /// A folder holding the pages `customErrorConfigurations` name, each as the file named by
     /// its URL's last path segment; without one those pages are reported as not imported.
     pub error_pages: Option<PathBuf>,
+    /// Import what Azure Resource Manager refuses where its meaning is clear: calls such as
+    /// `resourceId(<full id>, '/child/name')`, and parameters without a value that the gateway
+    /// does not read.
+    pub lenient: bool,
 }
 
 /// An imported template: the TOML text, the parts left out, and the validated configuration.
@@ -218,7 +222,13 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         &template_src.name,
         params.as_ref().map(|(n, name)| (n, name.as_str())),
         &opts.sets,
-    )?;
+    )?
+    .lenient(opts.lenient);
+    // Azure Resource Manager wants a value for every parameter before it evaluates anything;
+    // so does the import, naming all that lack one (rather than failing at the first use).
+    if !opts.lenient {
+        ev.check_parameters()?;
+    }
     let file = template_src.name.as_str();
     let mut warnings = Vec::new();
     let mut nic_pool_members = Vec::new();
@@ -257,6 +267,9 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
     }
     let mut failed = Vec::new();
     let mut evaluated = ev.eval_deferred(&without_deps, &path, &mut failed)?;
+    if let Some(refused) = ev.refusal() {
+        return Err(refused.into());
+    }
     add_nic_members(&mut evaluated, &nic_pool_members, file, &path)?;
     let shown_dir = opts.cert_dir.clone();
     let real_dir = if opts.cert_dir.is_absolute() {

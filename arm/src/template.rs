@@ -38,6 +38,11 @@ pub struct Evaluator<'t> {
     in_progress: RefCell<Vec<String>>,
     /// The copy loops being expanded, innermost last: each loop's name and current index.
     loops: RefCell<Vec<(String, i64)>>,
+    /// Accept what Azure Resource Manager refuses where the meaning is still clear.
+    lenient: bool,
+    /// Calls Azure Resource Manager refuses, met while evaluating: they fail the import even
+    /// where their value is not imported, as they fail the deployment.
+    refusals: RefCell<Vec<ArmError>>,
 }
 
 impl<'t> Evaluator<'t> {
@@ -115,7 +120,53 @@ impl<'t> Evaluator<'t> {
             vars: RefCell::new(HashMap::new()),
             in_progress: RefCell::new(Vec::new()),
             loops: RefCell::new(Vec::new()),
+            lenient: false,
+            refusals: RefCell::new(Vec::new()),
         })
+    }
+
+    /// With `lenient`, calls that Azure Resource Manager refuses are evaluated the way older
+    /// templates meant them (`resourceId(<full id>, '/child/name')` appends the names).
+    pub fn lenient(mut self, lenient: bool) -> Self {
+        self.lenient = lenient;
+        self
+    }
+
+    /// The first call met so far that Azure Resource Manager refuses.
+    pub fn refusal(&self) -> Option<ArmError> {
+        self.refusals.borrow().first().cloned()
+    }
+
+    /// Every declared parameter has a value (supplied, or its `defaultValue`), as Azure Resource
+    /// Manager requires before it evaluates anything; otherwise one error naming all of those
+    /// without one.
+    pub fn check_parameters(&self) -> Result<(), ArmError> {
+        let Some(decls) = self.template.get("parameters") else {
+            return Ok(());
+        };
+        let missing: Vec<String> = decls
+            .members()
+            .iter()
+            .filter(|(name, decl)| {
+                !self.supplied.contains_key(&name.to_ascii_lowercase())
+                    && decl.get("defaultValue").is_none()
+            })
+            .map(|(name, decl)| format!("'{name}' (line {})", decl.pos.line))
+            .collect();
+        let (these, they) = match missing.len() {
+            0 => return Ok(()),
+            1 => ("parameter", "it has"),
+            _ => ("parameters", "they have"),
+        };
+        Err(ArmError::at(
+            &self.file,
+            Pos::default(),
+            "parameters",
+            &format!(
+                "no value for the {these} {}: {they} no defaultValue; give values with --parameters or --set",
+                missing.join(", ")
+            ),
+        ))
     }
 
     /// The value of parameter `name`: supplied, else its default.
@@ -509,7 +560,34 @@ impl<'t> Evaluator<'t> {
                 Ok(self.variable(&n, pos, path)?.value)
             }
             "concat" => concat(args).map_err(|m| fail(&m)),
-            "resourceid" => resource_id(&args).map_err(|m| fail(&m)),
+            "resourceid" => {
+                let segmented = args
+                    .iter()
+                    .filter(|a| matches!(a, Value::String(s) if s.contains('/')))
+                    .count();
+                if segmented != 1 && !self.lenient {
+                    let shown: Vec<String> = args
+                        .iter()
+                        .map(|a| match a {
+                            Value::String(s) => s.clone(),
+                            other => show(other),
+                        })
+                        .collect();
+                    // Azure Resource Manager's own words for this refusal.
+                    let e = fail(&format!(
+                        "Azure Resource Manager refuses the call: \"function requires exactly one multi-segmented argument which must be resource type including resource provider namespace. Current function arguments '{}'.\"{}",
+                        shown.join(","),
+                        if segmented > 1 {
+                            " (--lenient imports it, appending the names to the id given first)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    self.refusals.borrow_mut().push(e.clone());
+                    return Err(e);
+                }
+                resource_id(&args).map_err(|m| fail(&m))
+            }
             "resourcegroup" => {
                 if !args.is_empty() {
                     return Err(fail("takes no arguments"));
@@ -1229,7 +1307,11 @@ mod tests {
             "{e}"
         );
         let e = eval("[resourceId('gw', 'pool')]").unwrap_err();
-        assert!(e.to_string().contains("no resource type"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("function requires exactly one multi-segmented argument"),
+            "{e}"
+        );
         let e = eval("[resourceId(1, 'Microsoft.Network/x', 'y')]").unwrap_err();
         assert!(e.to_string().contains("argument 1 is a number"), "{e}");
     }
@@ -1359,12 +1441,81 @@ mod tests {
                 "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/applicationGateways/gw/httpListeners/l1"
             ))
         );
-        // The gateway's own id first, then the child's path (2017-era templates).
+    }
+
+    fn eval_lenient(expr: &str, lenient: bool) -> Result<Value, ArmError> {
+        let t = json::parse(TEMPLATE).unwrap();
+        let ev = Evaluator::new(&t, "t.json", None, &[])?.lenient(lenient);
+        let node = Node::new(Value::String(expr.to_string()), Pos { line: 7, col: 3 });
+        let r = ev.eval(&node, "x").map(|n| n.value);
         assert_eq!(
-            eval("[resourceId(resourceId('Microsoft.Network/applicationGateways', 'gw'), '/sslCertificates/c1')]")
-                .unwrap(),
-            s(&format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/applicationGateways/gw/sslCertificates/c1"))
+            r.as_ref().err(),
+            ev.refusal().as_ref(),
+            "a refusal is recorded"
         );
+        r
+    }
+
+    #[test]
+    fn resource_ids_arm_refuses_are_refused_with_its_reason_unless_lenient() {
+        // The gateway's own id first, then the child's path (2017-era templates): Azure
+        // Resource Manager refuses it; leniently, the names are appended to the id.
+        let expr = "[resourceId(resourceId('Microsoft.Network/applicationGateways', 'gw'), '/sslCertificates/c1')]";
+        let id = format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/applicationGateways/gw"
+        );
+        assert_eq!(
+            eval_lenient(expr, false).unwrap_err().to_string(),
+            format!(
+                "t.json:7:3: x: resourceId(): Azure Resource Manager refuses the call: \"function requires exactly one multi-segmented argument which must be resource type including resource provider namespace. Current function arguments '{id},/sslCertificates/c1'.\" (--lenient imports it, appending the names to the id given first) (character 2 of the expression)"
+            )
+        );
+        assert_eq!(
+            eval_lenient(expr, true).unwrap(),
+            s(&format!("{id}/sslCertificates/c1"))
+        );
+        // A name holding the child's path is refused too (ARM counts the segments' arguments).
+        let e = eval_lenient(
+            "[resourceId('Microsoft.Network/virtualNetworks/subnets', 'vnet/backend')]",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "Current function arguments 'Microsoft.Network/virtualNetworks/subnets,vnet/backend'."
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_parameter_without_a_value_is_named_at_once() {
+        let t = json::parse(
+            r#"{ "parameters": {
+                "certData1": { "type": "securestring" },
+                "name": { "type": "string", "defaultValue": "gw" },
+                "certPassword1": { "type": "securestring" },
+                "port": { "type": "int" } } }"#,
+        )
+        .unwrap();
+        let sets = [("port".to_string(), "80".to_string())];
+        let e = Evaluator::new(&t, "t.json", None, &sets)
+            .unwrap()
+            .check_parameters()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.json: parameters: no value for the parameters 'certData1' (line 2), 'certPassword1' (line 4): they have no defaultValue; give values with --parameters or --set"
+        );
+        let all = [
+            ("certData1".to_string(), "x".to_string()),
+            ("certPassword1".to_string(), "y".to_string()),
+            ("port".to_string(), "80".to_string()),
+        ];
+        Evaluator::new(&t, "t.json", None, &all)
+            .unwrap()
+            .check_parameters()
+            .expect("every parameter has a value");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use wasmgate::plugin::ArtifactSource;
 use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway, telemetry};
+use wasmgate_cli::admin::client::AdminApi;
 use wasmgate_cli::admin::{client, plugin_client};
 use wasmgate_cli::demo;
 use wasmgate_cli::template::{self, TemplateArgs};
@@ -29,12 +30,16 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: plugin_client::PluginCommand,
-        /// The gateway's admin listener.
+        /// The gateway's admin listener (http:// or https://).
         #[arg(long, global = true, default_value = "http://127.0.0.1:9190")]
         admin: String,
         /// The admin token, when the admin listener requires one.
         #[arg(long, global = true, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
         token: Option<String>,
+        /// For an https:// admin URL: trust the CA certificates in this PEM file (as curl's
+        /// --cacert) instead of the system's.
+        #[arg(long, global = true, value_name = "FILE")]
+        cacert: Option<PathBuf>,
     },
     /// Serve with a configuration file until SIGTERM or Ctrl-C. The file is applied again on
     /// SIGHUP, when it changes, and on `wasmgate reload`.
@@ -91,21 +96,29 @@ enum Command {
     /// Make a running gateway read its configuration file again and apply it (as SIGHUP does);
     /// prints what changed, or the reason the file was refused (the running one stays).
     Reload {
-        /// The gateway's admin listener.
+        /// The gateway's admin listener (http:// or https://).
         #[arg(long, default_value = "http://127.0.0.1:9190")]
         admin: String,
         /// The admin token, when the admin listener requires one.
         #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
         token: Option<String>,
+        /// For an https:// admin URL: trust the CA certificates in this PEM file (as curl's
+        /// --cacert) instead of the system's.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
     },
     /// Print the backend health view of a running gateway as a table.
     Health {
-        /// The gateway's admin listener.
+        /// The gateway's admin listener (http:// or https://).
         #[arg(long, default_value = "http://127.0.0.1:9190")]
         admin: String,
         /// The admin token, when the admin listener requires one.
         #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
         token: Option<String>,
+        /// For an https:// admin URL: trust the CA certificates in this PEM file (as curl's
+        /// --cacert) instead of the system's.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
     },
 }
 
@@ -141,21 +154,32 @@ fn main() -> ExitCode {
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
         }
-        Command::Reload { admin, token } => {
-            runtime().and_then(|rt| rt.block_on(reload(&admin, token)))
-        }
-        Command::Health { admin, token } => {
-            runtime().and_then(|rt| rt.block_on(health(&admin, token)))
-        }
+        Command::Reload {
+            admin,
+            token,
+            cacert,
+        } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
+            .map_err(Into::into)
+            .and_then(|api| runtime()?.block_on(reload(&api))),
+        Command::Health {
+            admin,
+            token,
+            cacert,
+        } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
+            .map_err(Into::into)
+            .and_then(|api| runtime()?.block_on(health(&api))),
         Command::Plugin {
             command,
             admin,
             token,
-        } => runtime().and_then(|rt| {
-            let out = rt.block_on(command.run(&admin, token.as_deref()))?;
-            print!("{out}");
-            Ok(())
-        }),
+            cacert,
+        } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
+            .map_err(Into::into)
+            .and_then(|api| {
+                let out = runtime()?.block_on(command.run(&api))?;
+                print!("{out}");
+                Ok(())
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,14 +287,14 @@ async fn run_demo(port: u16, print_config: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn health(admin: &str, token: Option<String>) -> anyhow::Result<()> {
-    let view = client::fetch(admin, token.as_deref()).await?;
+async fn health(api: &AdminApi) -> anyhow::Result<()> {
+    let view = client::fetch(api).await?;
     print!("{}", view.table());
     Ok(())
 }
 
-async fn reload(admin: &str, token: Option<String>) -> anyhow::Result<()> {
-    let report = client::reload(admin, token.as_deref()).await?;
+async fn reload(api: &AdminApi) -> anyhow::Result<()> {
+    let report = client::reload(api).await?;
     println!("{report}");
     Ok(())
 }

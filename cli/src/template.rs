@@ -31,6 +31,11 @@ pub struct TemplateArgs {
     /// URL, and without this folder those pages are left out with a warning.
     #[arg(long = "error-pages", value_name = "DIR")]
     pub error_pages: Option<PathBuf>,
+    /// Import what Azure Resource Manager would refuse where its meaning is clear:
+    /// `resourceId(<full id>, '/child/name')` (the names are appended to the id), and
+    /// parameters without a value that the gateway does not read.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 fn parse_set(text: &str) -> Result<(String, String), String> {
@@ -60,6 +65,7 @@ impl TemplateArgs {
                 .error_pages
                 .as_ref()
                 .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone())),
+            lenient: self.lenient,
         }
     }
 }

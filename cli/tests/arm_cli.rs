@@ -248,3 +248,40 @@ fn run_imports_a_changed_template_again() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A template Azure Resource Manager refuses (`resourceId(<gateway id>, '/child/name')`) is
+/// refused by `import` with ARM's reason; `--lenient` imports it.
+#[test]
+fn import_refuses_what_azure_refuses_unless_lenient() {
+    let dir = scratch("lenient");
+    let out = dir.join("gateway.toml");
+    let import = |lenient: bool| {
+        let mut cmd = wasmgate();
+        cmd.arg("import")
+            .arg("--template")
+            .arg(fixture("v1-resource-ids/azuredeploy.json"))
+            .arg("-o")
+            .arg(&out);
+        if lenient {
+            cmd.arg("--lenient");
+        }
+        cmd.output().expect("run wasmgate import")
+    };
+    let strict = import(false);
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("function requires exactly one multi-segmented argument")
+            && stderr.contains("--lenient"),
+        "{stderr}"
+    );
+    let lenient = import(true);
+    assert!(
+        lenient.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lenient.stderr)
+    );
+    let toml = std::fs::read_to_string(&out).expect("the configuration");
+    assert!(toml.contains("wwwListener"), "{toml}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -44,18 +44,27 @@ impl Gateway {
                     addr: admin.bind,
                     source,
                 };
+                let tls = admin
+                    .tls
+                    .as_ref()
+                    .map(|t| crate::tls::server::admin_acceptor(t.certificate.clone()))
+                    .transpose()
+                    .map_err(|source| Error::Tls {
+                        listener: "admin".into(),
+                        source,
+                    })?;
                 let socket = listener::bind_exclusive(admin.bind).map_err(bind_error)?;
                 let local = socket.local_addr().map_err(bind_error)?;
-                tracing::info!(address = %local, "admin listening");
-                Some((socket, local, admin.token.as_deref().map(Arc::from)))
+                tracing::info!(address = %local, https = tls.is_some(), "admin listening");
+                Some((socket, local, admin.token.as_deref().map(Arc::from), tls))
             }
         };
         let workers = Workers::start(workers).map_err(Error::Workers)?;
         let control = Control::start(config, workers).await?;
-        let admin = admin.map(|(socket, local, token)| {
+        let admin = admin.map(|(socket, local, token, tls)| {
             (
                 local,
-                tokio::spawn(crate::admin::serve(socket, control.handle(), token)),
+                tokio::spawn(crate::admin::serve(socket, control.handle(), token, tls)),
             )
         });
         Ok(Self { control, admin })

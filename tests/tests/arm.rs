@@ -18,6 +18,10 @@ use wasmgate_tests::{
     start_gateway,
 };
 
+/// Fixtures written for the 2017 API, with `resourceId(<gateway id>, '/child/name')`, which
+/// Azure Resource Manager refuses: imported with `lenient`.
+const LENIENT: &[&str] = &["v1-resource-ids"];
+
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/arm")
@@ -84,6 +88,7 @@ fn try_import_with(
         base: dir.clone(),
         cert_dir: dir.join("certs"),
         error_pages,
+        lenient: LENIENT.contains(&name),
     })
 }
 
@@ -798,6 +803,7 @@ fn import_variant(name: &str, from: &str, to: &str) -> Result<Imported, ImportEr
         base: dir.clone(),
         cert_dir: dir.join("certs"),
         error_pages: None,
+        lenient: LENIENT.contains(&name),
     })
 }
 
@@ -963,6 +969,7 @@ fn overlapping_sites(pool_port: u16, front: u16, priorities: Option<(i64, i64)>)
         base: dir.clone(),
         cert_dir: dir.join("certs"),
         error_pages: None,
+        lenient: false,
     })
     .unwrap_or_else(|e| panic!("import: {e}"))
 }
@@ -1412,4 +1419,57 @@ async fn url_rewrites_reroute_through_the_path_map_and_drop_the_query() {
         "negated condition matched"
     );
     gw.shutdown().await;
+}
+
+/// Azure Resource Manager wants a value for every parameter before it evaluates anything, so
+/// the import names all that lack one in one error, instead of failing at the first use (which
+/// for a certificate was inside the PKCS#12 decoder, given the text `[parameters('...')]`).
+#[test]
+fn parameters_without_a_value_are_all_named_first() {
+    let template = fixture("multi-site-https/azuredeploy.json");
+    let e = try_import("multi-site-https", false, &[], &[]).expect_err("no parameters given");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: parameters: no value for the parameters 'certPassword' (line 19), 'contosoCertData' (line 25), 'fabrikamCertData' (line 31), 'backendRootCertData' (line 37): they have no defaultValue; give values with --parameters or --set",
+            template.display()
+        )
+    );
+    // With the parameters file, only the one it leaves out.
+    let e = try_import("multi-site-https", true, &[], &[]).expect_err("one parameter missing");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: parameters: no value for the parameter 'backendRootCertData' (line 37): it has no defaultValue; give values with --parameters or --set",
+            template.display()
+        )
+    );
+}
+
+/// `resourceId(<gateway id>, '/child/name')`, as the 2017 templates wrote references, is refused
+/// by Azure Resource Manager ("requires exactly one multi-segmented argument"): the import
+/// refuses it with that reason, wherever it stands, unless asked to be lenient.
+#[test]
+fn resource_ids_azure_refuses_fail_the_import_unless_lenient() {
+    let dir = scratch("strict");
+    let options = |lenient| ImportOptions {
+        template: fixture("v1-resource-ids/azuredeploy.json"),
+        parameters: None,
+        sets: vec![],
+        binding: Binding::default(),
+        base: dir.clone(),
+        cert_dir: dir.join("certs"),
+        error_pages: None,
+        lenient,
+    };
+    let e = arm::import(&options(false)).expect_err("ARM refuses the template");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:102:23: resources[1].properties.httpListeners[0].properties.FrontendIPConfiguration.Id: resourceId(): Azure Resource Manager refuses the call: \"function requires exactly one multi-segmented argument which must be resource type including resource provider namespace. Current function arguments '/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wasmgate/providers/Microsoft.Network/applicationGateways/shop-agw,/frontendIPConfigurations/appGatewayFrontendIP'.\" (--lenient imports it, appending the names to the id given first) (character 2 of the expression)",
+            fixture("v1-resource-ids/azuredeploy.json").display()
+        )
+    );
+    let imported = arm::import(&options(true)).unwrap_or_else(|e| panic!("lenient: {e}"));
+    assert_eq!(imported.config.listeners.len(), 2);
 }

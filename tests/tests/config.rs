@@ -127,13 +127,12 @@ fn invalid_cases() -> Vec<(&'static str, String, String)> {
         (
             "priority 0",
             with_rules("", &rule("rule", "web", "priority = 0")),
-            "rules[0].priority: 0 is out of range; priorities run from 1 (first) to 20000".into(),
+            "rules[0].priority: 0 is out of range; it must be from 1 to 20000".into(),
         ),
         (
             "priority 20001",
             with_rules("", &rule("rule", "web", "priority = 20001")),
-            "rules[0].priority: 20001 is out of range; priorities run from 1 (first) to 20000"
-                .into(),
+            "rules[0].priority: 20001 is out of range; it must be from 1 to 20000".into(),
         ),
         (
             "two rules with the same priority",
@@ -259,7 +258,7 @@ fn invalid_cases() -> Vec<(&'static str, String, String)> {
                 RULE,
             ]
             .concat(),
-            "backend_settings[0].port: must be 1 to 65535".into(),
+            "backend_settings[0].port: 0 is out of range; it must be from 1 to 65535".into(),
         ),
         (
             "a request header rewrite of Connection",

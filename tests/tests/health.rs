@@ -678,7 +678,8 @@ async fn the_health_command_prints_a_table() {
     reaches(&gw, b.addr, Status::Unhealthy, "wrong body").await;
 
     let url = format!("http://{}", gw.admin_addr().expect("admin"));
-    let view = within("wasmgate health", client::fetch(&url, Some(TOKEN)))
+    let api = client::AdminApi::new(&url, Some(TOKEN), None).expect("admin URL");
+    let view = within("wasmgate health", client::fetch(&api))
         .await
         .expect("the health view");
     let table = view.table();
@@ -706,7 +707,8 @@ async fn the_health_command_prints_a_table() {
     );
     assert!(line_a.contains("settings (probe health)"), "{table}");
 
-    let refused = client::fetch(&url, Some("not-the-token-0123456")).await;
+    let wrong = client::AdminApi::new(&url, Some("not-the-token-0123456"), None).expect("URL");
+    let refused = client::fetch(&wrong).await;
     assert!(
         matches!(refused, Err(client::ClientError::Unauthorized { .. })),
         "a wrong token is reported as such: {refused:?}"
@@ -758,7 +760,7 @@ fn probe_configuration_errors_name_the_field() {
         ),
         (
             with_probe("").replace("unhealthy_threshold = 2", "unhealthy_threshold = 21"),
-            "probes[0].unhealthy_threshold: 21 is out of range; it must be 1 to 20".into(),
+            "probes[0].unhealthy_threshold: 21 is out of range; it must be from 1 to 20".into(),
         ),
         (
             with_probe("").replace("body = \"ok\"", &format!("body = {:?}", "x".repeat(4091))),

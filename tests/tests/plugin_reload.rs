@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use wasmgate::admin::plugins::percent_encode;
 use wasmgate::config::Config;
-use wasmgate_cli::admin::client::{ClientError, call};
+use wasmgate_cli::admin::client::{AdminApi, ClientError, call};
 use wasmgate_tests::config::{basic_rule, listener, pool, settings};
 use wasmgate_tests::*;
 
@@ -63,8 +63,9 @@ async fn start(toml: &str) -> wasmgate::Gateway {
     gw
 }
 
-fn admin(gw: &wasmgate::Gateway) -> String {
-    format!("http://{}", gw.admin_addr().expect("admin listener"))
+fn admin(gw: &wasmgate::Gateway) -> AdminApi {
+    let url = format!("http://{}", gw.admin_addr().expect("admin listener"));
+    AdminApi::new(&url, Some(TOKEN), None).expect("admin URL")
 }
 
 /// An admin call: `Ok(JSON)` for a 2xx, `Err((status, message))` otherwise.
@@ -77,7 +78,7 @@ async fn api(
     match within_for(
         Duration::from_secs(60),
         path,
-        call(&admin(gw), method, path, Some(TOKEN), body.into()),
+        call(&admin(gw), method, path, body.into()),
     )
     .await
     {

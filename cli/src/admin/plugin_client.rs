@@ -8,7 +8,7 @@ use http::Method;
 use wasmgate::admin::PLUGINS_PATH;
 use wasmgate::admin::plugins::{PREFIX, percent_encode};
 
-use super::client::{ClientError, call, call_within};
+use super::client::{AdminApi, ClientError, call, call_within};
 
 /// How long a plugin command waits for the admin API's answer.
 pub const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -96,15 +96,11 @@ pub enum PluginCommandError {
 }
 
 impl PluginCommand {
-    /// Runs the command against the admin API at `admin`; returns what to print.
-    pub async fn run(
-        &self,
-        admin: &str,
-        token: Option<&str>,
-    ) -> Result<String, PluginCommandError> {
+    /// Runs the command against the admin API; returns what to print.
+    pub async fn run(&self, api: &AdminApi) -> Result<String, PluginCommandError> {
         let (method, path, body) = match self {
             PluginCommand::List => {
-                let (_, body) = call(admin, Method::GET, PLUGINS_PATH, token, Bytes::new()).await?;
+                let (_, body) = call(api, Method::GET, PLUGINS_PATH, Bytes::new()).await?;
                 let list: Vec<serde_json::Value> = serde_json::from_slice(&body)
                     .map_err(|e| PluginCommandError::BadBody(e.to_string()))?;
                 return Ok(table(&list));
@@ -146,7 +142,7 @@ impl PluginCommand {
             }
         };
         // A new version answers once compiled and checked: seconds for Python or JavaScript.
-        let (_, body) = call_within(PLUGIN_TIMEOUT, admin, method, &path, token, body).await?;
+        let (_, body) = call_within(PLUGIN_TIMEOUT, api, method, &path, body).await?;
         let view: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| PluginCommandError::BadBody(e.to_string()))?;
         Ok(serde_json::to_string_pretty(&view).unwrap_or_default() + "\n")

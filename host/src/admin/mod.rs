@@ -3,7 +3,7 @@
 //! `GET /api/backend-health` answers the backend health view as JSON ([`view::BackendHealth`]).
 //! The listener binds loopback by default; with a token configured every request must carry
 //! `Authorization: Bearer <token>` (compared in constant time), and a token is required to bind
-//! anything else.
+//! anything else — as is a certificate (HTTPS), unless plain HTTP is explicitly allowed.
 
 pub mod plugins;
 pub mod view;
@@ -19,6 +19,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::control::ControlHandle;
 
@@ -31,8 +32,16 @@ pub const RELOAD_PATH: &str = "/api/reload";
 /// Every loaded plugin with its stats and breaker ([`view::PluginView`]).
 pub const PLUGINS_PATH: &str = "/api/plugins";
 
-/// Serves the admin API on `listener` until the gateway stops.
-pub async fn serve(listener: TcpListener, control: ControlHandle, token: Option<Arc<str>>) {
+/// How long a client has to send its request head (and, over HTTPS, to finish its handshake).
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the admin API on `listener` until the gateway stops; over TLS with `tls`.
+pub async fn serve(
+    listener: TcpListener,
+    control: ControlHandle,
+    token: Option<Arc<str>>,
+    tls: Option<TlsAcceptor>,
+) {
     let stopping = control.stopping();
     tokio::pin!(stopping);
     loop {
@@ -50,6 +59,7 @@ pub async fn serve(listener: TcpListener, control: ControlHandle, token: Option<
         };
         let control = control.clone();
         let token = token.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let control = control.clone();
@@ -68,11 +78,21 @@ pub async fn serve(listener: TcpListener, control: ControlHandle, token: Option<
                     Ok(answer(&req, &control, token.as_deref()))
                 }
             });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let mut http = http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT);
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+                    Err(_) => tracing::debug!("admin TLS handshake timed out"),
+                },
+            }
         });
     }
 }

@@ -812,7 +812,27 @@ pub struct Admin {
     pub bind: std::net::SocketAddr,
     /// Required as `Authorization: Bearer <token>`; always set when `bind` is not loopback.
     pub token: Option<String>,
+    /// HTTPS: the admin listener's certificate. Set whenever `bind` is not loopback, unless
+    /// `allow_plaintext` says otherwise.
+    pub tls: Option<AdminTls>,
 }
+
+/// The admin listener's certificate, configured as an HTTPS listener's is (loaded and checked
+/// at validation).
+#[derive(Debug, Clone)]
+pub struct AdminTls {
+    pub source: CertificateSource,
+    pub certificate: std::sync::Arc<rustls::sign::CertifiedKey>,
+}
+
+impl PartialEq for AdminTls {
+    /// The same files: a certificate read again from them is the same configuration.
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for AdminTls {}
 
 /// Largest request target (URL) accepted; longer → 414.
 pub const MAX_URL_BYTES: usize = 32 * 1024;
@@ -897,7 +917,8 @@ pub fn summary(config: &Config) -> String {
     if let Some(admin) = &config.admin {
         let _ = writeln!(
             out,
-            "admin: http://{}{}",
+            "admin: {}://{}{}",
+            if admin.tls.is_some() { "https" } else { "http" },
             admin.bind,
             if admin.token.is_some() {
                 " (token required)"

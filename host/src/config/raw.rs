@@ -50,7 +50,7 @@ pub struct RawListener {
     pub name: String,
     #[serde(default)]
     pub protocol: Option<String>,
-    pub port: u16,
+    pub port: i64,
     #[serde(default)]
     pub bind_address: Option<String>,
     #[serde(default)]
@@ -124,7 +124,7 @@ pub struct RawBackendPool {
 #[serde(deny_unknown_fields)]
 pub struct RawBackendSettings {
     pub name: String,
-    pub port: u16,
+    pub port: i64,
     #[serde(default)]
     pub protocol: Option<String>,
     #[serde(default)]
@@ -359,7 +359,7 @@ pub struct RawProbe {
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<i64>,
     #[serde(default)]
     pub interval: Option<RawDuration>,
     #[serde(default)]
@@ -390,9 +390,23 @@ pub struct RawAdmin {
     #[serde(default)]
     pub bind_address: Option<String>,
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<i64>,
     #[serde(default)]
     pub token: Option<String>,
+    /// HTTPS, as a listener's certificate: a PEM chain with `certificate_key`, or a PKCS#12
+    /// bundle in `certificate_pfx` (with `certificate_password`).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    #[serde(default)]
+    pub certificate_key: Option<String>,
+    #[serde(default)]
+    pub certificate_pfx: Option<String>,
+    #[serde(default)]
+    pub certificate_password: Option<String>,
+    /// Serve plain HTTP on an address that is not loopback (the token then crosses the network
+    /// in clear).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// A WebAssembly plugin (`[[plugins]]`).

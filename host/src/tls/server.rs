@@ -508,3 +508,14 @@ impl Certificates {
         }))
     }
 }
+
+/// The admin listener's TLS: its one certificate, HTTP/1.1 only (the admin API speaks nothing
+/// else, so a client offering h2 must not be told otherwise), TLS 1.2 and 1.3.
+pub fn admin_acceptor(certificate: Arc<CertifiedKey>) -> Result<TlsAcceptor, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(TlsVersion::Tls12.versions())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certificate)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::units::opt_duration;
+use super::units::{opt_duration, port};
 use super::{Result, protocol};
 use crate::config::raw::RawBackendSettings;
 use crate::config::*;
@@ -16,12 +16,7 @@ pub(super) fn settings(
     raw: &RawBackendSettings,
     base: &Path,
 ) -> Result<BackendSettings> {
-    if raw.port == 0 {
-        return Err(ConfigError::new(
-            format!("{path}.port"),
-            "must be 1 to 65535",
-        ));
-    }
+    let port = port(&format!("{path}.port"), raw.port)?;
     let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref())?;
     let trusted_roots = match (protocol, raw.trusted_root_certificates.is_empty()) {
         (_, true) => None,
@@ -142,7 +137,7 @@ pub(super) fn settings(
     };
     Ok(BackendSettings {
         name: raw.name.clone(),
-        port: raw.port,
+        port,
         protocol,
         request_timeout,
         host,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Result;
-use super::units::{in_range, opt_duration, size};
+use super::units::{in_range, opt_duration, opt_in_range, size};
 use crate::config::Limits;
 use crate::config::raw::RawLimits;
 
@@ -25,16 +25,13 @@ pub(super) fn limits(raw: Option<&RawLimits>) -> Result<Limits> {
         )?,
         max_header_count: match l.max_header_count {
             None => d.max_header_count,
-            Some(n) => in_range("limits.max_header_count", n, 1, 1_000)? as usize,
+            Some(n) => in_range("limits.max_header_count", n, 1..=1_000)?,
         },
         max_request_body: l
             .max_request_body
             .as_ref()
             .map(|s| size("limits.max_request_body", s))
             .transpose()?,
-        max_connections: l
-            .max_connections
-            .map(|n| in_range("limits.max_connections", n, 1, 1_000_000).map(|n| n as usize))
-            .transpose()?,
+        max_connections: opt_in_range("limits.max_connections", l.max_connections, 1..=1_000_000)?,
     })
 }

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use super::units::in_range;
 use super::{Result, protocol};
 use crate::config::raw::RawListener;
 use crate::config::*;
+use rustls::sign::CertifiedKey;
 
 pub(super) fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Listener> {
     let protocol = protocol(&format!("{path}.protocol"), raw.protocol.as_deref())?;
@@ -56,7 +58,8 @@ pub(super) fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Lis
     Ok(Listener {
         name: raw.name.clone(),
         protocol,
-        port: raw.port,
+        // Port 0 asks the OS for a free port.
+        port: in_range(&format!("{path}.port"), raw.port, 0..=65_535)?,
         bind_address,
         host_names,
         tls,
@@ -95,13 +98,59 @@ fn listener_tls(
         }
         return Ok(None);
     }
+    let fields = CertificateFields {
+        certificate: &raw.certificate,
+        key: &raw.certificate_key,
+        pfx: &raw.certificate_pfx,
+        password: &raw.certificate_password,
+    };
+    let owner = format!("listener {:?}", raw.name);
+    let Some((source, certificate)) = certificate(path, &owner, fields, base)? else {
+        return Err(ConfigError::new(
+            path,
+            "an https listener needs certificate and certificate_key (PEM), or certificate_pfx (PKCS#12)",
+        ));
+    };
+    let min_version = match raw.min_tls_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.min_tls_version"),
+                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
+            ));
+        }
+    };
+    Ok(Some(ListenerTls {
+        source,
+        certificate,
+        require_sni: raw.require_sni.unwrap_or(false),
+        min_version,
+        // Resolved once the profiles are known.
+        ssl_profile: None,
+    }))
+}
+
+/// The certificate fields of an HTTPS listener or of the admin listener, as written.
+pub(super) struct CertificateFields<'a> {
+    pub certificate: &'a Option<String>,
+    pub key: &'a Option<String>,
+    pub pfx: &'a Option<String>,
+    pub password: &'a Option<String>,
+}
+
+/// A certificate: a PEM chain (`certificate`) with its key (`certificate_key`), or a PKCS#12
+/// bundle (`certificate_pfx`, `certificate_password`), paths relative to `base`; read and
+/// checked now, so a bad file is an error naming the field, `owner` and the file. `None` when no
+/// field is set.
+pub(super) fn certificate(
+    path: &str,
+    owner: &str,
+    fields: CertificateFields<'_>,
+    base: &Path,
+) -> Result<Option<(CertificateSource, std::sync::Arc<CertifiedKey>)>> {
     let file = |p: &str| base.join(p);
-    let (source, field) = match (
-        &raw.certificate,
-        &raw.certificate_key,
-        &raw.certificate_pfx,
-        &raw.certificate_password,
-    ) {
+    let (source, field) = match (fields.certificate, fields.key, fields.pfx, fields.password) {
         (Some(chain), Some(key), None, None) => (
             CertificateSource::Pem {
                 chain: file(chain),
@@ -134,12 +183,7 @@ fn listener_tls(
                 "a password goes with certificate_pfx",
             ));
         }
-        (None, None, None, _) => {
-            return Err(ConfigError::new(
-                path,
-                "an https listener needs certificate and certificate_key (PEM), or certificate_pfx (PKCS#12)",
-            ));
-        }
+        (None, None, None, _) => return Ok(None),
         (_, _, Some(_), _) => {
             return Err(ConfigError::new(
                 format!("{path}.certificate_pfx"),
@@ -147,30 +191,10 @@ fn listener_tls(
             ));
         }
     };
-    let certificate = source.load().map_err(|e| {
-        ConfigError::new(
-            format!("{path}.{field}"),
-            format!("listener {:?}: {e}", raw.name),
-        )
-    })?;
-    let min_version = match raw.min_tls_version.as_deref() {
-        None | Some("1.2") => TlsVersion::Tls12,
-        Some("1.3") => TlsVersion::Tls13,
-        Some(other) => {
-            return Err(ConfigError::new(
-                format!("{path}.min_tls_version"),
-                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
-            ));
-        }
-    };
-    Ok(Some(ListenerTls {
-        source,
-        certificate: std::sync::Arc::new(certificate),
-        require_sni: raw.require_sni.unwrap_or(false),
-        min_version,
-        // Resolved once the profiles are known.
-        ssl_profile: None,
-    }))
+    let certificate = source
+        .load()
+        .map_err(|e| ConfigError::new(format!("{path}.{field}"), format!("{owner}: {e}")))?;
+    Ok(Some((source, std::sync::Arc::new(certificate))))
 }
 
 /// Listeners sharing a port form one socket: one bind address, at most one basic listener,

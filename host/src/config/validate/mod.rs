@@ -102,7 +102,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         &probes,
         &probe_ids,
     )?;
-    let admin = raw.admin.as_ref().map(admin).transpose()?;
+    let admin = raw.admin.as_ref().map(|a| admin(a, base)).transpose()?;
 
     let rewrite_sets = raw
         .rewrite_sets

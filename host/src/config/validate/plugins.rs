@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Result;
-use super::units::opt_duration;
+use super::units::{in_range, opt_duration, opt_in_range};
 use crate::config::raw::{RawCacheDir, RawPlugin, RawPluginEngine};
 use crate::config::*;
 
@@ -90,22 +90,12 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
             Duration::from_secs(60),
         )?;
         if let Some(mb) = l.max_memory_mb {
-            if !(1..=4096).contains(&mb) {
-                return Err(ConfigError::new(
-                    format!("{path}.limits.max_memory_mb"),
-                    format!("{mb} is out of range; it must be from 1 to 4096"),
-                ));
-            }
-            limits.max_memory_bytes = (mb as usize) << 20;
+            let mb: usize = in_range(&format!("{path}.limits.max_memory_mb"), mb, 1..=4096)?;
+            limits.max_memory_bytes = mb << 20;
         }
         if let Some(n) = l.max_concurrency {
-            if !(1..=1000).contains(&n) {
-                return Err(ConfigError::new(
-                    format!("{path}.limits.max_concurrency"),
-                    format!("{n} is out of range; it must be from 1 to 1000"),
-                ));
-            }
-            limits.max_concurrency = n as usize;
+            limits.max_concurrency =
+                in_range(&format!("{path}.limits.max_concurrency"), n, 1..=1000)?;
         }
     }
     Ok(PluginConfig {
@@ -136,15 +126,10 @@ pub(super) fn plugin_engine(
         }
         Some(RawCacheDir::Dir(d)) => PluginCache::Dir(base.join(d)),
     };
-    let max_instances = match raw.and_then(|e| e.max_instances) {
-        None => None,
-        Some(n @ 1..=10_000) => Some(n as u32),
-        Some(n) => {
-            return Err(ConfigError::new(
-                "plugin_engine.max_instances",
-                format!("{n} is out of range; it must be from 1 to 10000"),
-            ));
-        }
-    };
+    let max_instances = opt_in_range(
+        "plugin_engine.max_instances",
+        raw.and_then(|e| e.max_instances),
+        1..=10_000,
+    )?;
     Ok((cache_dir, max_instances))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::units::opt_duration;
+use super::units::{opt_duration, opt_in_range, port};
 use super::{Result, lookup, protocol};
 use crate::config::raw::{RawBackendSettings, RawProbe};
 use crate::config::*;
@@ -41,12 +41,10 @@ pub(super) fn probe(path: &str, raw: &RawProbe) -> Result<Probe> {
             p.to_string()
         }
     };
-    if raw.port == Some(0) {
-        return Err(ConfigError::new(
-            format!("{path}.port"),
-            "must be 1 to 65535",
-        ));
-    }
+    let port = raw
+        .port
+        .map(|n| port(&format!("{path}.port"), n))
+        .transpose()?;
     let day = Duration::from_secs(86_400);
     let interval = opt_duration(
         &format!("{path}.interval"),
@@ -60,26 +58,14 @@ pub(super) fn probe(path: &str, raw: &RawProbe) -> Result<Probe> {
         DEFAULT_PROBE_TIMEOUT,
         day,
     )?;
-    let unhealthy_threshold = match raw.unhealthy_threshold {
-        None => DEFAULT_UNHEALTHY_THRESHOLD,
-        Some(n @ 1..=20) => n as u32,
-        Some(n) => {
-            return Err(ConfigError::new(
-                format!("{path}.unhealthy_threshold"),
-                format!("{n} is out of range; it must be 1 to 20"),
-            ));
-        }
-    };
-    let min_servers = match raw.min_servers {
-        None => 0,
-        Some(n @ 0..=10_000) => n as u32,
-        Some(n) => {
-            return Err(ConfigError::new(
-                format!("{path}.min_servers"),
-                format!("{n} is out of range; it must be 0 to 10000"),
-            ));
-        }
-    };
+    let unhealthy_threshold = opt_in_range(
+        &format!("{path}.unhealthy_threshold"),
+        raw.unhealthy_threshold,
+        1..=20,
+    )?
+    .unwrap_or(DEFAULT_UNHEALTHY_THRESHOLD);
+    let min_servers =
+        opt_in_range(&format!("{path}.min_servers"), raw.min_servers, 0..=10_000)?.unwrap_or(0);
     let (status_codes, body) = match &raw.match_ {
         None => (vec![StatusRange::DEFAULT], None),
         Some(m) => {
@@ -125,7 +111,7 @@ pub(super) fn probe(path: &str, raw: &RawProbe) -> Result<Probe> {
         protocol,
         host,
         path: probe_path,
-        port: raw.port,
+        port,
         interval,
         timeout,
         unhealthy_threshold,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::units::opt_in_range;
 use super::{Refs, Result, lookup, names};
 use crate::config::raw::{RawRule, RawUrlPathMap};
 use crate::config::*;
@@ -177,16 +178,8 @@ fn rule(
     maps: &HashMap<&str, usize>,
     refs: &Refs<'_>,
 ) -> Result<Rule> {
-    let priority = match raw.priority {
-        None => None,
-        Some(p @ 1..=20_000) => Some(p as u32),
-        Some(p) => {
-            return Err(ConfigError::new(
-                format!("{path}.priority"),
-                format!("{p} is out of range; priorities run from 1 (first) to 20000"),
-            ));
-        }
-    };
+    // Priorities run from 1 (first) to 20000, as Application Gateway's do.
+    let priority = opt_in_range(&format!("{path}.priority"), raw.priority, 1..=20_000)?;
     let listener = ListenerId(lookup(
         &format!("{path}.listener"),
         listeners,

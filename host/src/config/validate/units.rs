@@ -1,19 +1,25 @@
-//! Units the sections share: durations, sizes and bounded counts, each refused with the field's
-//! path and what it accepts.
+//! Units the sections share: durations, sizes and bounded integers. Every number of the
+//! configuration goes through one of these checked conversions, so no value — negative, not a
+//! number, or past any integer or `Duration` — gets further than an error naming its field and
+//! what it accepts.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::Result;
 use crate::config::ConfigError;
 use crate::config::raw::{RawDuration, RawSize};
 
-fn duration(path: &str, raw: &RawDuration) -> Result<Duration> {
+/// A duration: more than 0 and at most `max`. The value is compared in seconds before it becomes
+/// a `Duration`, whose conversions panic past about 584 billion years.
+fn duration(path: &str, raw: &RawDuration, max: Duration) -> Result<Duration> {
     let bad = |why: String| ConfigError::new(path, why);
-    match raw {
-        RawDuration::Seconds(s) if *s >= 0 => Ok(Duration::from_secs(*s as u64)),
-        RawDuration::Seconds(s) => Err(bad(format!("{s} is negative"))),
-        RawDuration::Fractional(f) if f.is_finite() && *f >= 0.0 => Ok(Duration::from_secs_f64(*f)),
-        RawDuration::Fractional(f) => Err(bad(format!("{f} is not a duration"))),
+    let (seconds, written) = match raw {
+        RawDuration::Seconds(s) => (*s as f64, format!("{s} s")),
+        RawDuration::Fractional(f) if f.is_nan() => {
+            return Err(bad("nan is not a number of seconds".into()));
+        }
+        RawDuration::Fractional(f) => (*f, format!("{} s", float(*f))),
         RawDuration::Text(t) => {
             let t = t.trim();
             let split = t
@@ -36,21 +42,69 @@ fn duration(path: &str, raw: &RawDuration) -> Result<Duration> {
                     )));
                 }
             };
-            Ok(Duration::from_secs_f64(value * scale))
+            (value * scale, format!("{t:?}"))
         }
+    };
+    // Within range, the conversion is exact for whole seconds and cannot fail; out of range, the
+    // value is shown as a duration when it is one, else as written.
+    let within = seconds > 0.0 && seconds <= max.as_secs_f64();
+    let converted = match raw {
+        RawDuration::Seconds(s) => u64::try_from(*s).ok().map(Duration::from_secs),
+        _ => Duration::try_from_secs_f64(seconds).ok(),
+    };
+    match converted {
+        Some(d) if within && !d.is_zero() => Ok(d),
+        _ => Err(bad(format!(
+            "{} is out of range; it must be more than 0 and at most {} s",
+            converted.map_or(written, fmt_duration),
+            max.as_secs()
+        ))),
     }
 }
 
-/// `n` when it lies within `min..=max`, else an error naming `path`.
-pub(super) fn in_range(path: &str, n: i64, min: i64, max: i64) -> Result<i64> {
-    if (min..=max).contains(&n) {
-        Ok(n)
+/// A float as a person would write it: `0.5`, `1e30`.
+fn float(f: f64) -> String {
+    if f.is_finite() && f != 0.0 && !(1e-4..1e16).contains(&f.abs()) {
+        format!("{f:e}")
     } else {
-        Err(ConfigError::new(
-            path,
-            format!("{n} is out of range; it must be from {min} to {max}"),
-        ))
+        format!("{f}")
     }
+}
+
+/// `n` as a `T` when it lies within `range` (which `T` must hold), else an error naming `path`.
+pub(super) fn in_range<T: TryFrom<i64>>(
+    path: &str,
+    n: i64,
+    range: RangeInclusive<i64>,
+) -> Result<T> {
+    range
+        .contains(&n)
+        .then(|| T::try_from(n).ok())
+        .flatten()
+        .ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!(
+                    "{n} is out of range; it must be from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
+/// [`in_range`] for an optional field: `None` stays `None`.
+pub(super) fn opt_in_range<T: TryFrom<i64>>(
+    path: &str,
+    n: Option<i64>,
+    range: RangeInclusive<i64>,
+) -> Result<Option<T>> {
+    n.map(|n| in_range(path, n, range)).transpose()
+}
+
+/// A TCP port a connection can be made to: 1 to 65535.
+pub(super) fn port(path: &str, n: i64) -> Result<u16> {
+    in_range(path, n, 1..=65_535)
 }
 
 /// A size: whole bytes, or a number with `KB`, `MB` or `GB` (powers of 1024, as nginx counts
@@ -89,25 +143,17 @@ pub(super) fn size(path: &str, raw: &RawSize) -> Result<u64> {
     }
 }
 
+/// An optional duration: `default` when absent, else more than 0 and at most `max`.
 pub(super) fn opt_duration(
     path: &str,
     raw: &Option<RawDuration>,
     default: Duration,
     max: Duration,
 ) -> Result<Duration> {
-    let Some(raw) = raw else { return Ok(default) };
-    let d = duration(path, raw)?;
-    if d.is_zero() || d > max {
-        return Err(ConfigError::new(
-            path,
-            format!(
-                "{} is out of range; it must be more than 0 and at most {} s",
-                fmt_duration(d),
-                max.as_secs()
-            ),
-        ));
+    match raw {
+        None => Ok(default),
+        Some(raw) => duration(path, raw, max),
     }
-    Ok(d)
 }
 
 pub(crate) fn fmt_duration(d: Duration) -> String {
@@ -115,5 +161,69 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn check(raw: RawDuration) -> std::result::Result<Duration, String> {
+        duration("d", &raw, DAY).map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn durations_past_any_duration_are_refused_not_converted() {
+        let range = "is out of range; it must be more than 0 and at most 86400 s";
+        for (raw, shown) in [
+            (RawDuration::Fractional(1e30), "1e30 s"),
+            (RawDuration::Fractional(f64::INFINITY), "inf s"),
+            (RawDuration::Fractional(f64::NEG_INFINITY), "-inf s"),
+            (RawDuration::Fractional(-0.5), "-0.5 s"),
+            (RawDuration::Fractional(1e-12), "0 s"),
+            (
+                RawDuration::Fractional(f64::MAX),
+                "1.7976931348623157e308 s",
+            ),
+            (RawDuration::Seconds(i64::MIN), "-9223372036854775808 s"),
+            (RawDuration::Seconds(i64::MAX), "9223372036854775807 s"),
+            (
+                RawDuration::Text("99999999999999999999999h".into()),
+                "\"99999999999999999999999h\"",
+            ),
+        ] {
+            match check(raw.clone()) {
+                Ok(d) => panic!("{raw:?} accepted as {d:?}"),
+                Err(why) => assert_eq!(why, format!("{shown} {range}"), "{raw:?}"),
+            }
+        }
+        assert_eq!(
+            check(RawDuration::Fractional(f64::NAN)).unwrap_err(),
+            "nan is not a number of seconds"
+        );
+        assert_eq!(
+            check(RawDuration::Fractional(0.25)),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            check(RawDuration::Text("1h".into())),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(check(RawDuration::Seconds(86_400)), Ok(DAY));
+    }
+
+    #[test]
+    fn integers_convert_only_within_their_range() {
+        assert_eq!(in_range::<u32>("n", 7, 1..=20).unwrap(), 7);
+        let e = in_range::<u32>("n", i64::MIN, 1..=20).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n: -9223372036854775808 is out of range; it must be from 1 to 20"
+        );
+        assert!(in_range::<u16>("p", 65_536, 1..=65_535).is_err());
+        assert!(port("p", 0).is_err());
+        assert_eq!(port("p", 65_535).unwrap(), 65_535);
     }
 }
