@@ -8,6 +8,7 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod h2;
 pub mod tls;
 pub mod ws;
 

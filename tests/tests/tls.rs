@@ -11,6 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -19,7 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use wasmgate::config::Config;
 use wasmgate_tests::config::{basic_rule, pool, settings};
 use wasmgate_tests::tls::{
-    HttpsBackend, Pki, alpn, client_config, https_get, presented, send_over, tls_connect, toml_path,
+    HttpsBackend, Leaf, Pki, alpn, client_config, https_get, presented, send_over, tls_connect,
+    toml_path,
 };
 use wasmgate_tests::*;
 
@@ -469,12 +472,12 @@ async fn https_backend_with_the_wrong_name_is_502_name_mismatch() {
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         reply.text(),
-        "502 Bad Gateway: backend pool \"pool\": Backend certificate name mismatch\n"
+        format!("502 Bad Gateway: backend pool \"pool\": {NAME_MISMATCH}\n")
     );
 }
 
 #[tokio::test]
-async fn https_backend_from_an_unknown_ca_is_502_untrusted_root() {
+async fn https_backend_from_an_unknown_ca_is_502_with_the_root_named_as_the_reason() {
     let trusted = Pki::new("trusted CA");
     let unknown = Pki::new("unknown CA");
     let ca = trusted.write_ca("ca.pem");
@@ -496,10 +499,7 @@ async fn https_backend_from_an_unknown_ca_is_502_untrusted_root() {
         .detail()
         .reason
         .unwrap_or_default();
-    assert!(
-        reason.contains("untrusted root"),
-        "probe reason: {reason:?}"
-    );
+    assert_eq!(reason, ROOT_MISMATCH, "probe reason");
 
     // Without trusted_root_certificates the system's roots apply, which do not know the CA.
     let (gw, _backend) = https_backend_gateway(
@@ -515,10 +515,224 @@ async fn https_backend_from_an_unknown_ca_is_502_untrusted_root() {
         .detail()
         .reason
         .unwrap_or_default();
-    assert!(
-        reason.contains("untrusted root"),
-        "probe reason: {reason:?}"
+    assert_eq!(reason, NOT_WELL_KNOWN_CA, "probe reason");
+}
+
+/// Application Gateway's backend health messages for certificate failures (its backend health
+/// troubleshooting guide), which the health view and 502s carry.
+const NAME_MISMATCH: &str = "The Common Name of the leaf certificate presented by the backend server does not match the Probe or Backend Setting hostname of the application gateway.";
+const ROOT_MISMATCH: &str = "The root certificate of the server certificate used by the backend doesn't match the trusted root certificate added to the application gateway. Ensure that you add the correct root certificate to allowlist the backend.";
+const NOT_WELL_KNOWN_CA: &str = "The backend Server certificate is not signed by a well-known Certificate Authority (CA). To use unknown CA certificates, its Root certificate must be uploaded to the Backend Setting of the application gateway.";
+const EXPIRED: &str = "Backend certificate is invalid. Current date is not within the \"Valid from\" and \"Valid to\" date range on the certificate.";
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A self-signed certificate for `names` as `openssl req -x509 -subj /CN=... -addext
+/// subjectAltName=DNS:...` makes it with OpenSSL's default configuration: basic constraints
+/// CA:TRUE (`ca = false` gives the CA:FALSE form).
+fn self_signed(names: &[&str], ca: bool, adjust: impl FnOnce(&mut CertificateParams)) -> Leaf {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names.clone()).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names[0].clone());
+    if ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    adjust(&mut params);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    Leaf {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().clone(),
+        key_der: key.serialize_der(),
+    }
+}
+
+/// A backend server configuration presenting `leaf` alone, as a self-signed backend does.
+fn presenting_alone(leaf: &Leaf) -> std::sync::Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(wasmgate_tests::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// What one HTTPS backend's certificate comes to: the probe's verdict and reason in the admin
+/// API's backend health view, and the status of a request through the gateway.
+struct Verdict {
+    health: String,
+    probe_log: String,
+    status: StatusCode,
+}
+
+/// A gateway in front of an HTTPS backend presenting what `backend` configures, with the backend
+/// settings' `settings_extra`, the default probe, and the admin API; returns the verdict.
+async fn certificate_verdict(
+    backend: std::sync::Arc<rustls::ServerConfig>,
+    settings_extra: &str,
+) -> Verdict {
+    let backend = HttpsBackend::start("secure", backend).await;
+    let mut toml = wasmgate_tests::config::listener("web", 0, &[]);
+    toml += &pool("pool", &[backend.addr]);
+    toml += &settings(
+        "settings",
+        &format!("protocol = \"https\"\n{settings_extra}"),
     );
+    toml += &basic_rule("rule", "web", "pool", "settings", "");
+    toml += &format!("[admin]\nbind_address = \"127.0.0.1\"\nport = 0\ntoken = {ADMIN_TOKEN:?}\n");
+    let gw = start_gateway(&toml).await;
+    let req = Request::get("/api/backend-health")
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(String::new())
+        .expect("request");
+    let reply = send(gw.admin_addr().expect("admin listener"), req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    let server = &json["backendAddressPools"][0]["backendHttpSettingsCollection"][0]["servers"][0];
+    let traffic = get(listener_addr(&gw, "web"), "www.example", "/").await;
+    let verdict = Verdict {
+        health: server["health"].as_str().unwrap_or_default().to_string(),
+        probe_log: server["healthProbeLog"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        status: traffic.status,
+    };
+    gw.shutdown().await;
+    verdict
+}
+
+fn assert_accepted(v: &Verdict, what: &str) {
+    assert_eq!(
+        (v.health.as_str(), v.status),
+        ("Healthy", StatusCode::OK),
+        "{what}: the probe and the request succeed (probe log: {:?})",
+        v.probe_log
+    );
+}
+
+fn assert_refused(v: &Verdict, reason: &str, what: &str) {
+    assert_eq!(v.health, "Unhealthy", "{what}: probe log {:?}", v.probe_log);
+    assert_eq!(v.probe_log, reason, "{what}: the health reason");
+    assert_eq!(v.status, StatusCode::BAD_GATEWAY, "{what}: the request");
+}
+
+/// A self-signed backend certificate uploaded as its own trusted root is accepted, whether OpenSSL
+/// marked it CA:TRUE (its default) or CA:FALSE, as Application Gateway v2 accepts it.
+#[tokio::test]
+async fn a_self_signed_backend_certificate_pinned_as_its_trusted_root_is_accepted() {
+    let pki = Pki::new("pinned");
+    for ca in [true, false] {
+        let cert = self_signed(&["backend.test"], ca, |_| {});
+        let root = pki.write(&format!("be-{ca}.crt"), &cert.cert_pem);
+        let v = certificate_verdict(
+            presenting_alone(&cert),
+            &format!(
+                "host_name = \"backend.test\"\ntrusted_root_certificates = [{}]",
+                toml_path(&root)
+            ),
+        )
+        .await;
+        assert_accepted(
+            &v,
+            &format!("self-signed CA:{}", if ca { "TRUE" } else { "FALSE" }),
+        );
+    }
+}
+
+/// Pinning is byte for byte: a self-signed certificate that is not one of the trusted roots is
+/// refused with the root named as the reason, against configured roots and the system's alike.
+#[tokio::test]
+async fn a_self_signed_backend_certificate_not_pinned_is_refused_with_the_reason() {
+    let pki = Pki::new("not pinned");
+    let cert = self_signed(&["backend.test"], true, |_| {});
+    // Another self-signed certificate with the same name and subject, another key.
+    let other = self_signed(&["backend.test"], true, |_| {});
+    let root = pki.write("other.crt", &other.cert_pem);
+    let v = certificate_verdict(
+        presenting_alone(&cert),
+        &format!(
+            "host_name = \"backend.test\"\ntrusted_root_certificates = [{}]",
+            toml_path(&root)
+        ),
+    )
+    .await;
+    assert_refused(&v, ROOT_MISMATCH, "another self-signed certificate pinned");
+    let v = certificate_verdict(presenting_alone(&cert), "host_name = \"backend.test\"").await;
+    assert_refused(&v, NOT_WELL_KNOWN_CA, "the system's roots");
+}
+
+/// A certificate issued by a CA that is a trusted root is accepted; the same roots refuse it once
+/// expired, and under a host name it does not carry, each with Application Gateway's reason.
+#[tokio::test]
+async fn a_chain_to_a_trusted_root_is_accepted_and_expiry_and_names_are_checked() {
+    let pki = Pki::new("backend CA");
+    let ca = pki.write_ca("ca.pem");
+    let roots = format!("trusted_root_certificates = [{}]", toml_path(&ca));
+    let leaf = pki.issue(&["backend.test"]);
+    let v = certificate_verdict(
+        pki.server_config(&leaf),
+        &format!("host_name = \"backend.test\"\n{roots}"),
+    )
+    .await;
+    assert_accepted(&v, "a chain to the trusted root");
+    let v = certificate_verdict(
+        pki.server_config(&leaf),
+        &format!("host_name = \"other.test\"\n{roots}"),
+    )
+    .await;
+    assert_refused(
+        &v,
+        NAME_MISMATCH,
+        "a chain to the trusted root, another name",
+    );
+    let expired = pki.issue_expired(&["backend.test"]);
+    let v = certificate_verdict(
+        pki.server_config(&expired),
+        &format!("host_name = \"backend.test\"\n{roots}"),
+    )
+    .await;
+    assert_refused(&v, EXPIRED, "an expired certificate from the trusted root");
+}
+
+/// A pinned certificate still gets the checks that apply to it: its validity period and the
+/// host name.
+#[tokio::test]
+async fn a_pinned_self_signed_certificate_must_be_current_and_name_the_host() {
+    let pki = Pki::new("pinned checks");
+    let expired = self_signed(&["backend.test"], true, |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let root = pki.write("expired.crt", &expired.cert_pem);
+    let v = certificate_verdict(
+        presenting_alone(&expired),
+        &format!(
+            "host_name = \"backend.test\"\ntrusted_root_certificates = [{}]",
+            toml_path(&root)
+        ),
+    )
+    .await;
+    assert_refused(&v, EXPIRED, "an expired pinned certificate");
+
+    let cert = self_signed(&["backend.test"], true, |_| {});
+    let root = pki.write("be.crt", &cert.cert_pem);
+    let v = certificate_verdict(
+        presenting_alone(&cert),
+        &format!(
+            "host_name = \"other.test\"\ntrusted_root_certificates = [{}]",
+            toml_path(&root)
+        ),
+    )
+    .await;
+    assert_refused(&v, NAME_MISMATCH, "a pinned certificate under another name");
 }
 
 #[tokio::test]

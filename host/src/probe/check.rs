@@ -275,7 +275,7 @@ fn connect_reason(e: ConnectError) -> String {
     match e {
         ConnectError::Dns(_) => "DNS lookup failed".into(),
         ConnectError::Tcp(e) => io_reason(&e, true),
-        // Certificate failures come worded by the TLS client ("Backend certificate expired").
+        // Certificate failures come worded by the TLS client, in Application Gateway's words.
         ConnectError::Tls(failure) => failure.to_string(),
         other => format!("Connection failed: {other}"),
     }

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 
-use http::{Request, Version};
+use http::{Method, Request, Version};
 
 use super::ProxyError;
 use crate::config::{Limits, MAX_HEADER_BYTES, MAX_URL_BYTES};
@@ -22,6 +22,10 @@ pub fn request<B>(req: &Request<B>, limits: &Limits) -> Result<String, ProxyErro
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
         return Err(ProxyError::HeadersTooLarge);
+    }
+    asterisk_form(req)?;
+    if req.version() == Version::HTTP_2 {
+        http2_field_values(req.headers())?;
     }
     transfer_coding(req.headers())?;
     head_limits(req.headers(), limits)?;
@@ -58,6 +62,36 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, ProxyError> {
         }
         None => Ok(String::new()),
     }
+}
+
+/// The asterisk form of the request target (`*`, HTTP/2's `:path = "*"`) is for OPTIONS alone
+/// (RFC 9112 §3.2.4, RFC 9113 §8.3.1); `GET *` would reach the backend as a request line no
+/// HTTP/1.1 server expects.
+fn asterisk_form<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Err(ProxyError::BadRequest(
+            "the request target \"*\" is only valid for OPTIONS",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9113 §8.2.1: an HTTP/2 field value neither starts nor ends with whitespace (SP or HTAB);
+/// a request that carries one is malformed. HTTP/1.1's parser removes that whitespace itself
+/// (RFC 9112 §5.1), while HTTP/2 delivers values verbatim, and a backend could read `" chunked"`
+/// or `"x.test "` differently from the gateway. (h2 already refuses CR, LF and NUL.)
+fn http2_field_values(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let padded = |b: &u8| *b == b' ' || *b == b'\t';
+    let bad = headers.values().any(|v| {
+        let v = v.as_bytes();
+        v.first().is_some_and(padded) || v.last().is_some_and(padded)
+    });
+    if bad {
+        return Err(ProxyError::BadRequest(
+            "an HTTP/2 field value starts or ends with whitespace",
+        ));
+    }
+    Ok(())
 }
 
 /// `[limits]` checked on the request head: the number of header fields (hyper already counts
@@ -177,6 +211,38 @@ mod tests {
             &["chunked;ext=1"],
         ] {
             assert!(te(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn asterisk_form_is_for_options_only() {
+        let req = |method: Method, target: &str| {
+            Request::builder()
+                .method(method)
+                .uri(target)
+                .body(())
+                .unwrap()
+        };
+        assert!(asterisk_form(&req(Method::OPTIONS, "*")).is_ok());
+        assert!(asterisk_form(&req(Method::GET, "/")).is_ok());
+        assert!(asterisk_form(&req(Method::OPTIONS, "/")).is_ok());
+        for m in [Method::GET, Method::POST, Method::HEAD, Method::DELETE] {
+            assert!(asterisk_form(&req(m.clone(), "*")).is_err(), "{m} *");
+        }
+    }
+
+    #[test]
+    fn http2_field_values_have_no_surrounding_whitespace() {
+        let values = |vs: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in vs {
+                h.append("x-v", HeaderValue::from_bytes(v).unwrap());
+            }
+            http2_field_values(&h)
+        };
+        assert!(values(&[b"a", b"a b", b"", b"a\tb"]).is_ok());
+        for bad in [&b" a"[..], b"a ", b"\ta", b"a\t", b" ", b"\t"] {
+            assert!(values(&[b"ok", bad]).is_err(), "{bad:?}");
         }
     }
 

@@ -33,7 +33,8 @@ pub enum ProxyError {
     Unreachable(Box<str>),
     #[error("no server in backend pool {0:?} answered within the request timeout")]
     Timeout(Box<str>),
-    /// Application Gateway's reasons: "Backend certificate name mismatch", "untrusted root".
+    /// The backend's certificate did not verify, or the handshake failed; the reason is in
+    /// Application Gateway's backend health words (see [`TlsFailure`]).
     #[error("backend pool {0:?}: {1}")]
     BackendTls(Box<str>, TlsFailure),
     #[error("the backend's response was not valid HTTP")]

@@ -19,7 +19,7 @@ use super::rewrite::ResponseRule;
 use super::route::{Forwarding, WebSocket};
 use super::{Connection, ProxyError, route_plugin};
 use crate::snapshot::{ForwardTarget, Snapshot};
-use crate::upstream::RequestBody;
+use crate::upstream::{ClientBody, RequestBody};
 use crate::websocket;
 use wasmgate_rules::matching::override_path;
 
@@ -142,11 +142,11 @@ impl Connection {
             RequestBody::Empty
         } else if let Some(max) = snapshot.config.limits.max_request_body {
             RequestBody::Capped(http_body_util::Limited::new(
-                body,
+                ClientBody::new(body, h2),
                 usize::try_from(max).unwrap_or(usize::MAX),
             ))
         } else {
-            RequestBody::Incoming(body)
+            RequestBody::Incoming(ClientBody::new(body, h2))
         };
 
         let only_server = plugin.as_ref().and_then(|f| f.member);

@@ -12,7 +12,10 @@
 //! a probe, hand their connection to a task of its own ([`Conn::detach`]), which carries the
 //! upgrade.
 
+mod body;
 mod resolve;
+
+pub use body::{ClientBody, RequestBody};
 
 use std::future::Future;
 use std::io;
@@ -57,48 +60,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// [`MAX_IDLE_AGE`] in sweeps: a connection's age is counted by the sweeps it has been idle
 /// through, so that pooling and taking one read no clock.
 const MAX_IDLE_SWEEPS: u32 = (MAX_IDLE_AGE.as_secs() / SWEEP_EVERY.as_secs()) as u32;
-
-/// The body sent upstream: the client's body streamed through, or nothing (which makes a request
-/// replayable on another member).
-#[derive(Debug)]
-pub enum RequestBody {
-    Incoming(Incoming),
-    /// The client's body with `limits.max_request_body` counted as it streams.
-    Capped(http_body_util::Limited<Incoming>),
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Capped(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Incoming(b) => b.is_end_stream(),
-            RequestBody::Capped(b) => b.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Incoming(b) => b.size_hint(),
-            RequestBody::Capped(b) => b.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
 
 type Sender = SendRequest<RequestBody>;
 type Dispatch<T> = http1::Connection<TokioIo<T>, RequestBody>;
