@@ -21,9 +21,11 @@ mod response;
 mod route;
 pub mod route_plugin;
 pub mod stall;
+pub mod trace;
 mod upstream_request;
 
 pub use error::ProxyError;
+pub use log::{ExchangeBody, RequestRecord, TlsFacts};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use hyper::body::Incoming;
 
 use self::body::ResponseBody;
 use self::headers::address_value;
-use self::log::AccessLog;
+use self::log::{Exchange, Facts};
 use self::route::Route;
 use self::upstream_request::UpstreamRequest;
 use crate::client_io::HeadTimeout;
@@ -57,6 +59,8 @@ pub struct Connection {
     pub head_timed_out: std::sync::atomic::AtomicBool,
     /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
     pub sni: std::sync::OnceLock<Box<str>>,
+    /// The negotiated TLS version and cipher suite, on HTTPS connections.
+    pub tls: std::sync::OnceLock<TlsFacts>,
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is
@@ -83,6 +87,12 @@ impl Forwarded {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.plane.metrics.connection_closed();
+    }
+}
+
 impl HeadTimeout for Connection {
     fn head_timed_out(&self) -> bool {
         self.head_timed_out
@@ -92,16 +102,23 @@ impl HeadTimeout for Connection {
 
 impl Connection {
     /// Serves one request; failures become the error response chosen in one place
-    /// ([`ProxyError::into_response`]).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    /// ([`ProxyError::into_response`]). The request's record goes with the response's body
+    /// and is counted and logged when the body ends.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ExchangeBody> {
         workers::served_request();
-        let mut log = AccessLog::start(self.client, &req);
         let snapshot = self.plane.snapshot.load_full();
+        let mut exchange = Exchange::start(self, snapshot, &req);
         let h2 = req.version() == Version::HTTP_2;
-        let res = match self.proxy(&snapshot, req).await {
+        let head_only = req.method() == http::Method::HEAD;
+        let conn = &exchange.conn;
+        let res = match conn
+            .proxy(&exchange.snapshot, req, &mut exchange.facts)
+            .await
+        {
             Ok(res) => res,
             Err(e) => {
-                tracing::debug!(client = %self.client, error = %e, origin = e.origin().as_str(), "request failed");
+                tracing::debug!(client = %conn.client, error = %e, origin = e.origin().as_str(), "request failed");
+                exchange.failed(&e);
                 let mut res = e.into_response();
                 if h2 {
                     // RFC 9113 §8.2.2: no connection-specific fields in HTTP/2.
@@ -110,10 +127,20 @@ impl Connection {
                 res
             }
         };
-        if let Some(log) = &mut log {
-            log.status(res.status());
-        }
-        res
+        exchange.respond(res, head_only)
+    }
+
+    /// Answers a request with `error` without serving it (plain HTTP on an HTTPS port); it is
+    /// counted and logged as any other.
+    pub fn refuse<B>(
+        self: Arc<Self>,
+        req: &Request<B>,
+        error: ProxyError,
+    ) -> Response<ExchangeBody> {
+        let snapshot = self.plane.snapshot.load_full();
+        let mut exchange = Exchange::start(self, snapshot, req);
+        exchange.failed(&error);
+        exchange.respond(error.into_response(), false)
     }
 
     /// The phases, in order.
@@ -121,9 +148,10 @@ impl Connection {
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
+        facts: &mut Facts,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let authority = checks::request(&req, &snapshot.config.limits)?;
-        let forwarding = match self.route(snapshot, &req, &authority).await? {
+        let forwarding = match self.route(snapshot, &req, &authority, facts).await? {
             Route::Respond(res) => return Ok(res),
             Route::Forward(forwarding) => forwarding,
         };
@@ -132,9 +160,19 @@ impl Connection {
             request,
             member,
             response,
-        } = self.upstream_request(snapshot, req, &authority, forwarding)?;
-        let (res, server_index) = self.forward(snapshot, &target, member, request).await?;
-        self.response_filters(snapshot, &target, res, server_index, member, response)
+        } = self.upstream_request(snapshot, req, &authority, forwarding, facts)?;
+        let (res, server_index) = self
+            .forward(snapshot, &target, member, request, facts)
+            .await?;
+        self.response_filters(
+            snapshot,
+            &target,
+            res,
+            server_index,
+            member,
+            response,
+            facts,
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use http::uri::Uri;
 use http::{Request, Response};
 
 use super::body::ResponseBody;
+use super::log::Facts;
 use super::route_plugin::{PluginForward, RouterOutcome};
 use super::{Connection, ProxyError};
 use crate::config::RedirectId;
@@ -89,6 +90,7 @@ impl Connection {
         snapshot: &Snapshot,
         req: &Request<B>,
         authority: &str,
+        facts: &mut Facts,
     ) -> Result<Route, ProxyError> {
         let host = host_without_port(authority);
         // A connection outlives a reload that removed its socket's listeners; its next
@@ -97,6 +99,10 @@ impl Connection {
             .socket_index(self.socket_id)
             .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
         let routed = snapshot.route(socket, host, req.uri().path());
+        if let Some(r) = &routed {
+            facts.listener = Some(r.listener);
+            facts.rule = Some(r.rule);
+        }
         let router = match &routed {
             Some(r) => snapshot.config.router_for(r.listener, r.rule),
             None => snapshot.config.router,
@@ -115,7 +121,12 @@ impl Connection {
                 .await?
             {
                 RouterOutcome::Native => {}
-                RouterOutcome::Respond(res) => return Ok(Route::Respond(res)),
+                RouterOutcome::Respond(res) => {
+                    facts
+                        .listener
+                        .get_or_insert(snapshot.sockets[socket].listeners[0]);
+                    return Ok(Route::Respond(res));
+                }
                 RouterOutcome::Forward(f) => by_plugin = Some(f),
             }
         }
@@ -150,6 +161,11 @@ impl Connection {
                 }
             }
         };
+        let t = &forwarding.target;
+        facts.target = Some((t.pool, t.settings, t.metrics_col));
+        facts
+            .listener
+            .get_or_insert(snapshot.sockets[socket].listeners[0]);
         Ok(Route::Forward(forwarding))
     }
 

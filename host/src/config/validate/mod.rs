@@ -9,6 +9,7 @@ mod backend_pools;
 mod backend_settings;
 mod limits;
 mod listeners;
+mod logging;
 mod plugins;
 mod probes;
 mod redirects;
@@ -27,6 +28,7 @@ use backend_pools::pool;
 use backend_settings::settings;
 use limits::limits;
 use listeners::{check_sockets, listener};
+use logging::logging;
 use plugins::{plugin, plugin_engine};
 use probes::{link_probes, probe};
 use redirects::redirect;
@@ -187,7 +189,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
 
     let (plugin_cache_dir, plugin_max_instances) = plugin_engine(raw.plugin_engine.as_ref(), base)?;
 
+    let logging = logging(raw.logging.as_ref(), base)?;
+
     let mut config = Config {
+        logging,
+        source_hash: None,
         plugin_cache_dir,
         plugin_max_instances,
         plugins,
