@@ -435,7 +435,8 @@ impl RequestRecord<'_> {
             .parent_span_id
             .map(|p| hex8(&p))
             .unwrap_or_default();
-        let host = self.host.unwrap_or_default();
+        // HTTP/2 requests carry the host in :authority.
+        let host = self.host.or(self.uri.host()).unwrap_or_default();
         let record = JsonRecord {
             time: telemetry::rfc3339(SystemTime::now()),
             operation_name: "ApplicationGatewayAccess",
@@ -460,7 +461,7 @@ impl RequestRecord<'_> {
             server_response_latency: self
                 .server_latency
                 .map_or_else(|| "-".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
-            host: self.uri.host().unwrap_or(host),
+            host,
             original_host: host,
             transaction_id: trace_id,
             listener_name: self.listener.unwrap_or_default(),
