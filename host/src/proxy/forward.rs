@@ -162,22 +162,23 @@ impl Connection {
                 Some(c) => c,
                 // A new connection (DNS, TCP, TLS handshake) is the rare path and the largest
                 // future here: boxed, so that every request's future does not carry its size.
-                None => match {
+                None => {
                     let started = Instant::now();
-                    tokio::time::timeout_at(deadline, Box::pin(upstream.connect()))
-                        .await
-                        .map(|c| c.inspect(|_| *connect_time = Some(started.elapsed())))
-                } {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(ConnectError::Tls(reason))) => {
-                        return Err(Failure::Tls(reason, Box::new(req)));
+                    match tokio::time::timeout_at(deadline, Box::pin(upstream.connect())).await {
+                        Ok(Ok(s)) => {
+                            *connect_time = Some(started.elapsed());
+                            s
+                        }
+                        Ok(Err(ConnectError::Tls(reason))) => {
+                            return Err(Failure::Tls(reason, Box::new(req)));
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "connect failed");
+                            return Err(Failure::Unreachable(Some(Box::new(req))));
+                        }
+                        Err(_) => return Err(Failure::Unreachable(Some(Box::new(req)))),
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "connect failed");
-                        return Err(Failure::Unreachable(Some(Box::new(req))));
-                    }
-                    Err(_) => return Err(Failure::Unreachable(Some(Box::new(req)))),
-                },
+                }
             };
             let (sent, conn) = if upgrade {
                 let mut sender = conn.detach();

@@ -137,9 +137,16 @@ impl Exchange {
             res.headers_mut()
                 .insert(super::headers::X_TRACE_ID.clone(), value);
         }
-        self.status = res.status().as_u16();
+        // Responses without a body (RFC 9110 §6.4.1) are complete once their head is out: the
+        // connection never polls their body.
+        let status = res.status();
+        self.status = status.as_u16();
         self.sent = head_size(0, 12, res.headers());
-        let body_done = head_only || res.body().is_end_stream();
+        let body_done = head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || res.body().is_end_stream();
         if body_done {
             self.done_at = Some(Instant::now());
         }
