@@ -147,7 +147,7 @@ async fn every_metric_family_appears_and_moves_with_traffic_probes_reloads_and_p
         ("wasmgate_backend_last_byte_duration_seconds", "histogram"),
         ("wasmgate_received_bytes_total", "counter"),
         ("wasmgate_sent_bytes_total", "counter"),
-        ("wasmgate_client_connections", "gauge"),
+        ("wasmgate_client_connections_open", "gauge"),
         ("wasmgate_client_connections_total", "counter"),
         ("wasmgate_tls_handshakes_total", "counter"),
         ("wasmgate_tls_handshake_failures_total", "counter"),
@@ -339,6 +339,20 @@ async fn every_metric_family_appears_and_moves_with_traffic_probes_reloads_and_p
     );
     assert!(open.text.ends_with("# EOF\n"));
     assert!(open.text.contains("# TYPE wasmgate_requests counter\n"));
+    let mut families: Vec<&str> = open
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap_or_default())
+        .collect();
+    let declared = families.len();
+    families.sort_unstable();
+    families.dedup();
+    assert_eq!(
+        families.len(),
+        declared,
+        "a family is declared twice: {families:?}"
+    );
     gw.shutdown().await;
 }
 

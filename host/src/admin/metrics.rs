@@ -69,8 +69,9 @@ pub fn render(control: &ControlHandle, format: Format) -> String {
 
     let (opened, closed) = metrics.connections();
     let none: &[&str] = &[];
+    // Not `wasmgate_client_connections`: OpenMetrics names the counter's family so.
     out.gauge(
-        "wasmgate_client_connections",
+        "wasmgate_client_connections_open",
         "Client connections open (Application Gateway: CurrentConnections).",
         &[],
         [(none, opened.saturating_sub(closed) as f64)],

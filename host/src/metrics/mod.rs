@@ -9,6 +9,8 @@
 //! registry by label values, so counters never go back across reloads.
 //!
 //! The labels are names from the configuration only, never a request's host, path or client.
+//! Their number is bounded by the configuration: with R rules, L listeners and T (pool,
+//! settings) pairs in use, a thread holds (R + L + 1) × (T + 1) × 5 request cells.
 
 pub mod text;
 
