@@ -437,10 +437,11 @@ impl RequestRecord<'_> {
         let trace_id = self.trace.trace_id_hex();
         let trace_id = std::str::from_utf8(&trace_id).unwrap_or_default();
         let span_id = hex8(&self.trace.span_id);
-        let parent = self
-            .trace
-            .parent_span_id
-            .map(|p| hex8(&p))
+        let span_id = std::str::from_utf8(&span_id).unwrap_or_default();
+        let parent = self.trace.parent_span_id.map(|p| hex8(&p));
+        let parent = parent
+            .as_ref()
+            .and_then(|p| std::str::from_utf8(p).ok())
             .unwrap_or_default();
         // HTTP/2 requests carry the host in :authority.
         let host = self.host.or(self.uri.host()).unwrap_or_default();
@@ -476,8 +477,8 @@ impl RequestRecord<'_> {
             backend_pool_name: self.pool.unwrap_or_default(),
             backend_setting_name: self.settings.unwrap_or_default(),
             trace_id,
-            span_id: &span_id,
-            parent_span_id: &parent,
+            span_id,
+            parent_span_id: parent,
         };
         serde_json::to_string(&record).unwrap_or_default()
     }
@@ -528,8 +529,11 @@ fn quoted(v: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn hex8(bytes: &[u8; 8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A span id's 16 hex digits, without allocating.
+fn hex8(bytes: &[u8; 8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    super::trace::hex(bytes, &mut out);
+    out
 }
 
 fn seconds(d: Duration) -> f64 {

@@ -85,7 +85,8 @@ fn new_span_id() -> [u8; 8] {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn hex(bytes: &[u8], out: &mut [u8]) {
+/// Writes `bytes` as lowercase hex digits into `out` (twice as long).
+pub fn hex(bytes: &[u8], out: &mut [u8]) {
     for (i, b) in bytes.iter().enumerate() {
         out[2 * i] = HEX[usize::from(b >> 4)];
         out[2 * i + 1] = HEX[usize::from(b & 0xf)];
