@@ -250,6 +250,9 @@ async fn run(
     // conventionally do; an invalid file is reported and the running configuration stays.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
+    // SIGUSR1 reopens the access log file, after logrotate moved it away.
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot watch SIGUSR1")?;
     let stop = wait_for_signal();
     tokio::pin!(stop);
     loop {
@@ -261,6 +264,10 @@ async fn run(
                     tracing::error!(error = %e, "configuration not reloaded; the running one keeps serving");
                 }
                 gateway.reload_certificates();
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                gateway.reopen_access_log();
             }
         }
     }

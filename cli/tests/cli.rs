@@ -1,4 +1,4 @@
-//! The `wasmgate` binary as an operator runs it: `run`, SIGHUP, `reload`, SIGTERM.
+//! The `wasmgate` binary as an operator runs it: `run`, SIGHUP, `reload`, SIGTERM, SIGUSR1.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -166,4 +166,50 @@ fn sighup_and_reload_apply_the_file_and_refuse_an_invalid_one() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn sigusr1_reopens_the_access_log_and_logs_to_a_file_carry_no_colour_codes() {
+    let a = backend("a");
+    let (port, admin) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("wasmgate-cli-usr1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("gateway.toml");
+    let log = dir.join("gateway.log");
+    let access = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let _ = std::fs::remove_file(&access);
+    let _ = std::fs::remove_file(&rotated);
+    let text = config(port, admin, a)
+        + &format!(
+            "\n[logging]\nformat = \"json\"\naccess_log = {:?}\n",
+            access.display().to_string()
+        );
+    std::fs::write(&file, text).expect("write");
+    let child = wasmgate()
+        .args(["run", "--no-watch", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start wasmgate");
+    let gw = Running { child, log };
+    eventually("a request's record in the access log", || {
+        body(port).is_some() && log_text(&access).contains("\"httpStatus\":200")
+    });
+
+    // logrotate: move the file, then SIGUSR1; records go to a new file at the old path.
+    std::fs::rename(&access, &rotated).expect("rotate");
+    signal(&gw.child, "USR1");
+    eventually("records in the reopened file", || {
+        body(port).is_some() && log_text(&access).contains("\"httpStatus\":200")
+    });
+    assert!(log_text(&rotated).contains("\"httpStatus\":200"));
+    let diagnostics = log_text(&gw.log);
+    assert!(diagnostics.contains("SIGUSR1"), "{diagnostics}");
+    assert!(
+        !diagnostics.contains('\u{1b}'),
+        "colour codes in a log written to a file: {diagnostics:?}"
+    );
 }

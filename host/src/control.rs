@@ -16,9 +16,11 @@ use crate::config::Config;
 use crate::dataplane::{DataPlane, SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener::{self, SocketHandle};
+use crate::metrics::Metrics;
 use crate::plugin::PluginRegistry;
 use crate::probe::{Drain, FirstRound, Health, ProbedServer, Prober, Status, first_round_bound};
 use crate::snapshot::{Snapshot, SocketKey};
+use crate::telemetry::AccessLog;
 use crate::tls::Certificates;
 use crate::workers::Workers;
 
@@ -146,7 +148,11 @@ impl Control {
         for (b, tls) in bound.iter().zip(socket_tls) {
             b.handle.tls.store(tls);
         }
-        let plane = DataPlane::new(cell, plugins);
+        let metrics = Metrics::new(workers.count());
+        metrics.adopt(&snapshot.metrics);
+        metrics.config_applied(snapshot.config.source_hash.clone(), false);
+        let access_log = AccessLog::new(snapshot.config.logging.access_log.clone());
+        let plane = DataPlane::new(cell, plugins, metrics, access_log);
         // Every target is probed at once, and nothing is served before each has answered (or
         // its probe timeout passed): the ports are bound, so connections wait in their accept
         // queue instead of meeting pools that are all Unknown and answering 502.
@@ -259,11 +265,26 @@ impl Control {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(Error::NoConfigFile)?;
-        let config = Config::from_file(&path)?;
+        let config = match Config::from_file(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                self.plane.metrics.reload_failed();
+                return Err(e.into());
+            }
+        };
         self.reload(config).await
     }
 
+    /// Applies `config` (see [`crate::Gateway::reload`]); the metrics count the outcome.
     pub async fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
+        let applied = self.apply(config).await;
+        if applied.is_err() {
+            self.plane.metrics.reload_failed();
+        }
+        applied
+    }
+
+    async fn apply(&self, config: Config) -> Result<ReloadReport, Error> {
         let mut state = self.state.lock().await;
         if self.plane.is_stopping() {
             return Err(Error::Stopping);
@@ -368,6 +389,13 @@ impl Control {
         // Plugins are found by name from the configuration a request holds, so publishing the
         // plugin set just before the snapshot is safe for requests of either.
         let plugins = self.plane.plugins.commit(plugins);
+        self.plane.metrics.adopt(&snapshot.metrics);
+        self.plane
+            .metrics
+            .config_applied(snapshot.config.source_hash.clone(), true);
+        self.plane
+            .access_log
+            .retarget(&snapshot.config.logging.access_log);
         // The new prober sets the rotation of every pool (the new servers' by the results of
         // their first probes) before the snapshot is seen; probes of the servers that stay go
         // on one interval after their last.
@@ -554,6 +582,15 @@ impl ControlHandle {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.0.plane.snapshot.load_full()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.plane.metrics
+    }
+
+    /// Access-log records dropped because the writer fell behind.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.0.plane.access_log.dropped()
     }
 
     /// Completes once the gateway starts shutting down.

@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 
+use crate::metrics::Metrics;
 use crate::plugin::{Health, HostView, PluginRegistry, ServerState};
 use crate::probe::Status;
 use crate::snapshot::Snapshot;
+use crate::telemetry::AccessLog;
 
 /// The published snapshot, shared by the data plane and the plugins' view of it.
 pub type SnapshotCell = Arc<ArcSwap<Snapshot>>;
@@ -23,16 +25,27 @@ pub struct DataPlane {
     /// those loaded through the admin API. Versions change at runtime; a request reads the
     /// active one without a lock.
     pub plugins: PluginRegistry,
+    /// The counters every request and connection adds to.
+    pub metrics: Arc<Metrics>,
+    /// Where requests' and WebSocket sessions' records go.
+    pub access_log: AccessLog,
     stop: watch::Sender<bool>,
     active: AtomicUsize,
     drained: Notify,
 }
 
 impl DataPlane {
-    pub fn new(snapshot: SnapshotCell, plugins: PluginRegistry) -> Arc<Self> {
+    pub fn new(
+        snapshot: SnapshotCell,
+        plugins: PluginRegistry,
+        metrics: Arc<Metrics>,
+        access_log: AccessLog,
+    ) -> Arc<Self> {
         Arc::new(Self {
             snapshot,
             plugins,
+            metrics,
+            access_log,
             stop: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             drained: Notify::new(),

@@ -133,6 +133,12 @@ impl Gateway {
         self.control.reload_certificates()
     }
 
+    /// Opens the access log file again (what SIGUSR1 does, after logrotate renamed it);
+    /// records queued meanwhile go to the new file.
+    pub fn reopen_access_log(&self) {
+        self.control.plane().access_log.reopen();
+    }
+
     /// The address a listener is bound to (with the port the OS chose for port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.control.listener_addr(name)

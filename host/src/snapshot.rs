@@ -18,6 +18,7 @@ use crate::config::{
     BackendAddress, Config, HostOverride, ListenerId, PoolId, Protocol, RedirectId, RedirectTarget,
     RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
+use crate::metrics::RequestMetrics;
 use crate::probe::{Health, ProbedServer, ServerKey};
 use crate::upstream::{Upstream, UpstreamKey, UpstreamTls};
 
@@ -93,6 +94,8 @@ pub struct ForwardTarget {
     pub settings: SettingsId,
     pub rewrite_set: Option<RewriteSetId>,
     pub servers: Box<[TargetServer]>,
+    /// This (pool, settings) pair's column in the snapshot's [`RequestMetrics`].
+    pub metrics_col: usize,
 }
 
 #[derive(Debug)]
@@ -197,6 +200,8 @@ pub struct Snapshot {
     pub draining: Box<[Arc<Health>]>,
     /// The configuration's redirects, by [`RedirectId`], compiled for answering requests.
     redirects: Box<[Redirection]>,
+    /// The request counters, labelled with this configuration's names.
+    pub metrics: Arc<RequestMetrics>,
 }
 
 impl Snapshot {
@@ -254,6 +259,8 @@ impl Snapshot {
             (PoolId, SettingsId, Option<RewriteSetId>),
             Arc<ForwardTarget>,
         > = HashMap::new();
+        // The (pool, settings) pairs in use, in the order their metrics columns were given.
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
         let mut compile = |target: &Target| -> CompiledTarget {
             match *target {
                 Target::Redirect(r) => CompiledTarget::Redirect(r),
@@ -323,11 +330,20 @@ impl Snapshot {
                                     }
                                 })
                                 .collect();
+                            let metrics_col =
+                                match pairs.iter().position(|&p| p == (pool.0, settings.0)) {
+                                    Some(col) => col,
+                                    None => {
+                                        pairs.push((pool.0, settings.0));
+                                        pairs.len() - 1
+                                    }
+                                };
                             Arc::new(ForwardTarget {
                                 pool,
                                 settings,
                                 rewrite_set,
                                 servers,
+                                metrics_col,
                             })
                         })
                         .clone(),
@@ -438,7 +454,9 @@ impl Snapshot {
             })
             .collect();
         let by_socket_id = (0..sockets.len()).map(Some).collect();
+        let metrics = Arc::new(RequestMetrics::new(&config, &pairs, workers));
         Snapshot {
+            metrics,
             config,
             sockets,
             pools,

@@ -74,6 +74,13 @@ pub fn current() -> usize {
     INDEX.with(|i| i.get()).unwrap_or(0)
 }
 
+/// The index of the worker running the caller; `None` off the workers (the control plane's
+/// threads). Metrics give those a shard of their own.
+#[inline]
+pub fn index() -> Option<usize> {
+    INDEX.with(|i| i.get())
+}
+
 /// One worker per core.
 pub fn per_core() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

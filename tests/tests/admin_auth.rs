@@ -24,6 +24,7 @@ async fn every_admin_endpoint_refuses_requests_without_the_token() {
     let endpoints = [
         ("GET", "/api/backend-health", ""),
         ("GET", "/api/plugins", ""),
+        ("GET", "/metrics", ""),
         ("POST", "/api/reload", ""),
         ("POST", "/api/plugins/router/load", "not a component"),
         ("DELETE", "/api/plugins/router", ""),

@@ -321,6 +321,21 @@ fn invalid_cases() -> Vec<(&'static str, String, String)> {
             [base().as_str(), "[limits]\nclient_idle_timeout = 0\n"].concat(),
             "limits.client_idle_timeout: 0 s is out of range; it must be more than 0 and at most 86400 s".into(),
         ),
+        (
+            "an unknown log format",
+            [base().as_str(), "[logging]\nformat = \"yaml\"\n"].concat(),
+            r#"logging.format: "yaml" is not "text" or "json""#.into(),
+        ),
+        (
+            "an empty access log path",
+            [base().as_str(), "[logging]\naccess_log = \"\"\n"].concat(),
+            r#"logging.access_log: must be "stderr", "off" or a file path"#.into(),
+        ),
+        (
+            "an unknown [logging] key",
+            [base().as_str(), "[logging]\nlevel = \"debug\"\n"].concat(),
+            "line 21, column 1: unknown field `level`, expected one of `format`, `access_log`, `trace_id_response_header`".into(),
+        ),
     ]
 }
 
@@ -402,6 +417,15 @@ fn defaults_are_application_gateways() {
         config.limits.client_idle_timeout,
         Duration::from_secs(60),
         "client idle timeout defaults to 60 s"
+    );
+    assert_eq!(
+        config.logging,
+        wasmgate::config::Logging {
+            format: wasmgate::config::LogFormat::Text,
+            access_log: wasmgate::config::AccessLogTarget::Stderr,
+            trace_id_response_header: true,
+        },
+        "text access log on stderr, trace id answered to clients"
     );
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use wasmgate::config::Config;
-use wasmgate_cli::admin::client::call;
+use wasmgate_cli::admin::client::{AdminApi, call};
 use wasmgate_tests::config::{basic_rule, listener, pool, settings};
 use wasmgate_tests::*;
 
@@ -55,7 +55,8 @@ async fn replacing_a_plugin_200_times_leaves_memory_flat() {
     )
     .await
     .expect("start");
-    let admin = format!("http://{}", gw.admin_addr().expect("admin"));
+    let url = format!("http://{}", gw.admin_addr().expect("admin"));
+    let admin = AdminApi::new(&url, Some(TOKEN), None).expect("admin URL");
     let wasm = std::fs::read(plugin_path("fixture-unknown-pool")).expect("component");
 
     let mut after_50 = 0;
@@ -64,13 +65,7 @@ async fn replacing_a_plugin_200_times_leaves_memory_flat() {
         within_for(
             Duration::from_secs(60),
             "replace",
-            call(
-                &admin,
-                Method::POST,
-                "/api/plugins/r/replace",
-                Some(TOKEN),
-                body,
-            ),
+            call(&admin, Method::POST, "/api/plugins/r/replace", body),
         )
         .await
         .unwrap_or_else(|e| panic!("replace {n}: {e}"));

@@ -5,6 +5,7 @@
 //! `Authorization: Bearer <token>` (compared in constant time), and a token is required to bind
 //! anything else — as is a certificate (HTTPS), unless plain HTTP is explicitly allowed.
 
+pub mod metrics;
 pub mod plugins;
 pub mod view;
 
@@ -31,6 +32,8 @@ pub const BACKEND_HEALTH_PATH: &str = "/api/backend-health";
 pub const RELOAD_PATH: &str = "/api/reload";
 /// Every loaded plugin with its stats and breaker ([`view::PluginView`]).
 pub const PLUGINS_PATH: &str = "/api/plugins";
+/// The metrics, in Prometheus text or OpenMetrics ([`metrics::render`]).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// How long a client has to send its request head (and, over HTTPS, to finish its handshake).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -159,13 +162,28 @@ fn answer(
         }
     }
     let path = req.uri().path();
-    if path != BACKEND_HEALTH_PATH && path != PLUGINS_PATH {
+    if path != BACKEND_HEALTH_PATH && path != PLUGINS_PATH && path != METRICS_PATH {
         return json(StatusCode::NOT_FOUND, &error_body("no such admin resource"));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut res = json(StatusCode::METHOD_NOT_ALLOWED, &error_body("use GET"));
         res.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    if path == METRICS_PATH {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let format = crate::metrics::text::Format::negotiate(accept);
+        let mut res = Response::new(Full::new(Bytes::from(metrics::render(control, format))));
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return res;
     }
     let body = if path == PLUGINS_PATH {

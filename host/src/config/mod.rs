@@ -121,6 +121,10 @@ pub struct Config {
     /// Pages answered instead of the gateway's own error bodies, unless the listener has its
     /// own for the status.
     pub custom_error_pages: ErrorPages,
+    /// The access log and trace context (`[logging]`).
+    pub logging: Logging,
+    /// SHA-256 of the configuration's text (hex), when it was read from text.
+    pub source_hash: Option<Box<str>>,
 }
 
 impl Config {
@@ -139,7 +143,9 @@ impl Config {
                 .unwrap_or_default();
             ConfigError::new(path, e.message().trim_end().to_string())
         })?;
-        validate::validate(raw, base)
+        let mut config = validate::validate(raw, base)?;
+        config.source_hash = Some(source_hash(text));
+        Ok(config)
     }
 
     /// Reads, parses and validates a configuration file.
@@ -804,6 +810,54 @@ pub struct Probe {
     pub body: Option<String>,
     /// A probe plugin judging the responses instead of the status codes and body above.
     pub probe_plugin: Option<PluginId>,
+}
+
+/// `[logging]`: the access log's format and destination, and whether clients see the trace id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub format: LogFormat,
+    pub access_log: AccessLogTarget,
+    /// Answer `X-AppGW-Trace-Id` to the client as well as the backend.
+    pub trace_id_response_header: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            access_log: AccessLogTarget::Stderr,
+            trace_id_response_header: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of `key=value` pairs per record, without colour codes.
+    Text,
+    /// One JSON object per line, with Application Gateway's access-log field names.
+    Json,
+}
+
+/// Where access-log records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    /// Standard error, while `RUST_LOG` enables the `wasmgate::access` target (it does by default).
+    Stderr,
+    /// A file, appended to, reopened on SIGUSR1 (for logrotate).
+    File(std::path::PathBuf),
+}
+
+/// The hex SHA-256 of a configuration's text, as the metrics report the running configuration.
+pub fn source_hash(text: &str) -> Box<str> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex.into()
 }
 
 /// The admin listener: the backend health API.

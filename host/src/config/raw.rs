@@ -42,6 +42,23 @@ pub struct RawConfig {
     /// Pages answered instead of the gateway's own error bodies, for every listener.
     #[serde(default)]
     pub custom_error_pages: Vec<RawErrorPage>,
+    #[serde(default)]
+    pub logging: Option<RawLogging>,
+}
+
+/// The access log and trace context (`[logging]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// "text" (default) or "json".
+    #[serde(default)]
+    pub format: Option<String>,
+    /// "stderr" (default), "off", or a file path.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Whether the client's response carries X-AppGW-Trace-Id (default true).
+    #[serde(default)]
+    pub trace_id_response_header: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

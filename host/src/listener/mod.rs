@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol};
 use crate::dataplane::DataPlane;
-use crate::proxy::{Connection, ProxyError};
+use crate::proxy::{Connection, ProxyError, TlsFacts};
 use crate::tls::ServerTls;
 use crate::workers::Workers;
 
@@ -299,6 +299,8 @@ async fn serve(
     // Inherited from the listening socket on Linux (see `bind_with`).
     #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
+    // Counted closed when the connection's last request (or WebSocket handshake) lets it go.
+    plane.metrics.connection_opened();
     let conn = Arc::new(Connection {
         plane,
         socket_id: socket.id,
@@ -309,7 +311,7 @@ async fn serve(
         head_timed_out: AtomicBool::new(false),
         sni: std::sync::OnceLock::new(),
         handshake: std::sync::OnceLock::new(),
-        tls_protocol: std::sync::OnceLock::new(),
+        tls: std::sync::OnceLock::new(),
     });
     match tls {
         None => serve_http1(stream, conn, &socket, &builders.http1, Handler::Proxy).await,
@@ -346,6 +348,7 @@ async fn serve_tls(
         _ => return,
     }
     let accepted = tokio::time::timeout(builders.handshake_timeout, tls.accept(stream)).await;
+    let metrics = &conn.plane.metrics;
     let stream = match accepted {
         Ok(Ok((s, handshake))) => {
             if handshake.ssl_profile.is_some() {
@@ -356,23 +359,32 @@ async fn serve_tls(
         }
         Ok(Err(e)) => {
             tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+            metrics.tls_handshake_failed();
             return;
         }
         Err(_) => {
             tracing::debug!(client = %client, "TLS handshake timed out");
+            metrics.tls_handshake_failed();
             return;
         }
     };
+    let session = stream.get_ref().1;
+    metrics.tls_handshake(session.protocol_version());
+    let _ = conn.tls.set(TlsFacts {
+        // As Application Gateway's log and its `ssl_connection_protocol` variable write it.
+        protocol: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        },
+        cipher: session
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or("-"),
+    });
     if let Some(name) = stream.get_ref().1.server_name() {
         // Router plugins see the name the client asked for in its handshake.
         let _ = conn.sni.set(name.into());
-    }
-    if let Some(version) = stream.get_ref().1.protocol_version() {
-        let _ = conn.tls_protocol.set(match version {
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-            _ => "TLS",
-        });
     }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_http2(stream, conn, socket, &builders.http2).await
@@ -403,14 +415,10 @@ async fn serve_http1<S: ClientStream>(
         async move {
             Ok::<_, Infallible>(match handler {
                 Handler::Proxy => conn.handle(req).await,
-                Handler::PlainHttpOnTlsPort => {
-                    let snapshot = conn.plane.snapshot.load();
-                    let page = snapshot
-                        .config
-                        .error_page(None, http::StatusCode::BAD_REQUEST);
-                    ProxyError::BadRequest("a plain HTTP request was sent to an HTTPS port")
-                        .into_response_with(page)
-                }
+                Handler::PlainHttpOnTlsPort => conn.refuse(
+                    &req,
+                    ProxyError::BadRequest("a plain HTTP request was sent to an HTTPS port"),
+                ),
             })
         }
     });

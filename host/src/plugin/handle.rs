@@ -276,6 +276,12 @@ impl Plugin {
         self.inner.breaker.state()
     }
 
+    /// The sampled call times: each non-empty bucket's upper bound and count, and their sum
+    /// (all in µs).
+    pub fn call_time_buckets(&self) -> (Vec<(u64, u64)>, u64) {
+        self.inner.counters.call_time.buckets()
+    }
+
     /// Warm instances waiting for a call.
     pub fn idle_instances(&self) -> usize {
         self.inner.idle.len()

@@ -104,6 +104,13 @@ impl PluginSlot {
         self.active().map(|v| v.plugin.stats()).unwrap_or_default()
     }
 
+    /// The active version's sampled call times (see [`crate::plugin::Plugin::call_time_buckets`]).
+    pub fn call_time_buckets(&self) -> (Vec<(u64, u64)>, u64) {
+        self.active()
+            .map(|v| v.plugin.call_time_buckets())
+            .unwrap_or_default()
+    }
+
     /// The active version's breaker (closed when none is loaded).
     pub fn breaker_state(&self) -> BreakerState {
         self.active()

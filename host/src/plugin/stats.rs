@@ -15,18 +15,33 @@ const BUCKETS: usize = LINEAR as usize + ((MAX_EXP - 4) << SUB_BITS) as usize;
 /// Log-linear histogram of durations in microseconds.
 pub(crate) struct Histogram {
     counts: Box<[AtomicU64]>,
+    sum_us: AtomicU64,
 }
 
 impl Histogram {
     pub(crate) fn new() -> Self {
         Histogram {
             counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.counts[bucket(us)].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Each non-empty bucket's upper bound (µs) and count, and the sum of the samples (µs).
+    pub(crate) fn buckets(&self) -> (Vec<(u64, u64)>, u64) {
+        let buckets = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (upper_bound(i), c.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        (buckets, self.sum_us.load(Relaxed))
     }
 
     /// The upper bound of the bucket holding quantile `q` (0..=1), `None` with no samples.

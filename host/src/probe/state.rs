@@ -84,6 +84,11 @@ pub struct Detail {
     pub consecutive_failures: u32,
     /// Something the operator should know beside the result, e.g. a stale DNS answer in use.
     pub note: Option<String>,
+    /// Probes answered healthy and unhealthy since the target was first probed.
+    pub probes_healthy: u64,
+    pub probes_unhealthy: u64,
+    /// Every probe's latency.
+    pub latencies: crate::metrics::HistogramValue,
 }
 
 /// The result of one probe.
@@ -240,6 +245,12 @@ impl Health {
             // A probe that was in flight when the target left the configuration.
             return (before, before);
         }
+        if result.healthy {
+            detail.probes_healthy += 1;
+        } else {
+            detail.probes_unhealthy += 1;
+        }
+        detail.latencies.record(result.latency);
         let after = if result.healthy {
             detail.consecutive_failures = 0;
             Status::Healthy

@@ -4,12 +4,13 @@
 //! Gateway v2 does, when the request can be replayed (RFC 9110 §9.2.2).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header;
 use http::{Request, Response, StatusCode};
 
 use super::body::ResponseBody;
+use super::log::Facts;
 use super::upstream_request::ServerChoice;
 use super::{Connection, ProxyError, stall};
 use crate::snapshot::{ForwardTarget, Snapshot};
@@ -27,6 +28,7 @@ impl Connection {
         target: &ForwardTarget,
         member: ServerChoice,
         req: Request<RequestBody>,
+        facts: &mut Facts,
     ) -> Result<(Response<ResponseBody>, usize), ProxyError> {
         let ServerChoice {
             preferred,
@@ -79,14 +81,21 @@ impl Connection {
                 _ => None,
             };
             let upstream = by_host.as_ref().unwrap_or(&member.upstream);
+            facts.server = Some((member.server, upstream.port()));
+            let sent_at = Instant::now();
+            facts.forwarded_at.get_or_insert(sent_at);
             // A server leaving with connection draining gets until its deadline to answer.
             let sent = tokio::select! {
                 biased;
-                sent = self.send(upstream, req, timeout) => sent,
+                sent = self.send(upstream, req, timeout, &mut facts.connect) => sent,
                 _ = member.health.request_cut() => return Err(ProxyError::Drained(pool.name.clone())),
             };
             match sent {
-                Ok(res) => return Ok((res, i)),
+                Ok(res) => {
+                    facts.first_byte = Some(sent_at.elapsed());
+                    facts.server_status = Some(res.status());
+                    return Ok((res, i));
+                }
                 Err(Failure::Unreachable(unsent)) => {
                     tracing::debug!(pool = %pool.name, %server, "backend unreachable; trying the next member");
                     pending = unsent
@@ -141,6 +150,7 @@ impl Connection {
         upstream: &Arc<Upstream>,
         mut req: Request<RequestBody>,
         timeout: Duration,
+        connect_time: &mut Option<Duration>,
     ) -> Result<Response<ResponseBody>, Failure> {
         let deadline = tokio::time::Instant::now() + timeout;
         // A pooled connection can be closed by the backend just as it is taken; a request that
@@ -154,18 +164,23 @@ impl Connection {
                 Some(c) => c,
                 // A new connection (DNS, TCP, TLS handshake) is the rare path and the largest
                 // future here: boxed, so that every request's future does not carry its size.
-                None => match tokio::time::timeout_at(deadline, Box::pin(upstream.connect())).await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(ConnectError::Tls(reason))) => {
-                        return Err(Failure::Tls(reason, Box::new(req)));
+                None => {
+                    let started = Instant::now();
+                    match tokio::time::timeout_at(deadline, Box::pin(upstream.connect())).await {
+                        Ok(Ok(s)) => {
+                            *connect_time = Some(started.elapsed());
+                            s
+                        }
+                        Ok(Err(ConnectError::Tls(reason))) => {
+                            return Err(Failure::Tls(reason, Box::new(req)));
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "connect failed");
+                            return Err(Failure::Unreachable(Some(Box::new(req))));
+                        }
+                        Err(_) => return Err(Failure::Unreachable(Some(Box::new(req)))),
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "connect failed");
-                        return Err(Failure::Unreachable(Some(Box::new(req))));
-                    }
-                    Err(_) => return Err(Failure::Unreachable(Some(Box::new(req)))),
-                },
+                }
             };
             let (sent, conn) = if upgrade {
                 let mut sender = conn.detach();

@@ -81,17 +81,6 @@ pub fn drop_unusual_names(headers: &mut HeaderMap) {
     }
 }
 
-/// A fresh 128-bit request id as 32 lowercase hex digits.
-pub fn trace_id() -> HeaderValue {
-    let id = fastrand::u128(..);
-    let mut buf = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
-}
-
 /// A socket address as Application Gateway's X-Forwarded-For writes it: `ip:port`, or
 /// `[ip]:port` for IPv6. IPv4 addresses, every connection's case on an IPv4 listener, are
 /// written digit by digit into one allocation, without the formatting machinery.
@@ -180,14 +169,5 @@ mod tests {
         drop_unusual_names(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-custom"], "2");
-    }
-
-    #[test]
-    fn trace_ids_are_32_hex_and_differ() {
-        let a = trace_id();
-        let b = trace_id();
-        assert_eq!(a.len(), 32);
-        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 }

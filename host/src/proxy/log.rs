@@ -1,50 +1,632 @@
-//! Phase 6, log: one access-log line per request.
+//! Phase 6, log: one record per request, which both the metrics and the access log read.
+//!
+//! An [`Exchange`] starts with the request and follows it through the phases, which note what
+//! they decided ([`Facts`]): listener, rule, target, server, backend timings, why it failed. It
+//! then travels inside the response body ([`ExchangeBody`]) and ends when the body does — or
+//! when the client goes away first, which is logged as 499. At its end it becomes one
+//! [`RequestRecord`]: counted in the snapshot's metrics by index, and written to the access log
+//! when that is on (Application Gateway's field names in JSON).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::uri::Uri;
-use http::{Method, Request, StatusCode};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
 
-/// One access-log line per request, written when the request ends — including when the client
-/// goes away first, which is logged as 499.
-pub(super) struct AccessLog {
-    client: SocketAddr,
-    method: Method,
-    uri: Uri,
-    started: Instant,
-    status: Option<StatusCode>,
+use super::Connection;
+use super::body::ResponseBody;
+use super::error::ProxyError;
+use super::trace::TraceContext;
+use crate::config::{ListenerId, LogFormat, PoolId, RuleId, SettingsId};
+use crate::metrics::{FailureReason, RequestSample, SessionSample};
+use crate::snapshot::Snapshot;
+use crate::telemetry::{self, AccessLog};
+use crate::websocket::SessionLogger;
+
+/// What the phases learn about a request.
+#[derive(Debug)]
+pub(super) struct Facts {
+    pub trace: TraceContext,
+    /// `X-AppGW-Trace-Id`, made once for the backend and the client.
+    pub trace_header: Option<HeaderValue>,
+    pub listener: Option<ListenerId>,
+    pub rule: Option<RuleId>,
+    /// The backend pool and settings, and their metrics column.
+    pub target: Option<(PoolId, SettingsId, usize)>,
+    /// The server (index in its pool) that answered, and its port.
+    pub server: Option<(usize, u16)>,
+    pub server_status: Option<StatusCode>,
+    /// When the request left for the backend.
+    pub forwarded_at: Option<Instant>,
+    /// How long a new backend connection took to establish (none when a pooled one was used).
+    pub connect: Option<Duration>,
+    /// From sending the request to the backend's response head.
+    pub first_byte: Option<Duration>,
+    pub failure: Option<FailureReason>,
 }
 
-impl AccessLog {
-    /// The request's log line, when the access log is on (it costs a copy of the method and
-    /// target).
-    pub fn start<B>(client: SocketAddr, req: &Request<B>) -> Option<Self> {
-        tracing::enabled!(target: "wasmgate::access", tracing::Level::INFO).then(|| AccessLog {
-            client,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
+/// What only the access log needs, kept when it is on.
+#[derive(Debug)]
+struct LogFacts {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+}
+
+/// One request from its head to the end of its response.
+pub(crate) struct Exchange {
+    pub(super) conn: Arc<Connection>,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) facts: Facts,
+    started: Instant,
+    /// The status the client got (0 until a response exists).
+    status: u16,
+    received: u64,
+    /// The response head's size, then its body's bytes as they go out.
+    sent: u64,
+    /// When the response's last byte was handed to the connection.
+    done_at: Option<Instant>,
+    log: Option<Box<LogFacts>>,
+}
+
+impl Exchange {
+    pub(super) fn start<B>(
+        conn: Arc<Connection>,
+        snapshot: Arc<Snapshot>,
+        req: &Request<B>,
+    ) -> Self {
+        let (trace, _continued) = TraceContext::from_request(req.headers());
+        let log = AccessLog::enabled(&snapshot.config.logging.access_log).then(|| {
+            Box::new(LogFacts {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                host: req.headers().get(header::HOST).cloned(),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            })
+        });
+        let received = head_size(
+            req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
+            req.method().as_str().len(),
+            req.headers(),
+        ) + content_length(req.headers());
+        Self {
+            conn,
+            snapshot,
+            facts: Facts {
+                trace,
+                trace_header: None,
+                listener: None,
+                rule: None,
+                target: None,
+                server: None,
+                server_status: None,
+                forwarded_at: None,
+                connect: None,
+                first_byte: None,
+                failure: None,
+            },
             started: Instant::now(),
-            status: None,
+            status: 0,
+            received,
+            sent: 0,
+            done_at: None,
+            log,
+        }
+    }
+
+    /// The response the client gets; the exchange goes with its body.
+    pub(super) fn respond(
+        mut self,
+        mut res: Response<ResponseBody>,
+        head_only: bool,
+    ) -> Response<ExchangeBody> {
+        if self.snapshot.config.logging.trace_id_response_header {
+            let value = self
+                .facts
+                .trace_header
+                .take()
+                .unwrap_or_else(|| self.facts.trace.trace_id_value());
+            res.headers_mut()
+                .insert(super::headers::X_TRACE_ID.clone(), value);
+        }
+        // Responses without a body (RFC 9110 §6.4.1) are complete once their head is out: the
+        // connection never polls their body.
+        let status = res.status();
+        self.status = status.as_u16();
+        self.sent = head_size(0, 12, res.headers());
+        let body_done = head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || res.body().is_end_stream();
+        if body_done {
+            self.done_at = Some(Instant::now());
+        }
+        res.map(|body| ExchangeBody {
+            body,
+            exchange: self,
         })
     }
 
-    /// The status the client got.
-    pub fn status(&mut self, status: StatusCode) {
-        self.status = Some(status);
+    /// Notes a failure's reason, before it becomes the client's response.
+    pub(super) fn failed(&mut self, e: &ProxyError) {
+        self.facts.failure = Some(reason(e));
+    }
+
+    fn finish(&mut self) {
+        let now = Instant::now();
+        let client_gone = self.done_at.is_none();
+        let status = if self.status == 0 { 499 } else { self.status };
+        let failure = match self.facts.failure {
+            Some(f) => Some(f),
+            None if client_gone => Some(FailureReason::ClientGone),
+            None => None,
+        };
+        let end = self.done_at.unwrap_or(now);
+        let total = end - self.started;
+        let metrics = &self.snapshot.metrics;
+        let slots = metrics.slots(
+            self.facts.listener.map(|l| l.0),
+            self.facts.rule.map(|r| r.0),
+            self.facts.target.map(|t| t.2),
+        );
+        metrics.record(&RequestSample {
+            slots,
+            status,
+            failure,
+            total,
+            received_bytes: self.received,
+            sent_bytes: self.sent,
+            connect: self.facts.connect,
+            first_byte: self.facts.first_byte,
+            last_byte: match (self.facts.forwarded_at, self.facts.server_status) {
+                (Some(at), Some(_)) => Some(end - at),
+                _ => None,
+            },
+        });
+        if let Some(log) = self.log.take() {
+            let record = self.record(&log, status, total);
+            let line = match self.snapshot.config.logging.format {
+                LogFormat::Json => record.json(),
+                LogFormat::Text => record.text(),
+            };
+            self.conn.plane.access_log.write(line);
+        }
+    }
+
+    /// The request's record, as the access log writes it.
+    fn record<'a>(&'a self, log: &'a LogFacts, status: u16, total: Duration) -> RequestRecord<'a> {
+        let config = &self.snapshot.config;
+        let tls = self.conn.tls.get();
+        let server = match (self.facts.target, self.facts.server) {
+            (Some((pool, _, _)), Some((server, port))) => {
+                let address = &self.snapshot.pool(pool).servers[server].address;
+                Some(format!("{}:{port}", address.host))
+            }
+            _ => None,
+        };
+        RequestRecord {
+            client: self.conn.client,
+            method: log.method.as_str(),
+            uri: &log.uri,
+            version: log.version,
+            user_agent: log.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            host: log.host.as_ref().and_then(|v| v.to_str().ok()),
+            status,
+            received_bytes: self.received,
+            sent_bytes: self.sent,
+            time_taken: total,
+            tls: tls.map(|t| (t.protocol, t.cipher)),
+            server,
+            server_status: self.facts.server_status.map(|s| s.as_u16()),
+            server_latency: self.facts.first_byte,
+            trace: self.facts.trace,
+            listener: self
+                .facts
+                .listener
+                .map(|l| config.listener(l).name.as_str()),
+            rule: self.facts.rule.map(|r| config.rules[r.0].name.as_str()),
+            pool: self.facts.target.map(|t| config.pool(t.0).name.as_str()),
+            settings: self
+                .facts
+                .target
+                .map(|t| config.settings(t.1).name.as_str()),
+        }
     }
 }
 
-impl Drop for AccessLog {
+impl Drop for Exchange {
     fn drop(&mut self) {
-        let status = self.status.map_or(499, |s| s.as_u16());
-        tracing::info!(
-            target: "wasmgate::access",
-            client = %self.client,
-            method = %self.method,
-            uri = %self.uri,
-            status,
-            micros = self.started.elapsed().as_micros() as u64,
+        self.finish();
+    }
+}
+
+/// The access-log record of a WebSocket session that `facts`' request started, written when it
+/// ends; `None` when the access log is off.
+pub(super) fn session_logger(
+    conn: &Connection,
+    snapshot: &Snapshot,
+    facts: &Facts,
+) -> Option<SessionLogger> {
+    let logging = &snapshot.config.logging;
+    if !AccessLog::enabled(&logging.access_log) {
+        return None;
+    }
+    let config = &snapshot.config;
+    let name = |n: Option<&String>| n.cloned().unwrap_or_default();
+    let trace_id = facts.trace.trace_id_hex();
+    let server = match (facts.target, facts.server) {
+        (Some((pool, _, _)), Some((server, port))) => {
+            format!(
+                "{}:{port}",
+                snapshot.pool(pool).servers[server].address.host
+            )
+        }
+        _ => "-".to_owned(),
+    };
+    let record = SessionRecord {
+        time: String::new(),
+        operation_name: "WebSocketSession",
+        client_ip: conn.client.ip().to_string(),
+        client_port: conn.client.port(),
+        transaction_id: String::from_utf8_lossy(&trace_id).into_owned(),
+        listener_name: name(facts.listener.map(|l| &config.listener(l).name)),
+        rule_name: name(facts.rule.map(|r| &config.rules[r.0].name)),
+        backend_pool_name: name(facts.target.map(|t| &config.pool(t.0).name)),
+        backend_setting_name: name(facts.target.map(|t| &config.settings(t.1).name)),
+        server_routed: server,
+        duration: 0.0,
+        messages_from_client: 0,
+        messages_from_backend: 0,
+        bytes_from_client: 0,
+        bytes_from_backend: 0,
+        close_code: None,
+        closed_by: "",
+    };
+    let format = logging.format;
+    let plane = conn.plane.clone();
+    Some(Box::new(
+        move |sample: &SessionSample, duration: Duration| {
+            let mut record = record;
+            record.time = telemetry::rfc3339(SystemTime::now());
+            record.duration = seconds(duration);
+            record.messages_from_client = sample.messages_from_client;
+            record.messages_from_backend = sample.messages_from_backend;
+            record.bytes_from_client = sample.bytes_from_client;
+            record.bytes_from_backend = sample.bytes_from_backend;
+            record.close_code = sample.close_code;
+            record.closed_by = sample.closed_by.as_str();
+            let line = match format {
+                LogFormat::Json => serde_json::to_string(&record).unwrap_or_default(),
+                LogFormat::Text => format!(
+                    "{} websocket client={}:{} listener={} rule={} pool={} settings={} server={} duration={:.6} messages_from_client={} messages_from_backend={} bytes_from_client={} bytes_from_backend={} close_code={} closed_by={} trace_id={}",
+                    record.time,
+                    record.client_ip,
+                    record.client_port,
+                    quoted(&record.listener_name),
+                    quoted(&record.rule_name),
+                    quoted(&record.backend_pool_name),
+                    quoted(&record.backend_setting_name),
+                    record.server_routed,
+                    record.duration,
+                    record.messages_from_client,
+                    record.messages_from_backend,
+                    record.bytes_from_client,
+                    record.bytes_from_backend,
+                    record
+                        .close_code
+                        .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                    record.closed_by,
+                    record.transaction_id,
+                ),
+            };
+            plane.access_log.write(line);
+        },
+    ))
+}
+
+/// A WebSocket session's end, as the access log writes it (JSON field names in the manner of
+/// Application Gateway's).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionRecord {
+    time: String,
+    operation_name: &'static str,
+    #[serde(rename = "clientIP")]
+    client_ip: String,
+    client_port: u16,
+    transaction_id: String,
+    listener_name: String,
+    rule_name: String,
+    backend_pool_name: String,
+    backend_setting_name: String,
+    server_routed: String,
+    /// Seconds from the upgrade to the end.
+    duration: f64,
+    messages_from_client: u64,
+    messages_from_backend: u64,
+    bytes_from_client: u64,
+    bytes_from_backend: u64,
+    close_code: Option<u16>,
+    closed_by: &'static str,
+}
+
+/// The TLS parameters of an HTTPS connection, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFacts {
+    pub protocol: &'static str,
+    pub cipher: &'static str,
+}
+
+/// One request as the access log writes it: Application Gateway's fields, and the trace ids
+/// as bytes for a span exporter.
+#[derive(Debug)]
+pub struct RequestRecord<'a> {
+    pub client: SocketAddr,
+    pub method: &'a str,
+    pub uri: &'a Uri,
+    pub version: Version,
+    pub user_agent: Option<&'a str>,
+    /// The Host header as the client sent it.
+    pub host: Option<&'a str>,
+    pub status: u16,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    /// From the request's arrival to its response's last byte.
+    pub time_taken: Duration,
+    /// Protocol version and cipher suite, on HTTPS.
+    pub tls: Option<(&'static str, &'static str)>,
+    /// The backend server that answered (`host:port`).
+    pub server: Option<String>,
+    pub server_status: Option<u16>,
+    /// From sending the request to the backend's response head.
+    pub server_latency: Option<Duration>,
+    pub trace: TraceContext,
+    pub listener: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub pool: Option<&'a str>,
+    pub settings: Option<&'a str>,
+}
+
+/// Application Gateway's access-log record (v2 field names; times in seconds).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRecord<'a> {
+    time: String,
+    operation_name: &'static str,
+    #[serde(rename = "clientIP")]
+    client_ip: String,
+    client_port: u16,
+    http_method: &'a str,
+    request_uri: &'a str,
+    original_request_uri_with_args: &'a str,
+    user_agent: &'a str,
+    http_status: u16,
+    http_version: &'static str,
+    received_bytes: u64,
+    sent_bytes: u64,
+    time_taken: f64,
+    ssl_enabled: &'static str,
+    ssl_cipher: &'static str,
+    ssl_protocol: &'static str,
+    server_routed: &'a str,
+    server_status: String,
+    server_response_latency: String,
+    host: &'a str,
+    original_host: &'a str,
+    transaction_id: &'a str,
+    listener_name: &'a str,
+    rule_name: &'a str,
+    backend_pool_name: &'a str,
+    backend_setting_name: &'a str,
+    trace_id: &'a str,
+    span_id: &'a str,
+    parent_span_id: &'a str,
+}
+
+impl RequestRecord<'_> {
+    pub fn json(&self) -> String {
+        let trace_id = self.trace.trace_id_hex();
+        let trace_id = std::str::from_utf8(&trace_id).unwrap_or_default();
+        let span_id = hex8(&self.trace.span_id);
+        let span_id = std::str::from_utf8(&span_id).unwrap_or_default();
+        let parent = self.trace.parent_span_id.map(|p| hex8(&p));
+        let parent = parent
+            .as_ref()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or_default();
+        // HTTP/2 requests carry the host in :authority.
+        let host = self.host.or(self.uri.host()).unwrap_or_default();
+        let record = JsonRecord {
+            time: telemetry::rfc3339(SystemTime::now()),
+            operation_name: "ApplicationGatewayAccess",
+            client_ip: self.client.ip().to_string(),
+            client_port: self.client.port(),
+            http_method: self.method,
+            request_uri: self.uri.path(),
+            original_request_uri_with_args: self.uri.path_and_query().map_or("/", |p| p.as_str()),
+            user_agent: self.user_agent.unwrap_or("-"),
+            http_status: self.status,
+            http_version: version(self.version),
+            received_bytes: self.received_bytes,
+            sent_bytes: self.sent_bytes,
+            time_taken: seconds(self.time_taken),
+            ssl_enabled: if self.tls.is_some() { "on" } else { "off" },
+            ssl_cipher: self.tls.map_or("-", |t| t.1),
+            ssl_protocol: self.tls.map_or("-", |t| t.0),
+            server_routed: self.server.as_deref().unwrap_or("-"),
+            server_status: self
+                .server_status
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            server_response_latency: self
+                .server_latency
+                .map_or_else(|| "-".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
+            host,
+            original_host: host,
+            transaction_id: trace_id,
+            listener_name: self.listener.unwrap_or_default(),
+            rule_name: self.rule.unwrap_or_default(),
+            backend_pool_name: self.pool.unwrap_or_default(),
+            backend_setting_name: self.settings.unwrap_or_default(),
+            trace_id,
+            span_id,
+            parent_span_id: parent,
+        };
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
+    /// One line of `key=value` fields, values with spaces or quotes quoted.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let trace_id = self.trace.trace_id_hex();
+        let mut line = String::with_capacity(256);
+        let _ = write!(
+            line,
+            "{} access client={} method={} uri={} status={} time_taken={:.6} received={} sent={} trace_id={}",
+            telemetry::rfc3339(SystemTime::now()),
+            self.client,
+            self.method,
+            quoted(self.uri.path_and_query().map_or("/", |p| p.as_str())),
+            self.status,
+            self.time_taken.as_secs_f64(),
+            self.received_bytes,
+            self.sent_bytes,
+            std::str::from_utf8(&trace_id).unwrap_or_default(),
         );
+        let fields = [
+            ("host", self.host),
+            ("listener", self.listener),
+            ("rule", self.rule),
+            ("pool", self.pool),
+            ("settings", self.settings),
+            ("server", self.server.as_deref()),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                let _ = write!(line, " {name}={}", quoted(v));
+            }
+        }
+        if let Some(s) = self.server_status {
+            let _ = write!(line, " server_status={s}");
+        }
+        line
+    }
+}
+
+fn quoted(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.is_empty() || v.contains([' ', '"', '=']) || v.chars().any(char::is_control) {
+        format!("{v:?}").into()
+    } else {
+        v.into()
+    }
+}
+
+/// A span id's 16 hex digits, without allocating.
+fn hex8(bytes: &[u8; 8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    super::trace::hex(bytes, &mut out);
+    out
+}
+
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+fn version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Why a failed request failed, as the metrics count it.
+fn reason(e: &ProxyError) -> FailureReason {
+    match e {
+        ProxyError::NoListener(_) => FailureReason::NoListener,
+        ProxyError::EmptyPool(_) | ProxyError::NoHealthyServer(_) => FailureReason::NoHealthyServer,
+        ProxyError::Timeout(_) => FailureReason::BackendTimeout,
+        ProxyError::Unreachable(_)
+        | ProxyError::BackendTls(..)
+        | ProxyError::BadResponse
+        | ProxyError::Drained(_) => FailureReason::BackendError,
+        ProxyError::Plugin(_) => FailureReason::PluginFailure,
+        ProxyError::BadRequest(_)
+        | ProxyError::UriTooLong
+        | ProxyError::HeadersTooLarge
+        | ProxyError::TooManyHeaders(_)
+        | ProxyError::BodyTooLarge(_)
+        | ProxyError::WebSocketVersion
+        | ProxyError::Misdirected => FailureReason::BadRequest,
+        ProxyError::RewriteLoop(_) => FailureReason::RewriteLoop,
+    }
+}
+
+/// A message head's size on the wire, about: the start line and every field.
+fn head_size(target: usize, start: usize, headers: &HeaderMap) -> u64 {
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (start + target + 12 + fields + 2) as u64
+}
+
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A response body that carries its request's [`Exchange`] to the body's end.
+pub struct ExchangeBody {
+    body: ResponseBody,
+    exchange: Exchange,
+}
+
+impl Body for ExchangeBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.exchange.sent += data.len() as u64;
+                }
+                if this.body.is_end_stream() {
+                    this.exchange.done_at = Some(Instant::now());
+                }
+            }
+            Poll::Ready(None) => {
+                this.exchange.done_at.get_or_insert_with(Instant::now);
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

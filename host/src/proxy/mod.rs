@@ -22,9 +22,11 @@ pub mod rewrite;
 mod route;
 pub mod route_plugin;
 pub mod stall;
+pub mod trace;
 mod upstream_request;
 
 pub use error::ProxyError;
+pub use log::{ExchangeBody, RequestRecord, TlsFacts};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use hyper::body::Incoming;
 
 use self::body::ResponseBody;
 use self::headers::address_value;
-use self::log::AccessLog;
+use self::log::{Exchange, Facts};
 use self::route::Route;
 use self::upstream_request::UpstreamRequest;
 use crate::client_io::HeadTimeout;
@@ -62,8 +64,8 @@ pub struct Connection {
     /// under a profile (mutual TLS); unset otherwise. Boxed: most connections have none, and
     /// every connection carries this field.
     pub handshake: std::sync::OnceLock<Box<crate::tls::Handshake>>,
-    /// The TLS version the handshake agreed (`TLSv1.3`), as rewrites' `ssl_connection_protocol`.
-    pub tls_protocol: std::sync::OnceLock<&'static str>,
+    /// The negotiated TLS version and cipher suite, on HTTPS connections.
+    pub tls: std::sync::OnceLock<TlsFacts>,
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is
@@ -87,6 +89,12 @@ impl Forwarded {
     /// The client's address and port as text ("ip:port", `[v6]:port`), as router plugins get it.
     pub fn client_str(&self) -> &str {
         self.client.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.plane.metrics.connection_closed();
     }
 }
 
@@ -115,18 +123,27 @@ impl HeadTimeout for Connection {
 
 impl Connection {
     /// Serves one request; failures become the error response chosen in one place
-    /// ([`ProxyError::into_response`]).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    /// ([`ProxyError::into_response`]). The request's record goes with the response's body
+    /// and is counted and logged when the body ends.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ExchangeBody> {
         workers::served_request();
-        let mut log = AccessLog::start(self.client, &req);
         let snapshot = self.plane.snapshot.load_full();
+        let mut exchange = Exchange::start(self, snapshot, &req);
         let h2 = req.version() == Version::HTTP_2;
-        let mut listener = None;
-        let res = match self.proxy(&snapshot, req, &mut listener).await {
+        let head_only = req.method() == http::Method::HEAD;
+        let conn = &exchange.conn;
+        let res = match conn
+            .proxy(&exchange.snapshot, req, &mut exchange.facts)
+            .await
+        {
             Ok(res) => res,
             Err(e) => {
-                tracing::debug!(client = %self.client, error = %e, origin = e.origin().as_str(), "request failed");
-                let page = snapshot.config.error_page(listener, e.status());
+                tracing::debug!(client = %conn.client, error = %e, origin = e.origin().as_str(), "request failed");
+                exchange.failed(&e);
+                let page = exchange
+                    .snapshot
+                    .config
+                    .error_page(exchange.facts.listener, e.status());
                 let mut res = e.into_response_with(page);
                 if h2 {
                     // RFC 9113 §8.2.2: no connection-specific fields in HTTP/2.
@@ -135,10 +152,22 @@ impl Connection {
                 res
             }
         };
-        if let Some(log) = &mut log {
-            log.status(res.status());
-        }
-        res
+        exchange.respond(res, head_only)
+    }
+
+    /// Answers a request with `error` without serving it (plain HTTP on an HTTPS port); it is
+    /// counted and logged as any other.
+    pub fn refuse<B>(
+        self: Arc<Self>,
+        req: &Request<B>,
+        error: ProxyError,
+    ) -> Response<ExchangeBody> {
+        let snapshot = self.plane.snapshot.load_full();
+        let mut exchange = Exchange::start(self, snapshot, req);
+        exchange.failed(&error);
+        let status = error.status();
+        let res = error.into_response_with(exchange.snapshot.config.error_page(None, status));
+        exchange.respond(res, false)
     }
 
     /// The phases, in order.
@@ -146,40 +175,31 @@ impl Connection {
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
-        listener: &mut Option<crate::config::ListenerId>,
+        facts: &mut Facts,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let authority = checks::request(&req, &snapshot.config.limits)?;
-        let forwarding = match self.route(snapshot, &req, &authority, listener).await? {
+        let forwarding = match self.route(snapshot, &req, &authority, facts).await? {
             Route::Respond(res) => return Ok(res),
             Route::Forward(forwarding) => forwarding,
         };
         let UpstreamRequest {
             target,
-            mut request,
+            request,
             member,
             response,
-        } = self.upstream_request(snapshot, req, &authority, forwarding)?;
-        if request.body().declared_empty_and_open() && response.websocket == route::WebSocket::No {
-            // The upstream head would complete the request: it waits for the client's stream to
-            // end, so that DATA after all is refused rather than the request served
-            // (RFC 9113 §8.1.1).
-            let idle = snapshot.config.limits.client_idle_timeout;
-            match tokio::time::timeout(idle, request.body_mut().wait_for_end()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(ProxyError::BadRequest(
-                        "the request body is malformed or was cut short",
-                    ));
-                }
-                Err(_) => {
-                    return Err(ProxyError::BadRequest(
-                        "the request stream did not end after a body declared empty",
-                    ));
-                }
-            }
-        }
-        let (res, server_index) = self.forward(snapshot, &target, member, request).await?;
-        self.response_filters(snapshot, &target, res, server_index, member, response)
+        } = self.upstream_request(snapshot, req, &authority, forwarding, facts)?;
+        let (res, server_index) = self
+            .forward(snapshot, &target, member, request, facts)
+            .await?;
+        self.response_filters(
+            snapshot,
+            &target,
+            res,
+            server_index,
+            member,
+            response,
+            facts,
+        )
     }
 }
 

@@ -7,6 +7,7 @@ use http::{Response, StatusCode};
 
 use super::body::ResponseBody;
 use super::headers::remove_hop_by_hop;
+use super::log::{Facts, session_logger};
 use super::rewrite;
 use super::route::WebSocket;
 use super::upstream_request::{ResponsePlan, ServerChoice};
@@ -16,6 +17,7 @@ use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::websocket;
 
 impl Connection {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn response_filters(
         &self,
         snapshot: &Snapshot,
@@ -24,6 +26,7 @@ impl Connection {
         server_index: usize,
         member: ServerChoice,
         plan: ResponsePlan,
+        facts: &Facts,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let settings = snapshot.config.settings(target.settings);
         let extended_connect = plan.websocket == WebSocket::ExtendedConnect;
@@ -55,6 +58,15 @@ impl Connection {
                 },
                 self.plane.clone(),
                 target.servers[server_index].health.drained(),
+                websocket::SessionReport {
+                    metrics: snapshot.metrics.clone(),
+                    slots: snapshot.metrics.slots(
+                        facts.listener.map(|l| l.0),
+                        facts.rule.map(|r| r.0),
+                        Some(target.metrics_col),
+                    ),
+                    log: session_logger(self, snapshot, facts),
+                },
             );
         }
         if upgraded && extended_connect {

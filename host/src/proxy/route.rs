@@ -9,6 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 
 use super::body::ResponseBody;
+use super::log::Facts;
 use super::rewrite::{self, RequestFacts, RequestRewrite};
 use super::route_plugin::{PluginForward, RouterOutcome};
 use super::{Connection, ProxyError};
@@ -95,7 +96,7 @@ impl Connection {
         snapshot: &Snapshot,
         req: &Request<B>,
         authority: &str,
-        listener_seen: &mut Option<ListenerId>,
+        facts: &mut Facts,
     ) -> Result<Route, ProxyError> {
         let host = host_without_port(authority);
         // A connection outlives a reload that removed its socket's listeners; its next
@@ -105,7 +106,8 @@ impl Connection {
             .ok_or_else(|| ProxyError::NoListener(host.to_string()))?;
         let routed = snapshot.route(socket, host, req.uri().path());
         if let Some(r) = &routed {
-            *listener_seen = Some(r.listener);
+            facts.listener = Some(r.listener);
+            facts.rule = Some(r.rule);
             self.check_ssl_profile(snapshot, r.listener)?;
         }
         let router = match &routed {
@@ -126,7 +128,12 @@ impl Connection {
                 .await?
             {
                 RouterOutcome::Native => {}
-                RouterOutcome::Respond(res) => return Ok(Route::Respond(res)),
+                RouterOutcome::Respond(res) => {
+                    facts
+                        .listener
+                        .get_or_insert(snapshot.sockets[socket].listeners[0]);
+                    return Ok(Route::Respond(res));
+                }
                 RouterOutcome::Forward(f) => by_plugin = Some(f),
             }
         }
@@ -182,6 +189,11 @@ impl Connection {
                 }
             }
         };
+        let t = &forwarding.target;
+        facts.target = Some((t.pool, t.settings, t.metrics_col));
+        facts
+            .listener
+            .get_or_insert(snapshot.sockets[socket].listeners[0]);
         Ok(Route::Forward(forwarding))
     }
 
@@ -238,7 +250,7 @@ impl Connection {
                 path_and_query: current,
                 scheme: self.scheme.as_str(),
                 server_port: self.local_port,
-                tls_protocol: self.tls_protocol.get().copied(),
+                tls_protocol: self.tls.get().map(|t| t.protocol),
                 client_certificate: self
                     .handshake
                     .get()

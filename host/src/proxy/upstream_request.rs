@@ -15,8 +15,10 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::headers::*;
+use super::log::Facts;
 use super::rewrite::ResponseRule;
 use super::route::{Forwarding, WebSocket};
+use super::trace::{TRACEPARENT, TRACESTATE};
 use super::{Connection, ProxyError, route_plugin};
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::{ClientBody, RequestBody};
@@ -59,6 +61,7 @@ impl Connection {
         mut req: Request<Incoming>,
         authority: &str,
         forwarding: Forwarding,
+        facts: &mut Facts,
     ) -> Result<UpstreamRequest, ProxyError> {
         let Forwarding {
             target,
@@ -128,6 +131,7 @@ impl Connection {
             original_host.as_ref(),
             authority,
             original.as_str(),
+            facts,
         );
         // Header rewrites come after the forwarding fields, so that a rule may replace them.
         let mut response_rewrites = Vec::new();
@@ -182,9 +186,10 @@ impl Connection {
         original_host: Option<&HeaderValue>,
         authority: &str,
         original_url: &str,
+        facts: &mut Facts,
     ) {
-        // Room for the six fields below at once, instead of the map growing on the way.
-        headers.reserve(6);
+        // Room for the seven fields below at once, instead of the map growing on the way.
+        headers.reserve(7);
         // The client is appended to what earlier proxies recorded; without them the value is
         // the connection's, copied by reference count.
         let appended = headers
@@ -219,7 +224,15 @@ impl Connection {
         if let Ok(v) = HeaderValue::from_str(original_url) {
             headers.insert(X_ORIGINAL_URL.clone(), v);
         }
-        headers.insert(X_TRACE_ID.clone(), trace_id());
+        // W3C Trace Context: the backend continues the gateway's span. A trace the gateway
+        // started (no valid traceparent came) drops the caller's tracestate (§3.3.1.1).
+        if facts.trace.parent_span_id.is_none() {
+            headers.remove(&TRACESTATE);
+        }
+        headers.insert(TRACEPARENT.clone(), facts.trace.traceparent());
+        let trace_id = facts.trace.trace_id_value();
+        headers.insert(X_TRACE_ID.clone(), trace_id.clone());
+        facts.trace_header = Some(trace_id);
     }
 }
 

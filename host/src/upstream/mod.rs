@@ -314,6 +314,11 @@ impl Upstream {
         self.dns.stale()
     }
 
+    /// The port connections go to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn key(&self) -> UpstreamKey {
         UpstreamKey::new(self.host.clone(), self.port, self.tls.as_ref())
     }

@@ -53,6 +53,8 @@ pub struct FrameTracker {
     code: [u8; 2],
     close_seen: bool,
     close_code: Option<u16>,
+    /// Data frames with FIN set seen so far: whole messages (§5.4).
+    messages: u64,
 }
 
 impl Default for FrameTracker {
@@ -75,6 +77,7 @@ impl FrameTracker {
             code: [0; 2],
             close_seen: false,
             close_code: None,
+            messages: 0,
         }
     }
 
@@ -93,6 +96,11 @@ impl FrameTracker {
     /// (RFC 6455 §5.5.1: the body, when present, starts with a 2-byte code).
     pub fn close_code(&self) -> Option<u16> {
         self.close_code
+    }
+
+    /// Whole messages seen: data frames with FIN set, fragmented or not.
+    pub fn messages(&self) -> u64 {
+        self.messages
     }
 
     /// Follows every byte of `bytes`.
@@ -121,6 +129,8 @@ impl FrameTracker {
                     // FIN and RSV bits do not affect framing; fragments and
                     // interleaved control frames are all just frames (§5.4).
                     self.opcode = b & 0x0F;
+                    // FIN on a data or continuation frame (opcodes 0–7) ends a message.
+                    self.messages += u64::from(b & 0x88 == 0x80);
                     self.stage = Stage::Length;
                     i += 1;
                 }

@@ -26,6 +26,7 @@ use http::header::HeaderName;
 use crate::client_io::ClientIo;
 use crate::dataplane::{ActiveGuard, DataPlane};
 use crate::gather::Gathering;
+use crate::metrics::{ClosedBy, RequestMetrics, RouteSlots, SessionSample};
 
 /// Why a WebSocket handshake is refused: 400, or 426 for a version other than 13.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +151,7 @@ pub fn spawn_relay(
     settings: RelaySettings,
     plane: Arc<DataPlane>,
     drained: impl Future<Output = ()> + Send + 'static,
+    report: SessionReport,
 ) {
     let guard = plane.track();
     let stopping = plane.stopping();
@@ -194,37 +196,85 @@ pub fn spawn_relay(
             (Ok((c, c_ahead)), Ok((b, b_ahead))) => spawn_session(
                 guard,
                 relay::relay(c, b, config, end).with_read_ahead(&c_ahead, &b_ahead),
+                report,
             ),
             (Ok((c, c_ahead)), Err(b)) => spawn_session(
                 guard,
                 relay::relay(c, b, config, end).with_read_ahead(&c_ahead, &none),
+                report,
             ),
             (Err(c), Ok((b, b_ahead))) => spawn_session(
                 guard,
                 relay::relay(c, b, config, end).with_read_ahead(&none, &b_ahead),
+                report,
             ),
-            (Err(c), Err(b)) => spawn_session(guard, relay::relay(c, b, config, end)),
+            (Err(c), Err(b)) => spawn_session(guard, relay::relay(c, b, config, end), report),
         }
     });
 }
 
-fn spawn_session<R>(guard: ActiveGuard, relay: R)
+/// Writes a session's access-log record: given what it relayed and how long it lasted.
+pub type SessionLogger = Box<dyn FnOnce(&SessionSample, Duration) + Send>;
+
+/// Where a session is counted when it opens and ends, and logged when it ends.
+pub struct SessionReport {
+    pub metrics: Arc<RequestMetrics>,
+    pub slots: RouteSlots,
+    /// Set when the access log is on.
+    pub log: Option<SessionLogger>,
+}
+
+fn spawn_session<R>(guard: ActiveGuard, relay: R, report: SessionReport)
 where
     R: Future<Output = relay::RelayOutcome> + Send + 'static,
 {
     reclaim::session_event();
+    report.metrics.session_opened(report.slots);
     tokio::spawn(Session {
         relay,
         _guard: guard,
+        report: Some(report),
+        started: std::time::Instant::now(),
     });
 }
 
 pin_project! {
-    /// A relayed session's task: the relay, and the gateway's count of sessions in flight.
+    /// A relayed session's task: the relay, the gateway's count of sessions in flight, and
+    /// where the session is reported when it ends.
     struct Session<R> {
         #[pin]
         relay: R,
         _guard: ActiveGuard,
+        report: Option<SessionReport>,
+        started: std::time::Instant,
+    }
+}
+
+/// What a session's end adds to the metrics and the access log.
+fn session_sample(outcome: &relay::RelayOutcome) -> SessionSample {
+    use relay::{RelayEnd, Side};
+    let (closed_by, close_code) = match outcome.end {
+        RelayEnd::ClientClosed { code } => (ClosedBy::Client, code),
+        RelayEnd::BackendClosed { code } => (ClosedBy::Backend, code),
+        // The gateway sends 1001 Going Away to both peers.
+        RelayEnd::Timeout | RelayEnd::Shutdown => {
+            (ClosedBy::Gateway, Some(frame::CLOSE_GOING_AWAY))
+        }
+        RelayEnd::Error {
+            side: Side::Client, ..
+        } => (ClosedBy::Client, None),
+        RelayEnd::Error {
+            side: Side::Backend,
+            ..
+        } => (ClosedBy::Backend, None),
+    };
+    SessionSample {
+        closed_by,
+        close_code,
+        messages_from_client: outcome.messages_from_client,
+        messages_from_backend: outcome.messages_from_backend,
+        bytes_from_client: outcome.client_to_backend,
+        bytes_from_backend: outcome.backend_to_client,
     }
 }
 
@@ -232,8 +282,16 @@ impl<R: Future<Output = relay::RelayOutcome>> Future for Session<R> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let outcome = ready!(self.project().relay.poll(cx));
+        let this = self.project();
+        let outcome = ready!(this.relay.poll(cx));
         reclaim::session_event();
+        if let Some(report) = this.report.take() {
+            let sample = session_sample(&outcome);
+            report.metrics.session_closed(report.slots, &sample);
+            if let Some(log) = report.log {
+                log(&sample, this.started.elapsed());
+            }
+        }
         tracing::debug!(
             end = ?outcome.end,
             client_to_backend = outcome.client_to_backend,

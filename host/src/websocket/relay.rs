@@ -91,6 +91,9 @@ pub struct RelayOutcome {
     /// Bytes forwarded from the backend to the client (excluding Close frames
     /// injected by the gateway).
     pub backend_to_client: u64,
+    /// Messages (data frames with FIN set) sent by the client and by the backend.
+    pub messages_from_client: u64,
+    pub messages_from_backend: u64,
 }
 
 /// Relays a WebSocket session between `client` and `backend` until it ends.
@@ -648,6 +651,8 @@ where
             end,
             client_to_backend: self.c2b.forwarded,
             backend_to_client: self.b2c.forwarded,
+            messages_from_client: self.c2b.tracker.messages(),
+            messages_from_backend: self.b2c.tracker.messages(),
         }
     }
 

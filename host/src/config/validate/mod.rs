@@ -10,6 +10,7 @@ mod backend_settings;
 mod error_pages;
 mod limits;
 mod listeners;
+mod logging;
 mod plugins;
 mod probes;
 mod redirects;
@@ -29,6 +30,7 @@ use backend_pools::pool;
 use backend_settings::settings;
 use limits::limits;
 use listeners::{check_sockets, listener};
+use logging::logging;
 use plugins::{plugin, plugin_engine};
 use probes::{link_probes, probe};
 use redirects::redirect;
@@ -211,7 +213,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
 
     let (plugin_cache, plugin_max_instances) = plugin_engine(raw.plugin_engine.as_ref(), base)?;
 
+    let logging = logging(raw.logging.as_ref(), base)?;
+
     let mut config = Config {
+        logging,
+        source_hash: None,
         plugin_cache,
         plugin_max_instances,
         plugins,
