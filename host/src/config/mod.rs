@@ -101,6 +101,11 @@ pub struct Config {
     /// Plugin instances alive at once over all plugins (`[plugin_engine] max_instances`);
     /// `None` sizes the engine from the configured plugins.
     pub plugin_max_instances: Option<u32>,
+    /// `[telemetry]`: span export.
+    pub telemetry: Telemetry,
+    /// SHA-256 of the TOML text this configuration was read from, hex; empty for one built
+    /// otherwise. The admin API reports it so that an operator can tell which file is running.
+    pub source_hash: String,
 }
 
 impl Config {
@@ -119,7 +124,9 @@ impl Config {
                 .unwrap_or_default();
             ConfigError::new(path, e.message().trim_end().to_string())
         })?;
-        validate::validate(raw, base)
+        let mut config = validate::validate(raw, base)?;
+        config.source_hash = sha256_hex(text.as_bytes());
+        Ok(config)
     }
 
     /// Reads, parses and validates a configuration file.
@@ -166,6 +173,17 @@ impl Config {
             || self.listeners.iter().any(|l| l.router.is_some())
             || self.rules.iter().any(|r| r.router.is_some())
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 fn line_col(text: &str, offset: usize) -> String {
@@ -557,6 +575,41 @@ pub struct Admin {
     pub bind: std::net::SocketAddr,
     /// Required as `Authorization: Bearer <token>`; always set when `bind` is not loopback.
     pub token: Option<String>,
+}
+
+/// `[telemetry]`: what the gateway reports besides its logs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Telemetry {
+    /// The OpenTelemetry collector spans are exported to (`otlp_endpoint`); `None` exports
+    /// nothing.
+    pub otlp: Option<OtlpEndpoint>,
+    /// `service.name` of the exported spans' resource (`service_name`, default `wasmgate`).
+    pub service_name: String,
+}
+
+/// `service.name` of exported spans unless `[telemetry] service_name` says otherwise.
+pub const DEFAULT_SERVICE_NAME: &str = "wasmgate";
+
+/// An OTLP/HTTP collector: plain HTTP to `host:port`, spans POSTed to `traces_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// Host name or IP address as written (an IPv6 address without brackets).
+    pub host: String,
+    pub port: u16,
+    /// The endpoint's path with `/v1/traces` appended, as the OTLP specification asks of a
+    /// base endpoint (`http://collector:4318` → `/v1/traces`).
+    pub traces_path: String,
+}
+
+impl OtlpEndpoint {
+    /// `host:port` for the `Host` header and for connecting (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// Largest request target (URL) accepted; longer → 414.

@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub routing: Option<RawRouting>,
     #[serde(default)]
     pub plugin_engine: Option<RawPluginEngine>,
+    #[serde(default)]
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +308,16 @@ pub struct RawAdmin {
     pub port: Option<u16>,
     #[serde(default)]
     pub token: Option<String>,
+}
+
+/// `[telemetry]`: where the gateway sends its spans.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 /// A WebAssembly plugin (`[[plugins]]`).

@@ -15,6 +15,7 @@ mod redirects;
 mod rewrite_sets;
 mod rules;
 mod samples;
+mod telemetry;
 mod units;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use probes::{link_probes, probe};
 use redirects::redirect;
 use rewrite_sets::rewrite_set;
 use rules::{rules, url_path_map};
+use telemetry::telemetry;
 pub(crate) use units::fmt_duration;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -79,6 +81,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         &probe_ids,
     )?;
     let admin = raw.admin.as_ref().map(admin).transpose()?;
+    let telemetry = telemetry(raw.telemetry.as_ref())?;
 
     let rewrite_sets = raw
         .rewrite_sets
@@ -202,6 +205,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         limits,
         probes,
         admin,
+        telemetry,
+        source_hash: String::new(),
     };
     if builtin_used.get() {
         let path = builtin::builtin_component().map_err(|why| ConfigError::new("", why))?;
