@@ -17,11 +17,12 @@ use crate::config::Config;
 use crate::dataplane::{DataPlane, SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener::{self, SocketHandle};
+use crate::otlp::OtlpExporter;
 use crate::plugin::PluginRegistry;
 use crate::probe::{Drain, FirstRound, Health, Prober};
 use crate::snapshot::{Snapshot, SocketKey};
-use crate::tls::Certificates;
 use crate::telemetry::rfc3339;
+use crate::tls::Certificates;
 use crate::workers::Workers;
 
 /// The control plane: everything a reload changes besides the snapshot. Reloads take the lock
@@ -170,7 +171,12 @@ fn listener_names(snapshot: &Snapshot, socket: usize) -> Vec<String> {
 impl Control {
     /// Loads the plugins of `config`, binds its listeners and starts serving them on `workers`.
     /// Nothing serves until everything that can fail has succeeded.
-    pub async fn start(config: Config, workers: Arc<Workers>) -> Result<Arc<Self>, Error> {
+    /// Spans of finished requests go to `spans`, when given.
+    pub async fn start(
+        config: Config,
+        workers: Arc<Workers>,
+        spans: Option<Arc<OtlpExporter>>,
+    ) -> Result<Arc<Self>, Error> {
         let now = SystemTime::now();
         let history = History {
             started_at: now,
@@ -204,7 +210,7 @@ impl Control {
         for (b, tls) in bound.iter().zip(socket_tls) {
             b.handle.tls.store(tls);
         }
-        let plane = DataPlane::new(cell, plugins);
+        let plane = DataPlane::new(cell, plugins, spans);
         // Every target is probed at once; servers join the rotation as their probes answer.
         let prober = {
             let snapshot = plane.snapshot.load();
@@ -388,6 +394,9 @@ impl Control {
         if snapshot.config.admin != previous.config.admin {
             // The admin listener carries this very request when the reload comes through it.
             tracing::warn!("the [admin] section changed; it applies at the next start");
+        }
+        if snapshot.config.telemetry != previous.config.telemetry {
+            tracing::warn!("the [telemetry] section changed; it applies at the next start");
         }
 
         // Everything that can fail, with nothing changed yet.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 
+use crate::otlp::OtlpExporter;
 use crate::plugin::{Health, HostView, PluginRegistry, ServerState};
 use crate::probe::Status;
 use crate::snapshot::Snapshot;
@@ -23,16 +24,24 @@ pub struct DataPlane {
     /// those loaded through the admin API. Versions change at runtime; a request reads the
     /// active one without a lock.
     pub plugins: PluginRegistry,
+    /// Where finished requests' spans go (`[telemetry] otlp_endpoint`); `None` when spans are
+    /// not exported, and then a request builds none.
+    pub spans: Option<Arc<OtlpExporter>>,
     stop: watch::Sender<bool>,
     active: AtomicUsize,
     drained: Notify,
 }
 
 impl DataPlane {
-    pub fn new(snapshot: SnapshotCell, plugins: PluginRegistry) -> Arc<Self> {
+    pub fn new(
+        snapshot: SnapshotCell,
+        plugins: PluginRegistry,
+        spans: Option<Arc<OtlpExporter>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             snapshot,
             plugins,
+            spans,
             stop: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             drained: Notify::new(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod gather;
 pub mod listener;
+pub mod otlp;
 pub mod plugin;
 pub mod probe;
 pub mod proxy;

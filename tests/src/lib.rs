@@ -5,9 +5,11 @@
 //! assertion naming the semantic, never as a hung test.
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod otlp;
 pub mod tls;
 pub mod ws;
 

@@ -111,12 +111,18 @@ mod tests {
                 .unwrap()
                 .replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
             assert!(!text.contains("http://"), "{path} refers to another origin");
-            assert!(!text.contains("https://"), "{path} refers to another origin");
+            assert!(
+                !text.contains("https://"),
+                "{path} refers to another origin"
+            );
         }
         let page = std::str::from_utf8(ASSETS[0].2).unwrap();
         for (path, _, _) in &ASSETS[1..] {
             assert!(page.contains(&path[1..]), "the page does not load {path}");
         }
-        assert!(!page.contains("<script>"), "inline scripts are refused by the policy");
+        assert!(
+            !page.contains("<script>"),
+            "inline scripts are refused by the policy"
+        );
     }
 }

@@ -11,6 +11,8 @@ const INTERVAL_MS = Math.round(
 );
 
 const state = {
+  // Refreshes started and finished, on <body data-started data-refreshes> for whoever watches.
+  started: 0,
   refreshes: 0,
   timer: null,
   // The previous scrape of /metrics: series → value, and when it was taken.
@@ -326,6 +328,8 @@ function setConnection(text, kind) {
 
 async function refresh() {
   clearTimeout(state.timer);
+  state.started += 1;
+  document.body.dataset.started = String(state.started);
   try {
     const [status, health, plugins, metrics] = await Promise.all([
       getJson("/api/status"),

@@ -23,7 +23,11 @@ pub(super) fn telemetry(raw: Option<&RawTelemetry>) -> Result<Telemetry> {
         }
         Some(name) => name.to_owned(),
     };
-    let otlp = raw.otlp_endpoint.as_deref().map(otlp_endpoint).transpose()?;
+    let otlp = raw
+        .otlp_endpoint
+        .as_deref()
+        .map(otlp_endpoint)
+        .transpose()?;
     Ok(Telemetry { otlp, service_name })
 }
 
@@ -44,7 +48,7 @@ fn otlp_endpoint(text: &str) -> Result<OtlpEndpoint> {
         Some(other) => return Err(bad(format!("has scheme {other:?}; use http://"))),
         None => {
             return Err(bad(
-                "is not an absolute URL; write it as http://host:port".into(),
+                "is not an absolute URL; write it as http://host:port".into()
             ));
         }
     }
@@ -54,7 +58,10 @@ fn otlp_endpoint(text: &str) -> Result<OtlpEndpoint> {
     if authority.as_str().contains('@') {
         return Err(bad("must not carry a user name or password".into()));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err(bad("has no host; write it as http://host:port".into()));
     }
@@ -92,7 +99,10 @@ mod tests {
         let e = endpoint("http://collector.internal:4318/otlp/").unwrap();
         assert_eq!(e.traces_path, "/otlp/v1/traces");
         let e = endpoint("http://[::1]:4318").unwrap();
-        assert_eq!((e.host.as_str(), e.authority()), ("::1", "[::1]:4318".into()));
+        assert_eq!(
+            (e.host.as_str(), e.authority()),
+            ("::1", "[::1]:4318".into())
+        );
 
         for (text, why) in [
             ("https://c:4318", "uses https"),
