@@ -261,7 +261,8 @@ impl Batcher {
         loop {
             tokio::select! {
                 biased;
-                _ = stopping.wait_for(|s| *s) => break,
+                // Only ever set to true; an error means the handle is gone: stop too.
+                _ = stopping.changed() => break,
                 span = queue.recv() => match span {
                     Some(span) => {
                         if batch.is_empty() {
@@ -484,6 +485,7 @@ fn string(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.into())),
         }),
+        ..Default::default()
     }
 }
 
@@ -493,5 +495,6 @@ fn int(key: &str, value: i64) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::IntValue(value)),
         }),
+        ..Default::default()
     }
 }
