@@ -19,7 +19,7 @@ fn span(n: u8) -> Span {
     Span {
         trace_id: [n; 16],
         span_id: [n.wrapping_add(1); 8],
-        parent_span_id: (n % 2 == 0).then_some([0xab; 8]),
+        parent_span_id: n.is_multiple_of(2).then_some([0xab; 8]),
         name: format!("GET rule-{n}"),
         start_unix_nanos: 1_700_000_000_000_000_000 + u64::from(n) * 1000,
         end_unix_nanos: 1_700_000_000_000_250_000 + u64::from(n) * 1000,

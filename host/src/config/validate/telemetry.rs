@@ -107,7 +107,7 @@ mod tests {
         for (text, why) in [
             ("https://c:4318", "uses https"),
             ("grpc://c:4317", "has scheme \"grpc\""),
-            ("c:4318", "is not an absolute URL"),
+            ("/v1/traces", "is not an absolute URL"),
             ("http://collector", "has no port"),
             ("http://c:0", "has port 0"),
             ("http://u:p@c:4318", "user name"),
