@@ -3,11 +3,12 @@
 //! the [data plane](crate::dataplane) and never sits on the request path. The admin API reaches
 //! it through a [`ControlHandle`].
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
@@ -17,10 +18,14 @@ use crate::dataplane::{DataPlane, SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener::{self, SocketHandle};
 use crate::metrics::Metrics;
+use crate::otlp::OtlpExporter;
 use crate::plugin::PluginRegistry;
-use crate::probe::{Drain, FirstRound, Health, ProbedServer, Prober, Status, first_round_bound};
+use crate::probe::{
+    Drain, FirstRound, Health, ProbedServer, Prober, Status as ServerStatus, first_round_bound,
+};
 use crate::snapshot::{Snapshot, SocketKey};
 use crate::telemetry::AccessLog;
+use crate::telemetry::rfc3339;
 use crate::tls::Certificates;
 use crate::workers::Workers;
 
@@ -38,6 +43,8 @@ pub struct Control {
     /// The file the configuration came from, once the gateway was told (SIGHUP, the admin
     /// API and the file watch read it again).
     config_file: std::sync::Mutex<Option<PathBuf>>,
+    /// The running configuration's identity and the latest reloads, for the admin API.
+    history: std::sync::Mutex<History>,
 }
 
 struct ControlState {
@@ -76,6 +83,60 @@ pub struct ReloadReport {
     pub listeners: usize,
     pub rules: usize,
     pub backend_pools: usize,
+}
+
+/// Reloads kept for the admin API's status, newest first; older ones are only in the log.
+pub const RELOAD_HISTORY: usize = 20;
+
+/// The running configuration and the latest reload attempts.
+struct History {
+    started_at: SystemTime,
+    config_hash: String,
+    loaded_at: SystemTime,
+    reloads: VecDeque<ReloadRecord>,
+}
+
+/// One reload attempt, applied or not.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadRecord {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// "applied" or "failed" (the running configuration kept serving).
+    pub outcome: &'static str,
+    /// The hash of the configuration tried; `None` when it could not be read or parsed.
+    pub config_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ReloadReport>,
+}
+
+/// The gateway's status as the admin API's `/api/status` answers it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The gateway's version (the crate's).
+    pub version: &'static str,
+    pub started_at: String,
+    pub config: ConfigStatus,
+    /// The latest reload attempts, newest first, at most [`RELOAD_HISTORY`].
+    pub reloads: Vec<ReloadRecord>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    /// SHA-256 of the running configuration's text, hex (empty when it was not read from text).
+    pub hash: String,
+    /// When it started serving, RFC 3339, UTC.
+    pub loaded_at: String,
+    /// The file it came from, when the gateway was told.
+    pub file: Option<String>,
+    pub listeners: usize,
+    pub rules: usize,
+    pub backend_pools: usize,
+    pub plugins: usize,
 }
 
 /// New sockets bound for a snapshot, not yet serving.
@@ -121,7 +182,19 @@ fn listener_names(snapshot: &Snapshot, socket: usize) -> Vec<String> {
 impl Control {
     /// Loads the plugins of `config`, binds its listeners and starts serving them on `workers`.
     /// Nothing serves until everything that can fail has succeeded.
-    pub async fn start(config: Config, workers: Arc<Workers>) -> Result<Arc<Self>, Error> {
+    /// Spans of finished requests go to `spans`, when given.
+    pub async fn start(
+        config: Config,
+        workers: Arc<Workers>,
+        spans: Option<Arc<OtlpExporter>>,
+    ) -> Result<Arc<Self>, Error> {
+        let now = SystemTime::now();
+        let history = History {
+            started_at: now,
+            config_hash: config.source_hash.as_deref().unwrap_or_default().to_owned(),
+            loaded_at: now,
+            reloads: VecDeque::with_capacity(RELOAD_HISTORY),
+        };
         let mut snapshot = Snapshot::build(config, None, workers.count());
         let ids: Vec<usize> = (0..snapshot.sockets.len()).collect();
         snapshot.assign_sockets(&ids);
@@ -152,7 +225,7 @@ impl Control {
         metrics.adopt(&snapshot.metrics);
         metrics.config_applied(snapshot.config.source_hash.clone(), false);
         let access_log = AccessLog::new(snapshot.config.logging.access_log.clone());
-        let plane = DataPlane::new(cell, plugins, metrics, access_log);
+        let plane = DataPlane::new(cell, plugins, metrics, access_log, spans);
         // Every target is probed at once, and nothing is served before each has answered (or
         // its probe timeout passed): the ports are bound, so connections wait in their accept
         // queue instead of meeting pools that are all Unknown and answering 502.
@@ -164,7 +237,7 @@ impl Control {
         let limit = first_round_bound(&snapshot.config, &snapshot.targets);
         if !prober.wait_for_first_probes(limit).await {
             for t in snapshot.targets.iter() {
-                if t.health.status() == Status::Unknown {
+                if t.health.status() == ServerStatus::Unknown {
                     let key = t.health.key();
                     tracing::warn!(pool = %key.pool, server = %key.server, settings = %key.settings, "no answer to the first probe; serving without this server until a probe succeeds");
                 }
@@ -182,6 +255,7 @@ impl Control {
             certificates: ArcSwap::from_pointee(Certificates::default()),
             bound: ArcSwap::from_pointee(Vec::new()),
             config_file: std::sync::Mutex::new(None),
+            history: std::sync::Mutex::new(history),
         });
         {
             let mut state = control.state.lock().await;
@@ -269,19 +343,70 @@ impl Control {
             Ok(config) => config,
             Err(e) => {
                 self.plane.metrics.reload_failed();
-                return Err(e.into());
+                let e = Error::from(e);
+                self.record(None, Err(&e));
+                return Err(e);
             }
         };
         self.reload(config).await
     }
 
-    /// Applies `config` (see [`crate::Gateway::reload`]); the metrics count the outcome.
+    /// Applies `config` (see [`crate::Gateway::reload`]); the metrics count the outcome, and the
+    /// attempt is recorded for the status.
     pub async fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
-        let applied = self.apply(config).await;
-        if applied.is_err() {
+        let hash = config.source_hash.clone();
+        let result = self.apply(config).await;
+        if result.is_err() {
             self.plane.metrics.reload_failed();
         }
-        applied
+        self.record(hash.map(String::from), result.as_ref());
+        result
+    }
+
+    /// The running configuration and the latest reload attempts.
+    pub fn status(&self) -> Status {
+        let snapshot = self.plane.snapshot.load();
+        let config = &snapshot.config;
+        let file = self
+            .config_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: rfc3339(history.started_at),
+            config: ConfigStatus {
+                hash: history.config_hash.clone(),
+                loaded_at: rfc3339(history.loaded_at),
+                file,
+                listeners: config.listeners.len(),
+                rules: config.rules.len(),
+                backend_pools: config.backend_pools.len(),
+                plugins: config.plugins.len(),
+            },
+            reloads: history.reloads.iter().cloned().collect(),
+        }
+    }
+
+    fn record(&self, hash: Option<String>, result: Result<&ReloadReport, &Error>) {
+        let now = SystemTime::now();
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Ok(_), Some(hash)) = (result, &hash) {
+            history.config_hash.clone_from(hash);
+            history.loaded_at = now;
+        }
+        if history.reloads.len() == RELOAD_HISTORY {
+            history.reloads.pop_back();
+        }
+        history.reloads.push_front(ReloadRecord {
+            at: rfc3339(now),
+            outcome: if result.is_ok() { "applied" } else { "failed" },
+            config_hash: hash,
+            error: result.as_ref().err().map(|e| e.to_string()),
+            changes: result.ok().cloned(),
+        });
     }
 
     async fn apply(&self, config: Config) -> Result<ReloadReport, Error> {
@@ -297,6 +422,9 @@ impl Control {
         if snapshot.config.admin != previous.config.admin {
             // The admin listener carries this very request when the reload comes through it.
             tracing::warn!("the [admin] section changed; it applies at the next start");
+        }
+        if snapshot.config.telemetry != previous.config.telemetry {
+            tracing::warn!("the [telemetry] section changed; it applies at the next start");
         }
 
         // Everything that can fail, with nothing changed yet.
@@ -462,7 +590,7 @@ impl Control {
                 key.server, key.pool, key.settings
             );
             let status = t.health.status();
-            if status == Status::Unknown {
+            if status == ServerStatus::Unknown {
                 tracing::warn!(pool = %key.pool, server = %key.server, settings = %key.settings, "no answer to the first probe; the configuration takes effect without this server until a probe succeeds");
                 report.servers_unknown.push(server.clone());
             }
@@ -591,6 +719,11 @@ impl ControlHandle {
     /// Access-log records dropped because the writer fell behind.
     pub fn access_log_dropped(&self) -> u64 {
         self.0.plane.access_log.dropped()
+    }
+
+    /// The running configuration and the latest reload attempts.
+    pub fn status(&self) -> Status {
+        self.0.status()
     }
 
     /// Completes once the gateway starts shutting down.

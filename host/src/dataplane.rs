@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
+use crate::otlp::OtlpExporter;
 use crate::plugin::{Health, HostView, PluginRegistry, ServerState};
 use crate::probe::Status;
 use crate::snapshot::Snapshot;
@@ -29,6 +30,9 @@ pub struct DataPlane {
     pub metrics: Arc<Metrics>,
     /// Where requests' and WebSocket sessions' records go.
     pub access_log: AccessLog,
+    /// Where finished requests' spans go (`[telemetry] otlp_endpoint`); `None` when spans are
+    /// not exported, and then a request builds none.
+    pub spans: Option<Arc<OtlpExporter>>,
     stop: watch::Sender<bool>,
     active: AtomicUsize,
     drained: Notify,
@@ -40,12 +44,14 @@ impl DataPlane {
         plugins: PluginRegistry,
         metrics: Arc<Metrics>,
         access_log: AccessLog,
+        spans: Option<Arc<OtlpExporter>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             snapshot,
             plugins,
             metrics,
             access_log,
+            spans,
             stop: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             drained: Notify::new(),

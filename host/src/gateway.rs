@@ -14,9 +14,13 @@ use crate::control::{Control, ReloadReport};
 use crate::dataplane::{SnapshotCell, SnapshotView};
 use crate::error::Error;
 use crate::listener;
+use crate::otlp::{ExportOptions, OtlpExporter};
 use crate::plugin::{PluginRegistry, PluginSlot};
 use crate::snapshot::Snapshot;
 use crate::workers::{WorkerOptions, Workers};
+
+/// How long shutting down waits for the last spans to reach the collector.
+const SPAN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// A gateway serving in the background: its control plane (reloads, probes, the admin API) on
 /// the tokio runtime that started it, its connections on its [workers](crate::workers).
@@ -60,7 +64,20 @@ impl Gateway {
             }
         };
         let workers = Workers::start(workers).map_err(Error::Workers)?;
-        let control = Control::start(config, workers).await?;
+        // Span export, when configured: its task runs here, off the workers.
+        let spans = config.telemetry.otlp.as_ref().map(|endpoint| {
+            let exporter = OtlpExporter::start(
+                endpoint,
+                &config.telemetry.service_name,
+                ExportOptions::default(),
+            );
+            tracing::info!(
+                endpoint = exporter.endpoint(),
+                "exporting spans over OTLP/HTTP"
+            );
+            exporter
+        });
+        let control = Control::start(config, workers, spans).await?;
         let admin = admin.map(|(socket, local, token, tls)| {
             (
                 local,
@@ -156,6 +173,12 @@ impl Gateway {
         &self.control.plane().plugins
     }
 
+    /// The span exporter, when `[telemetry] otlp_endpoint` is set: what the request path
+    /// hands finished spans to.
+    pub fn spans(&self) -> Option<&Arc<OtlpExporter>> {
+        self.control.plane().spans.as_ref()
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.control.plane().snapshot.load_full()
     }
@@ -189,6 +212,10 @@ impl Gateway {
                 remaining = plane.active(),
                 "shutdown timeout reached with work still in flight"
             );
+        }
+        // The spans of the requests that just finished, sent before the gateway is gone.
+        if let Some(spans) = &plane.spans {
+            spans.shutdown(SPAN_FLUSH_LIMIT).await;
         }
     }
 

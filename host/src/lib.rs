@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod gather;
 pub mod listener;
 pub mod metrics;
+pub mod otlp;
 pub mod plugin;
 pub mod probe;
 pub mod proxy;

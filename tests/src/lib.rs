@@ -5,10 +5,12 @@
 //! assertion naming the semantic, never as a hung test.
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod h2;
+pub mod otlp;
 pub mod tls;
 pub mod ws;
 

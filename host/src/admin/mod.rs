@@ -1,10 +1,14 @@
 //! The admin listener: the management API, separate from the traffic listeners.
 //!
-//! `GET /api/backend-health` answers the backend health view as JSON ([`view::BackendHealth`]).
-//! The listener binds loopback by default; with a token configured every request must carry
-//! `Authorization: Bearer <token>` (compared in constant time), and a token is required to bind
-//! anything else — as is a certificate (HTTPS), unless plain HTTP is explicitly allowed.
+//! `GET /api/backend-health` answers the backend health view as JSON ([`view::BackendHealth`]),
+//! `GET /api/status` the running configuration and the latest reloads, and `GET /` the
+//! [console](console), a page that shows all of it live.
+//! The listener binds loopback by default; with a token configured every request for data must
+//! carry `Authorization: Bearer <token>` (compared in constant time), and a token is required to
+//! bind anything else — as is a certificate (HTTPS), unless plain HTTP is explicitly
+//! allowed. The console's page and assets hold no data and are served to anyone.
 
+pub mod console;
 pub mod metrics;
 pub mod plugins;
 pub mod view;
@@ -34,6 +38,9 @@ pub const RELOAD_PATH: &str = "/api/reload";
 pub const PLUGINS_PATH: &str = "/api/plugins";
 /// The metrics, in Prometheus text or OpenMetrics ([`metrics::render`]).
 pub const METRICS_PATH: &str = "/metrics";
+/// The running configuration's hash and load time, and the latest reloads
+/// ([`crate::control::Status`]).
+pub const STATUS_PATH: &str = "/api/status";
 
 /// How long a client has to send its request head (and, over HTTPS, to finish its handshake).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -68,9 +75,13 @@ pub async fn serve(
                 let control = control.clone();
                 let token = token.clone();
                 async move {
+                    // The console's page and assets: no data, no token.
+                    if let Some(res) = console::asset(&req) {
+                        return Ok::<_, Infallible>(res);
+                    }
                     // The one endpoint that changes state and takes time.
                     if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {
-                        return Ok::<_, Infallible>(reload(&req, &control).await);
+                        return Ok(reload(&req, &control).await);
                     }
                     // Plugin changes read a body and compile for up to seconds.
                     if req.uri().path().starts_with(plugins::PREFIX)
@@ -162,7 +173,11 @@ fn answer(
         }
     }
     let path = req.uri().path();
-    if path != BACKEND_HEALTH_PATH && path != PLUGINS_PATH && path != METRICS_PATH {
+    if path != BACKEND_HEALTH_PATH
+        && path != PLUGINS_PATH
+        && path != METRICS_PATH
+        && path != STATUS_PATH
+    {
         return json(StatusCode::NOT_FOUND, &error_body("no such admin resource"));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -188,6 +203,8 @@ fn answer(
     }
     let body = if path == PLUGINS_PATH {
         serde_json::to_vec_pretty(&view::plugins(control.plugins()))
+    } else if path == STATUS_PATH {
+        serde_json::to_vec_pretty(&control.status())
     } else {
         serde_json::to_vec_pretty(&BackendHealth::of(&control.snapshot()))
     };

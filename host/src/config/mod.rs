@@ -125,6 +125,8 @@ pub struct Config {
     pub logging: Logging,
     /// SHA-256 of the configuration's text (hex), when it was read from text.
     pub source_hash: Option<Box<str>>,
+    /// `[telemetry]`: span export.
+    pub telemetry: Telemetry,
 }
 
 impl Config {
@@ -887,6 +889,41 @@ impl PartialEq for AdminTls {
 }
 
 impl Eq for AdminTls {}
+
+/// `[telemetry]`: what the gateway reports besides its logs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Telemetry {
+    /// The OpenTelemetry collector spans are exported to (`otlp_endpoint`); `None` exports
+    /// nothing.
+    pub otlp: Option<OtlpEndpoint>,
+    /// `service.name` of the exported spans' resource (`service_name`, default `wasmgate`).
+    pub service_name: String,
+}
+
+/// `service.name` of exported spans unless `[telemetry] service_name` says otherwise.
+pub const DEFAULT_SERVICE_NAME: &str = "wasmgate";
+
+/// An OTLP/HTTP collector: plain HTTP to `host:port`, spans POSTed to `traces_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// Host name or IP address as written (an IPv6 address without brackets).
+    pub host: String,
+    pub port: u16,
+    /// The endpoint's path with `/v1/traces` appended, as the OTLP specification asks of a
+    /// base endpoint (`http://collector:4318` → `/v1/traces`).
+    pub traces_path: String,
+}
+
+impl OtlpEndpoint {
+    /// `host:port` for the `Host` header and for connecting (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
 
 /// Largest request target (URL) accepted; longer → 414.
 pub const MAX_URL_BYTES: usize = 32 * 1024;

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub custom_error_pages: Vec<RawErrorPage>,
     #[serde(default)]
     pub logging: Option<RawLogging>,
+    #[serde(default)]
+    pub telemetry: Option<RawTelemetry>,
 }
 
 /// The access log and trace context (`[logging]`).
@@ -424,6 +426,16 @@ pub struct RawAdmin {
     /// in clear).
     #[serde(default)]
     pub allow_plaintext: bool,
+}
+
+/// `[telemetry]`: where the gateway sends its spans.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 /// A WebAssembly plugin (`[[plugins]]`).

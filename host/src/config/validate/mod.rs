@@ -18,6 +18,7 @@ mod rewrite_sets;
 mod rules;
 mod samples;
 mod ssl_profiles;
+mod telemetry;
 mod units;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use probes::{link_probes, probe};
 use redirects::redirect;
 use rewrite_sets::rewrite_set;
 use rules::{rules, url_path_map};
+use telemetry::telemetry;
 pub(crate) use units::fmt_duration;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -105,6 +107,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         &probe_ids,
     )?;
     let admin = raw.admin.as_ref().map(|a| admin(a, base)).transpose()?;
+    let telemetry = telemetry(raw.telemetry.as_ref())?;
 
     let rewrite_sets = raw
         .rewrite_sets
@@ -234,6 +237,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         admin,
         ssl_profiles,
         custom_error_pages,
+        telemetry,
     };
     if builtin_used.get() {
         let path = builtin::builtin_component().map_err(|why| ConfigError::new("", why))?;
