@@ -536,10 +536,10 @@ async fn idle_session_state_is_small() {
     let (b, _b) = tcp_pair().await;
     let future = relay(a, b, long(), std::future::pending::<()>());
     // Everything an idle session keeps besides the runtime's per-socket state: the two
-    // sockets, the timer entry, the frame followers; no buffers.
-    // 456 bytes in release builds; debug builds lay it out a little larger (472).
+    // sockets, the timer entry, the frame followers with their message counts (for the
+    // session's metrics and access-log record); no buffers. Debug builds lay it out in 488 bytes.
     let size = std::mem::size_of_val(&future);
-    assert!(size <= 480, "{size}");
+    assert!(size <= 496, "{size}");
 }
 
 #[tokio::test(start_paused = true)]
