@@ -9,24 +9,10 @@
 //! retries a batch the collector could not take (connection failure, 429, 502, 503, 504) a
 //! bounded number of times with doubling pauses; then it gives the batch up and counts it.
 //!
-//! # Building a span for a request
-//!
-//! At the end of a request (the log phase), with the request's trace context:
-//!
-//! ```ignore
-//! if let Some(spans) = &plane.spans {
-//!     spans.export(Span {
-//!         trace_id, span_id, parent_span_id,          // from the W3C traceparent
-//!         name: format!("{} {}", method, rule_name),  // low cardinality: never the raw path
-//!         start_unix_nanos, end_unix_nanos: unix_nanos(SystemTime::now()),
-//!         kind: SpanKind::Server,
-//!         method: method.clone(), url_path: path.into(), server_address: host.into(),
-//!         http_status: status.as_u16(),
-//!         listener: Some(listener_name), rule: Some(rule_name), backend_pool: Some(pool_name),
-//!         peer_address: Some(server_addr),
-//!     });
-//! }
-//! ```
+//! The log phase (`proxy/log.rs`, `Exchange::span`) builds each request's span when its
+//! response ends, from the request's W3C trace context: named by method and rule (never the
+//! raw path, so that names stay few), with the listener, rule, backend pool and the server that
+//! answered as attributes.
 //!
 //! With no `otlp_endpoint` configured `plane.spans` is `None` and a request builds nothing.
 

@@ -334,3 +334,84 @@ async fn an_absent_collector_costs_nothing_but_counts() {
     .await;
     exporter.shutdown(WAIT).await;
 }
+
+/// Requests served by a gateway with `[telemetry]` become spans at the collector: a request that
+/// came with a `traceparent` continues its trace (same trace id, the caller's span as parent), one
+/// without starts a trace; each span is named by method and rule, never by path, and carries the
+/// request's attributes and the backend server that answered.
+#[tokio::test]
+async fn served_requests_are_exported_as_spans() {
+    let receiver = OtlpReceiver::start().await;
+    let backend = HttpBackend::start("app").await;
+    let toml = format!(
+        "{}[telemetry]\notlp_endpoint = {:?}\n",
+        single_route(&[backend.addr], ""),
+        receiver.endpoint()
+    );
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+    let continued = get_with(
+        addr,
+        "shop.example",
+        "/items/7?color=red",
+        &[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )],
+    )
+    .await;
+    assert_eq!(continued.status.as_u16(), 200);
+    let started = get(addr, "shop.example", "/").await;
+    assert_eq!(started.status.as_u16(), 200);
+
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(spans_of(&receiver.next().await));
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    let by_path = |path: &str| {
+        got.iter()
+            .find(|s| attribute(&s.attributes, "url.path") == text(path))
+            .unwrap_or_else(|| panic!("no span for {path}: {got:?}"))
+            .clone()
+    };
+    let a = by_path("/items/7");
+    assert_eq!(
+        a.trace_id,
+        [
+            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+            0x31, 0x9c
+        ]
+    );
+    assert_eq!(
+        a.parent_span_id,
+        [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]
+    );
+    assert_ne!(a.span_id, a.parent_span_id, "the gateway's span is its own");
+    assert_eq!(a.name, "GET rule");
+    assert!(a.start_time_unix_nano > 0 && a.start_time_unix_nano <= a.end_time_unix_nano);
+    for (key, value) in [
+        ("http.request.method", text("GET")),
+        ("server.address", text("shop.example")),
+        ("http.response.status_code", Some(AnyValue::IntValue(200))),
+        ("wasmgate.listener", text("web")),
+        ("wasmgate.rule", text("rule")),
+        ("wasmgate.backend_pool", text("pool")),
+        ("network.peer.address", text(&backend.addr.ip().to_string())),
+        (
+            "network.peer.port",
+            Some(AnyValue::IntValue(i64::from(backend.addr.port()))),
+        ),
+    ] {
+        assert_eq!(attribute(&a.attributes, key), value, "{key}");
+    }
+    // The client saw the same trace id the span carries.
+    assert_eq!(
+        continued.header("x-appgw-trace-id"),
+        Some("0af7651916cd43dd8448eb211c80319c")
+    );
+    let b = by_path("/");
+    assert!(b.parent_span_id.is_empty(), "a trace started here: {b:?}");
+    assert_ne!(b.trace_id, a.trace_id);
+    gw.shutdown().await;
+}

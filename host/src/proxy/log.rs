@@ -22,8 +22,9 @@ use super::Connection;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::trace::TraceContext;
-use crate::config::{ListenerId, LogFormat, PoolId, RuleId, SettingsId};
+use crate::config::{BackendHost, ListenerId, LogFormat, PoolId, RuleId, SettingsId};
 use crate::metrics::{FailureReason, RequestSample, SessionSample};
+use crate::otlp::{self, Span, SpanKind};
 use crate::snapshot::Snapshot;
 use crate::telemetry::{self, AccessLog};
 use crate::websocket::SessionLogger;
@@ -73,7 +74,10 @@ pub(crate) struct Exchange {
     sent: u64,
     /// When the response's last byte was handed to the connection.
     done_at: Option<Instant>,
+    /// What the access log and span export need of the request, kept when either is on.
     log: Option<Box<LogFacts>>,
+    /// Whether the access log is on (else `log` is kept for the span only).
+    write_log: bool,
 }
 
 impl Exchange {
@@ -83,7 +87,8 @@ impl Exchange {
         req: &Request<B>,
     ) -> Self {
         let (trace, _continued) = TraceContext::from_request(req.headers());
-        let log = AccessLog::enabled(&snapshot.config.logging.access_log).then(|| {
+        let write_log = AccessLog::enabled(&snapshot.config.logging.access_log);
+        let log = (write_log || conn.plane.spans.is_some()).then(|| {
             Box::new(LogFacts {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
@@ -119,6 +124,7 @@ impl Exchange {
             sent: 0,
             done_at: None,
             log,
+            write_log,
         }
     }
 
@@ -192,13 +198,69 @@ impl Exchange {
                 _ => None,
             },
         });
-        if let Some(log) = self.log.take() {
+        let Some(log) = self.log.take() else {
+            return;
+        };
+        if let Some(spans) = &self.conn.plane.spans {
+            // The wall-clock time of the response's end, from the monotonic clock's.
+            let ended = SystemTime::now() - now.saturating_duration_since(end);
+            spans.export(self.span(&log, status, ended, total));
+        }
+        if self.write_log {
             let record = self.record(&log, status, total);
             let line = match self.snapshot.config.logging.format {
                 LogFormat::Json => record.json(),
                 LogFormat::Text => record.text(),
             };
             self.conn.plane.access_log.write(line);
+        }
+    }
+
+    /// The request as an OpenTelemetry span (`[telemetry] otlp_endpoint`): named by method
+    /// and rule, never by path, so that span names stay few.
+    fn span(&self, log: &LogFacts, status: u16, ended: SystemTime, total: Duration) -> Span {
+        let config = &self.snapshot.config;
+        let rule = self.facts.rule.map(|r| config.rules[r.0].name.as_str());
+        let peer = match (self.facts.target, self.facts.server) {
+            (Some((pool, _, _)), Some((server, port))) => {
+                match &self.snapshot.pool(pool).servers[server].address.host {
+                    BackendHost::Ip(ip) => Some(SocketAddr::new(*ip, port)),
+                    BackendHost::Dns(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let host = log
+            .host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or(log.uri.host())
+            .unwrap_or_default();
+        Span {
+            trace_id: self.facts.trace.trace_id,
+            span_id: self.facts.trace.span_id,
+            parent_span_id: self.facts.trace.parent_span_id,
+            name: match rule {
+                Some(rule) => format!("{} {rule}", log.method),
+                None => log.method.to_string(),
+            },
+            start_unix_nanos: otlp::unix_nanos(ended - total),
+            end_unix_nanos: otlp::unix_nanos(ended),
+            kind: SpanKind::Server,
+            method: log.method.clone(),
+            url_path: log.uri.path().to_owned(),
+            server_address: host.to_owned(),
+            http_status: status,
+            listener: self
+                .facts
+                .listener
+                .map(|l| Arc::from(config.listener(l).name.as_str())),
+            rule: rule.map(Arc::from),
+            backend_pool: self
+                .facts
+                .target
+                .map(|t| Arc::from(config.pool(t.0).name.as_str())),
+            peer_address: peer,
         }
     }
 
