@@ -446,12 +446,12 @@ fn invalid_rewrite_rules_are_refused_with_exact_errors() {
             one_rule(
                 "conditions = [{ variable = \"var_nope\", pattern = \"x\" }]\nrequest_headers = [{ name = \"x\", value = \"1\" }]",
             ),
-            "rewrite_sets[0].rules[0].conditions[0].variable: \"var_nope\" is not a supported server variable (http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path)",
+            "rewrite_sets[0].rules[0].conditions[0].variable: \"var_nope\" is not a supported server variable (http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_certificate, var_client_certificate_fingerprint, var_client_certificate_issuer, var_client_certificate_serial, var_client_certificate_subject, var_client_certificate_verification, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path)",
         ),
         (
             "an unknown variable in a value",
             one_rule("request_headers = [{ name = \"x\", value = \"a{var_nope}\" }]"),
-            "rewrite_sets[0].rules[0].request_headers[0].value: {var_nope} is not a supported server variable (http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path)",
+            "rewrite_sets[0].rules[0].request_headers[0].value: {var_nope} is not a supported server variable (http_req_<header>, http_resp_<header>, var_add_x_forwarded_for_proxy, var_client_certificate, var_client_certificate_fingerprint, var_client_certificate_issuer, var_client_certificate_serial, var_client_certificate_subject, var_client_certificate_verification, var_client_ip, var_client_port, var_client_user, var_cookie_<name>, var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_received_bytes, var_request_query, var_request_scheme, var_request_uri, var_sent_bytes, var_server_name, var_server_port, var_ssl_connection_protocol, var_ssl_enabled, var_uri_path)",
         ),
         (
             "a capture group beyond the pattern's",

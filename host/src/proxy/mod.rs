@@ -184,10 +184,29 @@ impl Connection {
         };
         let UpstreamRequest {
             target,
-            request,
+            mut request,
             member,
             response,
         } = self.upstream_request(snapshot, req, &authority, forwarding, facts)?;
+        if request.body().declared_empty_and_open() && response.websocket == route::WebSocket::No {
+            // The upstream head would complete the request: it waits for the client's stream to
+            // end, so that DATA after all is refused rather than the request served
+            // (RFC 9113 §8.1.1).
+            let idle = snapshot.config.limits.client_idle_timeout;
+            match tokio::time::timeout(idle, request.body_mut().wait_for_end()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(ProxyError::BadRequest(
+                        "the request body is malformed or was cut short",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ProxyError::BadRequest(
+                        "the request stream did not end after a body declared empty",
+                    ));
+                }
+            }
+        }
         let (res, server_index) = self
             .forward(snapshot, &target, member, request, facts)
             .await?;
