@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use wasmgate::config::{Config, HostOverride, Protocol, RedirectTarget, WebSocketTimeout};
 
+#[path = "../../fuzz/fuzz_targets/config_check.rs"]
+mod config_check;
+
 const LISTENER: &str = "[[listeners]]\nname = \"web\"\nport = 8080\n\n";
 const POOL: &str = "[[backend_pools]]\nname = \"pool\"\naddresses = [\"10.0.0.4\"]\n\n";
 const SETTINGS: &str = "[[backend_settings]]\nname = \"settings\"\nport = 80\n\n";
@@ -492,4 +495,22 @@ fn valid_values_are_accepted() {
     ))
     .unwrap_or_else(|e| panic!("a basic and a multi-site listener may share a port, but: {e}"));
     assert_eq!(shared_port.listeners.len(), 2);
+}
+
+/// Every input the configuration fuzzer has kept (`fuzz/corpus/config`, which `scripts/fuzz`
+/// grows) still loads or is refused with a message, never a panic, as text and as the value of
+/// every kind of number.
+#[test]
+fn the_fuzz_corpus_loads_or_is_refused_never_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/config");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/config") {
+        let bytes = std::fs::read(entry.expect("corpus entry").path()).expect("corpus file");
+        // libFuzzer gives the target only inputs that are UTF-8, as `&str`.
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            config_check::check(text);
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 100, "only {replayed} corpus inputs replayed");
 }
