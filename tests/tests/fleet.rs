@@ -95,7 +95,8 @@ async fn an_affinity_cookie_from_one_instance_is_honoured_by_another() {
     }
     for gw in [&one, &two] {
         let health = json(&admin_get(gw, "/api/backend-health", Some(TOKEN)).await);
-        let servers = &health["backendAddressPools"][0]["backendHttpSettingsCollection"][0]["servers"];
+        let servers =
+            &health["backendAddressPools"][0]["backendHttpSettingsCollection"][0]["servers"];
         let healthy = servers
             .as_array()
             .map_or(0, |s| s.iter().filter(|s| s["health"] == "Healthy").count());
@@ -117,9 +118,12 @@ async fn an_affinity_cookie_from_one_instance_is_honoured_by_another() {
             .unwrap_or_else(|| panic!("no affinity cookie: {:?}", first.header_all("set-cookie")));
         let cookie = format!("ApplicationGatewayAffinity={value}");
         for j in 0..3 {
-            let reply = get_with(web_two, "fleet.test", &format!("/next/{i}/{j}"), &[(
-                "cookie", &cookie,
-            )])
+            let reply = get_with(
+                web_two,
+                "fleet.test",
+                &format!("/next/{i}/{j}"),
+                &[("cookie", &cookie)],
+            )
             .await;
             assert_eq!(
                 reply.backend(),
@@ -141,8 +145,14 @@ async fn an_affinity_cookie_from_one_instance_is_honoured_by_another() {
     for (gw, text) in [(&one, &text_one), (&two, &text_two)] {
         let expected = wasmgate::config::source_hash(text).to_string();
         let (status, metrics) = reported_hashes(gw).await;
-        assert_eq!(status, expected, "/api/status shows the running text's hash");
-        assert_eq!(metrics, expected, "the metrics show the running text's hash");
+        assert_eq!(
+            status, expected,
+            "/api/status shows the running text's hash"
+        );
+        assert_eq!(
+            metrics, expected,
+            "the metrics show the running text's hash"
+        );
     }
     one.shutdown_within(Duration::from_secs(5)).await;
     two.shutdown_within(Duration::from_secs(5)).await;
@@ -191,7 +201,11 @@ async fn readiness_turns_to_draining_while_traffic_is_still_served() {
         "a draining instance is alive"
     );
     let served = get(web, "drain.test", "/still").await;
-    assert_eq!(served.status.as_u16(), 200, "a draining instance still serves");
+    assert_eq!(
+        served.status.as_u16(),
+        200,
+        "a draining instance still serves"
+    );
     let state = json(&admin_get(&gw, "/api/drain", Some(TOKEN)).await);
     assert_eq!(state["draining"], true, "{state}");
     gw.shutdown_within(Duration::from_secs(5)).await;
@@ -213,11 +227,8 @@ impl ConfigMapVolume {
         let data = volume.write_generation(files);
         std::os::unix::fs::symlink(&data, volume.dir.join("..data")).expect("..data");
         for (file, _) in files {
-            std::os::unix::fs::symlink(
-                Path::new("..data").join(file),
-                volume.dir.join(file),
-            )
-            .expect("file link");
+            std::os::unix::fs::symlink(Path::new("..data").join(file), volume.dir.join(file))
+                .expect("file link");
         }
         volume
     }

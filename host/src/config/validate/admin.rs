@@ -127,11 +127,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("token"), "secret-token-0123456789\n").unwrap();
         std::fs::write(dir.join("short"), "short\n").unwrap();
-        let admin = admin(&raw(None, Some("token")), &dir).unwrap();
-        assert_eq!(admin.token.as_deref(), Some("secret-token-0123456789"));
+        let read = admin(&raw(None, Some("token")), &dir).unwrap();
+        assert_eq!(read.token.as_deref(), Some("secret-token-0123456789"));
         for (raw, why) in [
-            (raw(None, Some("short")), "admin.token_file: must be at least 16"),
-            (raw(None, Some("missing")), "admin.token_file: cannot read \"missing\""),
+            (
+                raw(None, Some("short")),
+                "admin.token_file: must be at least 16",
+            ),
+            (
+                raw(None, Some("missing")),
+                "admin.token_file: cannot read \"missing\"",
+            ),
             (
                 raw(Some("secret-token-0123456789"), Some("token")),
                 "admin.token_file: set either token or token_file, not both",
