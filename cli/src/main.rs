@@ -107,6 +107,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
     },
+    /// Before stopping a gateway (a Kubernetes preStop hook): it keeps serving but reports
+    /// itself not ready (`/api/ready` answers 503), then this waits `--delay` seconds for load
+    /// balancers to notice and up to `--wait` more for the work in flight to end.
+    Drain {
+        /// The gateway's admin listener (http:// or https://).
+        #[arg(long, default_value = "http://127.0.0.1:9190")]
+        admin: String,
+        /// The admin token, when the admin listener requires one.
+        #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
+        token: Option<String>,
+        /// For an https:// admin URL: trust the CA certificates in this PEM file.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        #[command(flatten)]
+        args: wasmgate_cli::admin::drain::DrainArgs,
+    },
     /// Print the backend health view of a running gateway as a table.
     Health {
         /// The gateway's admin listener (http:// or https://).
@@ -161,6 +177,18 @@ fn main() -> ExitCode {
         } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
             .map_err(Into::into)
             .and_then(|api| runtime()?.block_on(reload(&api))),
+        Command::Drain {
+            admin,
+            token,
+            cacert,
+            args,
+        } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
+            .map_err(Into::into)
+            .and_then(|api| {
+                let left = runtime()?.block_on(wasmgate_cli::admin::drain::drain(&api, &args))?;
+                eprintln!("drained: {left} connections and sessions still in flight");
+                Ok(())
+            }),
         Command::Health {
             admin,
             token,

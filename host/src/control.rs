@@ -45,6 +45,9 @@ pub struct Control {
     config_file: std::sync::Mutex<Option<PathBuf>>,
     /// The running configuration's identity and the latest reloads, for the admin API.
     history: std::sync::Mutex<History>,
+    /// Asked to drain (`POST /api/drain`): still serving, but reported not ready so that load
+    /// balancers move new connections to other instances.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 struct ControlState {
@@ -256,6 +259,7 @@ impl Control {
             bound: ArcSwap::from_pointee(Vec::new()),
             config_file: std::sync::Mutex::new(None),
             history: std::sync::Mutex::new(history),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let mut state = control.state.lock().await;
@@ -730,4 +734,38 @@ impl ControlHandle {
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
         self.0.plane.stopping()
     }
+
+    /// Whether this instance should be sent new connections: it serves (its listeners are
+    /// bound and its first probes done, or the admin API would not answer yet) and is neither
+    /// draining nor stopping.
+    pub fn readiness(&self) -> Readiness {
+        if self.0.plane.is_stopping() {
+            Readiness::Stopping
+        } else if self.0.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Readiness::Draining
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    /// Starts draining: everything keeps being served, the readiness turns to
+    /// [`Readiness::Draining`] for good (a drained instance is stopped, not resumed).
+    pub fn drain(&self) {
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Connections and WebSocket sessions in flight.
+    pub fn in_flight(&self) -> usize {
+        self.0.plane.active()
+    }
+}
+
+/// What `GET /api/ready` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Draining,
+    Stopping,
 }

@@ -34,7 +34,7 @@ pub enum ClientError {
         status: StatusCode,
         body: String,
     },
-    #[error("the admin API at {url} answered something that is not the health view: {reason}")]
+    #[error("the admin API at {url} answered something unexpected: {reason}")]
     BadBody { url: String, reason: String },
 }
 

@@ -2,15 +2,18 @@
 //!
 //! `GET /api/backend-health` answers the backend health view as JSON ([`view::BackendHealth`]),
 //! `GET /api/status` the running configuration and the latest reloads, and `GET /` the
-//! [console](console), a page that shows all of it live.
+//! [console](console), a page that shows all of it live. `GET /api/live` and `GET /api/ready`
+//! answer an orchestrator's probes and `POST /api/drain` prepares a stop ([`readiness`]).
 //! The listener binds loopback by default; with a token configured every request for data must
 //! carry `Authorization: Bearer <token>` (compared in constant time), and a token is required to
 //! bind anything else — as is a certificate (HTTPS), unless plain HTTP is explicitly
-//! allowed. The console's page and assets hold no data and are served to anyone.
+//! allowed. The console's page and assets, and the liveness and readiness answers, hold no data
+//! and are served to anyone.
 
 pub mod console;
 pub mod metrics;
 pub mod plugins;
+pub mod readiness;
 pub mod view;
 
 use std::convert::Infallible;
@@ -78,6 +81,15 @@ pub async fn serve(
                     // The console's page and assets: no data, no token.
                     if let Some(res) = console::asset(&req) {
                         return Ok::<_, Infallible>(res);
+                    }
+                    // Liveness and readiness: an orchestrator's probes carry no token.
+                    if let Some(res) = readiness::probe(&req, &control) {
+                        return Ok(res);
+                    }
+                    if req.uri().path() == readiness::DRAIN_PATH
+                        && authorized(&req, token.as_deref())
+                    {
+                        return Ok(readiness::drain(&req, &control));
                     }
                     // The one endpoint that changes state and takes time.
                     if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {

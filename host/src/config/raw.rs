@@ -412,6 +412,9 @@ pub struct RawAdmin {
     pub port: Option<i64>,
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the token (a mounted secret), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<String>,
     /// HTTPS, as a listener's certificate: a PEM chain with `certificate_key`, or a PKCS#12
     /// bundle in `certificate_pfx` (with `certificate_password`).
     #[serde(default)]

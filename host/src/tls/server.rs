@@ -376,17 +376,34 @@ fn client_certificate(
 
 /// Modification stamps of a set of files, to notice when certificates change on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileStamps(Vec<Option<(SystemTime, u64)>>);
+pub struct FileStamps(Vec<Option<FileStamp>>);
+
+/// What identifies a version of a file: the file itself (device and inode, after following
+/// symbolic links), its modification time and its length. The identity catches a file replaced
+/// by another one, as a Kubernetes volume (ConfigMap, Secret) swaps its `..data` link to a new
+/// directory, even when time and length are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    modified: SystemTime,
+    len: u64,
+}
 
 impl FileStamps {
     pub fn read<'a>(files: impl IntoIterator<Item = &'a std::path::Path>) -> Self {
+        use std::os::unix::fs::MetadataExt;
         Self(
             files
                 .into_iter()
                 .map(|f| {
-                    std::fs::metadata(f)
-                        .ok()
-                        .and_then(|m| Some((m.modified().ok()?, m.len())))
+                    let m = std::fs::metadata(f).ok()?;
+                    Some(FileStamp {
+                        device: m.dev(),
+                        inode: m.ino(),
+                        modified: m.modified().ok()?,
+                        len: m.len(),
+                    })
                 })
                 .collect(),
         )

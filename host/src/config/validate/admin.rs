@@ -20,21 +20,41 @@ pub(super) fn admin(raw: &RawAdmin, base: &Path) -> Result<Admin> {
         })?,
     };
     let port = opt_in_range("admin.port", raw.port, 0..=65_535)?.unwrap_or(DEFAULT_ADMIN_PORT);
-    let token = match raw.token.as_deref() {
+    let (field, text) = match (&raw.token, &raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "admin.token_file",
+                "set either token or token_file, not both",
+            ));
+        }
+        (Some(t), None) => ("admin.token", Some(t.clone())),
+        // A mounted secret's file: its trailing line break is not part of the token.
+        (None, Some(file)) => match std::fs::read_to_string(base.join(file)) {
+            Ok(t) => ("admin.token_file", Some(t.trim_end().to_owned())),
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "admin.token_file",
+                    format!("cannot read {file:?}: {e}"),
+                ));
+            }
+        },
+        (None, None) => ("admin.token", None),
+    };
+    let token = match text {
         None => None,
         Some(t) if t.chars().count() < 16 => {
             return Err(ConfigError::new(
-                "admin.token",
+                field,
                 "must be at least 16 characters long",
             ));
         }
         Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
             return Err(ConfigError::new(
-                "admin.token",
+                field,
                 "must be printable ASCII without spaces",
             ));
         }
-        Some(t) => Some(t.to_string()),
+        Some(t) => Some(t),
     };
     // The health view names every backend: off the machine, only for someone holding the token.
     if !ip.is_loopback() && token.is_none() {
@@ -79,4 +99,53 @@ pub(super) fn admin(raw: &RawAdmin, base: &Path) -> Result<Admin> {
         token,
         tls,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(token: Option<&str>, token_file: Option<&str>) -> RawAdmin {
+        RawAdmin {
+            bind_address: None,
+            port: Some(0),
+            token: token.map(str::to_owned),
+            token_file: token_file.map(str::to_owned),
+            certificate: None,
+            certificate_key: None,
+            certificate_pfx: None,
+            certificate_password: None,
+            allow_plaintext: false,
+        }
+    }
+
+    /// A token read from a file (a mounted secret) is checked as one written in the
+    /// configuration, without the file's final line break; the errors name `admin.token_file`.
+    #[test]
+    fn token_file() {
+        let dir = std::env::temp_dir().join(format!("wasmgate-admin-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "secret-token-0123456789\n").unwrap();
+        std::fs::write(dir.join("short"), "short\n").unwrap();
+        let read = admin(&raw(None, Some("token")), &dir).unwrap();
+        assert_eq!(read.token.as_deref(), Some("secret-token-0123456789"));
+        for (raw, why) in [
+            (
+                raw(None, Some("short")),
+                "admin.token_file: must be at least 16",
+            ),
+            (
+                raw(None, Some("missing")),
+                "admin.token_file: cannot read \"missing\"",
+            ),
+            (
+                raw(Some("secret-token-0123456789"), Some("token")),
+                "admin.token_file: set either token or token_file, not both",
+            ),
+        ] {
+            let e = admin(&raw, &dir).unwrap_err().to_string();
+            assert!(e.starts_with(why), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
