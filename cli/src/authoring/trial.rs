@@ -65,6 +65,13 @@ pub struct TestArgs {
     /// healthy). The pools of the samples' configuration file are reported too.
     #[arg(long = "pool", value_name = "NAME=ADDRESSES")]
     pub pools: Vec<String>,
+    /// The time a call may run (as the configuration's `call_timeout`).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub call_timeout: u64,
+    /// The largest linear memory of an instance, in MiB (as the configuration's
+    /// `max_memory_mb`).
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub max_memory_mb: usize,
     /// Print the decision trace: the request head as the plugin receives it, its calls to the
     /// host and its output in order, the whole decision and the checks applied to it.
     #[arg(long)]
@@ -137,8 +144,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        if fields.gateway {
-            return; // the gateway's own records about the plugin ("plugin loaded", ...)
+        // The gateway's own records about the plugin: "plugin loaded" (with more fields), and
+        // failures, which begin with the plugin's name as every plugin error does (they are
+        // printed as the call's result).
+        if fields.gateway || (fields.stream.is_none() && fields.message.starts_with("plugin \"")) {
+            return;
         }
         let line = match fields.stream.as_deref() {
             Some(stream) => format!("{stream}: {}", fields.message),
@@ -198,6 +208,32 @@ struct Entry {
     config: String,
     samples: Vec<Sample>,
     pools: BTreeMap<String, Vec<String>>,
+    settings: Vec<String>,
+}
+
+/// The pools and backend settings a decision may name, when the test knows them.
+#[derive(Default)]
+struct Known {
+    pools: Vec<String>,
+    settings: Vec<String>,
+}
+
+impl Known {
+    /// What a gateway would refuse in a forward decision, as its invalid-decision error says.
+    fn check(&self, decision: &Decision) -> Result<(), String> {
+        let Decision::Forward(f) = decision else {
+            return Ok(());
+        };
+        let unknown = (!self.pools.is_empty() && !self.pools.contains(&f.pool))
+            || (!self.settings.is_empty() && !self.settings.contains(&f.settings));
+        if unknown {
+            return Err(format!(
+                "no backend pool {:?} with backend settings {:?}",
+                f.pool, f.settings
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Runs the test; `Ok(false)` when the plugin failed or a sample was answered differently.
@@ -234,7 +270,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             addresses.split(',').map(str::to_owned).collect(),
         );
     }
-    let pools = pools
+    let pool_states = pools
+        .clone()
         .into_iter()
         .map(|(pool, addresses)| {
             let servers = addresses
@@ -248,8 +285,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             (pool, servers)
         })
         .collect();
+    let known = Known {
+        pools: pools.keys().cloned().collect(),
+        settings: entry.as_ref().map(|e| e.settings.clone()).unwrap_or_default(),
+    };
     let host = Arc::new(RecordingHost {
-        pools,
+        pools: pool_states,
         transcript: transcript.clone(),
     });
 
@@ -270,7 +311,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         })?;
         let mut spec = PluginSpec::new(name.clone(), wasm.clone(), config.clone());
         spec.origin = Some(args.file.display().to_string());
-        spec.limits = PluginLimits::default();
+        spec.limits = PluginLimits {
+            call_timeout: Duration::from_millis(args.call_timeout),
+            max_memory_bytes: args.max_memory_mb << 20,
+            ..PluginLimits::default()
+        };
         let loaded = engine.load(spec, host).await;
         let init_output = transcript.take();
         let (plugin, report) = match loaded {
@@ -307,7 +352,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             print_output(&init_output, "init output");
         }
         if let Some(entry) = &entry {
-            return run_samples(&plugin, entry, args.trace, &transcript).await;
+            return run_samples(&plugin, entry, &known, args.trace, &transcript).await;
         }
         if let Some(response) = &args.response {
             return probe(&plugin, args, response, &transcript).await;
@@ -316,7 +361,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             bail!("give --request (a router), --response (a probe evaluator) or --samples");
         };
         let head = request_head(request, args)?;
-        route(&plugin, &head, args.trace, &transcript, None).await
+        route(&plugin, &head, &known, args.trace, &transcript, None).await
     })
 }
 
@@ -324,6 +369,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
 async fn route(
     plugin: &Plugin,
     head: &RequestHead,
+    known: &Known,
     trace: bool,
     transcript: &Transcript,
     sample: Option<&Sample>,
@@ -334,6 +380,11 @@ async fn route(
     let started = Instant::now();
     let result = plugin.route(head).await;
     let took = started.elapsed();
+    // A pool or settings the configuration lacks fails the call in a gateway, as here.
+    let result = result.and_then(|decision| match known.check(&decision) {
+        Ok(()) => Ok(decision),
+        Err(reason) => Err(plugin.report_invalid_decision(reason)),
+    });
     let output = transcript.take();
     let mut ok = true;
     match &result {
@@ -377,6 +428,7 @@ async fn route(
 async fn run_samples(
     plugin: &Plugin,
     entry: &Entry,
+    known: &Known,
     trace: bool,
     transcript: &Transcript,
 ) -> anyhow::Result<bool> {
@@ -393,7 +445,7 @@ async fn run_samples(
             r.path,
             r.query.as_ref().map_or(String::new(), |q| format!("?{q}"))
         );
-        if !route(plugin, &sample.request_head(), trace, transcript, Some(sample)).await? {
+        if !route(plugin, &sample.request_head(), known, trace, transcript, Some(sample)).await? {
             failed += 1;
         }
     }
@@ -628,11 +680,19 @@ fn read_entry(file: &Path, wasm: &Path, plugin: Option<&str>) -> anyhow::Result<
             pools.insert(name, addresses);
         }
     }
+    let settings = doc
+        .get("backend_settings")
+        .and_then(|p| p.as_array())
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(name_of)
+        .collect();
     Ok(Entry {
         name,
         config,
         samples,
         pools,
+        settings,
     })
 }
 
