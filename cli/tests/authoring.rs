@@ -79,7 +79,8 @@ fn new_writes_a_project_for_every_language_and_kind() {
         let gateway = std::fs::read_to_string(project.join("gateway.toml")).unwrap();
         assert!(gateway.contains(&format!("path = \"{name}.wasm\"")), "{gateway}");
     }
-    // The gateway configuration a router project gets is valid as it stands.
+    // The gateway configuration a router project gets is valid as it stands (once built).
+    std::fs::write(dir.join("my-python-router/my-python-router.wasm"), b"built").unwrap();
     let out = wasmgate()
         .args(["check", "--no-plugins", "-c"])
         .arg(dir.join("my-python-router/gateway.toml"))
@@ -216,11 +217,11 @@ fn test_prints_the_decision_and_fails_on_a_failed_call() {
     let out = wasmgate()
         .args(["plugin", "test"])
         .arg(component("example-canary-router"))
-        .args(["--config", CANARY_CONFIG, "--request", "GET shop.example/"])
+        .args(["--config", CANARY_CONFIG, "--request", "GET /cart"])
         .output()
         .expect("run wasmgate");
     assert!(
-        stderr(&out).contains(r#"--request: "shop.example/" is not an absolute URL"#),
+        stderr(&out).contains(r#"--request: "/cart" is not an absolute URL (http://host/path)"#),
         "{}",
         stderr(&out)
     );
