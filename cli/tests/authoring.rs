@@ -50,7 +50,11 @@ fn new_writes_a_project_for_every_language_and_kind() {
         ("rust", "probe", &["Cargo.toml", "src/lib.rs"]),
         ("python", "router", &["app.py", "wit/plugin.wit"]),
         ("python", "probe", &["app.py", "wit/plugin.wit"]),
-        ("js", "router", &["app.js", "package.json", "wit/plugin.wit"]),
+        (
+            "js",
+            "router",
+            &["app.js", "package.json", "wit/plugin.wit"],
+        ),
         ("js", "probe", &["app.js", "package.json", "wit/plugin.wit"]),
         ("c", "router", &["app.c", "wit/plugin.wit"]),
         ("c", "probe", &["app.c", "wit/plugin.wit"]),
@@ -63,12 +67,22 @@ fn new_writes_a_project_for_every_language_and_kind() {
             .output()
             .expect("run wasmgate");
         assert!(out.status.success(), "{lang} {kind}: {}", stderr(&out));
-        assert!(stdout(&out).contains("wasmgate plugin build"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("wasmgate plugin build"),
+            "{}",
+            stdout(&out)
+        );
         let project = dir.join(&name);
-        for file in files.iter().chain(&["gateway.toml", "wasmgate-plugin.toml", ".gitignore"]) {
+        for file in files
+            .iter()
+            .chain(&["gateway.toml", "wasmgate-plugin.toml", ".gitignore"])
+        {
             let text = std::fs::read_to_string(project.join(file))
                 .unwrap_or_else(|e| panic!("{lang} {kind}: {file}: {e}"));
-            assert!(!text.contains("{{"), "{lang} {kind}: {file} keeps a placeholder");
+            assert!(
+                !text.contains("{{"),
+                "{lang} {kind}: {file} keeps a placeholder"
+            );
         }
         let project_file = std::fs::read_to_string(project.join("wasmgate-plugin.toml")).unwrap();
         assert!(
@@ -77,7 +91,10 @@ fn new_writes_a_project_for_every_language_and_kind() {
             "{project_file}"
         );
         let gateway = std::fs::read_to_string(project.join("gateway.toml")).unwrap();
-        assert!(gateway.contains(&format!("path = \"{name}.wasm\"")), "{gateway}");
+        assert!(
+            gateway.contains(&format!("path = \"{name}.wasm\"")),
+            "{gateway}"
+        );
     }
     // The gateway configuration a router project gets is valid as it stands (once built).
     std::fs::write(dir.join("my-python-router/my-python-router.wasm"), b"built").unwrap();
@@ -104,7 +121,11 @@ fn new_writes_a_project_for_every_language_and_kind() {
         .args(["plugin", "new", "Beta_Router", "--lang", "c"])
         .output()
         .expect("run wasmgate");
-    assert!(stderr(&bad).contains("NAME: \"Beta_Router\": use lower-case letters"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("NAME: \"Beta_Router\": use lower-case letters"),
+        "{}",
+        stderr(&bad)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -118,7 +139,10 @@ fn build_names_the_install_command_of_a_missing_tool() {
             "python",
             "componentize-py is needed to build python plugins and was not found; install it with:\n  python3 -m venv .venv && .venv/bin/pip install componentize-py==0.25.1",
         ),
-        ("js", "install it with:\n  apt-get install -y nodejs npm && npm install"),
+        (
+            "js",
+            "install it with:\n  apt-get install -y nodejs npm && npm install",
+        ),
         (
             "c",
             "wit-bindgen is needed to build c plugins and was not found; install it with:\n  cargo install --locked wit-bindgen-cli@0.63.0",
@@ -165,7 +189,13 @@ fn test_prints_the_decision_and_fails_on_a_failed_call() {
         .args(["plugin", "test"])
         .arg(component("example-canary-router"))
         .args(["--config", CANARY_CONFIG])
-        .args(["--request", "GET https://shop.example/cart?id=1", "-H", "x-user-id: 42", "--trace"])
+        .args([
+            "--request",
+            "GET https://shop.example/cart?id=1",
+            "-H",
+            "x-user-id: 42",
+            "--trace",
+        ])
         .output()
         .expect("run wasmgate");
     let text = stdout(&out);
@@ -187,7 +217,12 @@ fn test_prints_the_decision_and_fails_on_a_failed_call() {
     let out = wasmgate()
         .args(["plugin", "test"])
         .arg(component("fixture-unknown-pool"))
-        .args(["--request", "GET http://shop.example/", "--pool", "web=127.0.0.1:9001"])
+        .args([
+            "--request",
+            "GET http://shop.example/",
+            "--pool",
+            "web=127.0.0.1:9001",
+        ])
         .output()
         .expect("run wasmgate");
     assert!(!out.status.success());
@@ -212,7 +247,10 @@ fn test_prints_the_decision_and_fails_on_a_failed_call() {
         text.contains(r#"load failed: plugin "fixture-init-panic": init trapped: panicked at"#),
         "{text}"
     );
-    assert!(text.contains("stderr: init-panic fixture refuses config"), "{text}");
+    assert!(
+        text.contains("stderr: init-panic fixture refuses config"),
+        "{text}"
+    );
 
     let out = wasmgate()
         .args(["plugin", "test"])
@@ -246,7 +284,11 @@ fn test_judges_a_probe_response() {
         .args(["--response", "error:Connection refused"])
         .output()
         .expect("run wasmgate");
-    assert!(stdout(&out).contains("verdict: unhealthy: Connection refused"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("verdict: unhealthy: Connection refused"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -289,12 +331,17 @@ expect = "defer"
         .output()
         .expect("run wasmgate");
     let text = stdout(&out);
-    assert!(!out.status.success(), "a failed sample must fail the command:\n{text}");
+    assert!(
+        !out.status.success(),
+        "a failed sample must fail the command:\n{text}"
+    );
     assert!(text.contains("plugin \"canary\""), "{text}");
     assert!(text.contains("sample 0: GET shop.example/\n"), "{text}");
     assert!(text.contains("(as expected)"), "{text}");
     assert!(
-        text.contains(r#"FAILED: GET shop.example/cart expected defer, got forward to pool "pool""#),
+        text.contains(
+            r#"FAILED: GET shop.example/cart expected defer, got forward to pool "pool""#
+        ),
         "{text}"
     );
     assert!(text.contains("1 of 2 samples passed"), "{text}");

@@ -97,7 +97,9 @@ impl Project {
     pub fn file_text(&self) -> String {
         format!(
             "# What `wasmgate plugin build` builds.\nname = \"{}\"\nlanguage = \"{}\"\nkind = \"{}\"\n",
-            self.name, self.language, self.kind.as_str()
+            self.name,
+            self.language,
+            self.kind.as_str()
         )
     }
 
@@ -151,9 +153,8 @@ impl Project {
             None => Kind::Router,
             Some(_) => {
                 let kind = field("kind")?;
-                Kind::parse(kind).with_context(|| {
-                    format!("kind: {kind:?} is not \"router\" or \"probe\"")
-                })?
+                Kind::parse(kind)
+                    .with_context(|| format!("kind: {kind:?} is not \"router\" or \"probe\""))?
             }
         };
         Ok(Project {

@@ -49,7 +49,10 @@ pub struct NewArgs {
 /// Writes the project; returns its folder.
 pub fn create(args: &NewArgs) -> anyhow::Result<PathBuf> {
     check_name(&args.name).map_err(|reason| anyhow::anyhow!("NAME: {reason}"))?;
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists()
         && std::fs::read_dir(&dir)
             .with_context(|| format!("cannot read {}", dir.display()))?
@@ -91,10 +94,7 @@ pub fn files(project: &Project, sdk: Option<&str>) -> anyhow::Result<Vec<(&'stat
     let pick = |r: &str, p: &str| fill(if probe { p } else { r });
     let mut files = vec![
         (PROJECT_FILE, project.file_text()),
-        (
-            "gateway.toml",
-            pick(ROUTER_GATEWAY, PROBE_GATEWAY),
-        ),
+        ("gateway.toml", pick(ROUTER_GATEWAY, PROBE_GATEWAY)),
     ];
     let ignore = match project.language {
         Language::Rust => {

@@ -30,7 +30,9 @@ pub struct Built {
 
 /// Why a build could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("{tool} is needed to build {language} plugins and was not found; install it with:\n  {install}")]
+#[error(
+    "{tool} is needed to build {language} plugins and was not found; install it with:\n  {install}"
+)]
 pub struct MissingTool {
     pub tool: String,
     pub language: Language,
@@ -230,22 +232,23 @@ fn js(project: &Project, output: &Path) -> anyhow::Result<()> {
         ));
     }
     let world = project.kind.world();
-    // TypeScript declarations of the world's interfaces, for editors.
-    let jco = bin.join("jco");
-    if jco.is_file() {
-        run(
-            &project.dir,
-            &jco,
-            &[
-                os("types"),
-                os("wit"),
-                os("--world-name"),
-                os(world),
-                os("-o"),
-                os("types"),
-                os("--quiet"),
-            ],
-        )?;
+    // TypeScript declarations of the world's interfaces, for editors: a convenience, so a
+    // failure is reported and the build goes on.
+    let jco = project.dir.join("node_modules/jco-types/src/jco.js");
+    if let (true, Some(node)) = (jco.is_file(), on_path("node")) {
+        let types = [
+            jco.as_os_str(),
+            os("types"),
+            os("wit"),
+            os("--world-name"),
+            os(world),
+            os("-o"),
+            os("types"),
+            os("--quiet"),
+        ];
+        if let Err(e) = run(&project.dir, &node, &types) {
+            eprintln!("warning: no TypeScript types in types/: {e:#}");
+        }
     }
     // -d: none of the WASI features, so that the component imports only the plugin world.
     let mut args = vec![

@@ -14,8 +14,8 @@ use anyhow::{Context, bail};
 use wasmgate::config::raw::RawSample;
 use wasmgate::config::{PluginLimits, Sample};
 use wasmgate::plugin::{
-    ArtifactSource, Decision, EngineConfig, Header, HeaderEdit, Health, HostView, Plugin, PluginEngine,
-    PluginSpec, ProbeResponse, RequestHead, RouterSample, ServerState, describe,
+    ArtifactSource, Decision, EngineConfig, Header, HeaderEdit, Health, HostView, Plugin,
+    PluginEngine, PluginSpec, ProbeResponse, RequestHead, RouterSample, ServerState, describe,
 };
 
 #[derive(Debug, clap::Args)]
@@ -101,8 +101,7 @@ struct RecordingHost {
 impl HostView for RecordingHost {
     fn pools(&self) -> Vec<String> {
         let names: Vec<String> = self.pools.keys().cloned().collect();
-        self.transcript
-            .push(format!("host: pools() -> {names:?}"));
+        self.transcript.push(format!("host: pools() -> {names:?}"));
         names
     }
 
@@ -110,10 +109,7 @@ impl HostView for RecordingHost {
         let state = self.pools.get(pool).cloned();
         let shown = match &state {
             None => "none".to_owned(),
-            Some(servers) => format!(
-                "{} servers, all healthy",
-                servers.len()
-            ),
+            Some(servers) => format!("{} servers, all healthy", servers.len()),
         };
         self.transcript
             .push(format!("host: pool-state({pool:?}) -> {shown}"));
@@ -287,7 +283,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         .collect();
     let known = Known {
         pools: pools.keys().cloned().collect(),
-        settings: entry.as_ref().map(|e| e.settings.clone()).unwrap_or_default(),
+        settings: entry
+            .as_ref()
+            .map(|e| e.settings.clone())
+            .unwrap_or_default(),
     };
     let host = Arc::new(RecordingHost {
         pools: pool_states,
@@ -394,9 +393,7 @@ async fn route(
                     println!("  {line}");
                 }
                 println!("  -> {}", show_decision(decision));
-                println!(
-                    "  contract: passed (status, header names and values, body size, path)"
-                );
+                println!("  contract: passed (status, header names and values, body size, path)");
             }
             let verdict = match sample.map(|s| s.check(decision)) {
                 Some(Ok(())) => " (as expected)".to_owned(),
@@ -445,15 +442,21 @@ async fn run_samples(
             r.path,
             r.query.as_ref().map_or(String::new(), |q| format!("?{q}"))
         );
-        if !route(plugin, &sample.request_head(), known, trace, transcript, Some(sample)).await? {
+        if !route(
+            plugin,
+            &sample.request_head(),
+            known,
+            trace,
+            transcript,
+            Some(sample),
+        )
+        .await?
+        {
             failed += 1;
         }
     }
     let total = entry.samples.len();
-    println!(
-        "\n{} of {total} samples passed",
-        total - failed
-    );
+    println!("\n{} of {total} samples passed", total - failed);
     Ok(failed == 0)
 }
 
@@ -765,11 +768,18 @@ fn show_decision(d: &Decision) -> String {
                 .join(", "),
             f.path
         ),
-        Decision::Redirect(r) => format!("redirect {{status {}, location {:?}}}", r.status, r.location),
+        Decision::Redirect(r) => format!(
+            "redirect {{status {}, location {:?}}}",
+            r.status, r.location
+        ),
         Decision::Respond(r) => format!(
             "respond {{status {}, headers [{}], body {:?}}}",
             r.status,
-            r.headers.iter().map(show_header).collect::<Vec<_>>().join(", "),
+            r.headers
+                .iter()
+                .map(show_header)
+                .collect::<Vec<_>>()
+                .join(", "),
             show_bytes(&r.body)
         ),
         Decision::Defer => "defer".to_owned(),
