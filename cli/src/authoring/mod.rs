@@ -29,7 +29,7 @@ pub enum AuthoringCommand {
     /// Load a component with the gateway's plugin engine and ask it about a request (a router),
     /// a probe response (a probe evaluator) or a configuration's samples, without a gateway.
     /// Exits 1 when the plugin fails or a sample is answered differently.
-    Test(trial::TestArgs),
+    Test(Box<trial::TestArgs>),
 }
 
 impl AuthoringCommand {

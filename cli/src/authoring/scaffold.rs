@@ -90,7 +90,7 @@ pub fn files(project: &Project, sdk: Option<&str>) -> anyhow::Result<Vec<(&'stat
             .replace("{{c_world}}", &project.kind.world().replace('-', "_"))
             .replace("{{wasm}}", &wasm)
     };
-    let (router, probe) = (project.kind == Kind::Router, project.kind == Kind::Probe);
+    let probe = project.kind == Kind::Probe;
     let pick = |r: &str, p: &str| fill(if probe { p } else { r });
     let mut files = vec![
         (PROJECT_FILE, project.file_text()),
@@ -122,7 +122,6 @@ pub fn files(project: &Project, sdk: Option<&str>) -> anyhow::Result<Vec<(&'stat
     if project.language != Language::Rust {
         files.push(("wit/plugin.wit", WIT.to_owned()));
     }
-    let _ = router;
     files.push((".gitignore", format!("/{wasm}\n{ignore}")));
     Ok(files)
 }

@@ -163,8 +163,7 @@ fn rust(project: &Project, output: &Path) -> anyhow::Result<()> {
                 .filter_map(|f| f.as_str().map(PathBuf::from))
                 .collect::<Vec<_>>()
         })
-        .filter(|f| f.extension() == Some(os("wasm")))
-        .last()
+        .rfind(|f| f.extension() == Some(os("wasm")))
         .context("cargo built no .wasm file: is the crate a `cdylib`?")?;
     std::fs::copy(&artifact, output)
         .with_context(|| format!("cannot copy {} to {}", artifact.display(), output.display()))?;
