@@ -347,3 +347,74 @@ expect = "defer"
     assert!(text.contains("1 of 2 samples passed"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_c_example_routes_by_prefix() {
+    let dir = temp_dir("c");
+    let wasm = component("example-c-router");
+    let file = dir.join("gateway.toml");
+    let toml = format!(
+        r#"[[plugins]]
+name = "c"
+path = {path:?}
+config = """
+/api/   api   api   # the API
+/img/   static web
+"""
+
+[[plugins.samples]]
+host = "shop.example"
+path = "/api/users"
+expect = "forward"
+pool = "api"
+settings = "api"
+
+[[plugins.samples]]
+host = "shop.example"
+path = "/healthz"
+expect = "respond"
+status = 200
+
+[[plugins.samples]]
+host = "shop.example"
+path = "/cart"
+expect = "defer"
+"#,
+        path = wasm.to_string_lossy()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let out = wasmgate()
+        .args(["plugin", "test"])
+        .arg(&wasm)
+        .arg("--samples")
+        .arg(&file)
+        .output()
+        .expect("run wasmgate");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("log info: 2 routes"), "{text}");
+    assert!(text.contains("set x-routed-by: c (as expected)"), "{text}");
+    assert!(text.contains("3 of 3 samples passed"), "{text}");
+
+    // init refuses a bad line, naming it.
+    let out = wasmgate()
+        .args(["plugin", "test"])
+        .arg(&wasm)
+        .args([
+            "--config",
+            "/api/ api",
+            "--request",
+            "GET http://shop.example/",
+        ])
+        .output()
+        .expect("run wasmgate");
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(
+            r#"load failed: plugin "example-c-router": init failed: config line 1: expected PREFIX POOL SETTINGS"#
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
