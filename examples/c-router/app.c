@@ -1,6 +1,6 @@
 // A router plugin in C (world `router-plugin`), built with clang and wasi-libc for
 // wasm32-wasi, bindings from `wit-bindgen c`, linked into a component by wasm-component-ld
-// (see README.md).
+// (scripts/build-plugins has the commands; `wasmgate plugin build` runs the same ones).
 //
 // Configuration (plain text, one route per line, `#` starts a comment):
 //
