@@ -44,7 +44,8 @@ const WORLDS: [World; 3] = [
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let wit_path = manifest_dir.join("../wit/plugin.wit");
+    // A link to the repository's wit/plugin.wit (a copy in a packaged crate).
+    let wit_path = manifest_dir.join("wit/plugin.wit");
     println!("cargo::rerun-if-changed={}", wit_path.display());
     let wit = fs::read_to_string(&wit_path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", wit_path.display()));

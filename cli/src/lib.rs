@@ -2,5 +2,6 @@
 //! the demo, and the clients of a running gateway's admin API.
 
 pub mod admin;
+pub mod authoring;
 pub mod demo;
 pub mod template;

@@ -10,6 +10,7 @@ use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway, telemetry};
 use wasmgate_cli::admin::client::AdminApi;
 use wasmgate_cli::admin::{client, plugin_client};
+use wasmgate_cli::authoring::AuthoringCommand;
 use wasmgate_cli::demo;
 use wasmgate_cli::template::{self, TemplateArgs};
 
@@ -26,10 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load, replace, unload, list, shadow or promote a running gateway's plugins.
+    /// Write, build and try plugins; load, replace, unload, list, shadow or promote a running
+    /// gateway's plugins.
     Plugin {
         #[command(subcommand)]
-        command: plugin_client::PluginCommand,
+        command: PluginCommand,
         /// The gateway's admin listener (http:// or https://).
         #[arg(long, global = true, default_value = "http://127.0.0.1:9190")]
         admin: String,
@@ -138,8 +140,32 @@ enum Command {
     },
 }
 
+/// `wasmgate plugin ...`: the running gateway's plugins (admin API), or plugins being written.
+#[derive(Subcommand)]
+enum PluginCommand {
+    #[command(flatten)]
+    Admin(plugin_client::PluginCommand),
+    #[command(flatten)]
+    Authoring(AuthoringCommand),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Authoring commands run no gateway; `plugin test` collects the plugin's log itself.
+    if let Command::Plugin {
+        command: PluginCommand::Authoring(command),
+        ..
+    } = &cli.command
+    {
+        return match command.run() {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::init();
     let result = match cli.command {
         Command::Check {
@@ -197,7 +223,11 @@ fn main() -> ExitCode {
             .map_err(Into::into)
             .and_then(|api| runtime()?.block_on(health(&api))),
         Command::Plugin {
-            command,
+            command: PluginCommand::Authoring(_),
+            ..
+        } => unreachable!("run above"),
+        Command::Plugin {
+            command: PluginCommand::Admin(command),
             admin,
             token,
             cacert,

@@ -4,7 +4,7 @@
 //! crate by the `export_*!` macros, so that a component exports exactly its world.
 
 wit_bindgen::generate!({
-    path: "../wit",
+    path: "wit",
     inline: "
         package wasmgate:sdk;
 

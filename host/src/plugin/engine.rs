@@ -11,10 +11,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::PluginError;
 use super::bindings::Plugins;
 use super::breaker::BreakerConfig;
-use super::cache::{ArtifactCache, ArtifactSource};
+use super::cache::{ArtifactCache, ArtifactSource, cache_dir};
 use super::epoch::{Busy, Ticker};
 use super::instance::{Sandbox, StoreState};
-use crate::config::{FailPolicy, PluginLimits};
+use crate::config::{FailPolicy, PluginCache, PluginLimits};
 
 /// Engine-wide settings: sized for every plugin together.
 #[derive(Debug, Clone)]
@@ -66,6 +66,19 @@ impl Default for EngineConfig {
             total_tables: 2000,
             total_stacks: 1000,
             max_table_elements: 100_000,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The defaults, keeping compiled components where a gateway whose configuration names no
+    /// `cache_dir` keeps them (so that tools load what a gateway compiled, and the reverse).
+    pub fn with_default_cache() -> Self {
+        let cache = cache_dir(&PluginCache::Default, |name| std::env::var_os(name));
+        EngineConfig {
+            cache_dir: cache.dir,
+            cache_dir_optional: !cache.required,
+            ..EngineConfig::default()
         }
     }
 }
