@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod demo;
+pub mod registry;
 pub mod template;

@@ -6,6 +6,7 @@ pub mod builtin;
 mod certs;
 mod error_pages;
 mod matchers;
+pub mod oci;
 mod plugins;
 pub mod raw;
 mod validate;
@@ -20,6 +21,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 pub use certs::{CertError, CertificateSource, ClientCas, TrustedRoots, provider};
 pub use error_pages::{ErrorPage, ErrorPages, MAX_ERROR_PAGE_BYTES};
 pub use matchers::{HostPattern, PathPattern};
+pub use oci::OciReference;
 pub use plugins::{
     Expected, FailPolicy, PluginConfig, PluginKind, PluginLimits, Sample, SampleRequest,
 };
