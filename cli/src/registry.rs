@@ -46,11 +46,8 @@ pub enum RegistryError {
     },
     #[error("{file}: {why}")]
     NotComponent { file: PathBuf, why: String },
-    #[error("{reference}: {error}")]
-    Registry {
-        reference: OciReference,
-        error: oci::OciError,
-    },
+    #[error("{0}")]
+    Registry(Box<oci::RegistryFailure>),
 }
 
 impl RegistryCommand {
@@ -68,10 +65,7 @@ impl RegistryCommand {
                     why,
                 })?;
                 let digest = oci::push(&reference, &wasm).await.map_err(|error| {
-                    RegistryError::Registry {
-                        reference: reference.clone(),
-                        error,
-                    }
+                    RegistryError::Registry(oci::RegistryFailure::new(&reference, error))
                 })?;
                 eprintln!(
                     "pushed {} ({} bytes) as {}",
@@ -83,13 +77,9 @@ impl RegistryCommand {
             }
             RegistryCommand::Pull { reference, output } => {
                 let reference = parse(reference)?;
-                let (resolved, wasm) =
-                    oci::pull(&reference)
-                        .await
-                        .map_err(|error| RegistryError::Registry {
-                            reference: reference.clone(),
-                            error,
-                        })?;
+                let (resolved, wasm) = oci::pull(&reference).await.map_err(|error| {
+                    RegistryError::Registry(oci::RegistryFailure::new(&reference, error))
+                })?;
                 std::fs::write(output, &wasm).map_err(|source| RegistryError::Write {
                     path: output.clone(),
                     source,

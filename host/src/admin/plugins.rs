@@ -114,18 +114,19 @@ pub async fn handle(req: Request<Incoming>, control: &ControlHandle) -> Response
                 ChangeError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 ChangeError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 // The registry could not be asked: a gateway's upstream failed.
-                ChangeError::Registry { error, .. }
-                    if error.is_unreachable()
-                        || matches!(
-                            error,
-                            OciError::Denied { .. }
-                                | OciError::Status { .. }
-                                | OciError::Protocol(_)
-                        ) =>
+                ChangeError::Registry(failure)
+                    if matches!(
+                        failure.error,
+                        OciError::Unreachable { .. }
+                            | OciError::Denied { .. }
+                            | OciError::Status { .. }
+                            | OciError::Protocol(_)
+                    ) =>
                 {
                     StatusCode::BAD_GATEWAY
                 }
-                ChangeError::Registry { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                // Not found, a digest mismatch, not a component.
+                ChangeError::Registry(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             if method != Method::GET && method != Method::HEAD {
                 tracing::warn!(

@@ -1023,10 +1023,11 @@ pub fn summary(config: &Config) -> String {
     if !config.plugins.is_empty() {
         let _ = writeln!(out, "plugins:");
         for (i, p) in config.plugins.iter().enumerate() {
-            let source = p.path.as_ref().map_or_else(
-                || "(no path: loaded through the admin API)".to_owned(),
-                |f| f.display().to_string(),
-            );
+            let source = match (&p.path, &p.reference) {
+                (Some(f), _) => f.display().to_string(),
+                (None, Some(r)) => r.to_string(),
+                (None, None) => "(no path: loaded through the admin API)".to_owned(),
+            };
             let users = config.plugin_users(PluginId(i));
             let users = if users.is_empty() {
                 "used by nothing".to_owned()

@@ -42,7 +42,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::cache::cache_dir;
-use super::oci::{self, OciError};
+use super::oci::{self, RegistryFailure};
 use super::shadow::Shadow;
 use super::slot::{Declared, PluginSlot};
 use super::version::{PluginVersion, VersionSettings, short};
@@ -91,11 +91,10 @@ pub enum PrepareError {
         path: std::path::PathBuf,
         error: std::io::Error,
     },
-    #[error("plugin {plugin:?}: {reference}: {error}")]
+    #[error("plugin {plugin:?}: {failure}")]
     Fetch {
         plugin: String,
-        reference: OciReference,
-        error: OciError,
+        failure: Box<RegistryFailure>,
     },
 }
 
@@ -113,11 +112,8 @@ pub enum ChangeError {
     Refused(#[from] PluginError),
     /// The registry could not be asked, or its artifact was refused (not found, a digest
     /// mismatch, not a component).
-    #[error("{reference}: {error}")]
-    Registry {
-        reference: OciReference,
-        error: OciError,
-    },
+    #[error("{0}")]
+    Registry(Box<RegistryFailure>),
 }
 
 /// Configuration entries loaded by [`PluginRegistry::prepare`], ready to be made current.
@@ -308,8 +304,7 @@ impl PluginRegistry {
                             .await
                             .map_err(|error| PrepareError::Fetch {
                                 plugin: p.name.clone(),
-                                reference: reference.clone(),
-                                error,
+                                failure: RegistryFailure::new(reference, error),
                             })?;
                     Some(Source {
                         content_hash: resolved.content_hash().to_owned(),
@@ -352,8 +347,7 @@ impl PluginRegistry {
                                 .await
                                 .map_err(|error| PrepareError::Fetch {
                                     plugin: p.name.clone(),
-                                    reference: resolved.reference.clone(),
-                                    error,
+                                    failure: RegistryFailure::new(&resolved.reference, error),
                                 })?
                         }
                     };
@@ -590,13 +584,9 @@ impl PluginRegistry {
             }
             // Fetched before anything changes; the version pins the digest it was given.
             ComponentSource::Registry(reference) => {
-                let (resolved, wasm) =
-                    oci::pull(reference)
-                        .await
-                        .map_err(|error| ChangeError::Registry {
-                            reference: reference.clone(),
-                            error,
-                        })?;
+                let (resolved, wasm) = oci::pull(reference).await.map_err(|error| {
+                    ChangeError::Registry(RegistryFailure::new(reference, error))
+                })?;
                 (wasm, resolved.reference.to_string(), Some(resolved.digest))
             }
         };

@@ -82,13 +82,6 @@ pub enum OciError {
     Protocol(String),
 }
 
-impl OciError {
-    /// Whether the registry could not be asked at all (as opposed to answering no).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, OciError::Unreachable { .. })
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor {
@@ -106,6 +99,23 @@ struct Manifest {
     config: Descriptor,
     #[serde(default)]
     layers: Vec<Descriptor>,
+}
+
+/// A fetch or push that failed, with the reference it was for ("oci://…: manifest not found").
+#[derive(Debug, thiserror::Error)]
+#[error("{reference}: {error}")]
+pub struct RegistryFailure {
+    pub reference: OciReference,
+    pub error: OciError,
+}
+
+impl RegistryFailure {
+    pub fn new(reference: &OciReference, error: OciError) -> Box<RegistryFailure> {
+        Box::new(RegistryFailure {
+            reference: reference.clone(),
+            error,
+        })
+    }
 }
 
 /// A reference resolved to its manifest: what is pinned, and where the component is.
