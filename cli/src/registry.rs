@@ -64,9 +64,11 @@ impl RegistryCommand {
                     file: file.clone(),
                     why,
                 })?;
-                let digest = oci::push(&reference, &wasm).await.map_err(|error| {
-                    RegistryError::Registry(oci::RegistryFailure::new(&reference, error))
-                })?;
+                let digest = oci::push(&reference, &wasm, oci::Credentials::from_env())
+                    .await
+                    .map_err(|error| {
+                        RegistryError::Registry(oci::RegistryFailure::new(&reference, error))
+                    })?;
                 eprintln!(
                     "pushed {} ({} bytes) as {}",
                     file.display(),
@@ -77,9 +79,11 @@ impl RegistryCommand {
             }
             RegistryCommand::Pull { reference, output } => {
                 let reference = parse(reference)?;
-                let (resolved, wasm) = oci::pull(&reference).await.map_err(|error| {
-                    RegistryError::Registry(oci::RegistryFailure::new(&reference, error))
-                })?;
+                let (resolved, wasm) = oci::pull(&reference, oci::Credentials::from_env())
+                    .await
+                    .map_err(|error| {
+                        RegistryError::Registry(oci::RegistryFailure::new(&reference, error))
+                    })?;
                 std::fs::write(output, &wasm).map_err(|source| RegistryError::Write {
                     path: output.clone(),
                     source,

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 /// The registry binary `scripts/test` installs (`apt-get install docker-registry`).
 pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 
+pub const BASIC_USER: &str = "tester";
+pub const BASIC_PASSWORD: &str = "registry-test-password";
+/// [`BASIC_USER`]'s htpasswd line: bcrypt (the registry's only format) of [`BASIC_PASSWORD`],
+/// 4 rounds, made once with libxcrypt (`crypt.crypt(password, crypt.mksalt(METHOD_BLOWFISH))`).
+const BASIC_HTPASSWD: &str = "tester:$2b$04$H4kv358PBsSkCkaclE.tJOCCtdeoiI7cphQwE/YJUgfu1xe/u.Bu.";
+
 /// A running registry.
 pub struct Registry {
     pub addr: SocketAddr,
@@ -22,6 +28,16 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on a free port and waits (at most 30 s) until it answers `/v2/`.
     pub async fn start() -> Registry {
+        Self::start_with(None).await
+    }
+
+    /// A registry that asks for HTTP Basic credentials: user [`BASIC_USER`], password
+    /// [`BASIC_PASSWORD`].
+    pub async fn start_with_basic_auth() -> Registry {
+        Self::start_with(Some(BASIC_HTPASSWD)).await
+    }
+
+    async fn start_with(htpasswd: Option<&str>) -> Registry {
         assert!(
             Path::new(REGISTRY_BINARY).is_file(),
             "{REGISTRY_BINARY} is missing: install Debian's docker-registry package (scripts/test does)"
@@ -36,14 +52,19 @@ impl Registry {
         std::fs::create_dir_all(&storage).expect("registry folder");
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                storage.display()
-            ),
-        )
-        .expect("registry config");
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            storage.display()
+        );
+        if let Some(line) = htpasswd {
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, format!("{line}\n")).expect("htpasswd");
+            yaml += &format!(
+                "auth:\n  htpasswd:\n    realm: wasmgate-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        std::fs::write(&config, yaml).expect("registry config");
         let child = Command::new(REGISTRY_BINARY)
             .arg("serve")
             .arg(&config)
@@ -87,7 +108,11 @@ impl Registry {
                 let read =
                     tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut head))
                         .await;
-                if asked.is_ok() && matches!(read, Ok(Ok(_))) && head.ends_with(b"200") {
+                // 401 from a registry that wants credentials: it is up too.
+                if asked.is_ok()
+                    && matches!(read, Ok(Ok(_)))
+                    && (head.ends_with(b"200") || head.ends_with(b"401"))
+                {
                     return;
                 }
             }

@@ -144,7 +144,7 @@ async fn pushed_plugins_load_by_tag_and_digest_through_configuration_and_admin_a
     let tag = registry.reference("team/canary:v1");
     let digest = push(&canary, &tag).await;
     // The artifact is the Wasm OCI layout: the registry serves it back as pushed.
-    let (resolved, wasm) = oci::pull(&OciReference::parse(&tag).unwrap())
+    let (resolved, wasm) = oci::pull(&OciReference::parse(&tag).unwrap(), None)
         .await
         .expect("pull");
     assert_eq!(resolved.digest, digest);
@@ -296,10 +296,9 @@ async fn registry_refusals_are_one_line_and_change_nothing() {
     let module = b"\0asm\x01\0\0\0".to_vec();
     oci::push_artifact(
         &OciReference::parse(&core).unwrap(),
-        oci::CONFIG_MEDIA_TYPE,
-        b"{}",
-        oci::LAYER_MEDIA_TYPE,
-        &module,
+        (oci::CONFIG_MEDIA_TYPE, b"{}"),
+        (oci::LAYER_MEDIA_TYPE, &module),
+        None,
     )
     .await
     .expect("push a core module as is");
@@ -312,10 +311,12 @@ async fn registry_refusals_are_one_line_and_change_nothing() {
     let image = registry.reference("team/image:v1");
     oci::push_artifact(
         &OciReference::parse(&image).unwrap(),
-        "application/vnd.oci.image.config.v1+json",
-        b"{}",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        b"not a tarball",
+        ("application/vnd.oci.image.config.v1+json", b"{}"),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            b"not a tarball",
+        ),
+        None,
     )
     .await
     .expect("push an image-like artifact");
@@ -391,4 +392,49 @@ async fn registry_refusals_are_one_line_and_change_nothing() {
     assert_eq!(listed(&gw, "canary").await["digest"], digest.as_str());
     reaches(&gw, "a", "the running version kept serving").await;
     gw.shutdown().await;
+}
+
+/// A registry that wants credentials (HTTP Basic, as `htpasswd` auth does): refused without
+/// them or with a wrong password, in one line; push and pull with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_are_sent_when_the_registry_asks() {
+    use wasmgate_tests::registry::{BASIC_PASSWORD, BASIC_USER};
+    let registry = Registry::start_with_basic_auth().await;
+    let reference = OciReference::parse(&registry.reference("team/canary:v1")).unwrap();
+    let wasm = std::fs::read(plugin_path("example-canary-router")).unwrap();
+    let credentials = |password: &str| {
+        Some(oci::Credentials {
+            username: BASIC_USER.into(),
+            password: password.into(),
+        })
+    };
+    let err = oci::push(&reference, &wasm, None)
+        .await
+        .expect_err("no credentials")
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "registry {} refused access: it asks for a user name and password: set WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD",
+            registry.addr
+        )
+    );
+    let err = oci::push(&reference, &wasm, credentials("wrong"))
+        .await
+        .expect_err("a wrong password")
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "registry {} refused access: it refused the credentials of user \"tester\"",
+            registry.addr
+        )
+    );
+    let digest = oci::push(&reference, &wasm, credentials(BASIC_PASSWORD))
+        .await
+        .expect("push with credentials");
+    let (resolved, pulled) = oci::pull(&reference, credentials(BASIC_PASSWORD))
+        .await
+        .expect("pull with credentials");
+    assert_eq!((resolved.digest, &pulled[..]), (digest, &wasm[..]));
 }

@@ -299,13 +299,12 @@ impl PluginRegistry {
                 (None, Some(reference)) => {
                     // A tag is resolved again at every reload: a moved tag loads its new
                     // version, an unchanged digest keeps the running one (nothing downloaded).
-                    let resolved =
-                        oci::resolve(reference)
-                            .await
-                            .map_err(|error| PrepareError::Fetch {
-                                plugin: p.name.clone(),
-                                failure: RegistryFailure::new(reference, error),
-                            })?;
+                    let resolved = oci::resolve(reference, oci::Credentials::from_env())
+                        .await
+                        .map_err(|error| PrepareError::Fetch {
+                            plugin: p.name.clone(),
+                            failure: RegistryFailure::new(reference, error),
+                        })?;
                     Some(Source {
                         content_hash: resolved.content_hash().to_owned(),
                         digest: Some(resolved.digest.clone()),
@@ -584,9 +583,11 @@ impl PluginRegistry {
             }
             // Fetched before anything changes; the version pins the digest it was given.
             ComponentSource::Registry(reference) => {
-                let (resolved, wasm) = oci::pull(reference).await.map_err(|error| {
-                    ChangeError::Registry(RegistryFailure::new(reference, error))
-                })?;
+                let (resolved, wasm) = oci::pull(reference, oci::Credentials::from_env())
+                    .await
+                    .map_err(|error| {
+                        ChangeError::Registry(RegistryFailure::new(reference, error))
+                    })?;
                 (wasm, resolved.reference.to_string(), Some(resolved.digest))
             }
         };

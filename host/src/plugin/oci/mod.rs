@@ -161,9 +161,12 @@ impl Resolved {
 }
 
 /// Asks the registry for `reference`'s manifest and checks that it is a Wasm component artifact.
-/// Credentials come from the environment ([`Credentials::from_env`]).
-pub async fn resolve(reference: &OciReference) -> Result<Resolved, OciError> {
-    let session = Session::new(reference, Credentials::from_env());
+/// The gateway and the CLI pass [`Credentials::from_env`].
+pub async fn resolve(
+    reference: &OciReference,
+    credentials: Option<Credentials>,
+) -> Result<Resolved, OciError> {
+    let session = Session::new(reference, credentials);
     let accept = [
         MANIFEST_MEDIA_TYPE,
         "application/vnd.oci.image.index.v1+json",
@@ -254,15 +257,22 @@ pub async fn resolve(reference: &OciReference) -> Result<Resolved, OciError> {
 }
 
 /// Resolves and downloads `reference`.
-pub async fn pull(reference: &OciReference) -> Result<(Resolved, Arc<[u8]>), OciError> {
-    let resolved = resolve(reference).await?;
+pub async fn pull(
+    reference: &OciReference,
+    credentials: Option<Credentials>,
+) -> Result<(Resolved, Arc<[u8]>), OciError> {
+    let resolved = resolve(reference, credentials).await?;
     let wasm = resolved.fetch().await?;
     Ok((resolved, wasm))
 }
 
 /// Publishes a component as a Wasm artifact under `reference` (its tag, or its digest when it
 /// gives only one); returns the manifest's digest. Refuses bytes that are not a component.
-pub async fn push(reference: &OciReference, wasm: &[u8]) -> Result<String, OciError> {
+pub async fn push(
+    reference: &OciReference,
+    wasm: &[u8],
+    credentials: Option<Credentials>,
+) -> Result<String, OciError> {
     check_component(wasm).map_err(OciError::NotComponent)?;
     let (imports, exports) = component_names(wasm).map_err(OciError::NotComponent)?;
     let created = time::OffsetDateTime::now_utc()
@@ -278,10 +288,9 @@ pub async fn push(reference: &OciReference, wasm: &[u8]) -> Result<String, OciEr
     let config = serde_json::to_vec(&config).map_err(|e| OciError::Protocol(e.to_string()))?;
     push_artifact(
         reference,
-        CONFIG_MEDIA_TYPE,
-        &config,
-        LAYER_MEDIA_TYPE,
-        wasm,
+        (CONFIG_MEDIA_TYPE, &config),
+        (LAYER_MEDIA_TYPE, wasm),
+        credentials,
     )
     .await
 }
@@ -290,12 +299,11 @@ pub async fn push(reference: &OciReference, wasm: &[u8]) -> Result<String, OciEr
 /// hold; returns the manifest's digest. [`push`] is the checked way for a component.
 pub async fn push_artifact(
     reference: &OciReference,
-    config_media_type: &str,
-    config: &[u8],
-    layer_media_type: &str,
-    layer: &[u8],
+    (config_media_type, config): (&str, &[u8]),
+    (layer_media_type, layer): (&str, &[u8]),
+    credentials: Option<Credentials>,
 ) -> Result<String, OciError> {
-    let session = Session::new(reference, Credentials::from_env());
+    let session = Session::new(reference, credentials);
     let config = upload_blob(&session, config_media_type, config).await?;
     let layer = upload_blob(&session, layer_media_type, layer).await?;
     let manifest = Manifest {

@@ -147,6 +147,23 @@ impl Session {
                 .body(Full::new(body.clone()))
                 .map_err(|e| OciError::Protocol(e.to_string()))?;
             let answer = exchange(&self.registry, &uri, request, limit).await?;
+            if own && answer.status == StatusCode::UNAUTHORIZED && challenged {
+                return Err(OciError::Denied {
+                    registry: self.registry.clone(),
+                    reason: match &self.credentials {
+                        Some(c) => format!("it refused the credentials of user {:?}", c.username),
+                        None => {
+                            format!("it wants credentials: set {USERNAME_ENV} and {PASSWORD_ENV}")
+                        }
+                    },
+                });
+            }
+            if own && answer.status == StatusCode::FORBIDDEN {
+                return Err(OciError::Denied {
+                    registry: self.registry.clone(),
+                    reason: "403 Forbidden".into(),
+                });
+            }
             if answer.status == StatusCode::UNAUTHORIZED && own && !challenged {
                 challenged = true;
                 self.authenticate(&answer.headers).await?;
