@@ -23,7 +23,7 @@
 //!
 //! `oci-client` (with `oci-wasm` over it) is the well-kept Rust client, but it brings reqwest
 //! with a TLS stack and root store of its own, beside the gateway's hyper and rustls (ring,
-//! the system's roots), plus JWT and chrono for what is here five requests of the
+//! the system's roots), plus JWT and chrono for what is here six requests of the
 //! distribution API (`transport.rs`): manifest and blob GET, blob HEAD, upload POST and PUT,
 //! manifest PUT.
 
