@@ -4,4 +4,5 @@
 pub mod admin;
 pub mod authoring;
 pub mod demo;
+pub mod registry;
 pub mod template;

@@ -263,7 +263,11 @@ fn check(path: &Path, no_plugins: bool, template: &TemplateArgs) -> anyhow::Resu
         if !config.plugins.is_empty() {
             println!("plugins not loaded (--no-plugins)");
         }
-    } else if config.plugins.iter().any(|p| p.path.is_some()) {
+    } else if config
+        .plugins
+        .iter()
+        .any(|p| p.path.is_some() || p.reference.is_some())
+    {
         let slots = runtime()?.block_on(Gateway::check_plugins(config.clone()))?;
         println!("plugins loaded:");
         for (slot, p) in slots.iter().zip(&config.plugins) {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod gateway;
 pub mod h2;
 pub mod otlp;
+pub mod registry;
 pub mod tls;
 pub mod ws;
 

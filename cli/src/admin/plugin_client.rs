@@ -39,6 +39,8 @@ pub enum PluginCommand {
     },
     /// Put the shadow candidate in service.
     Promote { name: String },
+    #[command(flatten)]
+    Registry(crate::registry::RegistryCommand),
 }
 
 /// A plugin and the component of its new version.
@@ -93,12 +95,16 @@ pub enum PluginCommandError {
     },
     #[error("the admin API answered something that is not JSON: {0}")]
     BadBody(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 impl PluginCommand {
     /// Runs the command against the admin API; returns what to print.
     pub async fn run(&self, api: &AdminApi) -> Result<String, PluginCommandError> {
         let (method, path, body) = match self {
+            // Speaks to a registry, not to the gateway.
+            PluginCommand::Registry(command) => return Ok(command.run().await?),
             PluginCommand::List => {
                 let (_, body) = call(api, Method::GET, PLUGINS_PATH, Bytes::new()).await?;
                 let list: Vec<serde_json::Value> = serde_json::from_slice(&body)
@@ -203,11 +209,12 @@ fn version_call(
 
 /// `GET /api/plugins` as a table, one line per plugin.
 fn table(list: &[serde_json::Value]) -> String {
-    const HEAD: [&str; 9] = [
+    const HEAD: [&str; 10] = [
         "NAME",
         "KIND",
         "STATE",
         "VERSION",
+        "DIGEST",
         "LOADED AT",
         "CALLS",
         "ERRORS",
@@ -219,7 +226,7 @@ fn table(list: &[serde_json::Value]) -> String {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let rows: Vec<([String; 9], String)> = list
+    let rows: Vec<([String; 10], String)> = list
         .iter()
         .map(|p| {
             let version = p["contentHash"]
@@ -247,6 +254,10 @@ fn table(list: &[serde_json::Value]) -> String {
                     text(&p["kind"]),
                     text(&p["state"]),
                     version,
+                    // A registry component's manifest digest, shortened as the version is.
+                    p["digest"].as_str().map_or("-".to_owned(), |d| {
+                        d[..d.len().min("sha256:".len() + 12)].to_owned()
+                    }),
                     text(&p["loadedAt"]),
                     text(&p["calls"]),
                     text(&p["errors"]),

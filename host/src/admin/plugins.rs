@@ -13,7 +13,9 @@
 //!
 //! `load`, `replace` and `shadow` take the component as the request body
 //! (`Content-Type: application/wasm`, at most [`MAX_COMPONENT_BYTES`]) or from a file on the
-//! gateway's host (`?path=/srv/plugins/router.wasm`, with an empty body), and these query
+//! gateway's host (`?path=/srv/plugins/router.wasm`, with an empty body) or from an OCI registry
+//! (`?path=oci://registry.example/team/router:v3`, fetched and pinned to its digest before
+//! anything changes), and these query
 //! parameters: `kind` (`router` or `probe`; needed for a name the configuration does not
 //! declare), `config` (the string passed to `init`, replacing the configuration's), and for
 //! `shadow` `sample` (the share of requests compared, above 0 and at most 1; default 1).
@@ -22,7 +24,9 @@
 //! JSON `{"error": ...}`: 400 (bad parameters), 404 (no such plugin), 409 (the plugin's state
 //! does not allow it: loading a loaded plugin, replacing an unloaded one, promoting without a
 //! candidate), 413 (component too large), 422 (the component was refused: not a component,
-//! wrong kind, `init` failed, a sample answered otherwise than expected).
+//! wrong kind, `init` failed, a sample answered otherwise than expected; or the registry has no
+//! such manifest, or its content does not match its digest), 502 (the registry could not be
+//! reached, refused access or failed).
 
 use std::sync::Arc;
 
@@ -32,8 +36,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::{error_body, json};
-use crate::config::PluginKind;
+use crate::config::{OciReference, PluginKind};
 use crate::control::ControlHandle;
+use crate::plugin::oci::OciError;
 use crate::plugin::{
     ChangeError, ComponentSource, MAX_COMPONENT_BYTES, PluginSlot, VersionRequest,
 };
@@ -108,6 +113,20 @@ pub async fn handle(req: Request<Incoming>, control: &ControlHandle) -> Response
                 ChangeError::Conflict(_) => StatusCode::CONFLICT,
                 ChangeError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 ChangeError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                // The registry could not be asked: a gateway's upstream failed.
+                ChangeError::Registry(failure)
+                    if matches!(
+                        failure.error,
+                        OciError::Unreachable { .. }
+                            | OciError::Denied { .. }
+                            | OciError::Status { .. }
+                            | OciError::Protocol(_)
+                    ) =>
+                {
+                    StatusCode::BAD_GATEWAY
+                }
+                // Not found, a digest mismatch, not a component.
+                ChangeError::Registry(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             if method != Method::GET && method != Method::HEAD {
                 tracing::warn!(
@@ -189,6 +208,10 @@ async fn version_request(
         }
     };
     let component = match (param("path"), body.is_empty()) {
+        (Some(path), true) if OciReference::is_reference(path) => match OciReference::parse(path) {
+            Ok(reference) => ComponentSource::Registry(reference),
+            Err(why) => return Err(error(StatusCode::BAD_REQUEST, &format!("path: {why}"))),
+        },
         (Some(path), true) => ComponentSource::Path(path.into()),
         (None, false) => ComponentSource::Bytes(Arc::from(&body[..])),
         (Some(_), false) => {

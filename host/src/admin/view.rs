@@ -301,8 +301,10 @@ pub struct PluginView {
     pub fail_policy: &'static str,
     /// SHA-256 of the active component, hex.
     pub content_hash: Option<String>,
-    /// The active component's file, or "upload".
+    /// The active component's file, "upload", or its registry reference pinned to its digest.
     pub origin: Option<String>,
+    /// For a component from an OCI registry: the manifest digest it runs (`sha256:…`).
+    pub digest: Option<String>,
     pub loaded_at: Option<String>,
     pub calls: u64,
     pub errors: u64,
@@ -353,6 +355,7 @@ impl PluginView {
             },
             content_hash: active.as_ref().map(|v| v.content_hash.clone()),
             origin: active.as_ref().map(|v| v.origin.clone()),
+            digest: active.as_ref().and_then(|v| v.digest.clone()),
             loaded_at: active.as_ref().map(|v| rfc3339(v.loaded_at)),
             calls: stats.calls,
             errors: stats.failures,

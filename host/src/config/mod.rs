@@ -6,6 +6,7 @@ pub mod builtin;
 mod certs;
 mod error_pages;
 mod matchers;
+pub mod oci;
 mod plugins;
 pub mod raw;
 mod validate;
@@ -20,6 +21,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 pub use certs::{CertError, CertificateSource, ClientCas, TrustedRoots, provider};
 pub use error_pages::{ErrorPage, ErrorPages, MAX_ERROR_PAGE_BYTES};
 pub use matchers::{HostPattern, PathPattern};
+pub use oci::OciReference;
 pub use plugins::{
     Expected, FailPolicy, PluginConfig, PluginKind, PluginLimits, Sample, SampleRequest,
 };
@@ -1021,10 +1023,11 @@ pub fn summary(config: &Config) -> String {
     if !config.plugins.is_empty() {
         let _ = writeln!(out, "plugins:");
         for (i, p) in config.plugins.iter().enumerate() {
-            let source = p.path.as_ref().map_or_else(
-                || "(no path: loaded through the admin API)".to_owned(),
-                |f| f.display().to_string(),
-            );
+            let source = match (&p.path, &p.reference) {
+                (Some(f), _) => f.display().to_string(),
+                (None, Some(r)) => r.to_string(),
+                (None, None) => "(no path: loaded through the admin API)".to_owned(),
+            };
             let users = config.plugin_users(PluginId(i));
             let users = if users.is_empty() {
                 "used by nothing".to_owned()

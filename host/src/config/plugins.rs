@@ -51,6 +51,8 @@ pub struct PluginConfig {
     /// The component file, resolved against the configuration file's folder; `None` for a
     /// plugin declared here and loaded through the admin API.
     pub path: Option<std::path::PathBuf>,
+    /// The component in an OCI registry (`path = "oci://…"`); `path` is then `None`.
+    pub reference: Option<super::OciReference>,
     pub kind: PluginKind,
     /// Passed to the plugin's `init`.
     pub config: String,

@@ -92,6 +92,7 @@ mod handle;
 mod host_view;
 mod instance;
 mod lowering;
+pub mod oci;
 mod output;
 mod registry;
 mod samples;

@@ -42,13 +42,14 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::cache::cache_dir;
+use super::oci::{self, RegistryFailure};
 use super::shadow::Shadow;
 use super::slot::{Declared, PluginSlot};
 use super::version::{PluginVersion, VersionSettings, short};
 use super::{
     EngineConfig, HostView, PluginEngine, PluginError, PluginRole, PluginSpec, RouterSample,
 };
-use crate::config::{Config, PluginConfig, PluginId, PluginKind};
+use crate::config::{Config, OciReference, PluginConfig, PluginId, PluginKind};
 
 /// The smallest engine: room for a few plugins loaded through the admin API besides the
 /// configured ones.
@@ -63,6 +64,8 @@ pub enum ComponentSource {
     Bytes(Arc<[u8]>),
     /// A file on the gateway's host.
     Path(PathBuf),
+    /// A component in an OCI registry, fetched and pinned to its digest.
+    Registry(OciReference),
 }
 
 /// An admin request for a new version.
@@ -88,6 +91,11 @@ pub enum PrepareError {
         path: std::path::PathBuf,
         error: std::io::Error,
     },
+    #[error("plugin {plugin:?}: {failure}")]
+    Fetch {
+        plugin: String,
+        failure: Box<RegistryFailure>,
+    },
 }
 
 /// Why an admin change was refused; nothing changed.
@@ -102,6 +110,10 @@ pub enum ChangeError {
     /// The component was refused: not a component, wrong kind, `init` failed, a sample failed.
     #[error("{0}")]
     Refused(#[from] PluginError),
+    /// The registry could not be asked, or its artifact was refused (not found, a digest
+    /// mismatch, not a component).
+    #[error("{0}")]
+    Registry(Box<RegistryFailure>),
 }
 
 /// Configuration entries loaded by [`PluginRegistry::prepare`], ready to be made current.
@@ -247,23 +259,68 @@ impl PluginRegistry {
     pub async fn prepare(&self, config: &Config) -> Result<PreparedPlugins, PrepareError> {
         let mut entries = Vec::with_capacity(config.plugins.len());
         for p in &config.plugins {
-            let wasm = match &p.path {
-                None => None,
-                Some(path) => Some(read_component(p, path).await?),
+            let settings = VersionSettings {
+                config: p.config.clone(),
+                limits: p.limits.clone(),
+                fail_policy: p.fail_policy,
+                samples: p.samples.clone().into(),
+                request_headers: p.request_headers.clone().map(Into::into),
+            };
+            let existing = self.by_name(&p.name).filter(|s| s.kind == p.kind);
+            // A digest reference that is already running, with the same settings, needs no
+            // registry: a reload works while the registry is away.
+            if let (Some(slot), Some(digest)) = (
+                &existing,
+                p.reference.as_ref().and_then(|r| r.digest.as_ref()),
+            ) {
+                let current = slot.lock().declared.clone();
+                if let Some(current) = current
+                    && current.digest.as_ref() == Some(digest)
+                    && current.settings == settings
+                {
+                    entries.push(PreparedEntry {
+                        slot: slot.clone(),
+                        version: None,
+                        declared: current,
+                    });
+                    continue;
+                }
+            }
+            let source = match (&p.path, &p.reference) {
+                (Some(path), _) => {
+                    let wasm = read_component(p, path).await?;
+                    Some(Source {
+                        content_hash: content_hash(&wasm),
+                        digest: None,
+                        origin: path.display().to_string(),
+                        component: Pending::Read(wasm.into()),
+                    })
+                }
+                (None, Some(reference)) => {
+                    // A tag is resolved again at every reload: a moved tag loads its new
+                    // version, an unchanged digest keeps the running one (nothing downloaded).
+                    let resolved = oci::resolve(reference, oci::Credentials::from_env())
+                        .await
+                        .map_err(|error| PrepareError::Fetch {
+                            plugin: p.name.clone(),
+                            failure: RegistryFailure::new(reference, error),
+                        })?;
+                    Some(Source {
+                        content_hash: resolved.content_hash().to_owned(),
+                        digest: Some(resolved.digest.clone()),
+                        origin: resolved.reference.to_string(),
+                        component: Pending::Registry(Box::new(resolved)),
+                    })
+                }
+                (None, None) => None,
             };
             let declared = Declared {
                 kind: p.kind,
-                content_hash: wasm.as_ref().map(|w| content_hash(w)),
-                settings: VersionSettings {
-                    config: p.config.clone(),
-                    limits: p.limits.clone(),
-                    fail_policy: p.fail_policy,
-                    samples: p.samples.clone().into(),
-                    request_headers: p.request_headers.clone().map(Into::into),
-                },
+                content_hash: source.as_ref().map(|s| s.content_hash.clone()),
+                digest: source.as_ref().and_then(|s| s.digest.clone()),
+                settings,
             };
-            let existing = self.by_name(&p.name).filter(|s| s.kind == p.kind);
-            let entry = match (existing, wasm) {
+            let entry = match (existing, source) {
                 // Unchanged: the slot stays as it is, with whatever version it serves.
                 (Some(slot), _) if slot.lock().declared.as_ref() == Some(&declared) => {
                     PreparedEntry {
@@ -280,21 +337,34 @@ impl PluginRegistry {
                     version: None,
                     declared,
                 },
-                (existing, Some(wasm)) => {
+                (existing, Some(source)) => {
+                    let wasm = match source.component {
+                        Pending::Read(wasm) => wasm,
+                        Pending::Registry(resolved) => {
+                            resolved
+                                .fetch()
+                                .await
+                                .map_err(|error| PrepareError::Fetch {
+                                    plugin: p.name.clone(),
+                                    failure: RegistryFailure::new(&resolved.reference, error),
+                                })?
+                        }
+                    };
                     tracing::info!(
                         plugin = %p.name,
                         kind = p.kind.as_str(),
                         bytes = wasm.len(),
+                        origin = %source.origin,
                         "loading plugin (a large component takes seconds to compile)"
                     );
-                    let origin = p.path.as_ref().map(|f| f.display().to_string());
                     let version = self
                         .build_version(
                             &p.name,
                             p.kind,
-                            wasm.into(),
+                            wasm,
                             &declared.settings,
-                            origin.unwrap_or_default(),
+                            source.origin,
+                            source.digest,
                         )
                         .await?;
                     PreparedEntry {
@@ -503,13 +573,22 @@ impl PluginRegistry {
         settings: &VersionSettings,
         request: &VersionRequest,
     ) -> Result<Arc<PluginVersion>, ChangeError> {
-        let (wasm, origin) = match &request.component {
-            ComponentSource::Bytes(b) => (b.clone(), "upload".to_owned()),
+        let (wasm, origin, digest) = match &request.component {
+            ComponentSource::Bytes(b) => (b.clone(), "upload".to_owned(), None),
             ComponentSource::Path(path) => {
                 let wasm = read_limited(path).await.map_err(|e| {
                     ChangeError::BadRequest(format!("cannot read {}: {e}", path.display()))
                 })?;
-                (wasm.into(), path.display().to_string())
+                (wasm.into(), path.display().to_string(), None)
+            }
+            // Fetched before anything changes; the version pins the digest it was given.
+            ComponentSource::Registry(reference) => {
+                let (resolved, wasm) = oci::pull(reference, oci::Credentials::from_env())
+                    .await
+                    .map_err(|error| {
+                        ChangeError::Registry(RegistryFailure::new(reference, error))
+                    })?;
+                (wasm, resolved.reference.to_string(), Some(resolved.digest))
             }
         };
         let mut settings = settings.clone();
@@ -524,7 +603,7 @@ impl PluginRegistry {
             "loading a new version (a large component takes seconds to compile)"
         );
         Ok(self
-            .build_version(name, kind, wasm, &settings, origin)
+            .build_version(name, kind, wasm, &settings, origin, digest)
             .await?)
     }
 
@@ -536,6 +615,7 @@ impl PluginRegistry {
         wasm: Arc<[u8]>,
         settings: &VersionSettings,
         origin: String,
+        digest: Option<String>,
     ) -> Result<Arc<PluginVersion>, PluginError> {
         let engine = self.engine()?;
         let content_hash = content_hash(&wasm);
@@ -566,10 +646,26 @@ impl PluginRegistry {
             content_hash,
             loaded_at: SystemTime::now(),
             origin,
+            digest,
             config: settings.config.clone(),
             report,
         }))
     }
+}
+
+/// Where a configured plugin's new component comes from, once its identity is known.
+struct Source {
+    content_hash: String,
+    /// The pinned manifest digest, for a registry reference.
+    digest: Option<String>,
+    origin: String,
+    component: Pending,
+}
+
+enum Pending {
+    Read(Arc<[u8]>),
+    /// Resolved; downloaded only when the entry changed.
+    Registry(Box<oci::Resolved>),
 }
 
 fn check_kind(slot: &PluginSlot, kind: Option<PluginKind>) -> Result<(), ChangeError> {

@@ -20,6 +20,8 @@ pub(super) struct Declared {
     pub(super) kind: PluginKind,
     /// `None` for an entry without `path`.
     pub(super) content_hash: Option<String>,
+    /// The manifest digest a registry reference resolved to.
+    pub(super) digest: Option<String>,
     pub(super) settings: VersionSettings,
 }
 

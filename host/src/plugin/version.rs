@@ -12,8 +12,11 @@ pub struct PluginVersion {
     /// SHA-256 of the component, hex.
     pub content_hash: String,
     pub loaded_at: SystemTime,
-    /// Where the component came from: its file, or "upload".
+    /// Where the component came from: its file, "upload", or its registry reference pinned
+    /// to its digest (`oci://HOST/REPOSITORY:TAG@sha256:…`).
     pub origin: String,
+    /// For a component from a registry: the manifest digest it was loaded from.
+    pub digest: Option<String>,
     /// The `config` its instances were initialised with.
     pub config: String,
     pub report: LoadReport,
@@ -25,6 +28,7 @@ impl std::fmt::Debug for PluginVersion {
             .field("plugin", &self.plugin.name())
             .field("content_hash", &self.content_hash)
             .field("origin", &self.origin)
+            .field("digest", &self.digest)
             .finish_non_exhaustive()
     }
 }

@@ -214,7 +214,7 @@ function drawPlugins(plugins) {
   const rows = plugins.map((p) => {
     const version = p.contentHash ? el("code", p.contentHash.slice(0, 12)) : el("span", "not loaded", "muted");
     version.classList.add("version");
-    if (p.contentHash) version.title = `${p.contentHash}\n${p.origin}`;
+    if (p.contentHash) version.title = `${p.contentHash}\n${p.origin}${p.digest ? `\ndigest ${p.digest}` : ""}`;
     const errors = p.errors + (p.rejected ? ` (+${p.rejected} refused)` : "");
     const breaker = badge(
       p.breaker.replace("_", " ") + (p.breakerRetryInMs ? ` (${(p.breakerRetryInMs / 1000).toFixed(1)} s)` : ""),

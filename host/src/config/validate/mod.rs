@@ -246,6 +246,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         config.plugins.push(PluginConfig {
             name: builtin::BUILTIN.to_owned(),
             path: Some(path),
+            reference: None,
             kind: PluginKind::Router,
             config: rules,
             limits: PluginLimits::default(),

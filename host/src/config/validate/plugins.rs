@@ -30,7 +30,17 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
             ));
         }
     };
-    let file = raw.path.as_ref().map(|p| base.join(p));
+    // `oci://…` names a component in a registry, fetched when the plugin is loaded.
+    let reference = match raw.path.as_deref() {
+        Some(p) if OciReference::is_reference(p) => Some(
+            OciReference::parse(p).map_err(|why| ConfigError::new(format!("{path}.path"), why))?,
+        ),
+        _ => None,
+    };
+    let file = match reference {
+        Some(_) => None,
+        None => raw.path.as_ref().map(|p| base.join(p)),
+    };
     // Read now, so a missing or unreadable component is a configuration error naming the
     // plugin and the file rather than a failure halfway through starting.
     if let Some(file) = &file
@@ -101,6 +111,7 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
     Ok(PluginConfig {
         name: raw.name.clone(),
         path: file,
+        reference,
         kind,
         config: raw.config.clone().unwrap_or_default(),
         limits,
