@@ -4,3 +4,4 @@
 pub mod admin;
 pub mod demo;
 pub mod template;
+pub mod upgrade;

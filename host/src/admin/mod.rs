@@ -11,6 +11,7 @@
 pub mod console;
 pub mod metrics;
 pub mod plugins;
+pub mod upgrade;
 pub mod view;
 
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::control::ControlHandle;
+use crate::upgrade::Upgrader;
 
 pub use view::BackendHealth;
 
@@ -45,19 +47,40 @@ pub const STATUS_PATH: &str = "/api/status";
 /// How long a client has to send its request head (and, over HTTPS, to finish its handshake).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves the admin API on `listener` until the gateway stops; over TLS with `tls`.
+/// How long the connections in flight get to finish once the admin listener stops (the one
+/// that asked for an upgrade gets its answer).
+const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves the admin API on `listener` until the gateway stops, or an upgrade hands the socket
+/// over; over TLS with `tls`. `POST /api/upgrade` goes to `upgrader`, when given.
 pub async fn serve(
     listener: TcpListener,
     control: ControlHandle,
     token: Option<Arc<str>>,
     tls: Option<TlsAcceptor>,
+    upgrader: Option<Arc<Upgrader>>,
 ) {
     let stopping = control.stopping();
     tokio::pin!(stopping);
+    let handed_over = {
+        let upgrader = upgrader.clone();
+        async move {
+            match upgrader {
+                Some(u) => {
+                    u.handed_over().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::pin!(handed_over);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, _) = tokio::select! {
             biased;
             _ = &mut stopping => break,
+            _ = &mut handed_over => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -70,10 +93,12 @@ pub async fn serve(
         let control = control.clone();
         let token = token.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let upgrader = upgrader.clone();
+        connections.spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let control = control.clone();
                 let token = token.clone();
+                let upgrader = upgrader.clone();
                 async move {
                     // The console's page and assets: no data, no token.
                     if let Some(res) = console::asset(&req) {
@@ -82,6 +107,9 @@ pub async fn serve(
                     // The one endpoint that changes state and takes time.
                     if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {
                         return Ok(reload(&req, &control).await);
+                    }
+                    if req.uri().path() == upgrade::PATH && authorized(&req, token.as_deref()) {
+                        return Ok(upgrade::handle(&req, upgrader.as_deref()).await);
                     }
                     // Plugin changes read a body and compile for up to seconds.
                     if req.uri().path().starts_with(plugins::PREFIX)
@@ -109,6 +137,11 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
+    let _ = tokio::time::timeout(FINISH_LIMIT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// Whether the request carries the admin token (always, when none is configured).
@@ -217,11 +250,11 @@ fn answer(
     }
 }
 
-fn error_body(message: &str) -> Vec<u8> {
+pub(crate) fn error_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default()
 }
 
-fn json(status: StatusCode, body: &[u8]) -> Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, body: &[u8]) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::copy_from_slice(body)));
     *res.status_mut() = status;
     let h = res.headers_mut();
