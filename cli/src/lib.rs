@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod demo;
+pub mod supervisor;
 pub mod template;
 pub mod upgrade;

@@ -62,6 +62,13 @@ enum Command {
         /// For a configuration that is an ARM template (`.json`).
         #[command(flatten)]
         template: TemplateArgs,
+        /// Run N gateway processes sharing every port, under a supervisor that restarts one
+        /// that dies and serves the admin listener for all (0 or 1: one process, no supervisor).
+        #[arg(long, default_value_t = 0)]
+        processes: usize,
+        /// A supervised process's admin socket (set by the supervisor).
+        #[arg(long, hide = true, value_name = "SOCKET")]
+        child_admin: Option<PathBuf>,
     },
     /// Validate a configuration and load its plugins as `run` would (compile, instantiate,
     /// `init`, samples), print a summary, and exit 1 on the first error.
@@ -162,12 +169,26 @@ fn main() -> ExitCode {
             workers,
             yield_every,
             template,
+            processes,
+            child_admin,
         } => {
             let workers = WorkerOptions {
                 count: workers,
                 yield_every,
             };
-            runtime().and_then(|rt| rt.block_on(run(config, no_watch, workers, template)))
+            if processes > 1 {
+                runtime().and_then(|rt| {
+                    rt.block_on(wasmgate_cli::supervisor::run(
+                        &config,
+                        processes,
+                        supervised_args(),
+                    ))
+                })
+            } else {
+                runtime().and_then(|rt| {
+                    rt.block_on(run(config, no_watch, workers, template, child_admin))
+                })
+            }
         }
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
@@ -186,7 +207,10 @@ fn main() -> ExitCode {
         } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
             .map_err(Into::into)
             .and_then(|api| {
-                println!("{}", runtime()?.block_on(wasmgate_cli::upgrade::upgrade(&api))?);
+                println!(
+                    "{}",
+                    runtime()?.block_on(wasmgate_cli::upgrade::upgrade(&api))?
+                );
                 Ok(())
             }),
         Command::Health {
@@ -262,25 +286,54 @@ fn check(path: &Path, no_plugins: bool, template: &TemplateArgs) -> anyhow::Resu
     Ok(())
 }
 
+/// This command line without `--processes`: what the supervisor starts each process with.
+fn supervised_args() -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    let mut skip = false;
+    for arg in std::env::args_os().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        match arg.to_str() {
+            Some("--processes") => skip = true,
+            Some(a) if a.starts_with("--processes=") => {}
+            _ => args.push(arg),
+        }
+    }
+    args
+}
+
 async fn run(
     path: PathBuf,
     no_watch: bool,
     workers: WorkerOptions,
     template: TemplateArgs,
+    child_admin: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     // A template is imported once into a private folder that lives as long as the gateway.
     let imported = template::materialize(&path, &template)?;
     let path = imported.as_ref().map_or(path, |m| m.config_path.clone());
     // Started by a binary upgrade: the running process's sockets first. Whatever fails from
     // here to serving is told to it, and it goes on serving.
-    let (takeover, inherited) = match Takeover::from_env().context("cannot take over the sockets")? {
-        Some((takeover, inherited)) => (Some(takeover), inherited),
-        None => (None, Inherited::default()),
-    };
+    let (takeover, inherited) =
+        match Takeover::from_env().context("cannot take over the sockets")? {
+            Some((takeover, inherited)) => (Some(takeover), inherited),
+            None => (None, Inherited::default()),
+        };
     let program = upgrade::Program::current().context("cannot tell this program's path")?;
     let started = async {
         let config = Config::from_file(&path)?;
-        anyhow::Ok(Gateway::start_upgradable(config, workers, program, inherited).await?)
+        match child_admin {
+            // One of a supervisor's processes: it ends with the supervisor.
+            Some(socket) => {
+                upgrade::end_with_parent().context("cannot follow the supervisor")?;
+                anyhow::Ok(Gateway::start_supervised(config, workers, socket).await?)
+            }
+            None => {
+                anyhow::Ok(Gateway::start_upgradable(config, workers, program, inherited).await?)
+            }
+        }
     }
     .await;
     let gateway = match (started, takeover) {

@@ -18,12 +18,13 @@ const LIMIT: Duration = READY_TIMEOUT.saturating_add(Duration::from_secs(10));
 pub async fn upgrade(api: &AdminApi) -> Result<String, ClientError> {
     let (_, body) = call_within(LIMIT, api, Method::POST, PATH, Bytes::new()).await?;
     let report: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    Ok(match (report["pid"].as_u64(), report["previousPid"].as_u64()) {
-        (Some(pid), Some(previous)) => format!(
-            "upgraded: process {pid} serves (ready after {} ms); process {previous} drains for at most {} s",
-            report["readyAfterMs"],
-            report["drainTimeoutSecs"]
-        ),
-        _ => String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(
+        match (report["pid"].as_u64(), report["previousPid"].as_u64()) {
+            (Some(pid), Some(previous)) => format!(
+                "upgraded: process {pid} serves (ready after {} ms); process {previous} drains for at most {} s",
+                report["readyAfterMs"], report["drainTimeoutSecs"]
+            ),
+            _ => String::from_utf8_lossy(&body).into_owned(),
+        },
+    )
 }

@@ -1,5 +1,7 @@
 //! Binary upgrade as an operator does it: `wasmgate upgrade` while HTTP requests flow and
 //! WebSocket sessions exchange messages; a new binary that cannot start; the drain timeout.
+//! And `wasmgate run --processes N`: a process killed under load, a reload through the one
+//! admin listener.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,8 +28,12 @@ use support::free_port;
 
 const TOKEN: &str = "upgrade-test-admin-token-01";
 
-/// A backend answering `GET` with 200 "ok" and echoing every WebSocket message.
+/// A backend answering `GET` with 200 and `name`, and echoing every WebSocket message.
 async fn backend() -> SocketAddr {
+    named_backend("ok").await
+}
+
+async fn named_backend(name: &'static str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
@@ -38,9 +44,9 @@ async fn backend() -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
-                let service = service_fn(|mut req: Request<Incoming>| async move {
+                let service = service_fn(move |mut req: Request<Incoming>| async move {
                     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))));
+                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))));
                     };
                     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
                         key.as_bytes(),
@@ -147,10 +153,27 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 /// One GET over a fresh connection: the status line's code, or why there was none.
 async fn get(port: u16) -> Result<u16, String> {
+    get_text(port, "/", None).await.map(|(status, _)| status)
+}
+
+/// One request over a fresh connection: the status and the body.
+async fn get_text(
+    port: u16,
+    path: &str,
+    post_with_token: Option<&str>,
+) -> Result<(u16, String), String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    let head = match post_with_token {
+        None => format!(
+            "GET {path} HTTP/1.1\r\nHost: example.com\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        ),
+        Some(token) => format!(
+            "POST {path} HTTP/1.1\r\nHost: example.com\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    };
+    s.write_all(head.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut out = Vec::new();
@@ -159,9 +182,12 @@ async fn get(port: u16) -> Result<u16, String> {
         .map_err(|_| "no answer in 20 s".to_owned())?
         .map_err(|e| format!("read: {e}"))?;
     let text = String::from_utf8_lossy(&out);
-    text.get(9..12)
+    let status = text
+        .get(9..12)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_owned()))
 }
 
 fn start(executable: &Path, file: &Path, log: &Path) -> Child {
@@ -197,9 +223,8 @@ async fn upgrade(admin: u16) -> Result<u32, String> {
         .ok_or(stdout)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(port: u16) -> Result<Ws, String> {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
@@ -243,7 +268,13 @@ impl Tally {
     }
 }
 
-const SESSIONS: usize = 100;
+/// WebSocket sessions held across the upgrades; `scripts/bench-upgrade` raises it.
+fn held_sessions() -> usize {
+    std::env::var("WASMGATE_UPGRADE_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
@@ -252,7 +283,11 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
     let dir = temp_dir("upgrade-load");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, config(port, admin, pool, "60s")).expect("write");
-    let first = start(Path::new(env!("CARGO_BIN_EXE_wasmgate")), &file, &dir.join("log"));
+    let first = start(
+        Path::new(env!("CARGO_BIN_EXE_wasmgate")),
+        &file,
+        &dir.join("log"),
+    );
     let mut processes = vec![Process(first.id())];
     eventually("the gateway to serve", async || get(port).await == Ok(200)).await;
 
@@ -263,7 +298,8 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
 
     // Sessions opened before the first upgrade, exchanging messages across all three.
     let mut held = Vec::new();
-    for i in 0..SESSIONS {
+    let count = held_sessions();
+    for i in 0..count {
         let mut ws = open(port).await.expect("session");
         let (stop, tally) = (stop.clone(), sessions.clone());
         held.push(tokio::spawn(async move {
@@ -275,7 +311,8 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
                 }
                 n += 1;
                 tally.ok.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Every 20 ms with 100 sessions, every 200 ms with 1,000.
+                tokio::time::sleep(Duration::from_micros(200 * count as u64)).await;
             }
             let _ = ws.close(None).await;
         }));
@@ -340,10 +377,13 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
         requests.ok.load(Ordering::Relaxed),
         opened.ok.load(Ordering::Relaxed),
     );
-    eventually("the last process to serve requests and sessions", async || {
-        requests.ok.load(Ordering::Relaxed) > before.0 + 50
-            && opened.ok.load(Ordering::Relaxed) > before.1 + 5
-    })
+    eventually(
+        "the last process to serve requests and sessions",
+        async || {
+            requests.ok.load(Ordering::Relaxed) > before.0 + 50
+                && opened.ok.load(Ordering::Relaxed) > before.1 + 5
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for task in held.into_iter().chain(loops) {
@@ -351,16 +391,31 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
     }
     let errors = |t: &Tally| t.errors.lock().expect("lock").clone();
     eprintln!(
-        "3 upgrades: {} requests, {} messages over {SESSIONS} held sessions, {} sessions opened; \
+        "3 upgrades: {} requests, {} messages over {count} held sessions, {} sessions opened; \
          longest wait for an answer on a fresh connection {} ms",
         requests.ok.load(Ordering::Relaxed),
         sessions.ok.load(Ordering::Relaxed),
         opened.ok.load(Ordering::Relaxed),
         requests.longest.load(Ordering::Relaxed) / 1000,
     );
-    assert_eq!(requests.failed.load(Ordering::Relaxed), 0, "{:?}", errors(&requests));
-    assert_eq!(sessions.failed.load(Ordering::Relaxed), 0, "{:?}", errors(&sessions));
-    assert_eq!(opened.failed.load(Ordering::Relaxed), 0, "{:?}", errors(&opened));
+    assert_eq!(
+        requests.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        errors(&requests)
+    );
+    assert_eq!(
+        sessions.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        errors(&sessions)
+    );
+    assert_eq!(
+        opened.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        errors(&opened)
+    );
 
     // Their sessions ended, the three old processes exit; the last one serves on.
     for pid in &pids[..3] {
@@ -443,4 +498,105 @@ async fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     let old = first.id();
     eventually("the old process to exit", async || exited(old)).await;
     assert_eq!(get(port).await, Ok(200));
+}
+
+/// The processes' ids as the supervisor's status lists them.
+async fn process_ids(admin: u16) -> Vec<Option<u64>> {
+    let Ok((200, body)) = get_text(admin, "/api/status", None).await else {
+        return Vec::new();
+    };
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    status["processes"]
+        .as_array()
+        .map(|ps| ps.iter().map(|p| p["pid"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_share_the_ports_replace_a_killed_one_and_reload_together() {
+    let (a, b) = (named_backend("a").await, named_backend("b").await);
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp_dir("processes");
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, config(port, admin, a, "60s")).expect("write");
+    let supervisor = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args([
+            "run",
+            "--no-watch",
+            "--processes",
+            "2",
+            "--workers",
+            "1",
+            "--config",
+        ])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("log")).expect("log"))
+        .spawn()
+        .expect("start wasmgate");
+    let _supervisor = Process(supervisor.id());
+    eventually("two processes", async || {
+        let ids = process_ids(admin).await;
+        ids.len() == 2 && ids.iter().all(Option::is_some)
+    })
+    .await;
+    eventually("the gateway to serve", async || {
+        get_text(port, "/", None).await.map(|(_, b)| b) == Ok("a".into())
+    })
+    .await;
+    let ids = process_ids(admin).await;
+    let _children: Vec<Process> = ids.iter().flatten().map(|p| Process(*p as u32)).collect();
+
+    // Sessions spread over both processes by the kernel; one process killed.
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        sessions.push(open(port).await.expect("session"));
+    }
+    let killed = ids[0].expect("pid");
+    let status = Command::new("kill")
+        .args(["-KILL", &killed.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    eventually("the killed process to be replaced", async || {
+        let now = process_ids(admin).await;
+        now.len() == 2 && now.iter().all(|p| p.is_some_and(|p| p != killed))
+    })
+    .await;
+    let _replacement: Vec<Process> = process_ids(admin)
+        .await
+        .iter()
+        .flatten()
+        .map(|p| Process(*p as u32))
+        .collect();
+    let mut survived = 0;
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        if echo(ws, &format!("after-{i}")).await.is_ok() {
+            survived += 1;
+        }
+    }
+    eprintln!("{survived} of 20 sessions survived the kill of one of 2 processes");
+    // Only the killed process's sessions are lost (the kernel gave it some, very likely not all).
+    assert!(survived > 0 && survived < 20, "{survived} of 20 survived");
+    for _ in 0..10 {
+        assert_eq!(get(port).await, Ok(200));
+    }
+
+    // A reload through the one admin listener reaches every process.
+    std::fs::write(&file, config(port, admin, b, "60s")).expect("write");
+    let (status, body) = get_text(admin, "/api/reload", Some(TOKEN))
+        .await
+        .expect("reload");
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..20 {
+        assert_eq!(
+            get_text(port, "/", None).await.map(|(_, b)| b),
+            Ok("b".into()),
+            "every process routes to b"
+        );
+    }
+    let (status, metrics) = get_text(admin, "/metrics", None).await.expect("metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("wasmgate_"), "{metrics}");
 }

@@ -43,7 +43,18 @@ impl Gateway {
 
     /// Binds every listener of `config` and starts serving on workers started as `workers` says.
     pub async fn start_with(config: Config, workers: WorkerOptions) -> Result<Self, Error> {
-        Self::start_inner(config, workers, None, Arc::default()).await
+        Self::start_inner(config, workers, None, Arc::default(), None).await
+    }
+
+    /// Starts as one of the processes a supervisor (`wasmgate run --processes N`) runs: the
+    /// admin API is served on the Unix socket `admin_socket` (the supervisor serves the
+    /// configured admin listener and asks each process there), without a token.
+    pub async fn start_supervised(
+        config: Config,
+        workers: WorkerOptions,
+        admin_socket: PathBuf,
+    ) -> Result<Self, Error> {
+        Self::start_inner(config, workers, None, Arc::default(), Some(admin_socket)).await
     }
 
     /// Starts as [`Gateway::start_with`] does, able to [upgrade](Gateway::upgrade) to a new
@@ -56,7 +67,7 @@ impl Gateway {
         program: Program,
         inherited: Inherited,
     ) -> Result<Self, Error> {
-        Self::start_inner(config, workers, Some(program), Arc::new(inherited)).await
+        Self::start_inner(config, workers, Some(program), Arc::new(inherited), None).await
     }
 
     async fn start_inner(
@@ -64,8 +75,23 @@ impl Gateway {
         workers: WorkerOptions,
         program: Option<Program>,
         inherited: Arc<Inherited>,
+        admin_socket: Option<PathBuf>,
     ) -> Result<Self, Error> {
+        let admin_unix = match &admin_socket {
+            None => None,
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                let socket =
+                    tokio::net::UnixListener::bind(path).map_err(|source| Error::Bind {
+                        listener: "admin".into(),
+                        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                        source,
+                    })?;
+                Some(socket)
+            }
+        };
         let admin = match &config.admin {
+            _ if admin_unix.is_some() => None,
             None => None,
             Some(admin) => {
                 let bind_error = |source| Error::Bind {
@@ -91,10 +117,15 @@ impl Gateway {
                 let local = socket.local_addr().map_err(bind_error)?;
                 // The same socket under another descriptor, for an upgrade to hand over.
                 let duplicate = socket.try_clone().ok();
-                let socket =
-                    tokio::net::TcpListener::from_std(socket).map_err(bind_error)?;
+                let socket = tokio::net::TcpListener::from_std(socket).map_err(bind_error)?;
                 tracing::info!(address = %local, https = tls.is_some(), "admin listening");
-                Some((socket, local, admin.token.as_deref().map(Arc::from), tls, duplicate))
+                Some((
+                    socket,
+                    local,
+                    admin.token.as_deref().map(Arc::from),
+                    tls,
+                    duplicate,
+                ))
             }
         };
         let workers = Workers::start(workers).map_err(Error::Workers)?;
@@ -116,6 +147,9 @@ impl Gateway {
             let duplicate = admin.as_ref().and_then(|a| a.4.as_ref()?.try_clone().ok());
             Upgrader::new(program, control.clone(), duplicate)
         });
+        if let Some(socket) = admin_unix {
+            tokio::spawn(crate::admin::serve_unix(socket, control.handle(), None));
+        }
         let admin = admin.map(|(socket, local, token, tls, _)| {
             (
                 local,

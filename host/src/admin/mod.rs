@@ -100,24 +100,9 @@ pub async fn serve(
                 let token = token.clone();
                 let upgrader = upgrader.clone();
                 async move {
-                    // The console's page and assets: no data, no token.
-                    if let Some(res) = console::asset(&req) {
-                        return Ok::<_, Infallible>(res);
-                    }
-                    // The one endpoint that changes state and takes time.
-                    if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {
-                        return Ok(reload(&req, &control).await);
-                    }
-                    if req.uri().path() == upgrade::PATH && authorized(&req, token.as_deref()) {
-                        return Ok(upgrade::handle(&req, upgrader.as_deref()).await);
-                    }
-                    // Plugin changes read a body and compile for up to seconds.
-                    if req.uri().path().starts_with(plugins::PREFIX)
-                        && authorized(&req, token.as_deref())
-                    {
-                        return Ok(plugins::handle(req, &control).await);
-                    }
-                    Ok(answer(&req, &control, token.as_deref()))
+                    Ok::<_, Infallible>(
+                        route(req, &control, token.as_deref(), upgrader.as_deref()).await,
+                    )
                 }
             });
             let mut http = http1::Builder::new();
@@ -142,6 +127,70 @@ pub async fn serve(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Serves the admin API on a Unix socket, without a token (the socket's folder keeps others
+/// out): how a [supervisor](crate::upgrade) reaches the processes it started.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    control: ControlHandle,
+    upgrader: Option<Arc<Upgrader>>,
+) {
+    let stopping = control.stopping();
+    tokio::pin!(stopping);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = &mut stopping => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let control = control.clone();
+        let upgrader = upgrader.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let control = control.clone();
+                let upgrader = upgrader.clone();
+                async move { Ok::<_, Infallible>(route(req, &control, None, upgrader.as_deref()).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// One admin request, whichever listener it came in on.
+async fn route(
+    req: Request<Incoming>,
+    control: &ControlHandle,
+    token: Option<&str>,
+    upgrader: Option<&Upgrader>,
+) -> Response<Full<Bytes>> {
+    // The console's page and assets: no data, no token.
+    if let Some(res) = console::asset(&req) {
+        return res;
+    }
+    // The endpoints that change state and take time.
+    if req.uri().path() == RELOAD_PATH && authorized(&req, token) {
+        return reload(&req, control).await;
+    }
+    if req.uri().path() == upgrade::PATH && authorized(&req, token) {
+        return upgrade::handle(&req, upgrader).await;
+    }
+    // Plugin changes read a body and compile for up to seconds.
+    if req.uri().path().starts_with(plugins::PREFIX) && authorized(&req, token) {
+        return plugins::handle(req, control).await;
+    }
+    answer(&req, control, token)
 }
 
 /// Whether the request carries the admin token (always, when none is configured).

@@ -47,7 +47,10 @@ pub async fn handle(req: &Request<Incoming>, upgrader: Option<&Upgrader>) -> Res
                 | UpgradeError::Exited { .. }
                 | UpgradeError::Handover(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            json(status, &error_body(&format!("{e}; this process keeps serving")))
+            json(
+                status,
+                &error_body(&format!("{e}; this process keeps serving")),
+            )
         }
     }
 }

@@ -456,8 +456,7 @@ async fn serve_http1<S: ClientStream>(
             let state = &res.body().connection().served_state;
             let stopping = state.load(Ordering::Relaxed) & ServedState::STOPPING;
             state.store(ServedState::IDLE | stopping, Ordering::Relaxed);
-            if stopping != 0 && res.status() != http::StatusCode::SWITCHING_PROTOCOLS
-            {
+            if stopping != 0 && res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 res.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }

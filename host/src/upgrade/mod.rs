@@ -159,8 +159,19 @@ impl Upgrader {
         // requests; WebSocket sessions go on until they end or the drain timeout.
         self.control.stop_accepting().await;
         self.handed_over.send_replace(Some(pid));
-        let drain = self.control.plane().snapshot.load().config.limits.upgrade_drain_timeout;
-        tracing::info!(pid, ready_after_ms = ready_after.as_millis() as u64, "upgrade: the new process serves; draining");
+        let drain = self
+            .control
+            .plane()
+            .snapshot
+            .load()
+            .config
+            .limits
+            .upgrade_drain_timeout;
+        tracing::info!(
+            pid,
+            ready_after_ms = ready_after.as_millis() as u64,
+            "upgrade: the new process serves; draining"
+        );
         Ok(Upgraded {
             pid,
             previous_pid: std::process::id(),
@@ -174,7 +185,10 @@ impl Upgrader {
     pub fn handed_over(&self) -> impl std::future::Future<Output = u32> + Send + 'static {
         let mut rx = self.handed_over.subscribe();
         async move {
-            let pid = rx.wait_for(Option::is_some).await.map(|pid| pid.unwrap_or_default());
+            let pid = rx
+                .wait_for(Option::is_some)
+                .await
+                .map(|pid| pid.unwrap_or_default());
             match pid {
                 Ok(pid) => pid,
                 // The upgrader is gone: never.
@@ -335,3 +349,19 @@ fn wait_for_connection(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Sends `signal` to process `pid` (a supervisor to the processes it started).
+pub fn signal(pid: u32, signal: rustix::process::Signal) -> io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "process id 0"))?;
+    rustix::process::kill_process(pid, signal).map_err(io::Error::from)
+}
+
+/// Makes the kernel send SIGTERM to this process when the process that started it ends (a
+/// supervised gateway process outlives no supervisor).
+pub fn end_with_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .map_err(io::Error::from)
+}
+
+pub use rustix::process::Signal;

@@ -40,11 +40,18 @@ impl Takeover {
         let mut fds = wire::recv_fds(&stream, total)?.into_iter();
         let mut sockets = HashMap::new();
         for socket in offer.sockets {
-            let listeners: Vec<TcpListener> =
-                fds.by_ref().take(socket.count).map(TcpListener::from).collect();
+            let listeners: Vec<TcpListener> = fds
+                .by_ref()
+                .take(socket.count)
+                .map(TcpListener::from)
+                .collect();
             sockets.insert(socket.name, listeners);
         }
-        tracing::info!(pid = offer.pid, sockets = sockets.len(), "upgrade: received the running process's sockets");
+        tracing::info!(
+            pid = offer.pid,
+            sockets = sockets.len(),
+            "upgrade: received the running process's sockets"
+        );
         Ok(Some((
             Takeover {
                 stream,

@@ -79,7 +79,9 @@ pub fn send_fds(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !control.push(SendAncillaryMessage::ScmRights(chunk)) {
-            return Err(io::Error::other("descriptors do not fit the control buffer"));
+            return Err(io::Error::other(
+                "descriptors do not fit the control buffer",
+            ));
         }
         let sent = sendmsg(
             stream.as_fd(),
@@ -88,7 +90,10 @@ pub fn send_fds(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
             SendFlags::empty(),
         )?;
         if sent != 1 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "descriptors not sent"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "descriptors not sent",
+            ));
         }
     }
     Ok(())
