@@ -336,8 +336,11 @@ async fn answer(req: Request<Incoming>, supervisor: &Supervisor) -> Response<Ful
                 sum_metrics(&texts),
             );
         }
-        if path == STATUS_PATH && first.status.is_success() {
-            if let Ok(mut status) = serde_json::from_slice::<serde_json::Value>(&first.body) {
+        if path == STATUS_PATH
+            && first.status.is_success()
+            && let Ok(mut status) = serde_json::from_slice::<serde_json::Value>(&first.body)
+        {
+            {
                 status["processes"] = serde_json::json!(
                     supervisor
                         .slots

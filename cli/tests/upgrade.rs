@@ -283,7 +283,7 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
     let dir = temp_dir("upgrade-load");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, config(port, admin, pool, "60s")).expect("write");
-    let first = start(
+    let mut first = start(
         Path::new(env!("CARGO_BIN_EXE_wasmgate")),
         &file,
         &dir.join("log"),
@@ -423,7 +423,7 @@ async fn three_upgrades_under_load_refuse_nothing_and_drop_no_session() {
     }
     assert!(!exited(pids[3]), "the last process serves");
     assert_eq!(get(port).await, Ok(200));
-    drop(first);
+    let _ = first.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +446,7 @@ async fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     let file = dir.join("gateway.toml");
     let valid = config(port, admin, pool, "1s");
     std::fs::write(&file, &valid).expect("write");
-    let first = start(&executable, &file, &dir.join("log"));
+    let mut first = start(&executable, &file, &dir.join("log"));
     let _first = Process(first.id());
     eventually("the gateway to serve", async || get(port).await == Ok(200)).await;
     let mut ws = open(port).await.expect("session");
@@ -497,6 +497,7 @@ async fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     assert_eq!(close, Some(CloseCode::Away));
     let old = first.id();
     eventually("the old process to exit", async || exited(old)).await;
+    let _ = first.wait();
     assert_eq!(get(port).await, Ok(200));
 }
 
@@ -519,7 +520,7 @@ async fn processes_share_the_ports_replace_a_killed_one_and_reload_together() {
     let dir = temp_dir("processes");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, config(port, admin, a, "60s")).expect("write");
-    let supervisor = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
         .args([
             "run",
             "--no-watch",
@@ -599,4 +600,6 @@ async fn processes_share_the_ports_replace_a_killed_one_and_reload_together() {
     let (status, metrics) = get_text(admin, "/metrics", None).await.expect("metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("wasmgate_"), "{metrics}");
+    let _ = supervisor.kill();
+    let _ = supervisor.wait();
 }
