@@ -98,6 +98,8 @@ addresses = ["{pool}"]
 [[backend_settings]]
 name = "settings"
 port = {pool_port}
+# A WebSocket session lasts at most this long (Application Gateway's request timeout).
+request_timeout = 3600
 
 [[rules]]
 name = "rule"
