@@ -5,4 +5,6 @@ pub mod admin;
 pub mod authoring;
 pub mod demo;
 pub mod registry;
+pub mod supervisor;
 pub mod template;
+pub mod upgrade;

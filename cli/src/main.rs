@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use wasmgate::listener::Inherited;
 use wasmgate::plugin::ArtifactSource;
+use wasmgate::upgrade::{self, Takeover};
 use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway, telemetry};
 use wasmgate_cli::admin::client::AdminApi;
@@ -62,6 +64,13 @@ enum Command {
         /// For a configuration that is an ARM template (`.json`).
         #[command(flatten)]
         template: TemplateArgs,
+        /// Run N gateway processes sharing every port, under a supervisor that restarts one
+        /// that dies and serves the admin listener for all (0 or 1: one process, no supervisor).
+        #[arg(long, default_value_t = 0)]
+        processes: usize,
+        /// A supervised process's admin socket (set by the supervisor).
+        #[arg(long, hide = true, value_name = "SOCKET")]
+        child_admin: Option<PathBuf>,
     },
     /// Validate a configuration and load its plugins as `run` would (compile, instantiate,
     /// `init`, samples), print a summary, and exit 1 on the first error.
@@ -125,6 +134,22 @@ enum Command {
         #[command(flatten)]
         args: wasmgate_cli::admin::drain::DrainArgs,
     },
+    /// Start the binary a running gateway was started from (replaced on disk) and hand it the
+    /// listening sockets without closing any (as SIGUSR2 does); the old process finishes its
+    /// requests and WebSocket sessions and exits. A new binary that fails to start leaves the
+    /// running one serving.
+    Upgrade {
+        /// The gateway's admin listener (http:// or https://).
+        #[arg(long, default_value = "http://127.0.0.1:9190")]
+        admin: String,
+        /// The admin token, when the admin listener requires one.
+        #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
+        token: Option<String>,
+        /// For an https:// admin URL: trust the CA certificates in this PEM file (as curl's
+        /// --cacert) instead of the system's.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+    },
     /// Print the backend health view of a running gateway as a table.
     Health {
         /// The gateway's admin listener (http:// or https://).
@@ -186,12 +211,26 @@ fn main() -> ExitCode {
             workers,
             yield_every,
             template,
+            processes,
+            child_admin,
         } => {
             let workers = WorkerOptions {
                 count: workers,
                 yield_every,
             };
-            runtime().and_then(|rt| rt.block_on(run(config, no_watch, workers, template)))
+            if processes > 1 {
+                runtime().and_then(|rt| {
+                    rt.block_on(wasmgate_cli::supervisor::run(
+                        &config,
+                        processes,
+                        supervised_args(),
+                    ))
+                })
+            } else {
+                runtime().and_then(|rt| {
+                    rt.block_on(run(config, no_watch, workers, template, child_admin))
+                })
+            }
         }
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
@@ -213,6 +252,19 @@ fn main() -> ExitCode {
             .and_then(|api| {
                 let left = runtime()?.block_on(wasmgate_cli::admin::drain::drain(&api, &args))?;
                 eprintln!("drained: {left} connections and sessions still in flight");
+                Ok(())
+            }),
+        Command::Upgrade {
+            admin,
+            token,
+            cacert,
+        } => AdminApi::new(&admin, token.as_deref(), cacert.as_deref())
+            .map_err(Into::into)
+            .and_then(|api| {
+                println!(
+                    "{}",
+                    runtime()?.block_on(wasmgate_cli::upgrade::upgrade(&api))?
+                );
                 Ok(())
             }),
         Command::Health {
@@ -296,17 +348,73 @@ fn check(path: &Path, no_plugins: bool, template: &TemplateArgs) -> anyhow::Resu
     Ok(())
 }
 
+/// This command line without `--processes`: what the supervisor starts each process with.
+fn supervised_args() -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    let mut skip = false;
+    for arg in std::env::args_os().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        match arg.to_str() {
+            Some("--processes") => skip = true,
+            Some(a) if a.starts_with("--processes=") => {}
+            _ => args.push(arg),
+        }
+    }
+    args
+}
+
 async fn run(
     path: PathBuf,
     no_watch: bool,
     workers: WorkerOptions,
     template: TemplateArgs,
+    child_admin: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     // A template is imported once into a private folder that lives as long as the gateway.
     let imported = template::materialize(&path, &template)?;
     let path = imported.as_ref().map_or(path, |m| m.config_path.clone());
-    let config = Config::from_file(&path)?;
-    let gateway = Gateway::start_with(config, workers).await?;
+    // Started by a binary upgrade: the running process's sockets first. Whatever fails from
+    // here to serving is told to it, and it goes on serving.
+    let (takeover, inherited) =
+        match Takeover::from_env().context("cannot take over the sockets")? {
+            Some((takeover, inherited)) => (Some(takeover), inherited),
+            None => (None, Inherited::default()),
+        };
+    let program = upgrade::Program::current().context("cannot tell this program's path")?;
+    let started = async {
+        let config = Config::from_file(&path)?;
+        match child_admin {
+            // One of a supervisor's processes: it ends with the supervisor.
+            Some(socket) => {
+                upgrade::end_with_parent().context("cannot follow the supervisor")?;
+                anyhow::Ok(Gateway::start_supervised(config, workers, socket).await?)
+            }
+            None => {
+                anyhow::Ok(Gateway::start_upgradable(config, workers, program, inherited).await?)
+            }
+        }
+    }
+    .await;
+    let gateway = match (started, takeover) {
+        (Ok(gateway), None) => gateway,
+        (Ok(gateway), Some(takeover)) => {
+            let previous = takeover.previous_pid();
+            takeover
+                .ready()
+                .context("cannot tell the running process that this one serves")?;
+            gateway.release_inherited();
+            tracing::info!(previous, "upgrade: serving; the previous process drains");
+            gateway
+        }
+        (Err(e), Some(takeover)) => {
+            takeover.failed(&format!("{e:#}"));
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
     gateway.set_config_file(path, !no_watch);
     // SIGHUP reloads the configuration and reads the certificates again, as servers
     // conventionally do; an invalid file is reported and the running configuration stays.
@@ -315,11 +423,28 @@ async fn run(
     // SIGUSR1 reopens the access log file, after logrotate moved it away.
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .context("cannot watch SIGUSR1")?;
+    // SIGUSR2 upgrades the binary, as nginx's does (`wasmgate upgrade` through the admin API).
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .context("cannot watch SIGUSR2")?;
     let stop = wait_for_signal();
     tokio::pin!(stop);
+    let handed_over = gateway.handed_over();
+    tokio::pin!(handed_over);
     loop {
         tokio::select! {
             r = &mut stop => break r?,
+            pid = &mut handed_over => {
+                tracing::info!(pid, "the sockets are handed over; finishing the work in flight");
+                gateway.drain_after_upgrade().await;
+                return Ok(());
+            }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2: upgrading the binary");
+                match gateway.upgrade().await {
+                    Ok(upgraded) => tracing::info!(pid = upgraded.pid, "upgrade done"),
+                    Err(e) => tracing::error!(error = %e, "upgrade failed; this process keeps serving"),
+                }
+            }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration and certificates");
                 if let Err(e) = gateway.reload_from_file().await {

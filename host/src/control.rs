@@ -48,6 +48,8 @@ pub struct Control {
     /// Asked to drain (`POST /api/drain`): still serving, but reported not ready so that load
     /// balancers move new connections to other instances.
     draining: std::sync::atomic::AtomicBool,
+    /// Sockets handed over by the process this one replaced, claimed as listeners bind.
+    inherited: Arc<listener::Inherited>,
 }
 
 struct ControlState {
@@ -64,6 +66,8 @@ struct RunningSocket {
     local: SocketAddr,
     handle: Arc<SocketHandle>,
     task: JoinHandle<()>,
+    /// The same OS sockets under descriptors of their own, for a binary upgrade to hand over.
+    duplicates: Vec<std::net::TcpListener>,
 }
 
 /// What a configuration reload changed.
@@ -160,10 +164,12 @@ fn build_certificates(
 }
 
 /// Binds the socket the snapshot describes at `socket`, with the error naming its first listener.
+/// Inherited sockets of the same key are taken over instead of bound anew.
 fn bind_socket(
     snapshot: &Snapshot,
     socket: usize,
     workers: usize,
+    inherited: &listener::Inherited,
 ) -> Result<listener::BoundSocket, Error> {
     let f = &snapshot.sockets[socket];
     let error = |source| Error::Bind {
@@ -171,7 +177,11 @@ fn bind_socket(
         addr: f.bind,
         source,
     };
-    listener::bind(f.bind, workers).map_err(error)
+    let adopted = inherited.take(&f.key.to_string());
+    if !adopted.is_empty() {
+        tracing::info!(socket = %f.key, count = adopted.len(), "listening socket taken over");
+    }
+    listener::bind_or_adopt(f.bind, workers, adopted).map_err(error)
 }
 
 fn listener_names(snapshot: &Snapshot, socket: usize) -> Vec<String> {
@@ -186,10 +196,12 @@ impl Control {
     /// Loads the plugins of `config`, binds its listeners and starts serving them on `workers`.
     /// Nothing serves until everything that can fail has succeeded.
     /// Spans of finished requests go to `spans`, when given.
+    /// Sockets in `inherited` (a binary upgrade's) are taken over rather than bound.
     pub async fn start(
         config: Config,
         workers: Arc<Workers>,
         spans: Option<Arc<OtlpExporter>>,
+        inherited: Arc<listener::Inherited>,
     ) -> Result<Arc<Self>, Error> {
         let now = SystemTime::now();
         let history = History {
@@ -215,7 +227,7 @@ impl Control {
         let mut bound = Vec::with_capacity(snapshot.sockets.len());
         for i in 0..snapshot.sockets.len() {
             bound.push(NewSocket {
-                listener: bind_socket(&snapshot, i, workers.count())?,
+                listener: bind_socket(&snapshot, i, workers.count(), &inherited)?,
                 handle: SocketHandle::new(i, None),
                 key: snapshot.sockets[i].key.clone(),
             });
@@ -260,6 +272,7 @@ impl Control {
             config_file: std::sync::Mutex::new(None),
             history: std::sync::Mutex::new(history),
             draining: std::sync::atomic::AtomicBool::new(false),
+            inherited,
         });
         {
             let mut state = control.state.lock().await;
@@ -334,6 +347,34 @@ impl Control {
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// The listening sockets, each under its key's text, duplicated for a binary upgrade to
+    /// hand over; this process keeps accepting on them.
+    pub async fn handover_sockets(&self) -> Vec<(String, Vec<std::net::TcpListener>)> {
+        let state = self.state.lock().await;
+        state
+            .sockets
+            .iter()
+            .filter_map(|s| {
+                let copies: std::io::Result<Vec<_>> =
+                    s.duplicates.iter().map(|d| d.try_clone()).collect();
+                match copies {
+                    Ok(copies) if !copies.is_empty() => Some((s.key.to_string(), copies)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(address = %s.local, error = %e, "cannot duplicate the socket to hand it over");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Closes the inherited sockets the configuration did not claim; see
+    /// [`listener::Inherited::release`].
+    pub fn release_inherited(&self) -> Vec<String> {
+        self.inherited.release()
     }
 
     pub async fn reload_from_file(&self) -> Result<ReloadReport, Error> {
@@ -445,7 +486,7 @@ impl Control {
                 ids.push(s.handle.id);
                 continue;
             }
-            let listener = bind_socket(&snapshot, i, self.workers.count())?;
+            let listener = bind_socket(&snapshot, i, self.workers.count(), &self.inherited)?;
             let id = state.next_socket + fresh.len();
             ids.push(id);
             report.sockets_added.push(format!(
@@ -612,6 +653,10 @@ impl Control {
                     tracing::info!(listener = %name, address = %local, protocol = snapshot.sockets[f].protocol.as_str(), "listening");
                 }
             }
+            let duplicates = b.listener.duplicates().unwrap_or_else(|e| {
+                tracing::warn!(address = %local, error = %e, "cannot duplicate the socket; a binary upgrade will bind it anew");
+                Vec::new()
+            });
             let task = listener::serve_socket(
                 b.listener,
                 b.handle.clone(),
@@ -623,6 +668,7 @@ impl Control {
                 local,
                 handle: b.handle,
                 task,
+                duplicates,
             });
         }
     }

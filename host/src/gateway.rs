@@ -13,10 +13,11 @@ use crate::config::Config;
 use crate::control::{Control, ReloadReport};
 use crate::dataplane::{SnapshotCell, SnapshotView};
 use crate::error::Error;
-use crate::listener;
+use crate::listener::{self, Inherited};
 use crate::otlp::{ExportOptions, OtlpExporter};
 use crate::plugin::{PluginRegistry, PluginSlot};
 use crate::snapshot::Snapshot;
+use crate::upgrade::{Program, UpgradeError, Upgraded, Upgrader};
 use crate::workers::{WorkerOptions, Workers};
 
 /// How long shutting down waits for the last spans to reach the collector.
@@ -28,6 +29,8 @@ pub struct Gateway {
     control: Arc<Control>,
     /// The admin listener's address and task, when configured.
     admin: Option<(SocketAddr, JoinHandle<()>)>,
+    /// For a gateway that can start its successor (`wasmgate run`).
+    upgrader: Option<Arc<Upgrader>>,
 }
 
 impl Gateway {
@@ -40,7 +43,55 @@ impl Gateway {
 
     /// Binds every listener of `config` and starts serving on workers started as `workers` says.
     pub async fn start_with(config: Config, workers: WorkerOptions) -> Result<Self, Error> {
+        Self::start_inner(config, workers, None, Arc::default(), None).await
+    }
+
+    /// Starts as one of the processes a supervisor (`wasmgate run --processes N`) runs: the
+    /// admin API is served on the Unix socket `admin_socket` (the supervisor serves the
+    /// configured admin listener and asks each process there), without a token.
+    pub async fn start_supervised(
+        config: Config,
+        workers: WorkerOptions,
+        admin_socket: PathBuf,
+    ) -> Result<Self, Error> {
+        Self::start_inner(config, workers, None, Arc::default(), Some(admin_socket)).await
+    }
+
+    /// Starts as [`Gateway::start_with`] does, able to [upgrade](Gateway::upgrade) to a new
+    /// binary: `program` is what an upgrade starts. `inherited` holds the sockets handed over
+    /// by the process this one replaces, when it was started by an upgrade: they are taken
+    /// over instead of bound (the rest are closed by [`Gateway::release_inherited`]).
+    pub async fn start_upgradable(
+        config: Config,
+        workers: WorkerOptions,
+        program: Program,
+        inherited: Inherited,
+    ) -> Result<Self, Error> {
+        Self::start_inner(config, workers, Some(program), Arc::new(inherited), None).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        workers: WorkerOptions,
+        program: Option<Program>,
+        inherited: Arc<Inherited>,
+        admin_socket: Option<PathBuf>,
+    ) -> Result<Self, Error> {
+        let admin_unix = match &admin_socket {
+            None => None,
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                let socket =
+                    tokio::net::UnixListener::bind(path).map_err(|source| Error::Bind {
+                        listener: "admin".into(),
+                        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                        source,
+                    })?;
+                Some(socket)
+            }
+        };
         let admin = match &config.admin {
+            _ if admin_unix.is_some() => None,
             None => None,
             Some(admin) => {
                 let bind_error = |source| Error::Bind {
@@ -57,10 +108,24 @@ impl Gateway {
                         listener: "admin".into(),
                         source,
                     })?;
-                let socket = listener::bind_exclusive(admin.bind).map_err(bind_error)?;
+                let socket = match adopt_admin(&inherited, admin.bind) {
+                    Some(socket) => socket,
+                    None => listener::bind_exclusive(admin.bind)
+                        .and_then(|s| s.into_std())
+                        .map_err(bind_error)?,
+                };
                 let local = socket.local_addr().map_err(bind_error)?;
+                // The same socket under another descriptor, for an upgrade to hand over.
+                let duplicate = socket.try_clone().ok();
+                let socket = tokio::net::TcpListener::from_std(socket).map_err(bind_error)?;
                 tracing::info!(address = %local, https = tls.is_some(), "admin listening");
-                Some((socket, local, admin.token.as_deref().map(Arc::from), tls))
+                Some((
+                    socket,
+                    local,
+                    admin.token.as_deref().map(Arc::from),
+                    tls,
+                    duplicate,
+                ))
             }
         };
         let workers = Workers::start(workers).map_err(Error::Workers)?;
@@ -77,14 +142,85 @@ impl Gateway {
             );
             exporter
         });
-        let control = Control::start(config, workers, spans).await?;
-        let admin = admin.map(|(socket, local, token, tls)| {
+        let control = Control::start(config, workers, spans, inherited).await?;
+        let upgrader = program.map(|program| {
+            let duplicate = admin.as_ref().and_then(|a| a.4.as_ref()?.try_clone().ok());
+            Upgrader::new(program, control.clone(), duplicate)
+        });
+        if let Some(socket) = admin_unix {
+            tokio::spawn(crate::admin::serve_unix(socket, control.handle(), None));
+        }
+        let admin = admin.map(|(socket, local, token, tls, _)| {
             (
                 local,
-                tokio::spawn(crate::admin::serve(socket, control.handle(), token, tls)),
+                tokio::spawn(crate::admin::serve(
+                    socket,
+                    control.handle(),
+                    token,
+                    tls,
+                    upgrader.clone(),
+                )),
             )
         });
-        Ok(Self { control, admin })
+        Ok(Self {
+            control,
+            admin,
+            upgrader,
+        })
+    }
+
+    /// Starts the binary this gateway was started from (replaced on disk, typically), hands it
+    /// the listening sockets and, once it serves, stops accepting; see [`crate::upgrade`].
+    /// Then [`Gateway::handed_over`] completes, and [`Gateway::drain_after_upgrade`] finishes
+    /// this process's work. On an error this gateway goes on serving, untouched.
+    pub async fn upgrade(&self) -> Result<Upgraded, UpgradeError> {
+        match &self.upgrader {
+            Some(upgrader) => upgrader.upgrade().await,
+            None => Err(UpgradeError::NotUpgradable),
+        }
+    }
+
+    /// Completes once an upgrade handed the sockets over (never for a gateway that cannot
+    /// upgrade), with the new process's id.
+    pub fn handed_over(&self) -> impl std::future::Future<Output = u32> + Send + 'static {
+        let upgrader = self.upgrader.clone();
+        async move {
+            match upgrader {
+                Some(u) => u.handed_over().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Closes the sockets handed over by the previous process that this configuration does not
+    /// use; once that process has stopped accepting on them (after the handover's answer).
+    pub fn release_inherited(&self) {
+        for name in self.control.release_inherited() {
+            tracing::info!(socket = %name, "inherited socket closed: no listener uses it");
+        }
+    }
+
+    /// After an upgrade handed the sockets over: waits for the requests and WebSocket sessions
+    /// in flight to end, at most `limits.upgrade_drain_timeout`; then closes the sessions left
+    /// with 1001 and shuts down as [`Gateway::shutdown`] does.
+    pub async fn drain_after_upgrade(self) {
+        let limits = self.control.plane().snapshot.load().config.limits;
+        let plane = self.control.plane().clone();
+        tracing::info!(
+            active = plane.active(),
+            timeout_secs = limits.upgrade_drain_timeout.as_secs(),
+            "draining after the upgrade"
+        );
+        if tokio::time::timeout(limits.upgrade_drain_timeout, plane.drained())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                remaining = plane.active(),
+                "upgrade drain timeout reached: closing what is left"
+            );
+        }
+        self.shutdown_within(limits.shutdown_timeout).await;
     }
 
     /// Loads every plugin of `config` with a file as starting would — compiled (or read from the
@@ -223,4 +359,13 @@ impl Gateway {
     pub fn workers(&self) -> usize {
         self.control.workers().count()
     }
+}
+
+/// The admin socket handed over by the previous process, when it listens where `bind` says (any
+/// port, for port 0); otherwise it is closed and the admin listener bound anew.
+fn adopt_admin(inherited: &Inherited, bind: SocketAddr) -> Option<std::net::TcpListener> {
+    let socket = inherited.take(Inherited::ADMIN).into_iter().next()?;
+    let local = socket.local_addr().ok()?;
+    let same = local == bind || (bind.port() == 0 && local.ip() == bind.ip());
+    (same && socket.set_nonblocking(true).is_ok()).then_some(socket)
 }

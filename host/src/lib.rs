@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod websocket;
 pub mod workers;

@@ -14,6 +14,7 @@ pub mod console;
 pub mod metrics;
 pub mod plugins;
 pub mod readiness;
+pub mod upgrade;
 pub mod view;
 
 use std::convert::Infallible;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::control::ControlHandle;
+use crate::upgrade::Upgrader;
 
 pub use view::BackendHealth;
 
@@ -48,19 +50,40 @@ pub const STATUS_PATH: &str = "/api/status";
 /// How long a client has to send its request head (and, over HTTPS, to finish its handshake).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves the admin API on `listener` until the gateway stops; over TLS with `tls`.
+/// How long the connections in flight get to finish once the admin listener stops (the one
+/// that asked for an upgrade gets its answer).
+const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves the admin API on `listener` until the gateway stops, or an upgrade hands the socket
+/// over; over TLS with `tls`. `POST /api/upgrade` goes to `upgrader`, when given.
 pub async fn serve(
     listener: TcpListener,
     control: ControlHandle,
     token: Option<Arc<str>>,
     tls: Option<TlsAcceptor>,
+    upgrader: Option<Arc<Upgrader>>,
 ) {
     let stopping = control.stopping();
     tokio::pin!(stopping);
+    let handed_over = {
+        let upgrader = upgrader.clone();
+        async move {
+            match upgrader {
+                Some(u) => {
+                    u.handed_over().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::pin!(handed_over);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, _) = tokio::select! {
             biased;
             _ = &mut stopping => break,
+            _ = &mut handed_over => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -73,35 +96,16 @@ pub async fn serve(
         let control = control.clone();
         let token = token.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let upgrader = upgrader.clone();
+        connections.spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let control = control.clone();
                 let token = token.clone();
+                let upgrader = upgrader.clone();
                 async move {
-                    // The console's page and assets: no data, no token.
-                    if let Some(res) = console::asset(&req) {
-                        return Ok::<_, Infallible>(res);
-                    }
-                    // Liveness and readiness: an orchestrator's probes carry no token.
-                    if let Some(res) = readiness::probe(&req, &control) {
-                        return Ok(res);
-                    }
-                    if req.uri().path() == readiness::DRAIN_PATH
-                        && authorized(&req, token.as_deref())
-                    {
-                        return Ok(readiness::drain(&req, &control));
-                    }
-                    // The one endpoint that changes state and takes time.
-                    if req.uri().path() == RELOAD_PATH && authorized(&req, token.as_deref()) {
-                        return Ok(reload(&req, &control).await);
-                    }
-                    // Plugin changes read a body and compile for up to seconds.
-                    if req.uri().path().starts_with(plugins::PREFIX)
-                        && authorized(&req, token.as_deref())
-                    {
-                        return Ok(plugins::handle(req, &control).await);
-                    }
-                    Ok(answer(&req, &control, token.as_deref()))
+                    Ok::<_, Infallible>(
+                        route(req, &control, token.as_deref(), upgrader.as_deref()).await,
+                    )
                 }
             });
             let mut http = http1::Builder::new();
@@ -121,6 +125,82 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
+    let _ = tokio::time::timeout(FINISH_LIMIT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Serves the admin API on a Unix socket, without a token (the socket's folder keeps others
+/// out): how a [supervisor](crate::upgrade) reaches the processes it started.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    control: ControlHandle,
+    upgrader: Option<Arc<Upgrader>>,
+) {
+    let stopping = control.stopping();
+    tokio::pin!(stopping);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = &mut stopping => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let control = control.clone();
+        let upgrader = upgrader.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let control = control.clone();
+                let upgrader = upgrader.clone();
+                async move { Ok::<_, Infallible>(route(req, &control, None, upgrader.as_deref()).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// One admin request, whichever listener it came in on.
+async fn route(
+    req: Request<Incoming>,
+    control: &ControlHandle,
+    token: Option<&str>,
+    upgrader: Option<&Upgrader>,
+) -> Response<Full<Bytes>> {
+    // The console's page and assets: no data, no token.
+    if let Some(res) = console::asset(&req) {
+        return res;
+    }
+    // Liveness and readiness: an orchestrator's probes carry no token.
+    if let Some(res) = readiness::probe(&req, control) {
+        return res;
+    }
+    if req.uri().path() == readiness::DRAIN_PATH && authorized(&req, token) {
+        return readiness::drain(&req, control);
+    }
+    // The endpoints that change state and take time.
+    if req.uri().path() == RELOAD_PATH && authorized(&req, token) {
+        return reload(&req, control).await;
+    }
+    if req.uri().path() == upgrade::PATH && authorized(&req, token) {
+        return upgrade::handle(&req, upgrader).await;
+    }
+    // Plugin changes read a body and compile for up to seconds.
+    if req.uri().path().starts_with(plugins::PREFIX) && authorized(&req, token) {
+        return plugins::handle(req, control).await;
+    }
+    answer(&req, control, token)
 }
 
 /// Whether the request carries the admin token (always, when none is configured).
@@ -229,11 +309,11 @@ fn answer(
     }
 }
 
-fn error_body(message: &str) -> Vec<u8> {
+pub(crate) fn error_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default()
 }
 
-fn json(status: StatusCode, body: &[u8]) -> Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, body: &[u8]) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::copy_from_slice(body)));
     *res.status_mut() = status;
     let h = res.headers_mut();

@@ -720,6 +720,9 @@ pub struct Limits {
     pub client_idle_timeout: Duration,
     /// On SIGTERM, in-flight work gets this long to finish.
     pub shutdown_timeout: Duration,
+    /// After a binary upgrade handed the sockets over, how long the old process keeps its
+    /// WebSocket sessions (and requests) before closing them (1001) and exiting.
+    pub upgrade_drain_timeout: Duration,
     /// Most header fields in a request head; more → 431.
     pub max_header_count: usize,
     /// Largest request body, checked from Content-Length before forwarding and counted while
@@ -735,6 +738,7 @@ impl Default for Limits {
         Self {
             client_idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            upgrade_drain_timeout: Duration::from_secs(300),
             // hyper's own default.
             max_header_count: 100,
             max_request_body: None,

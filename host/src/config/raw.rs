@@ -339,6 +339,8 @@ pub struct RawLimits {
     #[serde(default)]
     pub shutdown_timeout: Option<RawDuration>,
     #[serde(default)]
+    pub upgrade_drain_timeout: Option<RawDuration>,
+    #[serde(default)]
     pub max_header_count: Option<i64>,
     /// Bytes (`1048576`), or a number with a unit (`"512KB"`, `"10MB"`, `"1GB"`, powers of 1024).
     #[serde(default)]

@@ -5,12 +5,15 @@
 //! always reached with HTTP/1.1.
 
 mod busy;
+mod inherited;
+
+pub use inherited::Inherited;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -22,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{MAX_HEADER_BYTES, MAX_URL_BYTES, Protocol};
 use crate::dataplane::DataPlane;
-use crate::proxy::{Connection, ProxyError, TlsFacts};
+use crate::proxy::{Connection, ProxyError, ServedState, TlsFacts};
 use crate::tls::ServerTls;
 use crate::workers::Workers;
 
@@ -41,6 +44,12 @@ impl BoundSocket {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+
+    /// Duplicates of the OS sockets (the same sockets, other descriptors): what a binary
+    /// upgrade hands to the new process while this one keeps accepting.
+    pub fn duplicates(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        self.sockets.iter().map(|s| s.try_clone()).collect()
+    }
 }
 
 /// Binds a listener's sockets, one per worker, with a deep accept queue and SO_REUSEPORT:
@@ -49,11 +58,28 @@ impl BoundSocket {
 /// connections than one process's open-file limit allows. A port held by a socket without
 /// SO_REUSEPORT, or by another user's, still fails to bind.
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<BoundSocket> {
-    let first = bind_with(addr, true)?;
+    bind_or_adopt(addr, workers, Vec::new())
+}
+
+/// Binds a listener's sockets as [`bind`] does, starting from `inherited`, the sockets the
+/// process this one replaces listened on (binary upgrade): each is kept and accepted on, since
+/// closing one would reset the connections waiting in its queue; more are bound beside them
+/// when there are more workers than inherited sockets.
+pub fn bind_or_adopt(
+    addr: SocketAddr,
+    workers: usize,
+    inherited: Vec<std::net::TcpListener>,
+) -> std::io::Result<BoundSocket> {
+    let mut sockets = inherited;
+    if sockets.is_empty() {
+        sockets.push(bind_with(addr, true)?);
+    }
+    for s in &sockets {
+        s.set_nonblocking(true)?;
+    }
     // Port 0 asks for any port: the other workers' sockets take the one given to the first.
-    let local = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..workers {
+    let local = sockets[0].local_addr()?;
+    while sockets.len() < workers {
         sockets.push(bind_with(local, true)?);
     }
     Ok(BoundSocket { sockets, local })
@@ -169,7 +195,9 @@ pub fn serve_socket(
         .enumerate()
         .map(|(i, listener)| {
             let served = accept(listener, socket.clone(), plane.clone(), slots.clone());
-            match workers.handles().get(i) {
+            // More sockets than workers after an upgrade to fewer workers: they share.
+            let handles = workers.handles();
+            match handles.get(i % handles.len().max(1)) {
                 Some(worker) => worker.spawn(served),
                 None => tokio::spawn(served),
             }
@@ -309,6 +337,7 @@ async fn serve(
         scheme,
         forwarded: crate::proxy::Forwarded::new(client, forwarded_port),
         head_timed_out: AtomicBool::new(false),
+        served_state: AtomicU8::new(ServedState::FRESH),
         sni: std::sync::OnceLock::new(),
         handshake: std::sync::OnceLock::new(),
         tls: std::sync::OnceLock::new(),
@@ -412,14 +441,26 @@ async fn serve_http1<S: ClientStream>(
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
         let conn = service_conn.clone();
+        // The connection's own task, always: plain loads and stores.
+        let state = &conn.served_state;
+        let stopping = state.load(Ordering::Relaxed) & ServedState::STOPPING;
+        state.store(ServedState::BUSY | stopping, Ordering::Relaxed);
         async move {
-            Ok::<_, Infallible>(match handler {
+            let mut res = match handler {
                 Handler::Proxy => conn.handle(req).await,
                 Handler::PlainHttpOnTlsPort => conn.refuse(
                     &req,
                     ProxyError::BadRequest("a plain HTTP request was sent to an HTTPS port"),
                 ),
-            })
+            };
+            let state = &res.body().connection().served_state;
+            let stopping = state.load(Ordering::Relaxed) & ServedState::STOPPING;
+            state.store(ServedState::IDLE | stopping, Ordering::Relaxed);
+            if stopping != 0 && res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                res.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(res)
         }
     });
     let served = http
@@ -430,10 +471,40 @@ async fn serve_http1<S: ClientStream>(
     let result = tokio::select! {
         r = served.as_mut() => r,
         _ = &mut stopping => {
-            served.as_mut().graceful_shutdown();
+            // hyper closes a connection that has not sent a byte yet at once, unanswered; one
+            // accepted just before the stop (a binary upgrade's, a reload's) may have its
+            // request on the way: it is answered, with `Connection: close` (or upgraded, or
+            // closed by the head timeout). A connection that had requests closes once idle.
+            let state = conn.served_state.load(Ordering::Relaxed);
+            conn.served_state
+                .store(state | ServedState::STOPPING, Ordering::Relaxed);
+            match state {
+                ServedState::IDLE => served.as_mut().graceful_shutdown(),
+                // Its request is on the way, or it was only opened ahead of need (a browser's
+                // preconnect): a short wait tells.
+                ServedState::FRESH => {
+                    tokio::select! {
+                        r = served.as_mut() => return finish(r, &conn),
+                        _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                    }
+                    let state = conn.served_state.load(Ordering::Relaxed);
+                    if state & !ServedState::STOPPING != ServedState::BUSY {
+                        served.as_mut().graceful_shutdown();
+                    }
+                }
+                _ => {}
+            }
             served.await
         }
     };
+    finish(result, &conn);
+}
+
+/// How long a connection accepted just before its socket stopped may take to send its first
+/// request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+fn finish(result: hyper::Result<()>, conn: &Connection) {
     if let Err(e) = result {
         if e.is_timeout() {
             // Read by the stream's drop, just below, to answer 408.

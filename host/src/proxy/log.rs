@@ -657,6 +657,13 @@ pub struct ExchangeBody {
     exchange: Exchange,
 }
 
+impl ExchangeBody {
+    /// The connection the response goes out on.
+    pub fn connection(&self) -> &Connection {
+        &self.exchange.conn
+    }
+}
+
 impl Body for ExchangeBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;

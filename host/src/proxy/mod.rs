@@ -58,6 +58,9 @@ pub struct Connection {
     pub forwarded: Forwarded,
     /// Set when hyper gave up waiting for a request head, so the stream answers 408.
     pub head_timed_out: std::sync::atomic::AtomicBool,
+    /// Where the connection is between requests, and whether its socket stopped
+    /// ([`ServedState`]). Read and written only by the connection's own task.
+    pub served_state: std::sync::atomic::AtomicU8,
     /// The server name from the TLS handshake's SNI, on HTTPS connections that sent one.
     pub sni: std::sync::OnceLock<Box<str>>,
     /// The SSL profile and client certificate of an HTTPS connection whose handshake was made
@@ -66,6 +69,24 @@ pub struct Connection {
     pub handshake: std::sync::OnceLock<Box<crate::tls::Handshake>>,
     /// The negotiated TLS version and cipher suite, on HTTPS connections.
     pub tls: std::sync::OnceLock<TlsFacts>,
+}
+
+/// [`Connection::served_state`] of an HTTP/1.1 connection. When its socket stops, an idle
+/// connection closes at once; one accepted but without a request yet, or with a request in
+/// flight, answers that request with `Connection: close` (or upgrades it) and then closes.
+/// Without this, hyper would close the first kind unanswered, and add `Connection: close` to a
+/// WebSocket handshake's 101 in flight.
+pub struct ServedState;
+
+impl ServedState {
+    /// Accepted, no request yet.
+    pub const FRESH: u8 = 0;
+    /// A request is being answered.
+    pub const BUSY: u8 = 1;
+    /// Between requests (keep-alive).
+    pub const IDLE: u8 = 2;
+    /// Set besides the others once the socket stopped.
+    pub const STOPPING: u8 = 4;
 }
 
 /// The forwarding header values that depend only on the connection, formatted once when it is

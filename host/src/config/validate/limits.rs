@@ -23,6 +23,12 @@ pub(super) fn limits(raw: Option<&RawLimits>) -> Result<Limits> {
             d.shutdown_timeout,
             Duration::from_secs(3_600),
         )?,
+        upgrade_drain_timeout: opt_duration(
+            "limits.upgrade_drain_timeout",
+            &l.upgrade_drain_timeout,
+            d.upgrade_drain_timeout,
+            Duration::from_secs(86_400),
+        )?,
         max_header_count: match l.max_header_count {
             None => d.max_header_count,
             Some(n) => in_range("limits.max_header_count", n, 1..=1_000)?,
