@@ -165,10 +165,9 @@ fn main() -> ExitCode {
                 yield_every,
             };
             match config.to_str().filter(|c| StoreUrl::is_store(c)) {
-                Some(url) => url
-                    .parse::<StoreUrl>()
-                    .map_err(Into::into)
-                    .and_then(|url| runtime()?.block_on(run_from_store(fleet.follow(url, workers)))),
+                Some(url) => url.parse::<StoreUrl>().map_err(Into::into).and_then(|url| {
+                    runtime()?.block_on(run_from_store(fleet.follow(url, workers)))
+                }),
                 None => {
                     runtime().and_then(|rt| rt.block_on(run(config, no_watch, workers, template)))
                 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use wasmgate::workers::WorkerOptions;
@@ -106,18 +105,17 @@ async fn push(url: &StoreUrl, text: &str) -> i64 {
     let started = Instant::now();
     loop {
         let attempt = async {
-            let client = wasmgate_cli::fleet::store::connect(url, &StoreArgs::default()).await?;
+            let client = wasmgate_cli::fleet::store::connect(url, &StoreArgs::default())
+                .await
+                .map_err(|e| format!("{e:#}"))?;
             config_cmd::push(&client, url, text, None)
                 .await
-                .map_err(anyhow::Error::from)
+                .map_err(|e| e.to_string())
         };
         match attempt.await {
             Ok(pushed) => return pushed.revision,
             Err(e) => {
-                assert!(
-                    started.elapsed() < FLEET_WAIT,
-                    "push kept failing: {e:#}"
-                );
+                assert!(started.elapsed() < FLEET_WAIT, "push kept failing: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -144,20 +142,19 @@ fn running_revision(member: &FleetMember) -> Option<i64> {
 
 /// Waits until every instance runs `revision` (or a later one).
 async fn converged(members: &[FleetMember], revision: i64) -> Duration {
-    wait_until(&format!("every instance to run revision {revision}"), || {
-        members
-            .iter()
-            .all(|m| running_revision(m).is_some_and(|r| r >= revision))
-    })
+    wait_until(
+        &format!("every instance to run revision {revision}"),
+        || {
+            members
+                .iter()
+                .all(|m| running_revision(m).is_some_and(|r| r >= revision))
+        },
+    )
     .await
 }
 
 fn store_reachable(member: &FleetMember) -> bool {
-    member
-        .gateway()
-        .status()
-        .store
-        .is_some_and(|s| s.reachable)
+    member.gateway().status().store.is_some_and(|s| s.reachable)
 }
 
 /// The revisions an instance applied, oldest first, from its status's reload history.
@@ -194,11 +191,11 @@ impl Traffic {
         for m in members {
             let web = listener_addr(m.gateway(), "web");
             let chat = listener_addr(m.gateway(), "chat");
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let (halt, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             http.push(tokio::spawn(async move {
                 // Bounded: at most this many requests per instance, however long the test.
                 for _ in 0..100_000 {
-                    if stop.load(Ordering::Relaxed) {
+                    if halt.load(Ordering::Relaxed) {
                         return;
                     }
                     let req = http::Request::get("/")
@@ -220,10 +217,10 @@ impl Traffic {
                 }
             }));
             let mut session = ws_open(chat, "example.com", "/chat").await;
-            let (stop, echoes) = (stop.clone(), echoes.clone());
+            let (halt, echoes) = (stop.clone(), echoes.clone());
             sessions.push(tokio::spawn(async move {
                 for i in 0..100_000u32 {
-                    if stop.load(Ordering::Relaxed) {
+                    if halt.load(Ordering::Relaxed) {
                         break;
                     }
                     let text = format!("message {i}");
@@ -271,7 +268,10 @@ impl Traffic {
             self.failed.load(Ordering::Relaxed),
         );
         assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
-        assert!(dropped.is_empty(), "WebSocket sessions dropped: {dropped:?}");
+        assert!(
+            dropped.is_empty(),
+            "WebSocket sessions dropped: {dropped:?}"
+        );
         assert!(ok > 0 && self.echoes.load(Ordering::Relaxed) > 0);
     }
 }
@@ -361,11 +361,16 @@ async fn a_pushed_change_reaches_every_instance_while_traffic_flows() {
     };
     assert_eq!(view.current, last);
     let table = view.table();
-    assert!(table.contains("gw2") && table.contains("5 instance(s), 0 lagging"), "{table}");
+    assert!(
+        table.contains("gw2") && table.contains("5 instance(s), 0 lagging"),
+        "{table}"
+    );
     assert!(view.instances.iter().all(|i| i.healthy && i.hash == hash));
 
     // etcd kept the revisions: the history walks back through them.
-    let (history, _) = config_cmd::history(&client, &url, 5).await.expect("history");
+    let (history, _) = config_cmd::history(&client, &url, 5)
+        .await
+        .expect("history");
     assert_eq!(history.len(), 5);
     assert_eq!(history[0].revision, last);
     assert!(history.windows(2).all(|w| w[0].revision > w[1].revision));
@@ -436,15 +441,11 @@ async fn instances_ride_out_members_failing_and_apply_revisions_in_order() {
     }
     cluster.restart(leader);
     let client = cluster.client().await;
-    let latest = wasmgate_cli::fleet::store::read_config(
-        &client,
-        &url,
-        None,
-    )
-    .await
-    .expect("read")
-    .expect("stored")
-    .revision;
+    let latest = wasmgate_cli::fleet::store::read_config(&client, &url, None)
+        .await
+        .expect("read")
+        .expect("stored")
+        .revision;
     converged(&members, latest).await;
     wait_until("every instance to reach the store again", || {
         members.iter().all(store_reachable)
@@ -506,10 +507,8 @@ async fn of_two_concurrent_pushes_exactly_one_wins() {
     );
 
     // An invalid file is refused before anything is written, naming the field.
-    let invalid = fleet_config(ports, http.addr, ws.addr, 30).replace(
-        "backend_pool = \"http\"",
-        "backend_pool = \"missing\"",
-    );
+    let invalid = fleet_config(ports, http.addr, ws.addr, 30)
+        .replace("backend_pool = \"http\"", "backend_pool = \"missing\"");
     let refused = config_cmd::push(&a, &url, &invalid, None)
         .await
         .expect_err("an invalid configuration is refused");
@@ -540,10 +539,8 @@ async fn an_invalid_configuration_written_past_validation_is_refused_by_every_in
     }
 
     // Written with etcd's own client: no validation on the way in.
-    let invalid = fleet_config(ports, http.addr, ws.addr, 30).replace(
-        "backend_pool = \"http\"",
-        "backend_pool = \"missing\"",
-    );
+    let invalid = fleet_config(ports, http.addr, ws.addr, 30)
+        .replace("backend_pool = \"http\"", "backend_pool = \"missing\"");
     let client = cluster.client().await;
     let put = client
         .kv_client()
@@ -568,7 +565,10 @@ async fn an_invalid_configuration_written_past_validation_is_refused_by_every_in
         let error = refusal.error.as_deref().unwrap_or_default();
         assert!(error.contains("rules[0].backend_pool"), "{error}");
         assert_eq!(status.config.revision, Some(good));
-        assert_eq!(status.store.as_ref().and_then(|s| s.latest_revision), Some(bad));
+        assert_eq!(
+            status.store.as_ref().and_then(|s| s.latest_revision),
+            Some(bad)
+        );
         // Still serving the previous revision.
         let web = listener_addr(m.gateway(), "web");
         assert_eq!(get(web, "example.com", "/").await.backend(), Some("a"));
@@ -582,7 +582,11 @@ async fn an_invalid_configuration_written_past_validation_is_refused_by_every_in
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(view.laggards().count(), 3, "{}", view.table());
-    assert!(view.table().contains("rules[0].backend_pool"), "{}", view.table());
+    assert!(
+        view.table().contains("rules[0].backend_pool"),
+        "{}",
+        view.table()
+    );
 
     // A valid push after it is applied everywhere.
     let fixed = push(&url, &fleet_config(ports, http.addr, ws.addr, 31)).await;
@@ -623,7 +627,10 @@ async fn instances_keep_serving_without_the_store_and_start_from_their_cache() {
     let web3 = listener_addr(cached.gateway(), "web");
     assert_eq!(get(web3, "example.com", "/").await.backend(), Some("a"));
     let metrics = admin_get(&cached, "/metrics").await;
-    assert!(metrics.contains("wasmgate_config_from_cache 1"), "{metrics}");
+    assert!(
+        metrics.contains("wasmgate_config_from_cache 1"),
+        "{metrics}"
+    );
 
     // Without a cached copy: a clear error.
     let empty = temp_dir("outage-empty");

@@ -86,7 +86,9 @@ impl ConfigCommand {
                 let client = store::connect(&from, &store).await?;
                 let stored = store::read_config(&client, &from, revision)
                     .await?
-                    .with_context(|| format!("{from} holds no configuration at {}", from.config_key()))?;
+                    .with_context(|| {
+                        format!("{from} holds no configuration at {}", from.config_key())
+                    })?;
                 eprintln!(
                     "{}: revision {}, hash {}",
                     from.config_key(),
@@ -108,9 +110,9 @@ impl ConfigCommand {
                 out.push_str(&match end {
                     HistoryEnd::Created => "(the key's first revision)\n".to_owned(),
                     HistoryEnd::Limit => String::new(),
-                    HistoryEnd::Compacted(r) => format!(
-                        "(revision {r} and earlier were compacted away by etcd)\n"
-                    ),
+                    HistoryEnd::Compacted(r) => {
+                        format!("(revision {r} and earlier were compacted away by etcd)\n")
+                    }
                 });
                 Ok(out)
             }
@@ -160,7 +162,11 @@ pub async fn push(
     };
     let key = url.config_key();
     let txn = Txn::new()
-        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, expected)])
+        .when([Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            expected,
+        )])
         .and_then([TxnOp::put(key.clone(), text, None)])
         .or_else([TxnOp::get(key.clone(), None)]);
     let mut kv = client.kv_client();
@@ -173,7 +179,9 @@ pub async fn push(
             .op_responses()
             .into_iter()
             .find_map(|op| match op {
-                TxnOpResponse::Get(get) => Some(get.kvs().first().map_or(0, |kv| kv.mod_revision())),
+                TxnOpResponse::Get(get) => {
+                    Some(get.kvs().first().map_or(0, |kv| kv.mod_revision()))
+                }
                 _ => None,
             })
             .unwrap_or(0);

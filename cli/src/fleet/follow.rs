@@ -24,8 +24,8 @@ use anyhow::Context;
 use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use wasmgate::workers::WorkerOptions;
 use wasmgate::config::ConfigError;
+use wasmgate::workers::WorkerOptions;
 use wasmgate::{Config, Gateway};
 
 use super::store::{self, StoreArgs, StoreUrl, StoredConfig};
@@ -313,6 +313,11 @@ impl Connector {
     }
 }
 
+/// Completes once the instance stops (without holding the channel's lock across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Why a watch ended without failing.
 enum WatchEnd {
     /// The instance stops.
@@ -351,11 +356,16 @@ impl Follower {
             // Jitter spreads a fleet's reconnections after an outage.
             let wait = backoff.mul_f64(0.5 + fastrand::f64());
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
                 _ = tokio::time::sleep(wait) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            if self.gateway.config_source().state().is_some_and(|s| s.reachable) {
+            if self
+                .gateway
+                .config_source()
+                .state()
+                .is_some_and(|s| s.reachable)
+            {
                 backoff = BACKOFF_MIN;
             }
         }
@@ -371,7 +381,7 @@ impl Follower {
         let mut watch_client = client.watch_client();
         let key = self.url.config_key();
         let mut stream = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(WatchEnd::Stopped),
+            _ = stopped(stop) => return Ok(WatchEnd::Stopped),
             r = tokio::time::timeout(store::REQUEST_TIMEOUT, watch_client.watch(key.clone(), Some(options))) => {
                 r.map_err(|_| anyhow::anyhow!("no answer within {:?}", store::REQUEST_TIMEOUT))?
                     .context("cannot watch the configuration")?
@@ -379,7 +389,7 @@ impl Follower {
         };
         loop {
             let message = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return Ok(WatchEnd::Stopped),
+                _ = stopped(stop) => return Ok(WatchEnd::Stopped),
                 m = stream.message() => m.context("the watch failed")?,
             };
             let Some(response) = message else {
@@ -395,7 +405,10 @@ impl Follower {
                 return Ok(WatchEnd::Restart);
             }
             if response.canceled() {
-                anyhow::bail!("the store cancelled the watch: {}", response.cancel_reason());
+                anyhow::bail!(
+                    "the store cancelled the watch: {}",
+                    response.cancel_reason()
+                );
             }
             let source = self.gateway.config_source();
             source.reachable(Ok(()));
@@ -486,7 +499,8 @@ impl Follower {
             }
             Err(e) => {
                 tracing::error!(revision, error = %e, "configuration revision refused; the running one keeps serving");
-                self.running.send_modify(|r| r.refused = Some((revision, e.to_string())));
+                self.running
+                    .send_modify(|r| r.refused = Some((revision, e.to_string())));
             }
         }
     }
@@ -528,10 +542,12 @@ impl Registration {
         loop {
             match self.hold(&mut stop).await {
                 Ok(()) => return,
-                Err(e) => tracing::debug!(error = %format!("{e:#}"), "instance record not held; retrying"),
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "instance record not held; retrying")
+                }
             }
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -573,7 +589,11 @@ impl Registration {
         let mut put = async |record: String| -> anyhow::Result<()> {
             tokio::time::timeout(
                 timeout,
-                kv.put(self.key.clone(), record, Some(PutOptions::new().with_lease(id))),
+                kv.put(
+                    self.key.clone(),
+                    record,
+                    Some(PutOptions::new().with_lease(id)),
+                ),
             )
             .await
             .context("instance record write timed out")??;
@@ -583,7 +603,7 @@ impl Registration {
         let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL as u64 / 3));
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => {
+                _ = stopped(stop) => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), lease.revoke(id)).await;
                     return Ok(());
                 }

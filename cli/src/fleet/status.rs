@@ -98,7 +98,9 @@ pub async fn fleet(client: &etcd_client::Client, url: &StoreUrl) -> anyhow::Resu
     for kv in response.kvs() {
         match serde_json::from_slice::<InstanceRecord>(kv.value()) {
             Ok(record) => instances.push(record),
-            Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable instance record"),
+            Err(e) => {
+                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable instance record")
+            }
         }
     }
     instances.sort_by(|a, b| a.id.cmp(&b.id));

@@ -229,11 +229,16 @@ mod tests {
 
     #[test]
     fn addresses_name_members_and_a_prefix() {
-        let url: StoreUrl = "etcd://10.0.0.1:2379,etcd-b/wasmgate/prod/".parse().unwrap();
+        let url: StoreUrl = "etcd://10.0.0.1:2379,etcd-b/wasmgate/prod/"
+            .parse()
+            .unwrap();
         assert_eq!(url.endpoints, ["10.0.0.1:2379", "etcd-b:2379"]);
         assert_eq!(url.prefix, "/wasmgate/prod");
         assert_eq!(url.config_key(), "/wasmgate/prod/config");
-        assert_eq!(url.to_string(), "etcd://10.0.0.1:2379,etcd-b:2379/wasmgate/prod");
+        assert_eq!(
+            url.to_string(),
+            "etcd://10.0.0.1:2379,etcd-b:2379/wasmgate/prod"
+        );
         for (bad, reason) in [
             ("etcd://a:1", "no prefix after the members"),
             ("etcd://a:1/", "the prefix is empty"),
