@@ -183,6 +183,9 @@ pub async fn connect(url: &StoreUrl, args: &StoreArgs) -> anyhow::Result<Client>
         .with_context(|| format!("cannot connect to {url}"))
 }
 
+/// gRPC's UNAVAILABLE status code: the member could not be reached (or is starting).
+const GRPC_UNAVAILABLE: i32 = 14;
+
 /// A configuration as the store holds it.
 #[derive(Debug, Clone)]
 pub struct StoredConfig {
@@ -203,10 +206,28 @@ pub async fn read_config(
 ) -> anyhow::Result<Option<StoredConfig>> {
     let mut kv = client.kv_client();
     let options = revision.map(|r| etcd_client::GetOptions::new().with_revision(r));
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, kv.get(url.config_key(), options))
-        .await
-        .map_err(|_| anyhow::anyhow!("{url}: no answer within {REQUEST_TIMEOUT:?}"))?
-        .with_context(|| format!("cannot read {} from {url}", url.config_key()))?;
+    // A read is safe to repeat: a member that just went away (or is still starting) costs a
+    // retry on another, not a failure.
+    let mut attempt = 0;
+    let response = loop {
+        let result =
+            tokio::time::timeout(REQUEST_TIMEOUT, kv.get(url.config_key(), options.clone()))
+                .await
+                .map_err(|_| anyhow::anyhow!("{url}: no answer within {REQUEST_TIMEOUT:?}"))?;
+        match result {
+            Ok(response) => break response,
+            Err(etcd_client::Error::GRpcStatus(status))
+                if i32::from(status.code()) == GRPC_UNAVAILABLE && attempt < 3 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("cannot read {} from {url}", url.config_key())));
+            }
+        }
+    };
     let read_at = response.header().map_or(0, |h| h.revision());
     let Some(kv) = response.kvs().first() else {
         return Ok(None);
