@@ -1,10 +1,12 @@
 //! What the `wasmgate` command adds to the gateway library: the command line's template options,
-//! the demo, and the clients of a running gateway's admin API.
+//! the demo, the clients of a running gateway's admin API, and following a configuration kept
+//! in etcd.
 
 pub mod admin;
 pub mod authoring;
 pub mod demo;
 pub mod registry;
 pub mod supervisor;
+pub mod fleet;
 pub mod template;
 pub mod upgrade;

@@ -14,6 +14,7 @@ use wasmgate_cli::admin::client::AdminApi;
 use wasmgate_cli::admin::{client, plugin_client};
 use wasmgate_cli::authoring::AuthoringCommand;
 use wasmgate_cli::demo;
+use wasmgate_cli::fleet::{self, StoreUrl};
 use wasmgate_cli::template::{self, TemplateArgs};
 
 /// Where `--token` is read from when the command line does not give it.
@@ -46,11 +47,14 @@ enum Command {
         cacert: Option<PathBuf>,
     },
     /// Serve with a configuration file until SIGTERM or Ctrl-C. The file is applied again on
-    /// SIGHUP, when it changes, and on `wasmgate reload`.
+    /// SIGHUP, when it changes, and on `wasmgate reload`. With etcd://HOST:PORT[,…]/PREFIX, the
+    /// configuration kept in etcd is followed instead: each change is applied as it is pushed.
     Run {
-        /// The gateway configuration (TOML).
+        /// The gateway configuration (TOML), or the etcd store holding it.
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        fleet: fleet::RunArgs,
         /// Do not reload when the configuration file changes (SIGHUP and the admin API still do).
         #[arg(long)]
         no_watch: bool,
@@ -150,6 +154,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
     },
+    /// Push, read or list the configuration a fleet follows in etcd.
+    Config {
+        #[command(subcommand)]
+        command: fleet::ConfigCommand,
+    },
+    /// The gateways following a configuration in etcd.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
     /// Print the backend health view of a running gateway as a table.
     Health {
         /// The gateway's admin listener (http:// or https://).
@@ -207,6 +221,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Run {
             config,
+            fleet,
             no_watch,
             workers,
             yield_every,
@@ -218,20 +233,30 @@ fn main() -> ExitCode {
                 count: workers,
                 yield_every,
             };
-            if processes > 1 {
-                runtime().and_then(|rt| {
+            match config.to_str().filter(|c| StoreUrl::is_store(c)) {
+                Some(url) => url.parse::<StoreUrl>().map_err(Into::into).and_then(|url| {
+                    runtime()?.block_on(run_from_store(fleet.follow(url, workers)))
+                }),
+                None if processes > 1 => runtime().and_then(|rt| {
                     rt.block_on(wasmgate_cli::supervisor::run(
                         &config,
                         processes,
                         supervised_args(),
                     ))
-                })
-            } else {
-                runtime().and_then(|rt| {
+                }),
+                None => runtime().and_then(|rt| {
                     rt.block_on(run(config, no_watch, workers, template, child_admin))
-                })
+                }),
             }
         }
+        Command::Config { command } => runtime().and_then(|rt| {
+            print!("{}", rt.block_on(command.run())?);
+            Ok(())
+        }),
+        Command::Fleet { command } => runtime().and_then(|rt| {
+            print!("{}", rt.block_on(command.run())?);
+            Ok(())
+        }),
         Command::Demo { port, print_config } => {
             runtime().and_then(|rt| rt.block_on(run_demo(port, print_config)))
         }
@@ -460,6 +485,15 @@ async fn run(
     }
     tracing::info!("shutting down: finishing in-flight requests");
     gateway.shutdown().await;
+    Ok(())
+}
+
+/// Serves the configuration kept in etcd, following its changes, until SIGTERM or Ctrl-C.
+async fn run_from_store(options: fleet::FollowOptions) -> anyhow::Result<()> {
+    let member = fleet::FleetMember::start(options).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down: finishing in-flight requests");
+    member.shutdown().await;
     Ok(())
 }
 

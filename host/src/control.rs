@@ -24,6 +24,7 @@ use crate::probe::{
     Drain, FirstRound, Health, ProbedServer, Prober, Status as ServerStatus, first_round_bound,
 };
 use crate::snapshot::{Snapshot, SocketKey};
+use crate::source::{ConfigSource, StoreState};
 use crate::telemetry::AccessLog;
 use crate::telemetry::rfc3339;
 use crate::tls::Certificates;
@@ -50,6 +51,8 @@ pub struct Control {
     draining: std::sync::atomic::AtomicBool,
     /// Sockets handed over by the process this one replaced, claimed as listeners bind.
     inherited: Arc<listener::Inherited>,
+    /// The configuration store followed, when the configuration comes from one.
+    source: Arc<ConfigSource>,
 }
 
 struct ControlState {
@@ -99,6 +102,8 @@ pub const RELOAD_HISTORY: usize = 20;
 struct History {
     started_at: SystemTime,
     config_hash: String,
+    /// The store's revision of the running configuration, when it came from a store.
+    config_revision: Option<i64>,
     loaded_at: SystemTime,
     reloads: VecDeque<ReloadRecord>,
 }
@@ -113,6 +118,9 @@ pub struct ReloadRecord {
     pub outcome: &'static str,
     /// The hash of the configuration tried; `None` when it could not be read or parsed.
     pub config_hash: Option<String>,
+    /// The store's revision of the configuration tried, when it came from a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +137,9 @@ pub struct Status {
     pub config: ConfigStatus,
     /// The latest reload attempts, newest first, at most [`RELOAD_HISTORY`].
     pub reloads: Vec<ReloadRecord>,
+    /// The configuration store followed, when the configuration comes from one (etcd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreState>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -136,6 +147,9 @@ pub struct Status {
 pub struct ConfigStatus {
     /// SHA-256 of the running configuration's text, hex (empty when it was not read from text).
     pub hash: String,
+    /// The store's revision of the running configuration, when it came from a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// When it started serving, RFC 3339, UTC.
     pub loaded_at: String,
     /// The file it came from, when the gateway was told.
@@ -207,6 +221,7 @@ impl Control {
         let history = History {
             started_at: now,
             config_hash: config.source_hash.as_deref().unwrap_or_default().to_owned(),
+            config_revision: None,
             loaded_at: now,
             reloads: VecDeque::with_capacity(RELOAD_HISTORY),
         };
@@ -273,6 +288,7 @@ impl Control {
             history: std::sync::Mutex::new(history),
             draining: std::sync::atomic::AtomicBool::new(false),
             inherited,
+            source: Arc::default(),
         });
         {
             let mut state = control.state.lock().await;
@@ -286,6 +302,19 @@ impl Control {
     /// The data plane this control plane publishes into.
     pub fn plane(&self) -> &Arc<DataPlane> {
         &self.plane
+    }
+
+    /// The configuration store followed, when the configuration comes from one.
+    pub fn source(&self) -> &Arc<ConfigSource> {
+        &self.source
+    }
+
+    /// The running configuration is the store's `revision` (the one the gateway started with).
+    pub fn set_revision(&self, revision: i64) {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config_revision = Some(revision);
     }
 
     /// The threads serving connections.
@@ -387,9 +416,8 @@ impl Control {
         let config = match Config::from_file(&path) {
             Ok(config) => config,
             Err(e) => {
-                self.plane.metrics.reload_failed();
                 let e = Error::from(e);
-                self.record(None, Err(&e));
+                self.refused(None, None, &e);
                 return Err(e);
             }
         };
@@ -399,13 +427,30 @@ impl Control {
     /// Applies `config` (see [`crate::Gateway::reload`]); the metrics count the outcome, and the
     /// attempt is recorded for the status.
     pub async fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
+        self.reload_revision(config, None).await
+    }
+
+    /// Applies `config`, the store's `revision` of it when it came from a store (reported in
+    /// the status with its hash once applied).
+    pub async fn reload_revision(
+        &self,
+        config: Config,
+        revision: Option<i64>,
+    ) -> Result<ReloadReport, Error> {
         let hash = config.source_hash.clone();
         let result = self.apply(config).await;
         if result.is_err() {
             self.plane.metrics.reload_failed();
         }
-        self.record(hash.map(String::from), result.as_ref());
+        self.record(hash.map(String::from), revision, result.as_ref());
         result
+    }
+
+    /// Records a configuration that was refused before it could be applied (it could not be
+    /// read or parsed), `revision` of the store when it came from one.
+    pub fn refused(&self, hash: Option<String>, revision: Option<i64>, error: &Error) {
+        self.plane.metrics.reload_failed();
+        self.record(hash, revision, Err(error));
     }
 
     /// The running configuration and the latest reload attempts.
@@ -424,6 +469,7 @@ impl Control {
             started_at: rfc3339(history.started_at),
             config: ConfigStatus {
                 hash: history.config_hash.clone(),
+                revision: history.config_revision,
                 loaded_at: rfc3339(history.loaded_at),
                 file,
                 listeners: config.listeners.len(),
@@ -432,14 +478,21 @@ impl Control {
                 plugins: config.plugins.len(),
             },
             reloads: history.reloads.iter().cloned().collect(),
+            store: self.source.state(),
         }
     }
 
-    fn record(&self, hash: Option<String>, result: Result<&ReloadReport, &Error>) {
+    fn record(
+        &self,
+        hash: Option<String>,
+        revision: Option<i64>,
+        result: Result<&ReloadReport, &Error>,
+    ) {
         let now = SystemTime::now();
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         if let (Ok(_), Some(hash)) = (result, &hash) {
             history.config_hash.clone_from(hash);
+            history.config_revision = revision;
             history.loaded_at = now;
         }
         if history.reloads.len() == RELOAD_HISTORY {
@@ -449,6 +502,7 @@ impl Control {
             at: rfc3339(now),
             outcome: if result.is_ok() { "applied" } else { "failed" },
             config_hash: hash,
+            revision,
             error: result.as_ref().err().map(|e| e.to_string()),
             changes: result.ok().cloned(),
         });
@@ -774,6 +828,11 @@ impl ControlHandle {
     /// The running configuration and the latest reload attempts.
     pub fn status(&self) -> Status {
         self.0.status()
+    }
+
+    /// The configuration store followed, when the configuration comes from one.
+    pub fn source(&self) -> Option<StoreState> {
+        self.0.source.state()
     }
 
     /// Completes once the gateway starts shutting down.

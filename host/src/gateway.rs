@@ -252,6 +252,38 @@ impl Gateway {
         self.control.reload(config).await
     }
 
+    /// Applies `config`, revision `revision` of the configuration store it came from (reported
+    /// in the status and metrics once applied); see [`Gateway::reload`].
+    pub async fn reload_revision(
+        &self,
+        config: Config,
+        revision: i64,
+    ) -> Result<ReloadReport, Error> {
+        self.control.reload_revision(config, Some(revision)).await
+    }
+
+    /// Records in the status a configuration from the store that was refused before it could
+    /// be applied (`error` names the field); the running one keeps serving.
+    pub fn refused_revision(&self, hash: Option<String>, revision: i64, error: &Error) {
+        self.control.refused(hash, Some(revision), error);
+    }
+
+    /// The configuration store this gateway follows, when its configuration comes from one;
+    /// and [`crate::control::Control::set_revision`] for the revision it started with.
+    pub fn config_source(&self) -> &Arc<crate::source::ConfigSource> {
+        self.control.source()
+    }
+
+    /// The running configuration is revision `revision` of the store it came from.
+    pub fn set_revision(&self, revision: i64) {
+        self.control.set_revision(revision);
+    }
+
+    /// The running configuration and the latest reload attempts, as `/api/status` answers.
+    pub fn status(&self) -> crate::control::Status {
+        self.control.status()
+    }
+
     /// Reads the configuration file again and applies it; see [`Gateway::reload`].
     pub async fn reload_from_file(&self) -> Result<ReloadReport, Error> {
         self.control.reload_from_file().await

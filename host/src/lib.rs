@@ -18,6 +18,7 @@ pub mod plugin;
 pub mod probe;
 pub mod proxy;
 pub mod snapshot;
+pub mod source;
 pub mod telemetry;
 pub mod tls;
 pub mod upgrade;

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod config;
+pub mod etcd;
 pub mod gateway;
 pub mod h2;
 pub mod otlp;

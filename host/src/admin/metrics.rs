@@ -126,6 +126,7 @@ pub fn render(control: &ControlHandle, format: Format) -> String {
         &[],
         [(none, loaded)],
     );
+    config_store(control, &mut out);
     out.counter(
         "wasmgate_access_log_dropped_records",
         "Access-log records dropped because the writer fell behind.",
@@ -314,5 +315,39 @@ fn plugins(control: &ControlHandle, out: &mut Exposition) {
                 s.instances_created.saturating_sub(s.instances_discarded) as f64,
             )
         }),
+    );
+}
+
+/// The configuration store's facts, when the configuration comes from one (etcd): the revision
+/// running, whether the store is reachable, whether the gateway serves its cached copy.
+fn config_store(control: &ControlHandle, out: &mut Exposition) {
+    let Some(store) = control.source() else {
+        return;
+    };
+    let status = control.status();
+    let none: &[&str] = &[];
+    out.gauge(
+        "wasmgate_config_revision",
+        "The configuration store's revision of the running configuration (0: none applied from the store).",
+        &[],
+        [(none, status.config.revision.unwrap_or(0) as f64)],
+    );
+    out.gauge(
+        "wasmgate_config_store_latest_revision",
+        "The newest revision of the configuration seen in the store (applied or refused).",
+        &[],
+        [(none, store.latest_revision.unwrap_or(0) as f64)],
+    );
+    out.gauge(
+        "wasmgate_config_store_reachable",
+        "Whether the configuration store answered the last time it was asked (0: unreachable; the last applied configuration keeps serving).",
+        &[],
+        [(none, if store.reachable { 1.0 } else { 0.0 })],
+    );
+    out.gauge(
+        "wasmgate_config_from_cache",
+        "Whether the gateway serves the local cached copy of its configuration because the store was unreachable at start.",
+        &[],
+        [(none, if store.from_cache { 1.0 } else { 0.0 })],
     );
 }
