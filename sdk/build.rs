@@ -125,8 +125,8 @@ macro_rules! {macro_name} {{
                 world: "{world}",
                 runtime_path: "::wasmgate_sdk::__private::wit_bindgen::rt",
                 with: {{
-                    "wasmgate:plugin/types@0.1.1": ::wasmgate_sdk::wit::wasmgate::plugin::types,
-                    "wasmgate:plugin/host@0.1.1": ::wasmgate_sdk::wit::wasmgate::plugin::host,
+                    "wasmgate:plugin/types@0.1.2": ::wasmgate_sdk::wit::wasmgate::plugin::types,
+                    "wasmgate:plugin/host@0.1.2": ::wasmgate_sdk::wit::wasmgate::plugin::host,
                 }},
             }});
 

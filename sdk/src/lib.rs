@@ -3,7 +3,7 @@
 //! A plugin is a WebAssembly component built for `wasm32-wasip2`. It decides where a request goes
 //! (a [`Router`]) or whether a probed server is healthy (a [`ProbeEvaluator`]); the gateway keeps
 //! the sockets, TLS, WebSocket relaying and probing. The contract is the WIT package
-//! `wasmgate:plugin@0.1.1` (`wit/plugin.wit`); this crate wraps it:
+//! `wasmgate:plugin@0.1.2` (`wit/plugin.wit`); this crate wraps it:
 //!
 //! - [`RequestHead`], the request as a router sees it (borrowed, nothing copied), and the WIT
 //!   types ([`Decision`], [`ProbeResponse`], [`Verdict`], …), with

@@ -114,9 +114,9 @@ impl PluginRole {
     pub fn interface(self) -> &'static str {
         match self {
             PluginRole::Router => {
-                "wasmgate:plugin/router@0.1.1 or wasmgate:plugin/packed-router@0.1.1"
+                "wasmgate:plugin/router@0.1.2 or wasmgate:plugin/packed-router@0.1.2"
             }
-            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.1",
+            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.2",
         }
     }
 }

@@ -317,7 +317,7 @@ impl Plugin {
     pub async fn evaluate(&self, response: &ProbeResponse) -> Result<Verdict, PluginError> {
         self.require(
             self.is_probe_evaluator(),
-            "wasmgate:plugin/probe-evaluator@0.1.1",
+            "wasmgate:plugin/probe-evaluator@0.1.2",
         )?;
         let Answer::Verdict(mut verdict) = self.call(Call::Evaluate(response)).await? else {
             unreachable!("evaluate answers with a verdict")
@@ -338,7 +338,7 @@ impl Plugin {
     ) -> Result<Option<ProbeRequest>, PluginError> {
         self.require(
             self.is_probe_evaluator(),
-            "wasmgate:plugin/probe-evaluator@0.1.1",
+            "wasmgate:plugin/probe-evaluator@0.1.2",
         )?;
         let call = Call::ShapeRequest {
             pool,

@@ -14,7 +14,7 @@ use super::bindings::exports::wasmgate::plugin::{
 use super::bindings::wasmgate::plugin::types::{
     Decision, LogLevel, ProbeRequest, ProbeResponse, ServerState, Verdict,
 };
-use super::bindings::wasmgate::plugin::{host, types};
+use super::bindings::wasmgate::plugin::{host, message_types, types};
 use super::epoch::LongCalls;
 use super::host_view::HostView;
 use super::lowering::{PackedHeadRef, RequestHeadRef};
@@ -139,6 +139,8 @@ impl WasiView for StoreState {
 
 impl types::Host for StoreState {}
 
+impl message_types::Host for StoreState {}
+
 impl host::Host for StoreState {
     fn pool_state(&mut self, pool: String) -> Option<Vec<ServerState>> {
         self.host.pool_state(&pool)
@@ -179,7 +181,7 @@ impl Exports {
     /// `Err` names the missing interface.
     pub(crate) fn find(pre: &InstancePre<StoreState>) -> Result<Self, &'static str> {
         let lifecycle =
-            lifecycle::GuestIndices::new(pre).map_err(|_| "wasmgate:plugin/lifecycle@0.1.1")?;
+            lifecycle::GuestIndices::new(pre).map_err(|_| "wasmgate:plugin/lifecycle@0.1.2")?;
         let router = match packed_router::GuestIndices::new(pre) {
             Ok(packed) => Some(RouterExport::Packed(packed)),
             Err(_) => router::GuestIndices::new(pre)
@@ -189,8 +191,8 @@ impl Exports {
         let probe = probe_evaluator::GuestIndices::new(pre).ok();
         if router.is_none() && probe.is_none() {
             return Err(
-                "wasmgate:plugin/router@0.1.1, wasmgate:plugin/packed-router@0.1.1 or \
-                 wasmgate:plugin/probe-evaluator@0.1.1",
+                "wasmgate:plugin/router@0.1.2, wasmgate:plugin/packed-router@0.1.2 or \
+                 wasmgate:plugin/probe-evaluator@0.1.2",
             );
         }
         Ok(Exports {

@@ -1,5 +1,5 @@
 //! WebAssembly plugins: routers and probe evaluators run as sandboxed components of the WIT
-//! package `wasmgate:plugin@0.1.1` (`wit/plugin.wit`).
+//! package `wasmgate:plugin@0.1.2` (`wit/plugin.wit`).
 //!
 //! # Shape
 //!
