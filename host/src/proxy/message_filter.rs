@@ -170,8 +170,7 @@ impl Connection {
             Ok(OpenDecision::Refuse(status)) => {
                 metrics.refused();
                 let mut res = Response::new(ResponseBody::Full(Bytes::new()));
-                *res.status_mut() =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 res.headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
                 Ok(Opened::Refused(res))

@@ -16,10 +16,10 @@ use hyper::upgrade::OnUpgrade;
 
 use super::headers::*;
 use super::log::Facts;
+use super::message_filter::PendingOpen;
 use super::rewrite::ResponseRule;
 use super::route::{Forwarding, WebSocket};
 use super::trace::{TRACEPARENT, TRACESTATE};
-use super::message_filter::PendingOpen;
 use super::{Connection, ProxyError, route_plugin};
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::{ClientBody, RequestBody};
