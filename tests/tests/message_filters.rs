@@ -263,3 +263,47 @@ async fn a_replaced_filter_takes_the_next_message_with_the_session_state() {
         "the new version answers, with the state the old one left"
     );
 }
+
+/// The Rust rate limiter example: a session's bucket, then the client's shared by its sessions
+/// (one instance, so the per-client bucket is exact). Rates are so low that nothing refills
+/// during the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limiter_limits_each_session_and_each_client() {
+    let backend = WsBackend::start("echo").await;
+    let mut toml = plugin_engine_section();
+    toml += &single_route(&[backend.addr], "");
+    toml = toml.replace(
+        "backend_settings = \"settings\"\n",
+        "backend_settings = \"settings\"\nmessage_filter = \"limit\"\n",
+    );
+    toml += &plugin_section(
+        "limit",
+        "example-rate-limit-filter",
+        "message-filter",
+        r#"config = '{"session_rate": 0.001, "session_burst": 3, "client_rate": 0.001, "client_burst": 5, "notice": "slow down"}'
+[plugins.limits]
+max_concurrency = 1"#,
+    );
+    let gw = start_gateway(&toml).await;
+    let addr = listener_addr(&gw, "web");
+    let mut first = ws_open(addr, "ws.test", "/chat").await;
+    for i in 0..3 {
+        let text = format!("m{i}");
+        assert_eq!(say(&mut first, &text).await, Message::text(text));
+    }
+    assert_eq!(
+        say(&mut first, "m3").await,
+        Message::text("slow down"),
+        "session limit"
+    );
+    let mut second = ws_open(addr, "ws.test", "/chat").await;
+    for i in 0..2 {
+        let text = format!("n{i}");
+        assert_eq!(say(&mut second, &text).await, Message::text(text));
+    }
+    assert_eq!(
+        say(&mut second, "n2").await,
+        Message::text("slow down"),
+        "the client's limit, shared by its sessions"
+    );
+}

@@ -163,8 +163,9 @@ impl MessageFilter for RateLimit {
         if session.at_ms == u64::MAX {
             session.at_ms = now;
         }
+        // A message the session's bucket refuses takes nothing from the client's.
         let session_ok = session.take(c.session_rate, c.session_burst, now);
-        let client_ok = {
+        let client_ok = session_ok && {
             let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
             if clients.len() >= MAX_CLIENTS && !clients.contains_key(client) {
                 // Buckets refilled to full are the same as none: forget those first.

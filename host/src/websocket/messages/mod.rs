@@ -84,14 +84,16 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Relays a filtered session until it ends, then tells the filter (`on-close`).
-pub async fn relay_messages<C, B, S>(
+/// Relays a filtered session until it ends, then tells the filter (`on-close`). `read_ahead`:
+/// bytes each peer sent with the upgrade, before the relay took over its stream.
+pub fn relay_messages<C, B, S>(
     client: C,
     backend: B,
     cfg: RelayConfig,
     shutdown: S,
     filter: FilterBinding,
-) -> RelayOutcome
+    read_ahead: (&[u8], &[u8]),
+) -> impl Future<Output = RelayOutcome> + use<C, B, S>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -111,23 +113,31 @@ where
         last_read: start,
         cfg,
         arm_grace: false,
+        in_grace: false,
         turn: false,
     };
-    let timer = tokio::time::sleep_until(later(start, cfg.timeout));
-    let grace = tokio::time::sleep_until(later(start, Duration::MAX));
-    tokio::pin!(timer, grace, shutdown);
-    loop {
-        let event = std::future::poll_fn(|cx| {
-            session.poll_event(cx, shutdown.as_mut(), timer.as_mut(), grace.as_mut())
-        })
-        .await;
-        match event {
-            Event::Message(from, opcode, payload) => {
-                session.on_message(from, opcode, payload).await
-            }
-            Event::End(end) => {
-                session.tell_filter(end).await;
-                return session.outcome(end);
+    session.client.inbuf.extend_from_slice(read_ahead.0);
+    session.backend.inbuf.extend_from_slice(read_ahead.1);
+    async move {
+        // One timer: the session's timeout, then, once the session is ending, the grace period
+        // of its closing handshake.
+        let timer = tokio::time::sleep_until(later(start, cfg.timeout));
+        tokio::pin!(timer, shutdown);
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                session.poll_event(cx, shutdown.as_mut(), timer.as_mut())
+            })
+            .await;
+            match event {
+                // Boxed: the call's future is large, and an idle session's task would otherwise
+                // keep room for it.
+                Event::Message(from, opcode, payload) => {
+                    Box::pin(session.on_message(from, opcode, payload)).await
+                }
+                Event::End(end) => {
+                    Box::pin(session.tell_filter(end)).await;
+                    return session.outcome(end);
+                }
             }
         }
     }
@@ -172,6 +182,8 @@ struct Session<C, B> {
     cfg: RelayConfig,
     /// The grace period for the closing handshake starts at the next poll.
     arm_grace: bool,
+    /// The timer counts the grace period (no longer the session's timeout).
+    in_grace: bool,
     /// Which peer is read first in this poll (alternating, so neither starves the other).
     turn: bool,
 }
@@ -593,11 +605,11 @@ where
         cx: &mut Context<'_>,
         mut shutdown: Pin<&mut S>,
         mut timer: Pin<&mut Sleep>,
-        mut grace: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         loop {
             if std::mem::take(&mut self.arm_grace) {
-                grace
+                self.in_grace = true;
+                timer
                     .as_mut()
                     .reset(later(Instant::now(), self.cfg.close_grace));
             }
@@ -621,7 +633,7 @@ where
                 let flushed = |p_out: usize, failed: bool| failed || p_out == 0;
                 if (flushed(self.client.pending_out(), self.client.failed)
                     && flushed(self.backend.pending_out(), self.backend.failed))
-                    || grace.as_mut().poll(cx).is_ready()
+                    || (self.in_grace && timer.as_mut().poll(cx).is_ready())
                 {
                     if self.client.poll_shut(cx).is_pending()
                         || self.backend.poll_shut(cx).is_pending()
@@ -642,7 +654,7 @@ where
                     }
                     return Poll::Ready(Event::End(end));
                 }
-                if grace.as_mut().poll(cx).is_ready() {
+                if self.in_grace && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::End(end));
                 }
             } else {
