@@ -1154,6 +1154,104 @@ mod tests {
         );
     }
 
+    /// A listener, a pool, a path map with one path rule, a rule, and plugins `r` (a router) and
+    /// `f` (a message filter) declared without components; `extra` goes on the named section.
+    fn filters_config(listener: &str, rule: &str, path_rule: &str, limits: &str) -> String {
+        format!(
+            r#"
+            [[listeners]]
+            name = "l"
+            port = 80
+            {listener}
+            [[backend_pools]]
+            name = "p"
+            addresses = ["10.0.0.1"]
+            [[backend_settings]]
+            name = "s"
+            port = 80
+            [[url_path_maps]]
+            name = "m"
+            default_backend_pool = "p"
+            default_backend_settings = "s"
+            [[url_path_maps.path_rules]]
+            name = "chat"
+            paths = ["/chat/*"]
+            backend_pool = "p"
+            backend_settings = "s"
+            {path_rule}
+            [[rules]]
+            name = "r"
+            kind = "path_based"
+            listener = "l"
+            url_path_map = "m"
+            {rule}
+            [[plugins]]
+            name = "r"
+            kind = "router"
+            [[plugins]]
+            name = "f"
+            kind = "message-filter"
+            {limits}
+            "#
+        )
+    }
+
+    #[test]
+    fn message_filters_are_named_on_listeners_rules_and_path_rules() {
+        let config = Config::from_toml(&filters_config(
+            "message_filter = \"f\"",
+            "message_filter = \"f\"",
+            "message_filter = \"f\"",
+            "[plugins.limits]\nmax_message_bytes = 4096\nmax_state_bytes = 64",
+        ))
+        .expect("valid");
+        let f = Some(PluginId(1));
+        assert_eq!(config.listeners[0].message_filter, f);
+        assert_eq!(config.rules[0].message_filter, f);
+        assert_eq!(config.url_path_maps[0].path_rules[0].message_filter, f);
+        assert_eq!(config.plugins[1].kind, PluginKind::MessageFilter);
+        assert_eq!(config.plugins[1].limits.max_message_bytes, 4096);
+        assert_eq!(config.plugins[1].limits.max_state_bytes, 64);
+        assert_eq!(
+            config.message_filter_for(ListenerId(0), RuleId(0), None),
+            f,
+            "the rule's, else the listener's"
+        );
+        let users = config.plugin_users(PluginId(1));
+        assert_eq!(users.len(), 3, "{users:?}");
+    }
+
+    #[test]
+    fn message_filter_errors_name_the_field() {
+        let cases = [
+            (
+                filters_config("", "message_filter = \"r\"", "", ""),
+                r#"rules[0].message_filter: plugin "r" is a router plugin; a message filter must be a plugin of kind "message-filter""#,
+            ),
+            (
+                filters_config("", "", "message_filter = \"nope\"", ""),
+                r#"url_path_maps[0].path_rules[0].message_filter: no plugin named "nope""#,
+            ),
+            (
+                filters_config("", "", "", "[plugins.limits]\nmax_message_bytes = 10"),
+                "plugins[1].limits.max_message_bytes: 10 is out of range",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let err = Config::from_toml(&toml).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let router_limit = filters_config("", "", "", "").replace(
+            "kind = \"router\"",
+            "kind = \"router\"\n[plugins.limits]\nmax_state_bytes = 1",
+        );
+        let err = Config::from_toml(&router_limit).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "plugins[0].limits.max_state_bytes: only message filters reassemble messages and keep session state"
+        );
+    }
+
     #[test]
     fn unknown_fields_are_refused_with_their_position() {
         let err = Config::from_toml("[[listeners]]\nname = \"l\"\nport = 80\nprotcol = \"http\"\n")
