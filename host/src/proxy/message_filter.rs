@@ -40,8 +40,8 @@ pub(super) struct PendingOpen {
 /// What the filter made of a handshake.
 pub(super) enum Opened {
     Filtered(Box<FilterBinding>),
-    /// The filter refused it: this response goes to the client.
-    Refused(Response<ResponseBody>),
+    /// The filter refused it with this status.
+    Refused(StatusCode),
     /// A failed call under `fail_open`: relayed without the filter.
     Unfiltered,
 }
@@ -169,11 +169,9 @@ impl Connection {
             }
             Ok(OpenDecision::Refuse(status)) => {
                 metrics.refused();
-                let mut res = Response::new(ResponseBody::Full(Bytes::new()));
-                *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-                Ok(Opened::Refused(res))
+                Ok(Opened::Refused(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+                ))
             }
             Err(error) => {
                 metrics.failure();
@@ -184,6 +182,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// The answer to a handshake the filter refused: its status, no body.
+pub(super) fn refusal(status: StatusCode) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::Full(Bytes::new()));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    res
 }
 
 fn not_loaded(policy: FailPolicy, name: &str) -> Result<Option<PendingOpen>, ProxyError> {

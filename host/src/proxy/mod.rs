@@ -196,7 +196,9 @@ impl Connection {
                 .await?
             {
                 message_filter::Opened::Filtered(binding) => response.filter = Some(binding),
-                message_filter::Opened::Refused(res) => return Ok(res),
+                message_filter::Opened::Refused(status) => {
+                    return Ok(message_filter::refusal(status));
+                }
                 message_filter::Opened::Unfiltered => {}
             }
         }
