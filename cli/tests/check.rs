@@ -195,7 +195,7 @@ fn a_probe_component_declared_as_a_router_is_refused_by_check_and_run() {
     refused_by_check_and_run(
         &case,
         "error: plugin \"x\": is a router plugin, but the component does not export \
-         wasmgate:plugin/router@0.1.1 or wasmgate:plugin/packed-router@0.1.1",
+         wasmgate:plugin/router@0.1.2 or wasmgate:plugin/packed-router@0.1.2",
     );
 }
 

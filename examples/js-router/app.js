@@ -13,7 +13,7 @@
 //
 // Build: see package.json (`npm run build`).
 
-import { log } from 'wasmgate:plugin/host@0.1.1';
+import { log } from 'wasmgate:plugin/host@0.1.2';
 
 let config = { versions: {}, blocked_prefixes: [], redirects: {} };
 

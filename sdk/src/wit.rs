@@ -1,4 +1,4 @@
-//! Guest-side bindings for the types and the host interface of `wasmgate:plugin@0.1.1`.
+//! Guest-side bindings for the types and the host interface of `wasmgate:plugin@0.1.2`.
 //!
 //! Only imports are generated here: the exports of a world are generated in the plugin's own
 //! crate by the `export_*!` macros, so that a component exports exactly its world.
@@ -9,8 +9,9 @@ wit_bindgen::generate!({
         package wasmgate:sdk;
 
         world imports {
-            import wasmgate:plugin/types@0.1.1;
-            import wasmgate:plugin/host@0.1.1;
+            import wasmgate:plugin/types@0.1.2;
+            import wasmgate:plugin/host@0.1.2;
+            import wasmgate:plugin/message-types@0.1.2;
         }
     ",
     world: "wasmgate:sdk/imports",

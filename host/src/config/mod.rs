@@ -224,6 +224,7 @@ impl Config {
                 .filter(|r| r.router == Some(id))
                 .map(|r| format!("rule {:?}", r.name)),
         );
+        users.extend(self.message_filter_users(id));
         users.extend(
             self.backend_settings
                 .iter()
@@ -231,6 +232,45 @@ impl Config {
                 .map(|s| format!("backend settings {:?}", s.name)),
         );
         users
+    }
+
+    /// Who names message filter `id`: listeners, rules and path rules, in the configuration's
+    /// words.
+    fn message_filter_users(&self, id: PluginId) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|l| l.message_filter == Some(id))
+            .map(|l| format!("listener {:?}", l.name))
+            .collect();
+        users.extend(
+            self.rules
+                .iter()
+                .filter(|r| r.message_filter == Some(id))
+                .map(|r| format!("rule {:?}", r.name)),
+        );
+        for map in &self.url_path_maps {
+            users.extend(
+                map.path_rules
+                    .iter()
+                    .filter(|p| p.message_filter == Some(id))
+                    .map(|p| format!("path rule {:?} of {:?}", p.name, map.name)),
+            );
+        }
+        users
+    }
+
+    /// The message filter for a WebSocket session taken by `rule` on `listener` (and path rule
+    /// `path_rule`'s filter, if one matched): the most specific one named.
+    pub fn message_filter_for(
+        &self,
+        listener: ListenerId,
+        rule: RuleId,
+        path_rule: Option<PluginId>,
+    ) -> Option<PluginId> {
+        path_rule
+            .or(self.rules[rule.0].message_filter)
+            .or(self.listeners[listener.0].message_filter)
     }
 
     /// Whether any rule, listener or the gateway names a router plugin.
@@ -275,6 +315,9 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// The router plugin for this listener's requests, unless their rule names one.
     pub router: Option<PluginId>,
+    /// The message filter for this listener's WebSocket sessions, unless their rule or path
+    /// rule names one.
+    pub message_filter: Option<PluginId>,
     /// Pages answered instead of the gateway's own error bodies on this listener.
     pub custom_error_pages: ErrorPages,
 }
@@ -459,6 +502,8 @@ pub struct PathRule {
     pub name: String,
     pub paths: Vec<PathPattern>,
     pub target: Target,
+    /// The message filter for the WebSocket sessions this path rule takes.
+    pub message_filter: Option<PluginId>,
 }
 
 #[derive(Debug, Clone)]
@@ -482,6 +527,8 @@ pub struct Rule {
     pub action: RuleAction,
     /// The router plugin for this rule's requests.
     pub router: Option<PluginId>,
+    /// The message filter for this rule's WebSocket sessions, unless a path rule names one.
+    pub message_filter: Option<PluginId>,
 }
 
 #[derive(Debug, Clone)]
@@ -1111,6 +1158,104 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"rules[0].url_path_map: no url_path_map named "api""#
+        );
+    }
+
+    /// A listener, a pool, a path map with one path rule, a rule, and plugins `r` (a router) and
+    /// `f` (a message filter) declared without components; `extra` goes on the named section.
+    fn filters_config(listener: &str, rule: &str, path_rule: &str, limits: &str) -> String {
+        format!(
+            r#"
+            [[listeners]]
+            name = "l"
+            port = 80
+            {listener}
+            [[backend_pools]]
+            name = "p"
+            addresses = ["10.0.0.1"]
+            [[backend_settings]]
+            name = "s"
+            port = 80
+            [[url_path_maps]]
+            name = "m"
+            default_backend_pool = "p"
+            default_backend_settings = "s"
+            [[url_path_maps.path_rules]]
+            name = "chat"
+            paths = ["/chat/*"]
+            backend_pool = "p"
+            backend_settings = "s"
+            {path_rule}
+            [[rules]]
+            name = "r"
+            kind = "path_based"
+            listener = "l"
+            url_path_map = "m"
+            {rule}
+            [[plugins]]
+            name = "r"
+            kind = "router"
+            [[plugins]]
+            name = "f"
+            kind = "message-filter"
+            {limits}
+            "#
+        )
+    }
+
+    #[test]
+    fn message_filters_are_named_on_listeners_rules_and_path_rules() {
+        let config = Config::from_toml(&filters_config(
+            "message_filter = \"f\"",
+            "message_filter = \"f\"",
+            "message_filter = \"f\"",
+            "[plugins.limits]\nmax_message_bytes = 4096\nmax_state_bytes = 64",
+        ))
+        .expect("valid");
+        let f = Some(PluginId(1));
+        assert_eq!(config.listeners[0].message_filter, f);
+        assert_eq!(config.rules[0].message_filter, f);
+        assert_eq!(config.url_path_maps[0].path_rules[0].message_filter, f);
+        assert_eq!(config.plugins[1].kind, PluginKind::MessageFilter);
+        assert_eq!(config.plugins[1].limits.max_message_bytes, 4096);
+        assert_eq!(config.plugins[1].limits.max_state_bytes, 64);
+        assert_eq!(
+            config.message_filter_for(ListenerId(0), RuleId(0), None),
+            f,
+            "the rule's, else the listener's"
+        );
+        let users = config.plugin_users(PluginId(1));
+        assert_eq!(users.len(), 3, "{users:?}");
+    }
+
+    #[test]
+    fn message_filter_errors_name_the_field() {
+        let cases = [
+            (
+                filters_config("", "message_filter = \"r\"", "", ""),
+                r#"rules[0].message_filter: plugin "r" is a router plugin; a message filter must be a plugin of kind "message-filter""#,
+            ),
+            (
+                filters_config("", "", "message_filter = \"nope\"", ""),
+                r#"url_path_maps[0].path_rules[0].message_filter: no plugin named "nope""#,
+            ),
+            (
+                filters_config("", "", "", "[plugins.limits]\nmax_message_bytes = 10"),
+                "plugins[1].limits.max_message_bytes: 10 is out of range",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let err = Config::from_toml(&toml).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let router_limit = filters_config("", "", "", "").replace(
+            "kind = \"router\"",
+            "kind = \"router\"\n[plugins.limits]\nmax_state_bytes = 1",
+        );
+        let err = Config::from_toml(&router_limit).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "plugins[0].limits.max_state_bytes: only message filters reassemble messages and keep session state"
         );
     }
 

@@ -112,6 +112,7 @@ pub struct PluginSpec {
 pub enum PluginRole {
     Router,
     ProbeEvaluator,
+    MessageFilter,
 }
 
 impl PluginRole {
@@ -120,6 +121,7 @@ impl PluginRole {
         match self {
             PluginRole::Router => "router",
             PluginRole::ProbeEvaluator => "probe",
+            PluginRole::MessageFilter => "message-filter",
         }
     }
 
@@ -127,9 +129,10 @@ impl PluginRole {
     pub fn interface(self) -> &'static str {
         match self {
             PluginRole::Router => {
-                "wasmgate:plugin/router@0.1.1 or wasmgate:plugin/packed-router@0.1.1"
+                "wasmgate:plugin/router@0.1.2 or wasmgate:plugin/packed-router@0.1.2"
             }
-            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.1",
+            PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.2",
+            PluginRole::MessageFilter => "wasmgate:plugin/message-filter@0.1.2",
         }
     }
 }

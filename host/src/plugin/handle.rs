@@ -182,6 +182,7 @@ impl Plugin {
             let exported = match role {
                 PluginRole::Router => exports.router.is_some(),
                 PluginRole::ProbeEvaluator => exports.probe.is_some(),
+                PluginRole::MessageFilter => exports.filter.is_some(),
             };
             if !exported {
                 return Err(PluginError::WrongKind {
@@ -282,6 +283,10 @@ impl Plugin {
         self.inner.counters.call_time.buckets()
     }
 
+    pub(super) fn exports(&self) -> &Exports {
+        &self.inner.exports
+    }
+
     /// Warm instances waiting for a call.
     pub fn idle_instances(&self) -> usize {
         self.inner.idle.len()
@@ -317,7 +322,7 @@ impl Plugin {
     pub async fn evaluate(&self, response: &ProbeResponse) -> Result<Verdict, PluginError> {
         self.require(
             self.is_probe_evaluator(),
-            "wasmgate:plugin/probe-evaluator@0.1.1",
+            "wasmgate:plugin/probe-evaluator@0.1.2",
         )?;
         let Answer::Verdict(mut verdict) = self.call(Call::Evaluate(response)).await? else {
             unreachable!("evaluate answers with a verdict")
@@ -338,7 +343,7 @@ impl Plugin {
     ) -> Result<Option<ProbeRequest>, PluginError> {
         self.require(
             self.is_probe_evaluator(),
-            "wasmgate:plugin/probe-evaluator@0.1.1",
+            "wasmgate:plugin/probe-evaluator@0.1.2",
         )?;
         let call = Call::ShapeRequest {
             pool,
@@ -369,7 +374,11 @@ impl Plugin {
         error
     }
 
-    fn require(&self, exported: bool, interface: &'static str) -> Result<(), PluginError> {
+    pub(super) fn require(
+        &self,
+        exported: bool,
+        interface: &'static str,
+    ) -> Result<(), PluginError> {
         if exported {
             Ok(())
         } else {
@@ -380,7 +389,7 @@ impl Plugin {
         }
     }
 
-    async fn call(&self, call: Call<'_>) -> Result<Answer, PluginError> {
+    pub(super) async fn call(&self, call: Call<'_>) -> Result<Answer, PluginError> {
         let inner = &*self.inner;
         let ticket = match inner.breaker.admit() {
             Ok(ticket) => ticket,
