@@ -15,7 +15,7 @@ use wasmgate_rules::redirect::{RedirectTo, Redirection};
 use wasmgate_rules::route::{self, PathRoute, RouteAction, SocketRoutes};
 
 use crate::config::{
-    BackendAddress, Config, HostOverride, ListenerId, PoolId, Protocol, RedirectId, RedirectTarget,
+    BackendAddress, Config, HostOverride, ListenerId, PluginId, PoolId, Protocol, RedirectId, RedirectTarget,
     RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
 use crate::metrics::RequestMetrics;
@@ -60,7 +60,16 @@ pub struct Socket {
     pub listeners: Box<[ListenerId]>,
     /// The rules of this socket's listeners, in evaluation order (`wasmgate_rules::route`, the
     /// code the built-in router runs too).
-    routes: SocketRoutes<CompiledTarget>,
+    routes: SocketRoutes<RouteTarget>,
+}
+
+/// A rule's or path rule's target as the socket's routing table holds it: where requests go,
+/// and the message filter for their WebSocket sessions (the path rule's, else the rule's, else
+/// the listener's, resolved when the snapshot is built).
+#[derive(Debug)]
+struct RouteTarget {
+    target: CompiledTarget,
+    message_filter: Option<PluginId>,
 }
 
 /// A listening socket's identity, kept across configuration reloads: the bind address, or —
@@ -180,6 +189,9 @@ pub struct Routed<'a> {
     /// Bytes of the path consumed by a path rule's pattern (`/api/` for `/api/*`); a path
     /// override replaces them. `None` for basic rules and a path map's default.
     pub matched_prefix: Option<usize>,
+    /// The message filter for a WebSocket session taken here: the path rule's, else the
+    /// rule's, else the listener's.
+    pub message_filter: Option<PluginId>,
 }
 
 #[derive(Debug)]
@@ -213,7 +225,7 @@ impl Snapshot {
             for f in prev.sockets.iter() {
                 for r in f.routes.routes() {
                     for t in r.action.targets() {
-                        let CompiledTarget::Forward(t) = t else {
+                        let CompiledTarget::Forward(t) = &t.target else {
                             continue;
                         };
                         for m in t.servers.iter() {
@@ -379,24 +391,33 @@ impl Snapshot {
                             .iter()
                             .map(|h| HostPattern::new(h.as_str()))
                             .collect(),
-                        action: match rule.action {
-                            RuleAction::Basic(t) => RouteAction::Target(compile(&t)),
-                            RuleAction::PathBased(m) => {
-                                let map = &config.url_path_maps[m.0];
-                                RouteAction::PathMap {
-                                    path_rules: map
-                                        .path_rules
-                                        .iter()
-                                        .map(|pr| PathRoute {
-                                            paths: pr
-                                                .paths
-                                                .iter()
-                                                .map(|p| PathPattern::new(p.as_str()))
-                                                .collect(),
-                                            target: compile(&pr.target),
-                                        })
-                                        .collect(),
-                                    default: compile(&map.default),
+                        action: {
+                            let filter = rule
+                                .message_filter
+                                .or(config.listener(rule.listener).message_filter);
+                            let mut compile = |t: &Target, own: Option<PluginId>| RouteTarget {
+                                target: compile(t),
+                                message_filter: own.or(filter),
+                            };
+                            match rule.action {
+                                RuleAction::Basic(t) => RouteAction::Target(compile(&t, None)),
+                                RuleAction::PathBased(m) => {
+                                    let map = &config.url_path_maps[m.0];
+                                    RouteAction::PathMap {
+                                        path_rules: map
+                                            .path_rules
+                                            .iter()
+                                            .map(|pr| PathRoute {
+                                                paths: pr
+                                                    .paths
+                                                    .iter()
+                                                    .map(|p| PathPattern::new(p.as_str()))
+                                                    .collect(),
+                                                target: compile(&pr.target, pr.message_filter),
+                                            })
+                                            .collect(),
+                                        default: compile(&map.default, None),
+                                    }
                                 }
                             }
                         },
@@ -530,8 +551,9 @@ impl Snapshot {
         Some(Routed {
             listener: ListenerId(routed.listener),
             rule: RuleId(routed.rule),
-            target: routed.target,
+            target: &routed.target.target,
             matched_prefix: routed.matched_prefix,
+            message_filter: routed.target.message_filter,
         })
     }
 
@@ -541,8 +563,9 @@ impl Snapshot {
         Some(Routed {
             listener: ListenerId(routed.listener),
             rule: RuleId(routed.rule),
-            target: routed.target,
+            target: &routed.target.target,
             matched_prefix: routed.matched_prefix,
+            message_filter: routed.target.message_filter,
         })
     }
 

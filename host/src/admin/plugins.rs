@@ -154,10 +154,13 @@ async fn version_request(
         None => None,
         Some("router") => Some(PluginKind::Router),
         Some("probe") => Some(PluginKind::Probe),
+        Some("message-filter") => Some(PluginKind::MessageFilter),
         Some(other) => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
-                &format!("kind: unknown kind {other:?}; expected \"router\" or \"probe\""),
+                &format!(
+                    "kind: unknown kind {other:?}; expected \"router\", \"probe\" or \"message-filter\""
+                ),
             ));
         }
     };

@@ -222,6 +222,7 @@ impl Config {
                 .filter(|r| r.router == Some(id))
                 .map(|r| format!("rule {:?}", r.name)),
         );
+        users.extend(self.message_filter_users(id));
         users.extend(
             self.backend_settings
                 .iter()
@@ -229,6 +230,45 @@ impl Config {
                 .map(|s| format!("backend settings {:?}", s.name)),
         );
         users
+    }
+
+    /// Who names message filter `id`: listeners, rules and path rules, in the configuration's
+    /// words.
+    fn message_filter_users(&self, id: PluginId) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|l| l.message_filter == Some(id))
+            .map(|l| format!("listener {:?}", l.name))
+            .collect();
+        users.extend(
+            self.rules
+                .iter()
+                .filter(|r| r.message_filter == Some(id))
+                .map(|r| format!("rule {:?}", r.name)),
+        );
+        for map in &self.url_path_maps {
+            users.extend(
+                map.path_rules
+                    .iter()
+                    .filter(|p| p.message_filter == Some(id))
+                    .map(|p| format!("path rule {:?} of {:?}", p.name, map.name)),
+            );
+        }
+        users
+    }
+
+    /// The message filter for a WebSocket session taken by `rule` on `listener` (and path rule
+    /// `path_rule`'s filter, if one matched): the most specific one named.
+    pub fn message_filter_for(
+        &self,
+        listener: ListenerId,
+        rule: RuleId,
+        path_rule: Option<PluginId>,
+    ) -> Option<PluginId> {
+        path_rule
+            .or(self.rules[rule.0].message_filter)
+            .or(self.listeners[listener.0].message_filter)
     }
 
     /// Whether any rule, listener or the gateway names a router plugin.
@@ -273,6 +313,9 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// The router plugin for this listener's requests, unless their rule names one.
     pub router: Option<PluginId>,
+    /// The message filter for this listener's WebSocket sessions, unless their rule or path
+    /// rule names one.
+    pub message_filter: Option<PluginId>,
     /// Pages answered instead of the gateway's own error bodies on this listener.
     pub custom_error_pages: ErrorPages,
 }
@@ -457,6 +500,8 @@ pub struct PathRule {
     pub name: String,
     pub paths: Vec<PathPattern>,
     pub target: Target,
+    /// The message filter for the WebSocket sessions this path rule takes.
+    pub message_filter: Option<PluginId>,
 }
 
 #[derive(Debug, Clone)]
@@ -480,6 +525,8 @@ pub struct Rule {
     pub action: RuleAction,
     /// The router plugin for this rule's requests.
     pub router: Option<PluginId>,
+    /// The message filter for this rule's WebSocket sessions, unless a path rule names one.
+    pub message_filter: Option<PluginId>,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,8 @@ use serde::Deserialize;
 pub enum PluginKind {
     Router,
     Probe,
+    /// A WebSocket message filter (`message-filter`).
+    MessageFilter,
 }
 
 impl PluginKind {
@@ -39,6 +41,7 @@ impl PluginKind {
         match self {
             PluginKind::Router => "router",
             PluginKind::Probe => "probe",
+            PluginKind::MessageFilter => "message-filter",
         }
     }
 }
@@ -89,6 +92,12 @@ pub struct PluginLimits {
     /// Replace an instance after it served this many calls (`Some(1)`: a fresh instance for
     /// every call). `None` keeps an instance until it fails.
     pub recycle_after_calls: Option<u64>,
+    /// Message filters: the largest WebSocket message reassembled for a call; a larger one
+    /// closes its session with 1009 (RFC 6455 §7.4.1). Also bounds what one decision sends.
+    pub max_message_bytes: usize,
+    /// Message filters: the largest session state a call may return; a larger one is a failed
+    /// call.
+    pub max_state_bytes: usize,
 }
 
 impl Default for PluginLimits {
@@ -103,6 +112,8 @@ impl Default for PluginLimits {
             max_tables: 32,
             max_concurrency: 16,
             recycle_after_calls: None,
+            max_message_bytes: 1 << 20,
+            max_state_bytes: 1024,
         }
     }
 }

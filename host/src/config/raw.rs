@@ -91,6 +91,10 @@ pub struct RawListener {
     /// The router plugin for requests this listener accepts (unless their rule names one).
     #[serde(default)]
     pub router: Option<String>,
+    /// The message filter for WebSocket sessions this listener accepts (unless their rule or
+    /// path rule names one).
+    #[serde(default)]
+    pub message_filter: Option<String>,
     /// HTTPS: the `[[ssl_profiles]]` entry whose client authentication applies.
     #[serde(default)]
     pub ssl_profile: Option<String>,
@@ -211,6 +215,9 @@ pub struct RawPathRule {
     pub redirect: Option<String>,
     #[serde(default)]
     pub rewrite_set: Option<String>,
+    /// The message filter for WebSocket sessions this path rule takes.
+    #[serde(default)]
+    pub message_filter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +242,9 @@ pub struct RawRule {
     /// The router plugin for requests this rule takes (the most specific choice).
     #[serde(default)]
     pub router: Option<String>,
+    /// The message filter for WebSocket sessions this rule takes (unless a path rule names one).
+    #[serde(default)]
+    pub message_filter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,7 +457,7 @@ pub struct RawPlugin {
     /// plugin is declared but not loaded until the admin API loads a component for it.
     #[serde(default)]
     pub path: Option<String>,
-    /// "router" or "probe".
+    /// "router", "probe" or "message-filter".
     pub kind: String,
     /// Passed to the plugin's `init` as is (for example JSON).
     #[serde(default)]
@@ -507,6 +517,12 @@ pub struct RawPluginLimits {
     /// Instances of the plugin running at once.
     #[serde(default)]
     pub max_concurrency: Option<i64>,
+    /// Message filters: the largest WebSocket message reassembled for the filter, in bytes.
+    #[serde(default)]
+    pub max_message_bytes: Option<i64>,
+    /// Message filters: the largest per-session state a filter may keep, in bytes.
+    #[serde(default)]
+    pub max_state_bytes: Option<i64>,
 }
 
 /// Gateway-wide routing choices (`[routing]`).

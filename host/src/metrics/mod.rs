@@ -12,6 +12,7 @@
 //! Their number is bounded by the configuration: with R rules, L listeners and T (pool,
 //! settings) pairs in use, a thread holds (R + L + 1) × (T + 1) × 5 request cells.
 
+pub mod filters;
 pub mod text;
 
 use std::collections::BTreeMap;

@@ -99,6 +99,7 @@ pub struct PluginSpec {
 pub enum PluginRole {
     Router,
     ProbeEvaluator,
+    MessageFilter,
 }
 
 impl PluginRole {
@@ -107,6 +108,7 @@ impl PluginRole {
         match self {
             PluginRole::Router => "router",
             PluginRole::ProbeEvaluator => "probe",
+            PluginRole::MessageFilter => "message-filter",
         }
     }
 
@@ -117,6 +119,7 @@ impl PluginRole {
                 "wasmgate:plugin/router@0.1.2 or wasmgate:plugin/packed-router@0.1.2"
             }
             PluginRole::ProbeEvaluator => "wasmgate:plugin/probe-evaluator@0.1.2",
+            PluginRole::MessageFilter => "wasmgate:plugin/message-filter@0.1.2",
         }
     }
 }

@@ -182,6 +182,7 @@ impl Plugin {
             let exported = match role {
                 PluginRole::Router => exports.router.is_some(),
                 PluginRole::ProbeEvaluator => exports.probe.is_some(),
+                PluginRole::MessageFilter => exports.filter.is_some(),
             };
             if !exported {
                 return Err(PluginError::WrongKind {
@@ -282,6 +283,10 @@ impl Plugin {
         self.inner.counters.call_time.buckets()
     }
 
+    pub(super) fn exports(&self) -> &Exports {
+        &self.inner.exports
+    }
+
     /// Warm instances waiting for a call.
     pub fn idle_instances(&self) -> usize {
         self.inner.idle.len()
@@ -369,7 +374,7 @@ impl Plugin {
         error
     }
 
-    fn require(&self, exported: bool, interface: &'static str) -> Result<(), PluginError> {
+    pub(super) fn require(&self, exported: bool, interface: &'static str) -> Result<(), PluginError> {
         if exported {
             Ok(())
         } else {
@@ -380,7 +385,7 @@ impl Plugin {
         }
     }
 
-    async fn call(&self, call: Call<'_>) -> Result<Answer, PluginError> {
+    pub(super) async fn call(&self, call: Call<'_>) -> Result<Answer, PluginError> {
         let inner = &*self.inner;
         let ticket = match inner.breaker.admit() {
             Ok(ticket) => ticket,

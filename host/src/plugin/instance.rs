@@ -9,7 +9,10 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDe
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::exports::wasmgate::plugin::{
-    lifecycle, packed_router, probe_evaluator, router,
+    lifecycle, message_filter, packed_router, probe_evaluator, router,
+};
+use super::bindings::wasmgate::plugin::message_types::{
+    Message, MessageDecision, OpenDecision, SessionClose, SessionOpen,
 };
 use super::bindings::wasmgate::plugin::types::{
     Decision, LogLevel, ProbeRequest, ProbeResponse, ServerState, Verdict,
@@ -167,6 +170,7 @@ pub(crate) struct Exports {
     pub(crate) lifecycle: lifecycle::GuestIndices,
     pub(crate) router: Option<RouterExport>,
     pub(crate) probe: Option<probe_evaluator::GuestIndices>,
+    pub(crate) filter: Option<message_filter::GuestIndices>,
 }
 
 /// Which form of the router a component exports.
@@ -189,16 +193,18 @@ impl Exports {
                 .map(RouterExport::Record),
         };
         let probe = probe_evaluator::GuestIndices::new(pre).ok();
-        if router.is_none() && probe.is_none() {
+        let filter = message_filter::GuestIndices::new(pre).ok();
+        if router.is_none() && probe.is_none() && filter.is_none() {
             return Err(
-                "wasmgate:plugin/router@0.1.2, wasmgate:plugin/packed-router@0.1.2 or \
-                 wasmgate:plugin/probe-evaluator@0.1.2",
+                "wasmgate:plugin/router@0.1.2, wasmgate:plugin/packed-router@0.1.2, \
+                 wasmgate:plugin/probe-evaluator@0.1.2 or wasmgate:plugin/message-filter@0.1.2",
             );
         }
         Ok(Exports {
             lifecycle,
             router,
             probe,
+            filter,
         })
     }
 }
@@ -223,6 +229,9 @@ pub(crate) enum Call<'a> {
         settings: &'a str,
         server: &'a str,
     },
+    Open(&'a SessionOpen),
+    Message(&'a Message, &'a [u8]),
+    Close(&'a SessionClose, &'a [u8]),
 }
 
 impl Call<'_> {
@@ -231,6 +240,9 @@ impl Call<'_> {
             Call::Route(_) => "route",
             Call::Evaluate(_) => "evaluate",
             Call::ShapeRequest { .. } => "shape-request",
+            Call::Open(_) => "on-open",
+            Call::Message(..) => "on-message",
+            Call::Close(..) => "on-close",
         }
     }
 }
@@ -246,6 +258,9 @@ pub(crate) enum Answer {
     Decision(Decision),
     Verdict(Verdict),
     ProbeRequest(Option<ProbeRequest>),
+    Open(OpenDecision),
+    Message(MessageDecision),
+    Closed,
 }
 
 pub(crate) struct Instance {
@@ -256,6 +271,7 @@ pub(crate) struct Instance {
     /// The packed head's buffer, kept from call to call.
     packed: Vec<u8>,
     probe: Option<probe_evaluator::Guest>,
+    filter: Option<message_filter::Guest>,
     stderr: GuestOutput,
     tick: Duration,
     long_calls: LongCalls,
@@ -309,6 +325,7 @@ impl Instance {
             route: None,
             packed: Vec::new(),
             probe: None,
+            filter: None,
             stderr,
             tick: engine.tick,
             long_calls: engine.long_calls.clone(),
@@ -337,6 +354,11 @@ impl Instance {
                 .probe
                 .as_ref()
                 .map(|p| p.load(&mut instance.store, &wasm))
+                .transpose()?;
+            instance.filter = exports
+                .filter
+                .as_ref()
+                .map(|f| f.load(&mut instance.store, &wasm))
                 .transpose()?;
             lifecycle.call_init(&mut instance.store, config).await
         };
@@ -389,6 +411,27 @@ impl Instance {
                     .call_shape_request(&mut self.store, pool, settings, server)
                     .await
                     .map(Answer::ProbeRequest)
+            }
+            Call::Open(session) => {
+                let filter = self.filter.as_ref().expect("checked by the caller");
+                filter
+                    .call_on_open(&mut self.store, session)
+                    .await
+                    .map(Answer::Open)
+            }
+            Call::Message(message, state) => {
+                let filter = self.filter.as_ref().expect("checked by the caller");
+                filter
+                    .call_on_message(&mut self.store, message, state)
+                    .await
+                    .map(Answer::Message)
+            }
+            Call::Close(close, state) => {
+                let filter = self.filter.as_ref().expect("checked by the caller");
+                filter
+                    .call_on_close(&mut self.store, close, state)
+                    .await
+                    .map(|()| Answer::Closed)
             }
         };
         self.calls += 1;

@@ -88,6 +88,7 @@ mod cache;
 mod engine;
 mod epoch;
 mod error;
+mod filter;
 mod handle;
 mod host_view;
 mod instance;
@@ -109,10 +110,15 @@ pub use bindings::wasmgate::plugin::types::{
     Decision, DirectResponse, Forward, Header, HeaderEdit, Health, LogLevel, ProbeRequest,
     ProbeResponse, Redirect, RequestHead, ServerState, Verdict,
 };
+pub use bindings::wasmgate::plugin::message_types::{
+    Accept, Action, CloseFrame, ClosedBy as FilterClosedBy, Direction, Message, MessageDecision,
+    Opcode, OpenDecision, Outgoing, SessionClose, SessionOpen,
+};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{ArtifactSource, CACHE_DIR_ENV};
 pub use engine::{EngineConfig, LoadReport, PluginEngine, PluginRole, PluginSpec};
 pub use error::PluginError;
+pub use filter::{MAX_ACTIONS, MAX_CLOSE_REASON, check_message_decision, sendable_close_code};
 pub use handle::{MAX_DIRECT_BODY, MAX_HEADERS, MAX_REASON, Plugin, check_decision};
 pub use host_view::{HostView, NoPools, StaticPools};
 pub use lowering::{HeaderRef, PackedHeadRef, RequestHeadRef, format_addr};

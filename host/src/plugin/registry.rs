@@ -547,6 +547,7 @@ impl PluginRegistry {
         spec.role = Some(match kind {
             PluginKind::Router => PluginRole::Router,
             PluginKind::Probe => PluginRole::ProbeEvaluator,
+            PluginKind::MessageFilter => PluginRole::MessageFilter,
         });
         let (plugin, report) = engine.load(spec, self.host.clone()).await?;
         for (i, sample) in settings.samples.iter().enumerate() {

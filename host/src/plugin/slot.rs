@@ -13,6 +13,7 @@ use super::{
     Verdict,
 };
 use crate::config::{FailPolicy, PluginKind};
+use crate::metrics::filters::FilterMetrics;
 
 /// A configuration entry as prepared: equal entries reuse their slot untouched.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,8 @@ pub struct PluginSlot {
     pub(super) active: ArcSwapOption<PluginVersion>,
     pub(super) shadow: ArcSwapOption<Shadow>,
     pub(super) control: Mutex<SlotControl>,
+    /// A message filter's counters, over all its versions.
+    filter_metrics: Option<Arc<FilterMetrics>>,
 }
 
 pub(super) struct SlotControl {
@@ -54,6 +57,8 @@ impl PluginSlot {
                 declared: None,
                 settings,
             }),
+            filter_metrics: (kind == PluginKind::MessageFilter)
+                .then(|| Arc::new(FilterMetrics::new(crate::workers::per_core()))),
         })
     }
 
@@ -63,6 +68,11 @@ impl PluginSlot {
 
     pub fn kind(&self) -> PluginKind {
         self.kind
+    }
+
+    /// A message filter's counters (over all its versions); `None` for other kinds.
+    pub fn filter_metrics(&self) -> Option<&Arc<FilterMetrics>> {
+        self.filter_metrics.as_ref()
     }
 
     /// The version serving now, if one is loaded. The hot path: an atomic load and an `Arc`

@@ -17,6 +17,7 @@ pub mod error;
 mod forward;
 pub mod headers;
 mod log;
+mod message_filter;
 mod response;
 pub mod rewrite;
 mod route;
@@ -185,9 +186,20 @@ impl Connection {
         let UpstreamRequest {
             target,
             mut request,
-            member,
-            response,
+            mut member,
+            mut response,
+            filter_open,
         } = self.upstream_request(snapshot, req, &authority, forwarding, facts)?;
+        if let Some(pending) = filter_open {
+            match self
+                .open_filtered(snapshot, &target, pending, &mut request, &mut member)
+                .await?
+            {
+                message_filter::Opened::Filtered(binding) => response.filter = Some(binding),
+                message_filter::Opened::Refused(res) => return Ok(res),
+                message_filter::Opened::Unfiltered => {}
+            }
+        }
         if request.body().declared_empty_and_open() && response.websocket == route::WebSocket::No {
             // The upstream head would complete the request: it waits for the client's stream to
             // end, so that DATA after all is refused rather than the request served

@@ -48,6 +48,12 @@ impl Connection {
                 // A 101 to a request that asked for no WebSocket upgrade cannot be relayed.
                 return Err(ProxyError::BadResponse);
             };
+            // No extension was offered on a filtered session: one accepted anyway would change
+            // the frames the message relay reads (RFC 6455 §9.1).
+            if plan.filter.is_some() && res.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS)
+            {
+                return Err(ProxyError::BadResponse);
+            }
             let backend_upgrade = hyper::upgrade::on(&mut res);
             websocket::spawn_relay(
                 client_upgrade,
@@ -67,6 +73,7 @@ impl Connection {
                     ),
                     log: session_logger(self, snapshot, facts),
                 },
+                plan.filter,
             );
         }
         if upgraded && extended_connect {

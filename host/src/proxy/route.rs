@@ -13,7 +13,7 @@ use super::log::Facts;
 use super::rewrite::{self, RequestFacts, RequestRewrite};
 use super::route_plugin::{PluginForward, RouterOutcome};
 use super::{Connection, ProxyError};
-use crate::config::{ListenerId, RedirectId, RuleId};
+use crate::config::{ListenerId, PluginId, RedirectId, RuleId};
 use crate::snapshot::{CompiledTarget, ForwardTarget, Routed, Snapshot};
 use crate::websocket::{self, HandshakeError};
 use wasmgate_rules::matching::host_without_port;
@@ -35,6 +35,9 @@ pub(super) struct Forwarding {
     pub handshake: Handshake,
     /// What the target's rewrite set decided; `None` without one.
     pub rewrite: Option<Box<RequestRewrite>>,
+    /// The message filter for a WebSocket session on this route (the path rule's, the rule's or
+    /// the listener's).
+    pub message_filter: Option<PluginId>,
 }
 
 /// How many times a request's URL rewrites may re-evaluate the path map before the request is
@@ -115,6 +118,7 @@ impl Connection {
             None => snapshot.config.router,
         };
         let handshake = Handshake::detect(req);
+        let message_filter = routed.as_ref().and_then(|r| r.message_filter);
         let mut by_plugin = None;
         if let Some(id) = router {
             let listener = match &routed {
@@ -144,6 +148,7 @@ impl Connection {
                 plugin: Some(f),
                 handshake,
                 rewrite: None,
+                message_filter,
             },
             None => {
                 let Routed {
@@ -170,6 +175,7 @@ impl Connection {
                             plugin: None,
                             handshake,
                             rewrite: None,
+                            message_filter,
                         };
                         // Only a target with a rewrite set pays for this.
                         if t.rewrite_set.is_some()

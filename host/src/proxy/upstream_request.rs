@@ -19,10 +19,12 @@ use super::log::Facts;
 use super::rewrite::ResponseRule;
 use super::route::{Forwarding, WebSocket};
 use super::trace::{TRACEPARENT, TRACESTATE};
+use super::message_filter::PendingOpen;
 use super::{Connection, ProxyError, route_plugin};
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::{ClientBody, RequestBody};
 use crate::websocket;
+use crate::websocket::messages::FilterBinding;
 use wasmgate_rules::matching::override_path;
 
 /// The request as the backend gets it, and what the later phases need to finish it.
@@ -31,6 +33,9 @@ pub(super) struct UpstreamRequest {
     pub request: Request<RequestBody>,
     pub member: ServerChoice,
     pub response: ResponsePlan,
+    /// A WebSocket handshake on a route with a message filter: what the filter's `on-open`
+    /// gets.
+    pub filter_open: Option<PendingOpen>,
 }
 
 /// Which member of the target's pool to try first.
@@ -52,6 +57,8 @@ pub(super) struct ResponsePlan {
     pub websocket_key: Option<HeaderValue>,
     /// The rewrite rules to finish on the response (their conditions on the request held).
     pub response_rewrites: Vec<ResponseRule>,
+    /// The session's message filter, once its `on-open` accepted.
+    pub filter: Option<FilterBinding>,
 }
 
 impl Connection {
@@ -69,8 +76,17 @@ impl Connection {
             plugin,
             handshake,
             rewrite,
+            message_filter,
         } = forwarding;
         let websocket = handshake.check()?;
+        let filter_open = match message_filter {
+            Some(id) if websocket != WebSocket::No => {
+                let listener = facts.listener.unwrap_or(snapshot.sockets[0].listeners[0]);
+                let listener = &snapshot.config.listener(listener).name;
+                self.pending_open(snapshot, id, &req, authority, listener)?
+            }
+            _ => None,
+        };
         let client_upgrade = (websocket != WebSocket::No).then(|| hyper::upgrade::on(&mut req));
         let settings = snapshot.config.settings(target.settings);
         let (mut parts, body) = req.into_parts();
@@ -176,7 +192,9 @@ impl Connection {
                 client_upgrade,
                 websocket_key,
                 response_rewrites,
+                filter: None,
             },
+            filter_open,
         })
     }
 

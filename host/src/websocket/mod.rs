@@ -3,6 +3,7 @@
 //! byte until either side closes. The backend settings' request timeout bounds the session.
 
 pub mod frame;
+pub mod messages;
 mod reclaim;
 pub mod relay;
 
@@ -152,6 +153,7 @@ pub fn spawn_relay(
     plane: Arc<DataPlane>,
     drained: impl Future<Output = ()> + Send + 'static,
     report: SessionReport,
+    filter: Option<messages::FilterBinding>,
 ) {
     let guard = plane.track();
     let stopping = plane.stopping();
@@ -176,6 +178,19 @@ pub fn spawn_relay(
             close_grace: CLOSE_GRACE,
         };
         let end = SessionEnd { stopping, drained };
+        // A filtered session reads whole messages: its own relay, on the upgraded streams as
+        // they are (each keeps the bytes read ahead of the upgrade).
+        if let Some(filter) = filter {
+            let relay = messages::relay_messages(
+                TokioIo::new(client),
+                TokioIo::new(backend),
+                config,
+                end,
+                filter,
+            );
+            spawn_session(guard, relay, report);
+            return;
+        }
         // Plain TCP on both sides (the common case) is relayed on the sockets themselves: an
         // `Upgraded` would keep each stream behind a box of its own, next to hyper's
         // read-ahead. TLS and HTTP/2 streams stay wrapped.
@@ -260,6 +275,7 @@ fn session_sample(outcome: &relay::RelayOutcome) -> SessionSample {
         RelayEnd::Timeout | RelayEnd::Shutdown => {
             (ClosedBy::Gateway, Some(frame::CLOSE_GOING_AWAY))
         }
+        RelayEnd::GatewayClosed { code } => (ClosedBy::Gateway, Some(code)),
         RelayEnd::Error {
             side: Side::Client, ..
         } => (ClosedBy::Client, None),

@@ -24,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::frame::{CLOSE_GOING_AWAY, FrameTracker, close_frame_masked, close_frame_unmasked};
 
-mod chunk;
+pub(super) mod chunk;
 
 use chunk::{CHUNK_SIZE, Chunk};
 
@@ -79,6 +79,9 @@ pub enum RelayEnd {
     /// session only end that side early; the session still reports
     /// `Timeout` or `Shutdown`.
     Error { side: Side, kind: io::ErrorKind },
+    /// The gateway closed the session with `code`: a message filter's decision or failure, a
+    /// message over its limit, or a peer breaking the protocol (message relay only).
+    GatewayClosed { code: u16 },
 }
 
 /// Result of [`relay`].

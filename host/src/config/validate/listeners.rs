@@ -64,6 +64,7 @@ pub(super) fn listener(path: &str, raw: &RawListener, base: &Path) -> Result<Lis
         host_names,
         tls,
         router: None,
+        message_filter: None,
         custom_error_pages: super::error_pages::error_pages(
             &format!("{path}.custom_error_pages"),
             &raw.custom_error_pages,

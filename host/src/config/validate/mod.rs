@@ -134,7 +134,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     };
 
     let map_ids = names("url_path_maps", raw.url_path_maps.iter().map(|m| &m.name))?;
-    let url_path_maps = raw
+    let mut url_path_maps = raw
         .url_path_maps
         .iter()
         .enumerate()
@@ -179,6 +179,34 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     }
     for (i, (rule, r)) in rules.iter_mut().zip(&raw.rules).enumerate() {
         rule.router = router(format!("rules[{i}].router"), &r.router)?;
+    }
+    let message_filter = |field: String, name: &Option<String>| -> Result<Option<PluginId>> {
+        let Some(name) = name else { return Ok(None) };
+        let id = lookup(&field, &plugin_ids, "plugin", name)?;
+        if plugins[id].kind != PluginKind::MessageFilter {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "plugin {name:?} is a {} plugin; a message filter must be a plugin of kind \"message-filter\"",
+                    plugins[id].kind.as_str()
+                ),
+            ));
+        }
+        Ok(Some(PluginId(id)))
+    };
+    for (i, (l, r)) in listeners.iter_mut().zip(&raw.listeners).enumerate() {
+        l.message_filter = message_filter(format!("listeners[{i}].message_filter"), &r.message_filter)?;
+    }
+    for (i, (rule, r)) in rules.iter_mut().zip(&raw.rules).enumerate() {
+        rule.message_filter = message_filter(format!("rules[{i}].message_filter"), &r.message_filter)?;
+    }
+    for (i, (map, r)) in url_path_maps.iter_mut().zip(&raw.url_path_maps).enumerate() {
+        for (j, (p, r)) in map.path_rules.iter_mut().zip(&r.path_rules).enumerate() {
+            p.message_filter = message_filter(
+                format!("url_path_maps[{i}].path_rules[{j}].message_filter"),
+                &r.message_filter,
+            )?;
+        }
     }
     let probe_plugin = |field: String, name: &Option<String>| -> Result<Option<PluginId>> {
         let Some(name) = name else { return Ok(None) };

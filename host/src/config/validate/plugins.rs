@@ -13,10 +13,13 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
     let kind = match raw.kind.as_str() {
         "router" => PluginKind::Router,
         "probe" => PluginKind::Probe,
+        "message-filter" => PluginKind::MessageFilter,
         other => {
             return Err(ConfigError::new(
                 format!("{path}.kind"),
-                format!("unknown kind {other:?}; expected \"router\" or \"probe\""),
+                format!(
+                    "unknown kind {other:?}; expected \"router\", \"probe\" or \"message-filter\""
+                ),
             ));
         }
     };
@@ -57,10 +60,10 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if kind != PluginKind::Router && raw.request_headers.is_some() {
+    if kind == PluginKind::Probe && raw.request_headers.is_some() {
         return Err(ConfigError::new(
             format!("{path}.request_headers"),
-            "only router plugins are given request headers",
+            "only router plugins and message filters are given request headers",
         ));
     }
     let request_headers = raw
@@ -96,6 +99,29 @@ pub(super) fn plugin(path: &str, raw: &RawPlugin, base: &Path) -> Result<PluginC
         if let Some(n) = l.max_concurrency {
             limits.max_concurrency =
                 in_range(&format!("{path}.limits.max_concurrency"), n, 1..=1000)?;
+        }
+        for (field, value) in [
+            ("max_message_bytes", l.max_message_bytes),
+            ("max_state_bytes", l.max_state_bytes),
+        ] {
+            if value.is_some() && kind != PluginKind::MessageFilter {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.{field}"),
+                    "only message filters reassemble messages and keep session state",
+                ));
+            }
+        }
+        if let Some(n) = l.max_message_bytes {
+            // 64 MiB: a filtered session may hold one whole message per direction.
+            limits.max_message_bytes = in_range(
+                &format!("{path}.limits.max_message_bytes"),
+                n,
+                125..=64 << 20,
+            )?;
+        }
+        if let Some(n) = l.max_state_bytes {
+            limits.max_state_bytes =
+                in_range(&format!("{path}.limits.max_state_bytes"), n, 0..=1 << 20)?;
         }
     }
     Ok(PluginConfig {

@@ -143,6 +143,7 @@ pub(super) fn url_path_map(path: &str, raw: &RawUrlPathMap, refs: &Refs<'_>) -> 
             name: r.name.clone(),
             paths,
             target,
+            message_filter: None,
         });
     }
     Ok(UrlPathMap {
@@ -265,6 +266,7 @@ fn rule(
         listener,
         action,
         router: None,
+        message_filter: None,
     })
 }
 

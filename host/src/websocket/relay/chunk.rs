@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 /// Size of a relay chunk: one read, one write.
-pub(super) const CHUNK_SIZE: usize = 16 * 1024;
+pub(in crate::websocket) const CHUNK_SIZE: usize = 16 * 1024;
 
 /// Chunks kept per thread for reuse; beyond that they are freed, so a burst
 /// of busy sessions does not pin memory forever.
@@ -30,10 +30,10 @@ pub(super) fn borrowed_on_this_thread() -> isize {
 
 /// A relay buffer borrowed from the per-thread free list; dropping it gives
 /// it back (tasks may migrate, so it may land on another thread's list).
-pub(super) struct Chunk(Box<[u8]>);
+pub(in crate::websocket) struct Chunk(Box<[u8]>);
 
 impl Chunk {
-    pub(super) fn take() -> Self {
+    pub(in crate::websocket) fn take() -> Self {
         #[cfg(test)]
         CHUNKS_OUT.with(|n| n.set(n.get() + 1));
         let reused = FREE_CHUNKS
