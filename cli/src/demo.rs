@@ -942,7 +942,12 @@ mod tests {
 
     #[tokio::test]
     async fn demo_config_filters_the_moderated_path_with_the_component() {
-        let component = Path::new("/opt/demo \"plugins\"/example-python-moderation.wasm");
+        // A folder name that needs escaping in TOML; the configuration reads the file.
+        let dir = std::env::temp_dir().join(format!("wasmgate-demo \"{}\"", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let component = dir.join(MODERATION_FILE);
+        std::fs::write(&component, b"\0asm").unwrap();
+        let component = component.as_path();
         let backends = start_backends_with(Ok(component.to_path_buf()))
             .await
             .unwrap();
@@ -966,6 +971,7 @@ mod tests {
         assert!(map.path_rules[1].message_filter.is_some());
         assert!(map.path_rules[2].message_filter.is_none());
         backends.shutdown().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1005,7 +1011,7 @@ mod tests {
         assert!(body.contains("<td>&lt;trace-1&gt;</td>"));
         assert!(body.contains("'/ws/chat'"));
         assert!(body.contains("'/ws/moderated'"));
-        assert!(body.contains("masks “darn”, “drat” and “heck”"));
+        assert!(body.contains("“darn”, “drat” and “heck” in what you send"));
         assert!(
             body.contains("Off in this run"),
             "the page says the filter is missing"
