@@ -1,5 +1,5 @@
 //! Writes the export macros (`export_router!`, `export_probe_evaluator!`,
-//! `export_router_and_probe_evaluator!`) with the WIT package inlined.
+//! `export_router_and_probe_evaluator!`, `export_message_filter!`) with the WIT package inlined.
 //!
 //! Each macro runs `wit_bindgen::generate!` in the plugin's crate for exactly one world, so the
 //! component exports what that world declares and nothing more. The WIT text has to be a string
@@ -16,15 +16,17 @@ struct World {
     trait_doc: &'static str,
     router: bool,
     probe: bool,
+    filter: bool,
 }
 
-const WORLDS: [World; 3] = [
+const WORLDS: [World; 4] = [
     World {
         macro_name: "export_router",
         world: "packed-router-plugin",
         trait_doc: "[`Router`](crate::Router)",
         router: true,
         probe: false,
+        filter: false,
     },
     World {
         macro_name: "export_probe_evaluator",
@@ -32,6 +34,7 @@ const WORLDS: [World; 3] = [
         trait_doc: "[`ProbeEvaluator`](crate::ProbeEvaluator)",
         router: false,
         probe: true,
+        filter: false,
     },
     World {
         macro_name: "export_router_and_probe_evaluator",
@@ -39,6 +42,15 @@ const WORLDS: [World; 3] = [
         trait_doc: "[`Router`](crate::Router) and [`ProbeEvaluator`](crate::ProbeEvaluator)",
         router: true,
         probe: true,
+        filter: false,
+    },
+    World {
+        macro_name: "export_message_filter",
+        world: "message-filter-plugin",
+        trait_doc: "[`MessageFilter`](crate::MessageFilter)",
+        router: false,
+        probe: false,
+        filter: true,
     },
 ];
 
@@ -106,6 +118,29 @@ fn write_macro(out: &mut String, w: &World, wit: &str) {
         }\n",
         );
     }
+    if w.filter {
+        impls.push_str(
+            "impl exports::wasmgate::plugin::message_filter::Guest for Export {
+            fn on_open(session: ::wasmgate_sdk::SessionOpen) -> ::wasmgate_sdk::OpenDecision {
+                ::wasmgate_sdk::MessageFilter::on_open(::wasmgate_sdk::__private::state(&STATE), &session)
+            }
+            fn on_message(
+                message: ::wasmgate_sdk::Message,
+                state: ::std::vec::Vec<u8>,
+            ) -> ::wasmgate_sdk::MessageDecision {
+                ::wasmgate_sdk::MessageFilter::on_message(::wasmgate_sdk::__private::state(&STATE), message, state)
+            }
+            fn on_close(close: ::wasmgate_sdk::SessionClose, state: ::std::vec::Vec<u8>) {
+                ::wasmgate_sdk::MessageFilter::on_close(::wasmgate_sdk::__private::state(&STATE), &close, &state)
+            }
+        }\n",
+        );
+    }
+    let message_types = if w.filter {
+        "\"wasmgate:plugin/message-types@0.1.2\": ::wasmgate_sdk::wit::wasmgate::plugin::message_types,"
+    } else {
+        ""
+    };
     writeln!(
         out,
         r#####"
@@ -127,6 +162,7 @@ macro_rules! {macro_name} {{
                 with: {{
                     "wasmgate:plugin/types@0.1.2": ::wasmgate_sdk::wit::wasmgate::plugin::types,
                     "wasmgate:plugin/host@0.1.2": ::wasmgate_sdk::wit::wasmgate::plugin::host,
+                    {message_types}
                 }},
             }});
 

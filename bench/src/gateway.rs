@@ -111,6 +111,7 @@ impl Gateway {
         workers: usize,
         backend: SocketAddr,
         with_router: bool,
+        message_filter: Option<&Path>,
         cert: &TestCert,
     ) -> Result<Self> {
         if !binary.is_file() {
@@ -133,6 +134,21 @@ impl Gateway {
                 "\n[[listeners]]\nname = \"http-router\"\nport = {router_port}\nbind_address = \"127.0.0.1\"\n\n\
                  [[rules]]\nname = \"bench-router\"\npriority = 102\nlistener = \"http-router\"\n\
                  backend_pool = \"bench\"\nbackend_settings = \"bench\"\nrouter = \"builtin\"\n"
+            );
+        }
+        if let Some(filter) = message_filter {
+            let filter = filter
+                .canonicalize()
+                .with_context(|| format!("message filter {}", filter.display()))?;
+            // The plain listener's rule (the WebSocket scenarios' route) gets the filter.
+            toml = toml.replacen(
+                "listener = \"http\"\nbackend_pool = \"bench\"\nbackend_settings = \"bench\"\n",
+                "listener = \"http\"\nbackend_pool = \"bench\"\nbackend_settings = \"bench\"\nmessage_filter = \"bench-filter\"\n",
+                1,
+            );
+            toml += &format!(
+                "\n[[plugins]]\nname = \"bench-filter\"\npath = {:?}\nkind = \"message-filter\"\n",
+                filter.display().to_string()
             );
         }
         fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;

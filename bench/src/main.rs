@@ -70,6 +70,12 @@ struct Args {
     #[arg(long)]
     peer_forwarding_headers: bool,
 
+    /// A message filter component (e.g. target/plugins/example-passthrough-filter.wasm) on the
+    /// gateway's route: every WebSocket scenario then measures filtered sessions. Run once with
+    /// and once without to compare.
+    #[arg(long)]
+    message_filter: Option<PathBuf>,
+
     /// Worker threads of the measured gateway (`wasmgate run --workers`; 0: its default, one
     /// per core).
     #[arg(long, default_value_t = 0)]
@@ -288,8 +294,15 @@ impl Proxy {
             Via::Wasmgate => {
                 let binary = args.gateway.as_ref().context("no --gateway")?;
                 Ok(Self::Wasmgate(
-                    Gateway::start(binary, args.gateway_workers, backend, with_router, cert)
-                        .await?,
+                    Gateway::start(
+                        binary,
+                        args.gateway_workers,
+                        backend,
+                        with_router,
+                        args.message_filter.as_deref(),
+                        cert,
+                    )
+                    .await?,
                 ))
             }
             Via::Peer(peer) => Ok(Self::Peer(

@@ -15,8 +15,8 @@ use wasmgate_rules::redirect::{RedirectTo, Redirection};
 use wasmgate_rules::route::{self, PathRoute, RouteAction, SocketRoutes};
 
 use crate::config::{
-    BackendAddress, Config, HostOverride, ListenerId, PluginId, PoolId, Protocol, RedirectId, RedirectTarget,
-    RewriteSetId, RuleAction, RuleId, SettingsId, Target,
+    BackendAddress, Config, HostOverride, ListenerId, PluginId, PoolId, Protocol, RedirectId,
+    RedirectTarget, RewriteSetId, RuleAction, RuleId, SettingsId, Target,
 };
 use crate::metrics::RequestMetrics;
 use crate::probe::{Health, ProbedServer, ServerKey};

@@ -11,8 +11,10 @@
 //! - [`glob`]: host and path matching with the gateway's own semantics;
 //! - [`hash`]: a stable hash (FNV-1a, 64 bit) for sticky and weighted routing;
 //! - [`host`]: the gateway's pools and their health, and its log;
-//! - [`export_router!`], [`export_probe_evaluator!`], [`export_router_and_probe_evaluator!`]:
-//!   export a type implementing the traits below as a component in one line.
+//! - [`messages`]: WebSocket message filters ([`MessageFilter`]) and their decisions;
+//! - [`export_router!`], [`export_probe_evaluator!`], [`export_router_and_probe_evaluator!`],
+//!   [`export_message_filter!`]: export a type implementing the traits below as a component in
+//!   one line.
 //!
 //! ```ignore
 //! use wasmgate_sdk::{Decision, Plugin, RequestHead, Router};
@@ -49,6 +51,7 @@
 pub mod glob;
 pub mod hash;
 pub mod host;
+pub mod messages;
 mod packed;
 mod types;
 // The generated bindings are `unsafe` glue around the canonical ABI; this crate writes none.
@@ -56,6 +59,10 @@ mod types;
 #[doc(hidden)]
 pub mod wit;
 
+pub use messages::{
+    Accept, Action, CloseFrame, ClosedBy, Direction, Message, MessageDecision, Opcode,
+    OpenDecision, Outgoing, SessionClose, SessionOpen,
+};
 pub use types::{RequestHead, RequestHeader};
 pub use wit::wasmgate::plugin::types::{
     Decision, DirectResponse, Forward, Header, HeaderEdit, Health, LogLevel, ProbeRequest,
@@ -89,6 +96,29 @@ pub trait ProbeEvaluator: Plugin {
 
     /// Judges one probe response (or the error that took its place).
     fn evaluate(&self, response: &ProbeResponse) -> Verdict;
+}
+
+/// A WebSocket message filter: what becomes of each message of a session (see [`messages`]).
+///
+/// The gateway keeps each session's state (bytes) between calls and gives it back with every
+/// message; an instance serves any session, so per-session data belongs in the state, not in
+/// `self` (what `self` holds is shared by every session the instance serves, and lost when the
+/// instance is replaced).
+pub trait MessageFilter: Plugin {
+    /// Whether a session may open (`session.request` is the handshake); the default accepts
+    /// with an empty state.
+    fn on_open(&self, session: &SessionOpen) -> OpenDecision {
+        let _ = session;
+        OpenDecision::accept()
+    }
+
+    /// Decides for one whole message, given the session's state.
+    fn on_message(&self, message: Message, state: Vec<u8>) -> MessageDecision;
+
+    /// The session ended (nothing to decide).
+    fn on_close(&self, close: &SessionClose, state: &[u8]) {
+        let _ = (close, state);
+    }
 }
 
 /// Used by the export macros; not part of the API.

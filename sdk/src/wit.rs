@@ -11,6 +11,7 @@ wit_bindgen::generate!({
         world imports {
             import wasmgate:plugin/types@0.1.2;
             import wasmgate:plugin/host@0.1.2;
+            import wasmgate:plugin/message-types@0.1.2;
         }
     ",
     world: "wasmgate:sdk/imports",

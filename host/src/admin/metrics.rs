@@ -243,8 +243,61 @@ fn websocket(requests: &crate::metrics::Collected, out: &mut Exposition) {
     );
 }
 
+/// Message filters' counters, per filter name (over its versions).
+fn filters(slots: &[std::sync::Arc<crate::plugin::PluginSlot>], out: &mut Exposition) {
+    let counts: Vec<(String, crate::metrics::filters::FilterCounts)> = slots
+        .iter()
+        .filter_map(|s| Some((s.name().to_owned(), s.filter_metrics()?.counts())))
+        .collect();
+    if counts.is_empty() {
+        return;
+    }
+    let mut messages: Vec<([String; 2], u64)> = Vec::new();
+    let mut sessions: Vec<([String; 2], u64)> = Vec::new();
+    for (name, c) in &counts {
+        for (outcome, n) in [
+            ("in", c.messages_in),
+            ("out", c.messages_out),
+            ("dropped", c.dropped),
+            ("replaced", c.replaced),
+            ("answered", c.answered),
+        ] {
+            messages.push(([name.clone(), outcome.into()], n));
+        }
+        for (outcome, n) in [
+            ("closed_by_filter", c.sessions_closed),
+            ("refused", c.sessions_refused),
+        ] {
+            sessions.push(([name.clone(), outcome.into()], n));
+        }
+    }
+    out.counter(
+        "wasmgate_filter_messages",
+        "WebSocket messages a message filter was given (in) and what became of them.",
+        &["plugin", "outcome"],
+        messages.iter().map(|(l, n)| (&l[..], *n)),
+    );
+    out.counter(
+        "wasmgate_filter_sessions",
+        "WebSocket sessions a message filter closed or refused.",
+        &["plugin", "outcome"],
+        sessions.iter().map(|(l, n)| (&l[..], *n)),
+    );
+    let names: Vec<[String; 1]> = counts.iter().map(|(n, _)| [n.clone()]).collect();
+    out.histogram(
+        "wasmgate_filter_call_duration_seconds",
+        "Message filter on-message call time, waiting for an instance included.",
+        &["plugin"],
+        names
+            .iter()
+            .zip(&counts)
+            .map(|(n, (_, c))| (&n[..], &c.call_time)),
+    );
+}
+
 fn plugins(control: &ControlHandle, out: &mut Exposition) {
     let slots = control.plugins().all();
+    filters(&slots, out);
     let names: Vec<[String; 1]> = slots.iter().map(|s| [s.name().to_owned()]).collect();
     let stats: Vec<_> = slots.iter().map(|s| s.stats()).collect();
     out.counter(

@@ -291,7 +291,7 @@ fn short_time(t: &str) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct PluginView {
     pub name: String,
-    /// "router" or "probe".
+    /// "router", "probe" or "message-filter".
     pub kind: &'static str,
     /// "active", or "not_loaded" (declared without a component, or unloaded).
     pub state: &'static str,
@@ -320,6 +320,25 @@ pub struct PluginView {
     pub breaker_retry_in_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<crate::plugin::ShadowReport>,
+    /// A message filter's counters, over its versions.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterView>,
+}
+
+/// What a message filter did, as `GET /api/plugins` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FilterView {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Neither forwarded nor replaced.
+    pub messages_dropped: u64,
+    pub messages_replaced: u64,
+    pub messages_answered: u64,
+    /// Sessions the filter closed.
+    pub sessions_closed: u64,
+    pub sessions_refused: u64,
+    pub filter_failures: u64,
 }
 
 impl PluginView {
@@ -366,6 +385,19 @@ impl PluginView {
             breaker,
             breaker_retry_in_ms: retry_in,
             shadow: slot.shadow().map(|s| s.report()),
+            filter: slot.filter_metrics().map(|m| {
+                let c = m.counts();
+                FilterView {
+                    messages_in: c.messages_in,
+                    messages_out: c.messages_out,
+                    messages_dropped: c.dropped,
+                    messages_replaced: c.replaced,
+                    messages_answered: c.answered,
+                    sessions_closed: c.sessions_closed,
+                    sessions_refused: c.sessions_refused,
+                    filter_failures: c.failures,
+                }
+            }),
         }
     }
 }

@@ -119,7 +119,9 @@ impl FilterMetrics {
 
 impl std::fmt::Debug for FilterMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("FilterMetrics").field(&self.counts()).finish()
+        f.debug_tuple("FilterMetrics")
+            .field(&self.counts())
+            .finish()
     }
 }
 
@@ -150,7 +152,13 @@ mod tests {
         m.refused();
         let c = m.counts();
         assert_eq!(
-            (c.messages_in, c.messages_out, c.dropped, c.replaced, c.answered),
+            (
+                c.messages_in,
+                c.messages_out,
+                c.dropped,
+                c.replaced,
+                c.answered
+            ),
             (3, 3, 1, 1, 1)
         );
         assert_eq!(c.sessions_refused, 1);

@@ -66,11 +66,12 @@ impl Plugin {
         let Answer::Message(decision) = self.call(Call::Message(message, state)).await? else {
             unreachable!("on-message answers with a message decision")
         };
-        match check_message_decision(&decision, self.limits().max_message_bytes)
-            .and_then(|()| match &decision.state {
+        match check_message_decision(&decision, self.limits().max_message_bytes).and_then(|()| {
+            match &decision.state {
                 Some(s) => self.check_state(s.len()),
                 None => Ok(()),
-            }) {
+            }
+        }) {
             Ok(()) => Ok(decision),
             Err(reason) => Err(self.report_invalid_decision(reason)),
         }

@@ -374,7 +374,11 @@ impl Plugin {
         error
     }
 
-    pub(super) fn require(&self, exported: bool, interface: &'static str) -> Result<(), PluginError> {
+    pub(super) fn require(
+        &self,
+        exported: bool,
+        interface: &'static str,
+    ) -> Result<(), PluginError> {
         if exported {
             Ok(())
         } else {

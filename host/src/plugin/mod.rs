@@ -106,13 +106,13 @@ mod bench;
 #[cfg(test)]
 mod tests;
 
-pub use bindings::wasmgate::plugin::types::{
-    Decision, DirectResponse, Forward, Header, HeaderEdit, Health, LogLevel, ProbeRequest,
-    ProbeResponse, Redirect, RequestHead, ServerState, Verdict,
-};
 pub use bindings::wasmgate::plugin::message_types::{
     Accept, Action, CloseFrame, ClosedBy as FilterClosedBy, Direction, Message, MessageDecision,
     Opcode, OpenDecision, Outgoing, SessionClose, SessionOpen,
+};
+pub use bindings::wasmgate::plugin::types::{
+    Decision, DirectResponse, Forward, Header, HeaderEdit, Health, LogLevel, ProbeRequest,
+    ProbeResponse, Redirect, RequestHead, ServerState, Verdict,
 };
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{ArtifactSource, CACHE_DIR_ENV};

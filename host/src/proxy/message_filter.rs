@@ -39,7 +39,7 @@ pub(super) struct PendingOpen {
 
 /// What the filter made of a handshake.
 pub(super) enum Opened {
-    Filtered(FilterBinding),
+    Filtered(Box<FilterBinding>),
     /// The filter refused it: this response goes to the client.
     Refused(Response<ResponseBody>),
     /// A failed call under `fail_open`: relayed without the filter.
@@ -114,7 +114,7 @@ impl Connection {
         &self,
         snapshot: &Snapshot,
         target: &ForwardTarget,
-        pending: PendingOpen,
+        pending: Box<PendingOpen>,
         request: &mut Request<RequestBody>,
         member: &mut ServerChoice,
     ) -> Result<Opened, ProxyError> {
@@ -123,7 +123,7 @@ impl Connection {
             version,
             head,
             subprotocols,
-        } = pending;
+        } = *pending;
         let pool = snapshot.pool(target.pool);
         let chosen = member
             .preferred
@@ -160,18 +160,17 @@ impl Connection {
                         .map_err(|_| ProxyError::BadRequest("a subprotocol is not a token"))?;
                     headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
                 }
-                Ok(Opened::Filtered(FilterBinding {
+                Ok(Opened::Filtered(Box::new(FilterBinding {
                     max_message_bytes: version.plugin.limits().max_message_bytes,
                     slot,
                     metrics,
                     state: accept.state,
-                }))
+                })))
             }
             Ok(OpenDecision::Refuse(status)) => {
                 metrics.refused();
                 let mut res = Response::new(ResponseBody::Full(Bytes::new()));
-                *res.status_mut() =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 res.headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
                 Ok(Opened::Refused(res))

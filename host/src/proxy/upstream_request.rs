@@ -16,10 +16,10 @@ use hyper::upgrade::OnUpgrade;
 
 use super::headers::*;
 use super::log::Facts;
+use super::message_filter::PendingOpen;
 use super::rewrite::ResponseRule;
 use super::route::{Forwarding, WebSocket};
 use super::trace::{TRACEPARENT, TRACESTATE};
-use super::message_filter::PendingOpen;
 use super::{Connection, ProxyError, route_plugin};
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::{ClientBody, RequestBody};
@@ -34,8 +34,8 @@ pub(super) struct UpstreamRequest {
     pub member: ServerChoice,
     pub response: ResponsePlan,
     /// A WebSocket handshake on a route with a message filter: what the filter's `on-open`
-    /// gets.
-    pub filter_open: Option<PendingOpen>,
+    /// gets (boxed: every request's future carries the option).
+    pub filter_open: Option<Box<PendingOpen>>,
 }
 
 /// Which member of the target's pool to try first.
@@ -57,8 +57,8 @@ pub(super) struct ResponsePlan {
     pub websocket_key: Option<HeaderValue>,
     /// The rewrite rules to finish on the response (their conditions on the request held).
     pub response_rewrites: Vec<ResponseRule>,
-    /// The session's message filter, once its `on-open` accepted.
-    pub filter: Option<FilterBinding>,
+    /// The session's message filter, once its `on-open` accepted (boxed, as above).
+    pub filter: Option<Box<FilterBinding>>,
 }
 
 impl Connection {
@@ -84,6 +84,7 @@ impl Connection {
                 let listener = facts.listener.unwrap_or(snapshot.sockets[0].listeners[0]);
                 let listener = &snapshot.config.listener(listener).name;
                 self.pending_open(snapshot, id, &req, authority, listener)?
+                    .map(Box::new)
             }
             _ => None,
         };

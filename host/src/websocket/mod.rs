@@ -19,6 +19,7 @@ use http::{Method, Request, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use http::HeaderMap;
@@ -153,7 +154,7 @@ pub fn spawn_relay(
     plane: Arc<DataPlane>,
     drained: impl Future<Output = ()> + Send + 'static,
     report: SessionReport,
-    filter: Option<messages::FilterBinding>,
+    filter: Option<Box<messages::FilterBinding>>,
 ) {
     let guard = plane.track();
     let stopping = plane.stopping();
@@ -178,19 +179,6 @@ pub fn spawn_relay(
             close_grace: CLOSE_GRACE,
         };
         let end = SessionEnd { stopping, drained };
-        // A filtered session reads whole messages: its own relay, on the upgraded streams as
-        // they are (each keeps the bytes read ahead of the upgrade).
-        if let Some(filter) = filter {
-            let relay = messages::relay_messages(
-                TokioIo::new(client),
-                TokioIo::new(backend),
-                config,
-                end,
-                filter,
-            );
-            spawn_session(guard, relay, report);
-            return;
-        }
         // Plain TCP on both sides (the common case) is relayed on the sockets themselves: an
         // `Upgraded` would keep each stream behind a box of its own, next to hyper's
         // read-ahead. TLS and HTTP/2 streams stay wrapped.
@@ -208,24 +196,58 @@ pub fn spawn_relay(
         };
         let none = Bytes::new();
         match (client, backend) {
-            (Ok((c, c_ahead)), Ok((b, b_ahead))) => spawn_session(
+            (Ok((c, c_ahead)), Ok((b, b_ahead))) => start_session(
                 guard,
-                relay::relay(c, b, config, end).with_read_ahead(&c_ahead, &b_ahead),
+                c,
+                b,
+                (&c_ahead, &b_ahead),
+                config,
+                end,
                 report,
+                filter,
             ),
-            (Ok((c, c_ahead)), Err(b)) => spawn_session(
-                guard,
-                relay::relay(c, b, config, end).with_read_ahead(&c_ahead, &none),
-                report,
-            ),
-            (Err(c), Ok((b, b_ahead))) => spawn_session(
-                guard,
-                relay::relay(c, b, config, end).with_read_ahead(&none, &b_ahead),
-                report,
-            ),
-            (Err(c), Err(b)) => spawn_session(guard, relay::relay(c, b, config, end), report),
+            (Ok((c, c_ahead)), Err(b)) => {
+                start_session(guard, c, b, (&c_ahead, &none), config, end, report, filter)
+            }
+            (Err(c), Ok((b, b_ahead))) => {
+                start_session(guard, c, b, (&none, &b_ahead), config, end, report, filter)
+            }
+            (Err(c), Err(b)) => {
+                start_session(guard, c, b, (&none, &none), config, end, report, filter)
+            }
         }
     });
+}
+
+/// Starts the session's task on its two streams: the byte relay, or the message relay when the
+/// route has a message filter.
+#[allow(clippy::too_many_arguments)]
+fn start_session<C, B, E>(
+    guard: ActiveGuard,
+    client: C,
+    backend: B,
+    read_ahead: (&[u8], &[u8]),
+    config: relay::RelayConfig,
+    end: E,
+    report: SessionReport,
+    filter: Option<Box<messages::FilterBinding>>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: Future<Output = ()> + Send + 'static,
+{
+    match filter {
+        None => spawn_session(
+            guard,
+            relay::relay(client, backend, config, end).with_read_ahead(read_ahead.0, read_ahead.1),
+            report,
+        ),
+        Some(filter) => spawn_session(
+            guard,
+            messages::relay_messages(client, backend, config, end, *filter, read_ahead),
+            report,
+        ),
+    }
 }
 
 /// Writes a session's access-log record: given what it relayed and how long it lasted.

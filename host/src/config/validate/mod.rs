@@ -195,10 +195,12 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         Ok(Some(PluginId(id)))
     };
     for (i, (l, r)) in listeners.iter_mut().zip(&raw.listeners).enumerate() {
-        l.message_filter = message_filter(format!("listeners[{i}].message_filter"), &r.message_filter)?;
+        l.message_filter =
+            message_filter(format!("listeners[{i}].message_filter"), &r.message_filter)?;
     }
     for (i, (rule, r)) in rules.iter_mut().zip(&raw.rules).enumerate() {
-        rule.message_filter = message_filter(format!("rules[{i}].message_filter"), &r.message_filter)?;
+        rule.message_filter =
+            message_filter(format!("rules[{i}].message_filter"), &r.message_filter)?;
     }
     for (i, (map, r)) in url_path_maps.iter_mut().zip(&raw.url_path_maps).enumerate() {
         for (j, (p, r)) in map.path_rules.iter_mut().zip(&r.path_rules).enumerate() {

@@ -40,7 +40,10 @@ pub fn parse_header(bytes: &[u8]) -> Option<Header> {
     let [b0, b1, ..] = *bytes else { return None };
     let masked = b1 & 0x80 != 0;
     let (payload_len, mut at) = match b1 & 0x7f {
-        126 => (u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)), 4),
+        126 => (
+            u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
+            4,
+        ),
         127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 10),
         n => (u64::from(n), 2),
     };
@@ -149,6 +152,11 @@ impl Utf8Check {
         }
     }
 
+    /// The bytes of a character cut at the end of what was checked (at most 3).
+    pub fn pending<'a>(&self, text: &'a [u8]) -> &'a [u8] {
+        &text[self.valid..]
+    }
+
     /// Whether the message, now complete, ends on a whole character.
     pub fn complete(&self, text: &[u8]) -> bool {
         self.valid == text.len()
@@ -167,7 +175,10 @@ mod tests {
                 let mut out = Vec::new();
                 write_frame(&mut out, BINARY, &payload, masked);
                 let h = parse_header(&out).unwrap();
-                assert_eq!((h.fin, h.opcode, h.masked, h.rsv), (true, BINARY, masked, 0));
+                assert_eq!(
+                    (h.fin, h.opcode, h.masked, h.rsv),
+                    (true, BINARY, masked, 0)
+                );
                 assert_eq!(h.payload_len, len as u64);
                 assert_eq!(h.frame_len(), out.len() as u64);
                 let mut body = out[h.header_len..].to_vec();

@@ -84,14 +84,16 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Relays a filtered session until it ends, then tells the filter (`on-close`).
-pub async fn relay_messages<C, B, S>(
+/// Relays a filtered session until it ends, then tells the filter (`on-close`). `read_ahead`:
+/// bytes each peer sent with the upgrade, before the relay took over its stream.
+pub fn relay_messages<C, B, S>(
     client: C,
     backend: B,
     cfg: RelayConfig,
     shutdown: S,
     filter: FilterBinding,
-) -> RelayOutcome
+    read_ahead: (&[u8], &[u8]),
+) -> impl Future<Output = RelayOutcome> + use<C, B, S>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -111,26 +113,31 @@ where
         last_read: start,
         cfg,
         arm_grace: false,
+        in_grace: false,
         turn: false,
     };
-    let timer = tokio::time::sleep_until(later(start, cfg.timeout));
-    let grace = tokio::time::sleep_until(later(start, Duration::MAX));
-    tokio::pin!(timer, grace, shutdown);
-    loop {
-        let event = std::future::poll_fn(|cx| {
-            session.poll_event(
-                cx,
-                shutdown.as_mut(),
-                timer.as_mut(),
-                grace.as_mut(),
-            )
-        })
-        .await;
-        match event {
-            Event::Message(from, opcode, payload) => session.on_message(from, opcode, payload).await,
-            Event::End(end) => {
-                session.tell_filter(end).await;
-                return session.outcome(end);
+    session.client.inbuf.extend_from_slice(read_ahead.0);
+    session.backend.inbuf.extend_from_slice(read_ahead.1);
+    async move {
+        // One timer: the session's timeout, then, once the session is ending, the grace period
+        // of its closing handshake.
+        let timer = tokio::time::sleep_until(later(start, cfg.timeout));
+        tokio::pin!(timer, shutdown);
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                session.poll_event(cx, shutdown.as_mut(), timer.as_mut())
+            })
+            .await;
+            match event {
+                // Boxed: the call's future is large, and an idle session's task would otherwise
+                // keep room for it.
+                Event::Message(from, opcode, payload) => {
+                    Box::pin(session.on_message(from, opcode, payload)).await
+                }
+                Event::End(end) => {
+                    Box::pin(session.tell_filter(end)).await;
+                    return session.outcome(end);
+                }
             }
         }
     }
@@ -175,6 +182,8 @@ struct Session<C, B> {
     cfg: RelayConfig,
     /// The grace period for the closing handshake starts at the next poll.
     arm_grace: bool,
+    /// The timer counts the grace period (no longer the session's timeout).
+    in_grace: bool,
     /// Which peer is read first in this poll (alternating, so neither starves the other).
     turn: bool,
 }
@@ -196,9 +205,25 @@ struct Peer<S> {
     close_received: bool,
     close_sent: bool,
     shut: bool,
+    /// This peer broke the protocol (or sent a message over the limit): the Close payload it
+    /// gets once the other peer has answered the Close sent to it in turn.
+    failed_with: Option<Vec<u8>>,
+    /// How far the text frame arriving now was checked for UTF-8 before it is whole.
+    precheck: Precheck,
     messages: u64,
     /// Bytes written to this peer.
     written: u64,
+}
+
+/// UTF-8 checked in a text frame still arriving, so that an invalid sequence fails the session
+/// as soon as it is read, not when the frame ends (RFC 6455 §8.1, Autobahn 6.4.3–6.4.4).
+#[derive(Default)]
+struct Precheck {
+    /// Payload bytes of the frame in progress already checked.
+    checked: usize,
+    /// A character cut at `checked`: its first bytes.
+    carry: [u8; 4],
+    carry_len: usize,
 }
 
 struct Assembly {
@@ -222,6 +247,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
             close_received: false,
             close_sent: false,
             shut: false,
+            failed_with: None,
+            precheck: Precheck::default(),
             messages: 0,
             written: 0,
         }
@@ -366,18 +393,42 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     W: AsyncRead + AsyncWrite + Unpin,
 {
+    if from.close_received {
+        // Nothing a peer sends after its Close (or after failing the protocol) counts.
+        from.inbuf = Vec::new();
+        return Step::Pending;
+    }
     let mut at = 0;
     let step = loop {
         let Some(h) = parse_header(&from.inbuf[at..]) else {
             break Step::Pending;
         };
         if let Some(fail) = check_header(&h, from, max_message) {
-            break fail;
+            // The connection is failed (RFC 6455 §7.1.7): nothing more is read from this peer.
+            from.inbuf = Vec::new();
+            from.close_received = true;
+            from.message = None;
+            return fail;
         }
         let frame_len = h.frame_len() as usize;
         if from.inbuf.len() - at < frame_len {
+            let text = match h.opcode {
+                TEXT => true,
+                CONTINUATION => from
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| m.opcode == Opcode::Text),
+                _ => false,
+            };
+            if text && !closing && precheck_text(from, at, &h).is_err() {
+                from.close_received = true;
+                from.message = None;
+                from.inbuf = Vec::new();
+                return Step::Fail(1007, "invalid UTF-8 in a text message");
+            }
             break Step::Pending;
         }
+        from.precheck = Precheck::default();
         let payload_at = at + h.header_len;
         at += frame_len;
         let payload = &mut from.inbuf[payload_at..at];
@@ -399,8 +450,12 @@ where
                     .map(|r| String::from_utf8_lossy(r).into_owned())
                     .unwrap_or_default();
                 if !closing {
-                    // The peers complete their closing handshake themselves.
-                    to.send_control(CLOSE, payload);
+                    // The peers complete their closing handshake themselves; a peer that broke
+                    // the protocol gets the gateway's Close instead of this one.
+                    match to.failed_with.take() {
+                        Some(fail) => to.send_control(CLOSE, &fail),
+                        None => to.send_control(CLOSE, payload),
+                    }
                 }
                 break Step::Close(code, reason);
             }
@@ -418,6 +473,8 @@ where
                 assembly.payload.extend_from_slice(payload);
                 if assembly.opcode == Opcode::Text && assembly.utf8.feed(&assembly.payload).is_err()
                 {
+                    from.close_received = true;
+                    from.message = None;
                     break Step::Fail(1007, "invalid UTF-8 in a text message");
                 }
                 if h.fin {
@@ -427,6 +484,7 @@ where
                         utf8,
                     } = from.message.take().expect("just set");
                     if opcode == Opcode::Text && !utf8.complete(&payload) {
+                        from.close_received = true;
                         break Step::Fail(1007, "invalid UTF-8 in a text message");
                     }
                     from.messages += 1;
@@ -446,6 +504,56 @@ where
     step
 }
 
+/// [`Session::fail_peer`] for one pair: the other peer is sent the Close now, the offender once
+/// the other has answered (at once if the other will not answer).
+fn fail_one<X, Y>(offender: &mut Peer<X>, other: &mut Peer<Y>, payload: Vec<u8>)
+where
+    X: AsyncRead + AsyncWrite + Unpin,
+    Y: AsyncRead + AsyncWrite + Unpin,
+{
+    other.send_control(CLOSE, &payload);
+    if other.close_received || other.eof || other.failed {
+        offender.send_control(CLOSE, &payload);
+    } else {
+        offender.failed_with = Some(payload);
+    }
+}
+
+/// Checks the UTF-8 of the part of an incomplete text frame read since the last look.
+fn precheck_text<R>(from: &mut Peer<R>, at: usize, h: &Header) -> Result<(), ()> {
+    let start = at + h.header_len;
+    let available = from.inbuf.len().saturating_sub(start);
+    let p = &mut from.precheck;
+    if available <= p.checked {
+        return Ok(());
+    }
+    let mut fresh = Vec::with_capacity(4 + available - p.checked);
+    if p.checked == 0 {
+        // The message's earlier frames may end inside a character: its first bytes lead.
+        if let Some(m) = &from.message {
+            fresh.extend_from_slice(m.utf8.pending(&m.payload));
+        }
+    } else {
+        fresh.extend_from_slice(&p.carry[..p.carry_len]);
+    }
+    let new_at = fresh.len();
+    fresh.extend_from_slice(&from.inbuf[start + p.checked..start + available]);
+    if h.masked {
+        codec::apply_mask(&mut fresh[new_at..], h.mask, p.checked);
+    }
+    match std::str::from_utf8(&fresh) {
+        Ok(_) => p.carry_len = 0,
+        Err(e) if e.error_len().is_none() => {
+            let rest = &fresh[e.valid_up_to()..];
+            p.carry[..rest.len()].copy_from_slice(rest);
+            p.carry_len = rest.len();
+        }
+        Err(_) => return Err(()),
+    }
+    p.checked = available;
+    Ok(())
+}
+
 /// RFC 6455 §5.2–5.5 as they apply to a frame from `from`, and the message limit.
 fn check_header<R>(h: &Header, from: &Peer<R>, max_message: usize) -> Option<Step> {
     if h.rsv != 0 {
@@ -458,7 +566,10 @@ fn check_header<R>(h: &Header, from: &Peer<R>, max_message: usize) -> Option<Ste
     match h.opcode {
         PING | PONG | CLOSE => {
             if !h.fin || h.payload_len > 125 {
-                return Some(Step::Fail(1002, "a control frame fragmented or over 125 bytes"));
+                return Some(Step::Fail(
+                    1002,
+                    "a control frame fragmented or over 125 bytes",
+                ));
             }
             if h.opcode == CLOSE && h.payload_len == 1 {
                 return Some(Step::Fail(1002, "a Close frame with a one-byte payload"));
@@ -468,7 +579,10 @@ fn check_header<R>(h: &Header, from: &Peer<R>, max_message: usize) -> Option<Ste
             return Some(Step::Fail(1002, "a new message inside a fragmented one"));
         }
         CONTINUATION if from.message.is_none() => {
-            return Some(Step::Fail(1002, "a continuation frame with no message to continue"));
+            return Some(Step::Fail(
+                1002,
+                "a continuation frame with no message to continue",
+            ));
         }
         TEXT | BINARY | CONTINUATION => {
             let so_far = from.message.as_ref().map_or(0, |m| m.payload.len()) as u64;
@@ -491,11 +605,11 @@ where
         cx: &mut Context<'_>,
         mut shutdown: Pin<&mut S>,
         mut timer: Pin<&mut Sleep>,
-        mut grace: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         loop {
             if std::mem::take(&mut self.arm_grace) {
-                grace
+                self.in_grace = true;
+                timer
                     .as_mut()
                     .reset(later(Instant::now(), self.cfg.close_grace));
             }
@@ -519,7 +633,7 @@ where
                 let flushed = |p_out: usize, failed: bool| failed || p_out == 0;
                 if (flushed(self.client.pending_out(), self.client.failed)
                     && flushed(self.backend.pending_out(), self.backend.failed))
-                    || grace.as_mut().poll(cx).is_ready()
+                    || (self.in_grace && timer.as_mut().poll(cx).is_ready())
                 {
                     if self.client.poll_shut(cx).is_pending()
                         || self.backend.poll_shut(cx).is_pending()
@@ -540,7 +654,7 @@ where
                     }
                     return Poll::Ready(Event::End(end));
                 }
-                if grace.as_mut().poll(cx).is_ready() {
+                if self.in_grace && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::End(end));
                 }
             } else {
@@ -566,6 +680,7 @@ where
             } else {
                 [Side::Backend, Side::Client]
             };
+            let queued = self.client.pending_out() + self.backend.pending_out();
             let mut acted = false;
             for side in order {
                 let step = match side {
@@ -592,7 +707,7 @@ where
                         return Poll::Ready(Event::Message(side, opcode, payload));
                     }
                     Step::Fail(code, reason) => {
-                        self.close_with(code, reason, RelayEnd::GatewayClosed { code });
+                        self.fail_peer(side, code, reason);
                         acted = true;
                         break;
                     }
@@ -621,10 +736,13 @@ where
                         acted = true;
                         break;
                     }
-                    Step::Failed(kind) => return Poll::Ready(Event::End(RelayEnd::Error { side, kind })),
+                    Step::Failed(kind) => {
+                        return Poll::Ready(Event::End(RelayEnd::Error { side, kind }));
+                    }
                 }
             }
-            if !acted {
+            // Control frames passed on while reading are written before the task sleeps.
+            if !acted && self.client.pending_out() + self.backend.pending_out() == queued {
                 return Poll::Pending;
             }
         }
@@ -643,6 +761,24 @@ where
         self.client.send_control(CLOSE, &payload);
         self.backend.send_control(CLOSE, &payload);
         self.arm_grace = true;
+    }
+
+    /// `side` broke the protocol or sent a message over the limit (RFC 6455 §7.1.7: fail the
+    /// connection). The other peer is sent the Close first, so that what it already sent (the
+    /// answers to the offender's earlier messages) still reaches the offender, as it would
+    /// without the gateway; the offender gets the Close once the other peer has answered (or
+    /// when the grace period ends).
+    fn fail_peer(&mut self, side: Side, code: u16, reason: &str) {
+        let payload = [&code.to_be_bytes()[..], reason.as_bytes()].concat();
+        match side {
+            Side::Client => fail_one(&mut self.client, &mut self.backend, payload),
+            Side::Backend => fail_one(&mut self.backend, &mut self.client, payload),
+        }
+        if self.first_close.is_none() && self.closing.is_none() {
+            self.first_close = Some(RelayEnd::GatewayClosed { code });
+            self.close_reason = reason.to_owned();
+            self.arm_grace = true;
+        }
     }
 
     /// Asks the filter about a message from `from`, and carries out its decision.
@@ -668,7 +804,10 @@ where
             at_ms: now_ms(),
         };
         let started = std::time::Instant::now();
-        let result = version.plugin.on_message(&message, &self.filter.state).await;
+        let result = version
+            .plugin
+            .on_message(&message, &self.filter.state)
+            .await;
         let took = started.elapsed();
         let payload = message.payload;
         let decision = match result {
@@ -713,9 +852,11 @@ where
                 self.filtered = false;
                 self.to(from.other()).send(opcode, &payload);
             }
-            FailPolicy::FailClosed => {
-                self.close_with(1011, "message filter failed", RelayEnd::GatewayClosed { code: 1011 })
-            }
+            FailPolicy::FailClosed => self.close_with(
+                1011,
+                "message filter failed",
+                RelayEnd::GatewayClosed { code: 1011 },
+            ),
         }
     }
 
@@ -737,7 +878,9 @@ where
         let (code, closed_by) = match end {
             RelayEnd::ClientClosed { code } => (code, FilterClosedBy::Client),
             RelayEnd::BackendClosed { code } => (code, FilterClosedBy::Server),
-            RelayEnd::GatewayClosed { code } if self.by_filter => (Some(code), FilterClosedBy::Filter),
+            RelayEnd::GatewayClosed { code } if self.by_filter => {
+                (Some(code), FilterClosedBy::Filter)
+            }
             RelayEnd::GatewayClosed { code } => (Some(code), FilterClosedBy::Gateway),
             RelayEnd::Timeout | RelayEnd::Shutdown => (Some(1001), FilterClosedBy::Gateway),
             RelayEnd::Error {
@@ -753,7 +896,12 @@ where
             reason: std::mem::take(&mut self.close_reason),
             closed_by,
         };
-        if version.plugin.on_close(&close, &self.filter.state).await.is_err() {
+        if version
+            .plugin
+            .on_close(&close, &self.filter.state)
+            .await
+            .is_err()
+        {
             self.filter.metrics.failure();
         }
     }
