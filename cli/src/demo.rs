@@ -90,7 +90,8 @@ pub fn moderation_component() -> Result<PathBuf, String> {
             .join(MODERATION_FILE),
     );
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
+        // Without the source tree's `cli/..` in what the configuration shows.
+        return Ok(found.canonicalize().unwrap_or_else(|_| found.clone()));
     }
     let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     Err(format!(
