@@ -7,16 +7,22 @@
 //! - `/api/...`: `{"server":"server-1","path":"/api/..."}`;
 //! - WebSocket `/ws/echo`: every text or binary message sent back;
 //! - WebSocket `/ws/chat`: a chat room shared by both servers, each line prefixed by the server the
-//!   sender is connected to.
+//!   sender is connected to;
+//! - WebSocket `/ws/moderated`: the same room, reached through the gateway's chat moderation filter
+//!   (the Python example `examples/python-moderation`), which masks the words of
+//!   [`MODERATED_WORDS`] in what these sessions send.
 //!
 //! [`DemoBackends::config_toml`] routes two gateway listeners to them: a path-based rule on the
-//! chosen port and a basic rule on the next one ([`basic_port`]).
+//! chosen port and a basic rule on the next one ([`basic_port`]). The moderation filter is a
+//! component built by `scripts/build-plugins`, not part of the binary: without it the demo runs
+//! the same, and `/ws/moderated` sessions are told that moderation is off.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,6 +64,42 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Chat lines kept for a session that reads slowly; past that it is told how many it missed.
 const CHAT_BACKLOG: usize = 64;
 
+/// The moderation filter's component, as `scripts/build-plugins` names it.
+pub const MODERATION_FILE: &str = "example-python-moderation.wasm";
+
+/// The words the demo's moderation filter masks on `/ws/moderated`.
+pub const MODERATED_WORDS: [&str; 3] = ["darn", "drat", "heck"];
+
+/// Where the moderation filter's component is: in `$WASMGATE_PLUGIN_DIR`, next to the executable,
+/// or in the source tree's `target/plugins` (where `scripts/build-plugins` puts it), in that
+/// order; or why the demo runs without it.
+pub fn moderation_component() -> Result<PathBuf, String> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("WASMGATE_PLUGIN_DIR") {
+        candidates.push(PathBuf::from(dir).join(MODERATION_FILE));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join(MODERATION_FILE));
+    }
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/plugins")
+            .join(MODERATION_FILE),
+    );
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        // Without the source tree's `cli/..` in what the configuration shows.
+        return Ok(found.canonicalize().unwrap_or_else(|_| found.clone()));
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(format!(
+        "the moderation filter is not built: build it with scripts/build-plugins (looked for {})",
+        looked.join(", ")
+    ))
+}
+
 /// The port of the demo's second listener (the basic rule): the one after `port`, or the one
 /// before when `port` is the last. Port 0 stays 0 (each listener then gets a free port of its own).
 pub fn basic_port(port: u16) -> u16 {
@@ -75,12 +117,23 @@ pub struct DemoBackends {
     addrs: [SocketAddr; 2],
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    room: Arc<ChatRoom>,
+    /// The moderation filter's component, or why there is none.
+    moderation: Result<PathBuf, String>,
 }
 
-/// Starts the two demo backends on 127.0.0.1, on ports chosen by the OS.
+/// Starts the two demo backends on 127.0.0.1, on ports chosen by the OS, with the moderation filter
+/// on `/ws/moderated` if its component is built ([`moderation_component`]).
 pub async fn start_backends() -> std::io::Result<DemoBackends> {
+    start_backends_with(moderation_component()).await
+}
+
+/// [`start_backends`] with the moderation filter's component given (`Err`: why there is none).
+pub async fn start_backends_with(
+    moderation: Result<PathBuf, String>,
+) -> std::io::Result<DemoBackends> {
     let (stop, stop_rx) = watch::channel(false);
-    let room = Arc::new(ChatRoom::new());
+    let room = Arc::new(ChatRoom::new(moderation.is_ok()));
     let mut addrs = [SocketAddr::from((Ipv4Addr::LOCALHOST, 0)); 2];
     let mut tasks = Vec::with_capacity(SERVERS.len());
     for (i, (name, accent)) in SERVERS.into_iter().enumerate() {
@@ -95,13 +148,48 @@ pub async fn start_backends() -> std::io::Result<DemoBackends> {
         });
         tasks.push(tokio::spawn(serve(listener, backend)));
     }
-    Ok(DemoBackends { addrs, stop, tasks })
+    Ok(DemoBackends {
+        addrs,
+        stop,
+        tasks,
+        room,
+        moderation,
+    })
 }
 
 impl DemoBackends {
     /// The addresses of server-1 and server-2, in that order.
     pub fn addrs(&self) -> [SocketAddr; 2] {
         self.addrs
+    }
+
+    /// The moderation filter's component, or why the demo runs without it.
+    pub fn moderation(&self) -> Result<&Path, &str> {
+        self.moderation.as_deref().map_err(String::as_str)
+    }
+
+    /// Starts the gateway in front of the backends with [`DemoBackends::config_toml`]. Should the
+    /// moderation filter fail to load (a component built from an older interface, say), the
+    /// gateway starts without it, `/ws/moderated` sessions are told so, and the reason is returned
+    /// beside the gateway.
+    pub async fn start_gateway(
+        &mut self,
+        port: u16,
+    ) -> anyhow::Result<(wasmgate::Gateway, Option<String>)> {
+        use anyhow::Context as _;
+        let config = wasmgate::config::Config::from_toml(&self.config_toml(port))
+            .context("the demo configuration")?;
+        let error = match wasmgate::Gateway::start(config).await {
+            Ok(gateway) => return Ok((gateway, None)),
+            Err(e) if self.moderation.is_ok() => format!("{e:#}"),
+            Err(e) => return Err(e.into()),
+        };
+        let why = format!("the moderation filter did not load: {error}");
+        self.moderation = Err(why.clone());
+        self.room.moderated.store(false, Ordering::Relaxed);
+        let config = wasmgate::config::Config::from_toml(&self.config_toml(port))
+            .context("the demo configuration")?;
+        Ok((wasmgate::Gateway::start(config).await?, Some(why)))
     }
 
     /// Stops both servers: no new connections, open ones get a moment to finish, WebSocket
@@ -118,6 +206,15 @@ impl DemoBackends {
     pub fn config_toml(&self, port: u16) -> String {
         let [one, two] = self.addrs;
         let basic = basic_port(port);
+        let (moderated_rule, moderation_plugin) = match &self.moderation {
+            Ok(path) => moderation_toml(path),
+            Err(why) => (
+                format!(
+                    "# /ws/moderated: not filtered ({why}); sessions there are told that moderation\n# is off.\n"
+                ),
+                String::new(),
+            ),
+        };
         format!(
             r#"# wasmgate demo configuration
 #
@@ -183,6 +280,7 @@ paths = ["/api/*"]
 backend_pool = "api"
 backend_settings = "web-settings"
 
+{moderated_rule}
 [[url_path_maps.path_rules]]
 name = "websocket"
 paths = ["/ws/*"]
@@ -204,20 +302,78 @@ priority = 200
 listener = "demo-basic"
 backend_pool = "web"
 backend_settings = "web-settings"
-"#
+{moderation_plugin}"#
         )
     }
 }
 
-/// What the demo prints once the gateway is up: the URLs, and what to try with them.
-pub fn banner(port: u16) -> String {
+/// The path rule that sends `/ws/moderated` through the moderation filter, and the filter's
+/// `[[plugins]]` entry (component at `path`).
+fn moderation_toml(path: &Path) -> (String, String) {
+    let words: Vec<String> = MODERATED_WORDS.iter().map(|w| json_string(w)).collect();
+    let rule = r#"# Path rules are tried in order: this one comes before /ws/*. Its sessions go to the same chat
+# room, through the message filter "moderation", which sees every message they send.
+[[url_path_maps.path_rules]]
+name = "moderated-chat"
+paths = ["/ws/moderated"]
+backend_pool = "chat"
+backend_settings = "ws-settings"
+message_filter = "moderation"
+"#
+    .to_string();
+    let plugin = format!(
+        r#"
+# The chat moderation filter (examples/python-moderation, a Python component built by
+# scripts/build-plugins): it masks the listed words in what clients send, e.g. "oh heck" becomes
+# "oh ****". "action": "drop" would drop such messages instead and tell the sender.
+[[plugins]]
+name = "moderation"
+kind = "message-filter"
+path = {path}
+config = '{{"words": [{words}], "action": "replace"}}'
+"#,
+        path = toml_string(&path.display().to_string()),
+        words = words.join(", "),
+    );
+    (rule, plugin)
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What the demo prints once the gateway is up: the URLs, and what to try with them, and whether
+/// `/ws/moderated` is filtered (`moderation`: the filter's component, or why there is none).
+pub fn banner(port: u16, moderation: Result<&Path, &str>) -> String {
     let basic = basic_port(port);
+    let moderated = match moderation {
+        Ok(_) => format!(
+            "/ws/moderated the same chat through a Python message filter that masks {}",
+            MODERATED_WORDS.join(", ")
+        ),
+        Err(why) => format!("/ws/moderated the same chat, unfiltered: {why}"),
+    };
     format!(
         r#"wasmgate demo: the gateway is up, in front of two demo backends (server-1, server-2).
 
   http://127.0.0.1:{port}/   path-based rule
       /api/*    server-1 only
       /ws/*     both servers, WebSocket sessions kept open while active (idle timeout 300 s)
+      {moderated}
       others    both servers, in turn
   http://127.0.0.1:{basic}/   basic rule: every path to both servers, in turn; WebSocket sessions
                            end after 20 s (Application Gateway's request timeout bounds a session)
@@ -226,6 +382,8 @@ Try:
   Open http://127.0.0.1:{port}/ in a browser: the page names the server that answered and the
   headers the gateway added; reload to see the other server. Its chat runs over WebSocket
   (/ws/chat); open a second tab to chat between them. /ws/echo answers every message with itself.
+  Tick "moderated" on the page to chat through /ws/moderated and try "oh heck": everyone sees
+  "oh ****".
 
   The path rule sends /api/* to server-1 alone; the basic rule ignores the path:
     curl -sw '\n' http://127.0.0.1:{port}/api/hello
@@ -250,13 +408,16 @@ struct Backend {
 struct ChatRoom {
     lines: broadcast::Sender<Arc<str>>,
     guests: AtomicU64,
+    /// Whether the gateway runs the moderation filter on `/ws/moderated`.
+    moderated: AtomicBool,
 }
 
 impl ChatRoom {
-    fn new() -> Self {
+    fn new(moderated: bool) -> Self {
         Self {
             lines: broadcast::channel(CHAT_BACKLOG).0,
             guests: AtomicU64::new(0),
+            moderated: AtomicBool::new(moderated),
         }
     }
 
@@ -328,13 +489,14 @@ fn handle(
     if is_websocket_upgrade(&req) {
         let session = match path {
             "/ws/echo" => Session::Echo,
-            "/ws/chat" => Session::Chat,
+            "/ws/chat" => Session::Chat { moderated: false },
+            "/ws/moderated" => Session::Chat { moderated: true },
             _ => return not_found(backend, path),
         };
         return upgrade(&mut req, session, backend);
     }
     match path {
-        "/ws/echo" | "/ws/chat" => {
+        "/ws/echo" | "/ws/chat" | "/ws/moderated" => {
             let mut response = text(
                 StatusCode::UPGRADE_REQUIRED,
                 format!(
@@ -386,6 +548,15 @@ fn page(req: &Request<Incoming>, peer: SocketAddr, backend: &Backend) -> Respons
         .replace("{{accent}}", backend.accent)
         .replace("{{request}}", &escape_html(&request))
         .replace("{{peer}}", &peer.to_string())
+        .replace("{{moderated_words}}", &quoted_words())
+        .replace(
+            "{{moderation_off}}",
+            if backend.room.moderated.load(Ordering::Relaxed) {
+                ""
+            } else {
+                " <strong>Off in this run:</strong> the gateway started without the filter (its output says why)."
+            },
+        )
         .replace("{{rows}}", rows.trim_end_matches('\n'));
     let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", body);
     // Every reload must reach the gateway again, or the round robin would not show.
@@ -393,6 +564,16 @@ fn page(req: &Request<Incoming>, peer: SocketAddr, backend: &Backend) -> Respons
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// [`MODERATED_WORDS`] for the page: “darn”, “drat” and “heck”.
+fn quoted_words() -> String {
+    let quoted: Vec<String> = MODERATED_WORDS.iter().map(|w| format!("“{w}”")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 fn api(backend: &Backend, path: &str) -> Response<Full<Bytes>> {
@@ -505,7 +686,10 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 #[derive(Clone, Copy)]
 enum Session {
     Echo,
-    Chat,
+    /// The chat room; `moderated`: reached through `/ws/moderated`.
+    Chat {
+        moderated: bool,
+    },
 }
 
 /// Answers the handshake with 101 and runs the session on the upgraded connection.
@@ -550,7 +734,7 @@ fn upgrade(
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         match session {
             Session::Echo => echo(ws, &backend).await,
-            Session::Chat => chat(ws, &backend).await,
+            Session::Chat { moderated } => chat(ws, &backend, moderated).await,
         }
     });
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -594,7 +778,7 @@ async fn echo(mut ws: Ws, backend: &Backend) {
     }
 }
 
-async fn chat(mut ws: Ws, backend: &Backend) {
+async fn chat(mut ws: Ws, backend: &Backend, moderated: bool) {
     let mut stop = backend.stop.clone();
     let room = &backend.room;
     // Subscribe first, so this session sees its own arrival like everyone else's.
@@ -611,6 +795,21 @@ async fn chat(mut ws: Ws, backend: &Backend) {
     );
     if ws.send(Message::text(welcome)).await.is_err() {
         return;
+    }
+    if moderated {
+        let notice = if room.moderated.load(Ordering::Relaxed) {
+            format!(
+                "[{server}] This path is moderated: the gateway masks {} in what you send.",
+                MODERATED_WORDS.join(", ")
+            )
+        } else {
+            format!(
+                "[{server}] Moderation is off: the gateway runs without its filter (see its output)."
+            )
+        };
+        if ws.send(Message::text(notice)).await.is_err() {
+            return;
+        }
     }
     room.say(format!("[{server}] {guest} joined."));
     loop {
@@ -646,7 +845,7 @@ async fn chat(mut ws: Ws, backend: &Backend) {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Empty};
-    use wasmgate::config::{Config, RuleAction, WebSocketTimeout};
+    use wasmgate::config::{Config, PluginKind, RuleAction, WebSocketTimeout};
 
     const LIMIT: Duration = Duration::from_secs(5);
 
@@ -700,9 +899,16 @@ mod tests {
         }
     }
 
+    /// The backends as on a machine where the moderation filter is not built.
+    async fn unmoderated() -> DemoBackends {
+        start_backends_with(Err("not built here".into()))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn demo_config_is_valid() {
-        let backends = start_backends().await.unwrap();
+        let backends = unmoderated().await;
         let text = backends.config_toml(18080);
         let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
 
@@ -730,21 +936,62 @@ mod tests {
         for port in [0, 1, u16::MAX] {
             Config::from_toml(&backends.config_toml(port)).unwrap();
         }
+        assert!(config.plugins.is_empty(), "no filter without its component");
+        assert!(text.contains("/ws/moderated: not filtered (not built here)"));
         backends.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn demo_config_filters_the_moderated_path_with_the_component() {
+        // A folder name that needs escaping in TOML; the configuration reads the file.
+        let dir = std::env::temp_dir().join(format!("wasmgate-demo \"{}\"", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let component = dir.join(MODERATION_FILE);
+        std::fs::write(&component, b"\0asm").unwrap();
+        let component = component.as_path();
+        let backends = start_backends_with(Ok(component.to_path_buf()))
+            .await
+            .unwrap();
+        let text = backends.config_toml(18080);
+        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let [moderation] = &config.plugins[..] else {
+            panic!("one plugin expected: {:?}", config.plugins);
+        };
+        assert_eq!(moderation.name, "moderation");
+        assert_eq!(moderation.kind, PluginKind::MessageFilter);
+        assert_eq!(moderation.path.as_deref(), Some(component));
+        let json: serde_json::Value = serde_json::from_str(&moderation.config).unwrap();
+        assert_eq!(json["words"], serde_json::json!(MODERATED_WORDS));
+        let map = &config.url_path_maps[0];
+        let names: Vec<&str> = map.path_rules.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["api", "moderated-chat", "websocket"],
+            "the moderated path comes before /ws/*: path rules are tried in order"
+        );
+        assert!(map.path_rules[1].message_filter.is_some());
+        assert!(map.path_rules[2].message_filter.is_none());
+        backends.shutdown().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn banner_names_both_listeners() {
-        let banner = banner(8080);
-        assert!(banner.contains("http://127.0.0.1:8080/"));
-        assert!(banner.contains("http://127.0.0.1:8081/"));
-        assert!(banner.contains("/api/hello"));
+        let text = banner(8080, Ok(Path::new("moderation.wasm")));
+        assert!(text.contains("http://127.0.0.1:8080/"));
+        assert!(text.contains("http://127.0.0.1:8081/"));
+        assert!(text.contains("/api/hello"));
+        assert!(text.contains("masks darn, drat, heck"));
         assert_eq!(basic_port(u16::MAX), u16::MAX - 1);
+        let text = banner(8080, Err("the moderation filter is not built"));
+        assert!(text.contains(
+            "/ws/moderated the same chat, unfiltered: the moderation filter is not built"
+        ));
     }
 
     #[tokio::test]
     async fn page_and_api() {
-        let backends = start_backends().await.unwrap();
+        let backends = unmoderated().await;
         let [one, two] = backends.addrs();
 
         let (status, headers, body) = get(
@@ -764,6 +1011,12 @@ mod tests {
         // Header values are escaped before they reach the page.
         assert!(body.contains("<td>&lt;trace-1&gt;</td>"));
         assert!(body.contains("'/ws/chat'"));
+        assert!(body.contains("'/ws/moderated'"));
+        assert!(body.contains("“darn”, “drat” and “heck” in what you send"));
+        assert!(
+            body.contains("Off in this run"),
+            "the page says the filter is missing"
+        );
         assert!(!body.contains("{{"), "a placeholder was left in the page");
 
         let (status, headers, body) = get(two, "/api/x", &[]).await;
@@ -783,7 +1036,7 @@ mod tests {
 
     #[tokio::test]
     async fn websocket_echo() {
-        let backends = start_backends().await.unwrap();
+        let backends = unmoderated().await;
         let [one, _] = backends.addrs();
         let (mut ws, response) = within(
             "WebSocket handshake",
@@ -809,8 +1062,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn moderated_path_is_the_same_room_and_says_whether_it_is_filtered() {
+        let backends = unmoderated().await;
+        let [one, two] = backends.addrs();
+        let (mut plain, _) = within(
+            "handshake",
+            tokio_tungstenite::connect_async(format!("ws://{one}/ws/chat")),
+        )
+        .await
+        .unwrap();
+        next_text(&mut plain).await;
+        let (mut moderated, _) = within(
+            "handshake",
+            tokio_tungstenite::connect_async(format!("ws://{two}/ws/moderated")),
+        )
+        .await
+        .unwrap();
+        let welcome = next_text(&mut moderated).await;
+        assert!(welcome.contains("connected to server-2"), "{welcome}");
+        let notice = next_text(&mut moderated).await;
+        assert_eq!(
+            notice,
+            "[server-2] Moderation is off: the gateway runs without its filter (see its output)."
+        );
+        within(
+            "send",
+            moderated.send(Message::text("hello from the moderated path")),
+        )
+        .await
+        .unwrap();
+        loop {
+            let line = next_text(&mut plain).await;
+            if line.ends_with(": hello from the moderated path") {
+                break;
+            }
+        }
+        backends.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn chat_reaches_sessions_on_both_servers() {
-        let backends = start_backends().await.unwrap();
+        let backends = unmoderated().await;
         let [one, two] = backends.addrs();
         let (mut alice, _) = within(
             "handshake",

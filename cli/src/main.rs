@@ -498,17 +498,18 @@ async fn run_from_store(options: fleet::FollowOptions) -> anyhow::Result<()> {
 }
 
 async fn run_demo(port: u16, print_config: bool) -> anyhow::Result<()> {
-    let backends = demo::start_backends()
+    let mut backends = demo::start_backends()
         .await
         .context("cannot start the demo backends")?;
-    let toml = backends.config_toml(port);
     if print_config {
-        print!("{toml}");
+        print!("{}", backends.config_toml(port));
         return Ok(());
     }
-    let config = Config::from_toml(&toml).context("the demo configuration")?;
-    let gateway = Gateway::start(config).await?;
-    println!("{}", demo::banner(port));
+    let (gateway, moderation_error) = backends.start_gateway(port).await?;
+    if let Some(why) = moderation_error {
+        tracing::warn!("{why}; the demo runs without it");
+    }
+    println!("{}", demo::banner(port, backends.moderation()));
     wait_for_signal().await?;
     gateway.shutdown().await;
     backends.shutdown().await;
