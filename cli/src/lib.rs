@@ -5,8 +5,8 @@
 pub mod admin;
 pub mod authoring;
 pub mod demo;
+pub mod fleet;
 pub mod registry;
 pub mod supervisor;
-pub mod fleet;
 pub mod template;
 pub mod upgrade;
