@@ -17,6 +17,7 @@ pub mod error;
 mod forward;
 pub mod headers;
 mod log;
+mod record;
 mod response;
 pub mod rewrite;
 mod route;
@@ -26,7 +27,8 @@ pub mod trace;
 mod upstream_request;
 
 pub use error::ProxyError;
-pub use log::{ExchangeBody, RequestRecord, TlsFacts};
+pub use log::ExchangeBody;
+pub use record::{RequestRecord, TlsFacts};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
