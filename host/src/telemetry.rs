@@ -246,10 +246,10 @@ fn write_records(rx: Receiver<Message>, target: AccessLogTarget, shared: Weak<Sh
                         let _ = w.write_all(&batch);
                     }
                     batch.clear();
-                    if batch.capacity() <= 4 * BATCH_BYTES {
-                        if let Some(shared) = shared.upgrade() {
-                            let _ = shared.spare.push(batch);
-                        }
+                    if batch.capacity() <= 4 * BATCH_BYTES
+                        && let Some(shared) = shared.upgrade()
+                    {
+                        let _ = shared.spare.push(batch);
                     }
                 }
                 Message::Open(target) => {
