@@ -522,8 +522,10 @@ impl Control {
             // The admin listener carries this very request when the reload comes through it.
             tracing::warn!("the [admin] section changed; it applies at the next start");
         }
-        if snapshot.config.telemetry != previous.config.telemetry {
-            tracing::warn!("the [telemetry] section changed; it applies at the next start");
+        if snapshot.config.telemetry.export() != previous.config.telemetry.export() {
+            tracing::warn!(
+                "[telemetry] otlp_endpoint or service_name changed; it applies at the next start"
+            );
         }
 
         // Everything that can fail, with nothing changed yet.
@@ -823,6 +825,11 @@ impl ControlHandle {
     /// Access-log records dropped because the writer fell behind.
     pub fn access_log_dropped(&self) -> u64 {
         self.0.plane.access_log.dropped()
+    }
+
+    /// The span exporter's counters, when spans are exported (`[telemetry] otlp_endpoint`).
+    pub fn span_export(&self) -> Option<crate::otlp::ExportStats> {
+        self.0.plane.spans.as_ref().map(|s| s.stats())
     }
 
     /// The running configuration and the latest reload attempts.

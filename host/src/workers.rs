@@ -62,9 +62,11 @@ fn start_streaks(limit: u32) {
     });
 }
 
-/// The worker is about to wait for events: its streak ends.
+/// The worker is about to wait for events: its streak ends, and the access-log records it
+/// wrote go to the log's writer.
 fn waited() {
     STREAK.with(|s| s.served.set(0));
+    crate::telemetry::flush_batch();
 }
 
 /// The index of the worker running the caller, in `0..count`; 0 off the workers. State sharded
@@ -136,6 +138,7 @@ impl Workers {
                 .spawn(move || {
                     INDEX.with(|i| i.set(Some(index)));
                     start_streaks(yield_every);
+                    crate::telemetry::batch_until_idle();
                     runtime.block_on(async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     });

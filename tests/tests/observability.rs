@@ -829,3 +829,51 @@ async fn text_access_log_has_no_colour_codes() {
     assert!(text.contains(" listener=web "), "{text}");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn histograms_and_trace_context_can_be_switched_off() {
+    let app = HttpBackend::start("app").await;
+    let toml = wasmgate_tests::config::single_route(&[app.addr], "")
+        + &admin_section()
+        + "[logging]\naccess_log = \"off\"\n\n[telemetry]\nrequest_histograms = false\ntrace_context = false\n";
+    let gw = start_gateway(&toml).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let res = get_with(
+        listener_addr(&gw, "web"),
+        "app",
+        "/off",
+        &[("traceparent", incoming), ("tracestate", "vendor=1")],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("x-appgw-trace-id"),
+        None,
+        "no trace id to the client"
+    );
+    let seen = app.last();
+    assert_eq!(
+        seen.header("traceparent"),
+        Some(incoming),
+        "the client's traceparent passes untouched"
+    );
+    assert_eq!(seen.header("tracestate"), Some("vendor=1"));
+    assert_eq!(seen.header("x-appgw-trace-id"), None);
+    let s = scrape(&gw).await;
+    assert_eq!(
+        s.get(&requests_key("web", "rule", "pool", "settings", "2xx")),
+        1.0,
+        "requests are still counted"
+    );
+    for family in [
+        "wasmgate_request_duration_seconds_count",
+        "wasmgate_backend_first_byte_duration_seconds_count",
+        "wasmgate_backend_last_byte_duration_seconds_count",
+    ] {
+        assert!(
+            s.lines_of(family).is_empty(),
+            "{family} with histograms off"
+        );
+    }
+    gw.shutdown().await;
+}

@@ -344,7 +344,7 @@ async fn served_requests_are_exported_as_spans() {
     let receiver = OtlpReceiver::start().await;
     let backend = HttpBackend::start("app").await;
     let toml = format!(
-        "{}[telemetry]\notlp_endpoint = {:?}\n",
+        "{}[admin]\nbind_address = \"127.0.0.1\"\nport = 0\n\n[telemetry]\notlp_endpoint = {:?}\n",
         single_route(&[backend.addr], ""),
         receiver.endpoint()
     );
@@ -413,5 +413,22 @@ async fn served_requests_are_exported_as_spans() {
     let b = by_path("/");
     assert!(b.parent_span_id.is_empty(), "a trace started here: {b:?}");
     assert_ne!(b.trace_id, a.trace_id);
+
+    // The exporter's counters are in /metrics.
+    let admin = gw.admin_addr().expect("admin listener");
+    eventually("the exported spans counted in /metrics", || async {
+        let res = wasmgate_tests::client::raw_exchange(
+            admin,
+            b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .ok()?;
+        let text = res.text();
+        let lines: Vec<&str> = text.lines().collect();
+        (lines.contains(&"wasmgate_spans_exported_total 2")
+            && lines.contains(&"wasmgate_spans_dropped_total 0"))
+        .then_some(())
+    })
+    .await;
     gw.shutdown().await;
 }

@@ -133,6 +133,32 @@ pub fn render(control: &ControlHandle, format: Format) -> String {
         &[],
         [(none, control.access_log_dropped())],
     );
+    if let Some(spans) = control.span_export() {
+        out.counter(
+            "wasmgate_spans_exported",
+            "Spans the OpenTelemetry collector accepted.",
+            &[],
+            [(none, spans.exported)],
+        );
+        out.counter(
+            "wasmgate_spans_dropped",
+            "Spans dropped because the export queue was full.",
+            &[],
+            [(none, spans.dropped)],
+        );
+        out.counter(
+            "wasmgate_spans_failed",
+            "Spans given up after the retries, or refused by the collector.",
+            &[],
+            [(none, spans.failed)],
+        );
+        out.counter(
+            "wasmgate_span_export_retries",
+            "Requests to the collector sent again after a failure.",
+            &[],
+            [(none, spans.retries)],
+        );
+    }
     out.gauge(
         "wasmgate_build_info",
         "The running build.",

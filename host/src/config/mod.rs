@@ -944,13 +944,39 @@ impl PartialEq for AdminTls {
 impl Eq for AdminTls {}
 
 /// `[telemetry]`: what the gateway reports besides its logs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Telemetry {
     /// The OpenTelemetry collector spans are exported to (`otlp_endpoint`); `None` exports
     /// nothing.
     pub otlp: Option<OtlpEndpoint>,
     /// `service.name` of the exported spans' resource (`service_name`, default `wasmgate`).
     pub service_name: String,
+    /// The per-request latency histograms (`request_histograms`, default on): gateway total
+    /// time, backend connect, first-byte and last-byte time. Off, requests are still counted
+    /// by listener, rule, target and status, with their bytes.
+    pub request_histograms: bool,
+    /// W3C trace context and `X-AppGW-Trace-Id` (`trace_context`, default on). Off, a request's
+    /// `traceparent` and `tracestate` pass through untouched, no trace header is added either
+    /// way and no span is exported; the access log's `transactionId` is still a fresh id.
+    pub trace_context: bool,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            otlp: None,
+            service_name: DEFAULT_SERVICE_NAME.into(),
+            request_histograms: true,
+            trace_context: true,
+        }
+    }
+}
+
+impl Telemetry {
+    /// What only applies at the next start: where spans go and how they are named.
+    pub fn export(&self) -> (&Option<OtlpEndpoint>, &str) {
+        (&self.otlp, &self.service_name)
+    }
 }
 
 /// `service.name` of exported spans unless `[telemetry] service_name` says otherwise.

@@ -451,6 +451,10 @@ pub struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
     #[serde(default)]
     pub service_name: Option<String>,
+    #[serde(default)]
+    pub request_histograms: Option<bool>,
+    #[serde(default)]
+    pub trace_context: Option<bool>,
 }
 
 /// A WebAssembly plugin (`[[plugins]]`).

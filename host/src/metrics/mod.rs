@@ -283,7 +283,8 @@ pub struct RequestSample {
     pub slots: RouteSlots,
     pub status: u16,
     pub failure: Option<FailureReason>,
-    pub total: Duration,
+    /// The gateway's total time; `None` when the histograms are off (`[telemetry]`).
+    pub total: Option<Duration>,
     pub received_bytes: u64,
     pub sent_bytes: u64,
     pub connect: Option<Duration>,
@@ -481,7 +482,9 @@ impl RequestMetrics {
                 1,
             );
         }
-        s.total_time[listener].record(r.total);
+        if let Some(d) = r.total {
+            s.total_time[listener].record(d);
+        }
         add(&s.received[listener], r.received_bytes);
         add(&s.sent[listener], r.sent_bytes);
         if let Some(d) = r.connect {
@@ -836,7 +839,7 @@ mod tests {
             slots,
             status,
             failure: None,
-            total: Duration::from_millis(3),
+            total: Some(Duration::from_millis(3)),
             received_bytes: 10,
             sent_bytes: 20,
             connect: None,

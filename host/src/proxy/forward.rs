@@ -82,8 +82,10 @@ impl Connection {
             };
             let upstream = by_host.as_ref().unwrap_or(&member.upstream);
             facts.server = Some((member.server, upstream.port()));
-            let sent_at = Instant::now();
-            facts.forwarded_at.get_or_insert(sent_at);
+            let sent_at = facts.timed.then(Instant::now);
+            if facts.forwarded_at.is_none() {
+                facts.forwarded_at = sent_at;
+            }
             // A server leaving with connection draining gets until its deadline to answer.
             let sent = tokio::select! {
                 biased;
@@ -92,7 +94,7 @@ impl Connection {
             };
             match sent {
                 Ok(res) => {
-                    facts.first_byte = Some(sent_at.elapsed());
+                    facts.first_byte = sent_at.map(|at| at.elapsed());
                     facts.server_status = Some(res.status());
                     return Ok((res, i));
                 }

@@ -7,6 +7,7 @@
 //! [`RequestRecord`]: counted in the snapshot's metrics by index, and written to the access log
 //! when that is on (Application Gateway's field names in JSON).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::Connection;
 use super::body::ResponseBody;
 use super::error::ProxyError;
+use super::record::{RequestRecord, push_quoted};
 use super::trace::TraceContext;
 use crate::config::{BackendHost, ListenerId, LogFormat, PoolId, RuleId, SettingsId};
 use crate::metrics::{FailureReason, RequestSample, SessionSample};
@@ -33,6 +35,12 @@ use crate::websocket::SessionLogger;
 #[derive(Debug)]
 pub(super) struct Facts {
     pub trace: TraceContext,
+    /// Whether the request carries trace context: `traceparent` continued and passed on, and
+    /// `X-AppGW-Trace-Id` both ways (`[telemetry] trace_context`).
+    pub trace_headers: bool,
+    /// Whether anything reads the request's timings (histograms, access log, spans): the
+    /// phases read the clock only then.
+    pub timed: bool,
     /// `X-AppGW-Trace-Id`, made once for the backend and the client.
     pub trace_header: Option<HeaderValue>,
     pub listener: Option<ListenerId>,
@@ -66,13 +74,16 @@ pub(crate) struct Exchange {
     pub(super) conn: Arc<Connection>,
     pub(super) snapshot: Arc<Snapshot>,
     pub(super) facts: Facts,
-    started: Instant,
+    /// When the request's head arrived (when [`Facts::timed`]).
+    started: Option<Instant>,
+    /// Whether the response's last byte was handed to the connection.
+    done: bool,
     /// The status the client got (0 until a response exists).
     status: u16,
     received: u64,
     /// The response head's size, then its body's bytes as they go out.
     sent: u64,
-    /// When the response's last byte was handed to the connection.
+    /// When the response's last byte was handed to the connection (when timed).
     done_at: Option<Instant>,
     /// What the access log and span export need of the request, kept when either is on.
     log: Option<Box<LogFacts>>,
@@ -86,9 +97,16 @@ impl Exchange {
         snapshot: Arc<Snapshot>,
         req: &Request<B>,
     ) -> Self {
-        let (trace, _continued) = TraceContext::from_request(req.headers());
+        let telemetry = &snapshot.config.telemetry;
+        let trace_headers = telemetry.trace_context;
+        let trace = if trace_headers {
+            TraceContext::from_request(req.headers()).0
+        } else {
+            TraceContext::start()
+        };
         let write_log = AccessLog::enabled(&snapshot.config.logging.access_log);
-        let log = (write_log || conn.plane.spans.is_some()).then(|| {
+        let spans = trace_headers && conn.plane.spans.is_some();
+        let log = (write_log || spans).then(|| {
             Box::new(LogFacts {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
@@ -97,6 +115,7 @@ impl Exchange {
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
             })
         });
+        let timed = telemetry.request_histograms || log.is_some();
         let received = head_size(
             req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
             req.method().as_str().len(),
@@ -107,6 +126,8 @@ impl Exchange {
             snapshot,
             facts: Facts {
                 trace,
+                trace_headers,
+                timed,
                 trace_header: None,
                 listener: None,
                 rule: None,
@@ -118,7 +139,8 @@ impl Exchange {
                 first_byte: None,
                 failure: None,
             },
-            started: Instant::now(),
+            started: timed.then(Instant::now),
+            done: false,
             status: 0,
             received,
             sent: 0,
@@ -134,7 +156,7 @@ impl Exchange {
         mut res: Response<ResponseBody>,
         head_only: bool,
     ) -> Response<ExchangeBody> {
-        if self.snapshot.config.logging.trace_id_response_header {
+        if self.facts.trace_headers && self.snapshot.config.logging.trace_id_response_header {
             let value = self
                 .facts
                 .trace_header
@@ -154,12 +176,23 @@ impl Exchange {
             || status == StatusCode::NOT_MODIFIED
             || res.body().is_end_stream();
         if body_done {
-            self.done_at = Some(Instant::now());
+            self.body_done();
         }
         res.map(|body| ExchangeBody {
             body,
             exchange: self,
         })
+    }
+
+    /// The response's last byte was handed to the connection.
+    #[inline]
+    fn body_done(&mut self) {
+        if !self.done {
+            self.done = true;
+            if self.facts.timed {
+                self.done_at = Some(Instant::now());
+            }
+        }
     }
 
     /// Notes a failure's reason, before it becomes the client's response.
@@ -168,51 +201,63 @@ impl Exchange {
     }
 
     fn finish(&mut self) {
-        let now = Instant::now();
-        let client_gone = self.done_at.is_none();
+        let client_gone = !self.done;
         let status = if self.status == 0 { 499 } else { self.status };
         let failure = match self.facts.failure {
             Some(f) => Some(f),
             None if client_gone => Some(FailureReason::ClientGone),
             None => None,
         };
-        let end = self.done_at.unwrap_or(now);
-        let total = end - self.started;
+        // A client gone before the response's end: the request ends now.
+        let end = match (self.started, self.done_at) {
+            (Some(_), Some(at)) => Some(at),
+            (Some(_), None) => Some(Instant::now()),
+            (None, _) => None,
+        };
+        let total = match (self.started, end) {
+            (Some(started), Some(end)) => end - started,
+            _ => Duration::ZERO,
+        };
         let metrics = &self.snapshot.metrics;
         let slots = metrics.slots(
             self.facts.listener.map(|l| l.0),
             self.facts.rule.map(|r| r.0),
             self.facts.target.map(|t| t.2),
         );
+        let histograms = self.snapshot.config.telemetry.request_histograms;
         metrics.record(&RequestSample {
             slots,
             status,
             failure,
-            total,
+            total: histograms.then_some(total),
             received_bytes: self.received,
             sent_bytes: self.sent,
-            connect: self.facts.connect,
-            first_byte: self.facts.first_byte,
-            last_byte: match (self.facts.forwarded_at, self.facts.server_status) {
-                (Some(at), Some(_)) => Some(end - at),
+            connect: self.facts.connect.filter(|_| histograms),
+            first_byte: self.facts.first_byte.filter(|_| histograms),
+            last_byte: match (self.facts.forwarded_at, self.facts.server_status, end) {
+                (Some(at), Some(_), Some(end)) if histograms => Some(end - at),
                 _ => None,
             },
         });
         let Some(log) = self.log.take() else {
             return;
         };
-        if let Some(spans) = &self.conn.plane.spans {
+        let now = SystemTime::now();
+        if let Some(spans) = &self.conn.plane.spans
+            && self.facts.trace_headers
+        {
             // The wall-clock time of the response's end, from the monotonic clock's.
-            let ended = SystemTime::now() - now.saturating_duration_since(end);
+            let since_end = end.map_or(Duration::ZERO, |end| end.elapsed());
+            let ended = now - since_end;
             spans.export(self.span(&log, status, ended, total));
         }
         if self.write_log {
             let record = self.record(&log, status, total);
-            let line = match self.snapshot.config.logging.format {
-                LogFormat::Json => record.json(),
-                LogFormat::Text => record.text(),
-            };
-            self.conn.plane.access_log.write(line);
+            let format = self.snapshot.config.logging.format;
+            self.conn.plane.access_log.write(|out| match format {
+                LogFormat::Json => record.write_json(now, out),
+                LogFormat::Text => record.write_text(now, out),
+            });
         }
     }
 
@@ -270,8 +315,7 @@ impl Exchange {
         let tls = self.conn.tls.get();
         let server = match (self.facts.target, self.facts.server) {
             (Some((pool, _, _)), Some((server, port))) => {
-                let address = &self.snapshot.pool(pool).servers[server].address;
-                Some(format!("{}:{port}", address.host))
+                Some((&self.snapshot.pool(pool).servers[server].address.host, port))
             }
             _ => None,
         };
@@ -366,10 +410,14 @@ pub(super) fn session_logger(
             record.bytes_from_backend = sample.bytes_from_backend;
             record.close_code = sample.close_code;
             record.closed_by = sample.closed_by.as_str();
-            let line = match format {
-                LogFormat::Json => serde_json::to_string(&record).unwrap_or_default(),
-                LogFormat::Text => format!(
-                    "{} websocket client={}:{} listener={} rule={} pool={} settings={} server={} duration={:.6} messages_from_client={} messages_from_backend={} bytes_from_client={} bytes_from_backend={} close_code={} closed_by={} trace_id={}",
+            plane.access_log.write(|out| match format {
+                LogFormat::Json => {
+                    let _ = serde_json::to_writer(&mut *out, &record);
+                }
+                LogFormat::Text => {
+                    let _ = write!(
+                        out,
+                        "{} websocket client={}:{} listener={} rule={} pool={} settings={} server={} duration={:.6} messages_from_client={} messages_from_backend={} bytes_from_client={} bytes_from_backend={} close_code={} closed_by={} trace_id={}",
                     record.time,
                     record.client_ip,
                     record.client_port,
@@ -388,9 +436,9 @@ pub(super) fn session_logger(
                         .map_or_else(|| "-".to_owned(), |c| c.to_string()),
                     record.closed_by,
                     record.transaction_id,
-                ),
-            };
-            plane.access_log.write(line);
+                    );
+                }
+            });
         },
     ))
 }
@@ -421,195 +469,14 @@ struct SessionRecord {
     closed_by: &'static str,
 }
 
-/// The TLS parameters of an HTTPS connection, for the access log.
-#[derive(Debug, Clone, Copy)]
-pub struct TlsFacts {
-    pub protocol: &'static str,
-    pub cipher: &'static str,
-}
-
-/// One request as the access log writes it: Application Gateway's fields, and the trace ids
-/// as bytes for a span exporter.
-#[derive(Debug)]
-pub struct RequestRecord<'a> {
-    pub client: SocketAddr,
-    pub method: &'a str,
-    pub uri: &'a Uri,
-    pub version: Version,
-    pub user_agent: Option<&'a str>,
-    /// The Host header as the client sent it.
-    pub host: Option<&'a str>,
-    pub status: u16,
-    pub received_bytes: u64,
-    pub sent_bytes: u64,
-    /// From the request's arrival to its response's last byte.
-    pub time_taken: Duration,
-    /// Protocol version and cipher suite, on HTTPS.
-    pub tls: Option<(&'static str, &'static str)>,
-    /// The backend server that answered (`host:port`).
-    pub server: Option<String>,
-    pub server_status: Option<u16>,
-    /// From sending the request to the backend's response head.
-    pub server_latency: Option<Duration>,
-    pub trace: TraceContext,
-    pub listener: Option<&'a str>,
-    pub rule: Option<&'a str>,
-    pub pool: Option<&'a str>,
-    pub settings: Option<&'a str>,
-}
-
-/// Application Gateway's access-log record (v2 field names; times in seconds).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRecord<'a> {
-    time: String,
-    operation_name: &'static str,
-    #[serde(rename = "clientIP")]
-    client_ip: String,
-    client_port: u16,
-    http_method: &'a str,
-    request_uri: &'a str,
-    original_request_uri_with_args: &'a str,
-    user_agent: &'a str,
-    http_status: u16,
-    http_version: &'static str,
-    received_bytes: u64,
-    sent_bytes: u64,
-    time_taken: f64,
-    ssl_enabled: &'static str,
-    ssl_cipher: &'static str,
-    ssl_protocol: &'static str,
-    server_routed: &'a str,
-    server_status: String,
-    server_response_latency: String,
-    host: &'a str,
-    original_host: &'a str,
-    transaction_id: &'a str,
-    listener_name: &'a str,
-    rule_name: &'a str,
-    backend_pool_name: &'a str,
-    backend_setting_name: &'a str,
-    trace_id: &'a str,
-    span_id: &'a str,
-    parent_span_id: &'a str,
-}
-
-impl RequestRecord<'_> {
-    pub fn json(&self) -> String {
-        let trace_id = self.trace.trace_id_hex();
-        let trace_id = std::str::from_utf8(&trace_id).unwrap_or_default();
-        let span_id = hex8(&self.trace.span_id);
-        let span_id = std::str::from_utf8(&span_id).unwrap_or_default();
-        let parent = self.trace.parent_span_id.map(|p| hex8(&p));
-        let parent = parent
-            .as_ref()
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .unwrap_or_default();
-        // HTTP/2 requests carry the host in :authority.
-        let host = self.host.or(self.uri.host()).unwrap_or_default();
-        let record = JsonRecord {
-            time: telemetry::rfc3339(SystemTime::now()),
-            operation_name: "ApplicationGatewayAccess",
-            client_ip: self.client.ip().to_string(),
-            client_port: self.client.port(),
-            http_method: self.method,
-            request_uri: self.uri.path(),
-            original_request_uri_with_args: self.uri.path_and_query().map_or("/", |p| p.as_str()),
-            user_agent: self.user_agent.unwrap_or("-"),
-            http_status: self.status,
-            http_version: version(self.version),
-            received_bytes: self.received_bytes,
-            sent_bytes: self.sent_bytes,
-            time_taken: seconds(self.time_taken),
-            ssl_enabled: if self.tls.is_some() { "on" } else { "off" },
-            ssl_cipher: self.tls.map_or("-", |t| t.1),
-            ssl_protocol: self.tls.map_or("-", |t| t.0),
-            server_routed: self.server.as_deref().unwrap_or("-"),
-            server_status: self
-                .server_status
-                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            server_response_latency: self
-                .server_latency
-                .map_or_else(|| "-".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
-            host,
-            original_host: host,
-            transaction_id: trace_id,
-            listener_name: self.listener.unwrap_or_default(),
-            rule_name: self.rule.unwrap_or_default(),
-            backend_pool_name: self.pool.unwrap_or_default(),
-            backend_setting_name: self.settings.unwrap_or_default(),
-            trace_id,
-            span_id,
-            parent_span_id: parent,
-        };
-        serde_json::to_string(&record).unwrap_or_default()
-    }
-
-    /// One line of `key=value` fields, values with spaces or quotes quoted.
-    pub fn text(&self) -> String {
-        use std::fmt::Write as _;
-        let trace_id = self.trace.trace_id_hex();
-        let mut line = String::with_capacity(256);
-        let _ = write!(
-            line,
-            "{} access client={} method={} uri={} status={} time_taken={:.6} received={} sent={} trace_id={}",
-            telemetry::rfc3339(SystemTime::now()),
-            self.client,
-            self.method,
-            quoted(self.uri.path_and_query().map_or("/", |p| p.as_str())),
-            self.status,
-            self.time_taken.as_secs_f64(),
-            self.received_bytes,
-            self.sent_bytes,
-            std::str::from_utf8(&trace_id).unwrap_or_default(),
-        );
-        let fields = [
-            ("host", self.host),
-            ("listener", self.listener),
-            ("rule", self.rule),
-            ("pool", self.pool),
-            ("settings", self.settings),
-            ("server", self.server.as_deref()),
-        ];
-        for (name, value) in fields {
-            if let Some(v) = value {
-                let _ = write!(line, " {name}={}", quoted(v));
-            }
-        }
-        if let Some(s) = self.server_status {
-            let _ = write!(line, " server_status={s}");
-        }
-        line
-    }
-}
-
-fn quoted(v: &str) -> std::borrow::Cow<'_, str> {
-    if v.is_empty() || v.contains([' ', '"', '=']) || v.chars().any(char::is_control) {
-        format!("{v:?}").into()
-    } else {
-        v.into()
-    }
-}
-
-/// A span id's 16 hex digits, without allocating.
-fn hex8(bytes: &[u8; 8]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    super::trace::hex(bytes, &mut out);
-    out
+fn quoted(v: &str) -> String {
+    let mut out = Vec::new();
+    push_quoted(&mut out, v);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn seconds(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e6
-}
-
-fn version(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
-    }
 }
 
 /// Why a failed request failed, as the metrics count it.
@@ -680,12 +547,10 @@ impl Body for ExchangeBody {
                     this.exchange.sent += data.len() as u64;
                 }
                 if this.body.is_end_stream() {
-                    this.exchange.done_at = Some(Instant::now());
+                    this.exchange.body_done();
                 }
             }
-            Poll::Ready(None) => {
-                this.exchange.done_at.get_or_insert_with(Instant::now);
-            }
+            Poll::Ready(None) => this.exchange.body_done(),
             _ => {}
         }
         polled

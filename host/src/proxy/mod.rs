@@ -18,6 +18,7 @@ mod forward;
 pub mod headers;
 mod log;
 mod message_filter;
+mod record;
 mod response;
 pub mod rewrite;
 mod route;
@@ -27,7 +28,8 @@ pub mod trace;
 mod upstream_request;
 
 pub use error::ProxyError;
-pub use log::{ExchangeBody, RequestRecord, TlsFacts};
+pub use log::ExchangeBody;
+pub use record::{RequestRecord, TlsFacts};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

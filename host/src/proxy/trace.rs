@@ -2,6 +2,9 @@
 //! valid `traceparent` continues its trace with a span of the gateway's own; any other starts a
 //! trace. The trace id is the access log's `transactionId` and the value of `X-AppGW-Trace-Id`.
 
+use std::cell::RefCell;
+
+use bytes::BytesMut;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
@@ -66,7 +69,7 @@ impl TraceContext {
     }
 
     pub fn trace_id_value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.trace_id_hex()).expect("hex digits are a valid header value")
+        shared_value(&self.trace_id_hex())
     }
 
     /// `traceparent` for the backend: version 00, this trace, the gateway's span.
@@ -75,8 +78,32 @@ impl TraceContext {
         hex(&self.trace_id, &mut out[3..35]);
         hex(&self.span_id, &mut out[36..52]);
         hex(&[self.flags], &mut out[53..55]);
-        HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
+        shared_value(&out)
     }
+}
+
+/// Room for about 50 requests' trace header values; a chunk is freed when the last value
+/// made in it is.
+const CHUNK: usize = 4096;
+
+thread_local! {
+    /// The rest of this thread's current chunk.
+    static CHUNK_LEFT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A header value of hex digits and dashes, copied into a slice of a chunk this thread shares
+/// among many values: a request's trace headers then cost no allocation of their own, only a
+/// reference count.
+fn shared_value(text: &[u8]) -> HeaderValue {
+    let bytes = CHUNK_LEFT.with(|left| {
+        let mut left = left.borrow_mut();
+        if left.capacity() < text.len() {
+            *left = BytesMut::with_capacity(CHUNK);
+        }
+        left.extend_from_slice(text);
+        left.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(bytes).expect("hex digits are a valid header value")
 }
 
 fn new_span_id() -> [u8; 8] {
@@ -199,5 +226,19 @@ mod tests {
         let b = TraceContext::start();
         assert_ne!(a.trace_id, b.trace_id);
         assert_eq!(a.traceparent().len(), 55);
+    }
+
+    #[test]
+    fn header_values_from_shared_chunks_stay_intact() {
+        let traces: Vec<_> = (0..200).map(|_| TraceContext::start()).collect();
+        let values: Vec<_> = traces
+            .iter()
+            .map(|t| (t.traceparent(), t.trace_id_value()))
+            .collect();
+        for (t, (parent, id)) in traces.iter().zip(&values) {
+            assert_eq!(id.as_bytes(), &t.trace_id_hex());
+            let (trace_id, span_id, flags) = parse(parent.as_bytes()).unwrap();
+            assert_eq!((trace_id, span_id, flags), (t.trace_id, t.span_id, t.flags));
+        }
     }
 }

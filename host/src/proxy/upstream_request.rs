@@ -245,6 +245,9 @@ impl Connection {
         }
         // W3C Trace Context: the backend continues the gateway's span. A trace the gateway
         // started (no valid traceparent came) drops the caller's tracestate (§3.3.1.1).
+        if !facts.trace_headers {
+            return;
+        }
         if facts.trace.parent_span_id.is_none() {
             headers.remove(&TRACESTATE);
         }

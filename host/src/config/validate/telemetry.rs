@@ -1,4 +1,5 @@
-//! `[telemetry]`: the OTLP collector spans are exported to.
+//! `[telemetry]`: the OTLP collector spans are exported to, and the per-request histograms and
+//! trace context switched off.
 
 use super::Result;
 use crate::config::raw::RawTelemetry;
@@ -7,11 +8,9 @@ use crate::config::*;
 const FIELD: &str = "telemetry.otlp_endpoint";
 
 pub(super) fn telemetry(raw: Option<&RawTelemetry>) -> Result<Telemetry> {
+    let d = Telemetry::default();
     let Some(raw) = raw else {
-        return Ok(Telemetry {
-            otlp: None,
-            service_name: DEFAULT_SERVICE_NAME.into(),
-        });
+        return Ok(d);
     };
     let service_name = match raw.service_name.as_deref() {
         None => DEFAULT_SERVICE_NAME.to_owned(),
@@ -28,7 +27,12 @@ pub(super) fn telemetry(raw: Option<&RawTelemetry>) -> Result<Telemetry> {
         .as_deref()
         .map(otlp_endpoint)
         .transpose()?;
-    Ok(Telemetry { otlp, service_name })
+    Ok(Telemetry {
+        otlp,
+        service_name,
+        request_histograms: raw.request_histograms.unwrap_or(d.request_histograms),
+        trace_context: raw.trace_context.unwrap_or(d.trace_context),
+    })
 }
 
 /// `http://host:port[/base]`: plain HTTP (the exporter speaks no TLS; put a collector on the
