@@ -25,8 +25,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    Direction, Message, MessageDecision, MessageFilter, OpenDecision, Outgoing, Plugin,
-    SessionOpen,
+    Direction, Message, MessageDecision, MessageFilter, OpenDecision, Outgoing, Plugin, SessionOpen,
 };
 
 #[derive(Deserialize)]
@@ -159,7 +158,8 @@ impl MessageFilter for RateLimit {
         }
         let c = &self.config;
         let now = message.at_ms;
-        let (mut session, client) = decode(&state).unwrap_or((Bucket::full(c.session_burst, now), ""));
+        let (mut session, client) =
+            decode(&state).unwrap_or((Bucket::full(c.session_burst, now), ""));
         if session.at_ms == u64::MAX {
             session.at_ms = now;
         }
@@ -170,7 +170,9 @@ impl MessageFilter for RateLimit {
             if clients.len() >= MAX_CLIENTS && !clients.contains_key(client) {
                 // Buckets refilled to full are the same as none: forget those first.
                 let (rate, burst) = (c.client_rate, c.client_burst);
-                clients.retain(|_, b| b.tokens + now.saturating_sub(b.at_ms) as f64 / 1000.0 * rate < burst);
+                clients.retain(|_, b| {
+                    b.tokens + now.saturating_sub(b.at_ms) as f64 / 1000.0 * rate < burst
+                });
                 if clients.len() >= MAX_CLIENTS {
                     clients.clear();
                 }
