@@ -115,7 +115,7 @@ fn invalid_cases() -> Vec<(&'static str, String, String)> {
         (
             "an unknown field",
             with_listener("[[listeners]]\nname = \"web\"\nport = 8080\ncolour = \"red\"\n\n"),
-            "line 4, column 1: unknown field `colour`, expected one of `name`, `protocol`, `port`, `bind_address`, `host_names`, `certificate`, `certificate_key`, `certificate_pfx`, `certificate_password`, `require_sni`, `min_tls_version`, `router`, `ssl_profile`, `custom_error_pages`".into(),
+            "line 4, column 1: unknown field `colour`, expected one of `name`, `protocol`, `port`, `bind_address`, `host_names`, `certificate`, `certificate_key`, `certificate_pfx`, `certificate_password`, `require_sni`, `min_tls_version`, `router`, `message_filter`, `ssl_profile`, `custom_error_pages`".into(),
         ),
         (
             "two listeners with the same name",
