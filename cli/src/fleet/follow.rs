@@ -603,10 +603,7 @@ impl Registration {
         let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL as u64 / 3));
         loop {
             tokio::select! {
-                _ = stopped(stop) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), lease.revoke(id)).await;
-                    return Ok(());
-                }
+                _ = stopped(stop) => break,
                 _ = tick.tick() => keeper.keep_alive().await?,
                 answer = answers.message() => {
                     match answer? {
@@ -616,13 +613,17 @@ impl Registration {
                 }
                 changed = self.running.changed() => {
                     if changed.is_err() {
-                        return Ok(());
+                        // The follower ended: the instance is stopping.
+                        break;
                     }
                     let record = self.record();
                     put(record).await?;
                 }
             }
         }
+        // Revoking the lease removes the record now rather than when the lease runs out.
+        let _ = tokio::time::timeout(timeout, lease.revoke(id)).await;
+        Ok(())
     }
 }
 
