@@ -4,7 +4,7 @@
 // `/healthz` is answered by the gateway itself, and everything else is left to the gateway's
 // native rules. Types generated from wit/plugin.wit are in types/ after `wasmgate plugin build`.
 
-import { log } from 'wasmgate:plugin/host@0.1.1';
+import { log } from 'wasmgate:plugin/host@0.1.2';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
