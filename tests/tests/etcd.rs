@@ -376,8 +376,16 @@ async fn a_pushed_change_reaches_every_instance_while_traffic_flows() {
     assert!(history.windows(2).all(|w| w[0].revision > w[1].revision));
 
     shutdown(members).await;
-    // Stopped instances take their records with them.
-    let view = fleet(&client, &url).await.expect("fleet status");
+    // Stopped instances take their records with them: each revokes its lease on the way out
+    // (and a record whose lease was not revoked goes when the lease runs out, 10 s).
+    let mut view = fleet(&client, &url).await.expect("fleet status");
+    for _ in 0..150 {
+        if view.instances.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        view = fleet(&client, &url).await.expect("fleet status");
+    }
     assert!(view.instances.is_empty(), "{}", view.table());
 }
 
