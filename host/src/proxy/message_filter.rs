@@ -22,8 +22,7 @@ use super::upstream_request::ServerChoice;
 use super::{Connection, ProxyError};
 use crate::config::{FailPolicy, PluginId};
 use crate::plugin::{
-    HeaderRef, OpenDecision, PluginError, PluginSlot, PluginVersion, RequestHead, RequestHeadRef,
-    SessionOpen,
+    OpenDecision, PluginError, PluginSlot, PluginVersion, RequestHead, RequestHeadRef, SessionOpen,
 };
 use crate::snapshot::{ForwardTarget, Snapshot};
 use crate::upstream::RequestBody;
@@ -65,18 +64,7 @@ impl Connection {
             return not_loaded(slot.fail_policy(), slot.name());
         };
         let wanted = version.plugin.request_headers();
-        let headers: Vec<HeaderRef<'_>> = if wanted.is_some_and(|w| w.is_empty()) {
-            Vec::new()
-        } else {
-            req.headers()
-                .iter()
-                .filter(|(n, _)| wanted.is_none_or(|w| w.contains(n)))
-                .map(|(n, v)| HeaderRef {
-                    name: n.as_str(),
-                    value: v.as_bytes(),
-                })
-                .collect()
-        };
+        let headers = super::route_plugin::request_headers(req, wanted);
         let head = RequestHeadRef {
             method: req.method().as_str(),
             scheme: self.scheme.as_str(),

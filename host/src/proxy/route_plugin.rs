@@ -163,8 +163,8 @@ impl Connection {
     }
 }
 
-/// The request's headers a router asked for (`None`: all), borrowed.
-fn request_headers<'r, B>(
+/// The request's headers a plugin asked for (`None`: all), borrowed.
+pub(super) fn request_headers<'r, B>(
     req: &'r Request<B>,
     wanted: Option<&[HeaderName]>,
 ) -> Vec<HeaderRef<'r>> {
